@@ -1,0 +1,123 @@
+//! `arca get`: fetch every file of a version into a directory. Each file is written to a hidden
+//! temporary name beside its destination, checked against the manifest's size, SHA-256 and
+//! BLAKE3, synced, and only then renamed into place: a failed or corrupt transfer leaves no
+//! file under the destination name.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use arca_core::api::VersionInfo;
+use arca_core::digest::FileHasher;
+use arca_core::manifest::FileEntry;
+use http_body_util::BodyExt;
+use hyper::Method;
+
+use crate::client::{empty, enc, Client};
+
+pub async fn run(
+    client: &Client,
+    name: &str,
+    version: &str,
+    out: &Path,
+    json: bool,
+) -> Result<i32> {
+    let info: VersionInfo = client
+        .get(&format!(
+            "/v1/models/{}/versions/{}",
+            enc(name),
+            enc(version)
+        ))
+        .await?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for f in &info.files {
+        fetch(client, name, version, f, out).await?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"name": name, "version": version, "out": out, "files": info.files.len(), "bytes": info.total_size})
+        );
+    } else {
+        println!(
+            "wrote {} files ({} bytes) of {name} {version} to {}, all verified",
+            info.files.len(),
+            info.total_size,
+            out.display()
+        );
+    }
+    Ok(0)
+}
+
+async fn fetch(
+    client: &Client,
+    name: &str,
+    version: &str,
+    f: &FileEntry,
+    out: &Path,
+) -> Result<()> {
+    // RelPath has no '..', no absolute form and no empty component, so this stays under `out`.
+    let dest = out.join(f.path.as_str());
+    let dir = dest.parent().context("destination has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file_name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("bad file name")?;
+    let tmp = dir.join(format!(".{file_name}.arca-partial-{}", std::process::id()));
+    let result = fetch_into(client, name, version, f, &tmp).await;
+    match result {
+        Ok(()) => {
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming into {}", dest.display()))?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+async fn fetch_into(
+    client: &Client,
+    name: &str,
+    version: &str,
+    f: &FileEntry,
+    tmp: &Path,
+) -> Result<()> {
+    let url = format!(
+        "/v1/models/{}/versions/{}/file?path={}",
+        enc(name),
+        enc(version),
+        enc(f.path.as_str())
+    );
+    let resp = client
+        .send(Method::GET, &url, empty(), "application/json")
+        .await?;
+    let mut body = resp.into_body();
+    let mut file =
+        std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut h = FileHasher::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.with_context(|| {
+            format!(
+                "{}: transfer failed (the daemon stops a file whose data fails verification)",
+                f.path
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            h.update(&data);
+            file.write_all(&data)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+        }
+    }
+    let d = h.finish();
+    if d.size != f.size || d.sha256 != f.sha256 || d.blake3 != f.blake3 {
+        bail!("{}: received {} of {} bytes, or the content does not match the signed digests; nothing written", f.path, d.size, f.size);
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `arca key`: the caller's signing key on disk, and the daemon's list of trusted keys.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arca_core::api::{TrustKey, TrustedKey, WhoAmI};
+use arca_core::sign::{PublicKey, SecretKey};
+use clap::Subcommand;
+use hyper::Method;
+
+use crate::client::Client;
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create your signing key (trusted at once if you are an admin).
+    Gen {
+        /// Where to write the secret key [default: $ARCA_KEY, else ~/.config/arca/signing.key]
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Replace an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Trust a public key for a user (admin only).
+    Trust { user: String, pubkey_file: PathBuf },
+    /// List trusted keys.
+    Ls,
+}
+
+/// The secret key's default place: $ARCA_KEY, else $XDG_CONFIG_HOME/arca or ~/.config/arca.
+pub fn default_key_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ARCA_KEY") {
+        return Ok(PathBuf::from(p));
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x),
+        _ => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --key")?)
+            .join(".config"),
+    };
+    Ok(base.join("arca").join("signing.key"))
+}
+
+pub fn load_secret(path: &Path) -> Result<SecretKey> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "no signing key at {} (create one with `arca key gen`)",
+            path.display()
+        )
+    })?);
+    SecretKey::from_file_text(&text).with_context(|| format!("{}", path.display()))
+}
+
+pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
+    match cmd {
+        KeyCmd::Gen { key, force } => {
+            let path = match key {
+                Some(p) => p,
+                None => default_key_path()?,
+            };
+            if path.exists() && !force {
+                bail!(
+                    "{} already exists (use --force to replace it)",
+                    path.display()
+                );
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let sk = SecretKey::generate().context("random source")?;
+            let tmp = path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            f.write_all(sk.to_file_text().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            let pub_path = path.with_extension("pub");
+            std::fs::write(&pub_path, format!("{}\n", sk.public()))?;
+            let me: WhoAmI = client.get("/v1/whoami").await?;
+            let trusted = if me.admin {
+                let t: TrustedKey = client
+                    .json(
+                        Method::POST,
+                        "/v1/keys",
+                        Some(&TrustKey {
+                            user: me.user.clone(),
+                            public_key: sk.public(),
+                        }),
+                    )
+                    .await?;
+                Some(t)
+            } else {
+                None
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"key": path, "public_key_file": pub_path, "public_key": sk.public(), "trusted": trusted})
+                );
+            } else {
+                println!("secret key: {}", path.display());
+                println!(
+                    "public key: {} ({})",
+                    pub_path.display(),
+                    sk.public().fingerprint()
+                );
+                match trusted {
+                    Some(_) => println!("trusted for {} (you are an admin)", me.user),
+                    None => println!(
+                        "not trusted yet: ask an admin to run `arca key trust {} {}`",
+                        me.user,
+                        pub_path.display()
+                    ),
+                }
+            }
+            Ok(0)
+        }
+        KeyCmd::Trust { user, pubkey_file } => {
+            let text = std::fs::read_to_string(&pubkey_file)
+                .with_context(|| format!("reading {}", pubkey_file.display()))?;
+            let public_key: PublicKey = text
+                .parse()
+                .with_context(|| format!("{}", pubkey_file.display()))?;
+            let t: TrustedKey = client
+                .json(
+                    Method::POST,
+                    "/v1/keys",
+                    Some(&TrustKey { user, public_key }),
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&t)?);
+            } else {
+                println!(
+                    "trusted key {} for {} (uid {})",
+                    t.fingerprint, t.user, t.uid
+                );
+            }
+            Ok(0)
+        }
+        KeyCmd::Ls => {
+            let keys: Vec<TrustedKey> = client.get("/v1/keys").await?;
+            if json {
+                println!("{}", serde_json::to_string(&keys)?);
+            } else {
+                let mut t =
+                    crate::show::table(&["USER", "UID", "FINGERPRINT", "ADDED BY", "ADDED"]);
+                for k in keys {
+                    t.add_row(vec![
+                        k.user,
+                        k.uid.to_string(),
+                        k.fingerprint,
+                        k.added_by,
+                        crate::show::time(k.added_at),
+                    ]);
+                }
+                println!("{t}");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `arca`: the control CLI. It talks to arcad over its Unix socket; the daemon learns who is
+//! calling from the socket itself. Errors are one line on stderr and a non-zero exit.
+
+mod client;
+mod get;
+mod keys;
+mod push;
+mod show;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// arca: a secure model store.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// arcad's socket [default: /run/arca/arcad.sock if it exists, else /var/tmp/arca-dev/arcad.sock]
+    #[arg(long, global = true, env = "ARCA_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Push a directory (every regular file under it) or one file as a new, signed version.
+    Push(push::PushArgs),
+    /// List models, or the versions of one model.
+    Ls { name: Option<String> },
+    /// Show one version: metadata, status, root, signer, sizes, files.
+    Show { name: String, version: String },
+    /// Write a version's files into a directory, each verified before it is renamed into place.
+    Get {
+        name: String,
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Re-read every chunk of a model (or one version) and check AEAD, ids, digests, root and signature.
+    Verify {
+        name: String,
+        version: Option<String>,
+    },
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(keys::KeyCmd),
+    /// Who the daemon says you are.
+    Whoami,
+    /// Store totals: models, versions, chunks, stored and logical bytes.
+    Stats,
+}
+
+fn socket_path(cli: &Cli) -> PathBuf {
+    if let Some(s) = &cli.socket {
+        return s.clone();
+    }
+    let system = PathBuf::from("/run/arca/arcad.sock");
+    if system.exists() {
+        system
+    } else {
+        PathBuf::from("/var/tmp/arca-dev/arcad.sock")
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("arca: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("arca: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs one command; the returned code is the process's exit status.
+async fn run(cli: Cli) -> Result<i32> {
+    let client = client::Client::new(&socket_path(&cli));
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Push(a) => push::run(&client, a, json).await,
+        Cmd::Ls { name } => show::ls(&client, name.as_deref(), json).await,
+        Cmd::Show { name, version } => show::show(&client, &name, &version, json).await,
+        Cmd::Get { name, version, out } => get::run(&client, &name, &version, &out, json).await,
+        Cmd::Verify { name, version } => {
+            show::verify(&client, &name, version.as_deref(), json).await
+        }
+        Cmd::Key(k) => keys::run(&client, k, json).await,
+        Cmd::Whoami => show::whoami(&client, json).await,
+        Cmd::Stats => show::stats(&client, json).await,
+    }
+}

@@ -1,0 +1,210 @@
+//! The control API between `arca` and `arcad`: one closed set of requests and responses,
+//! versioned by path prefix (`/v1/...`), JSON over HTTP/1.1 on a Unix socket. docs/api.md lists
+//! every route. The caller's identity is never part of a request: the daemon reads it from the
+//! socket's peer credentials.
+
+use crate::id::{ChunkId, MerkleRoot, MetadataDigest};
+use crate::manifest::FileEntry;
+use crate::metadata::PublishedMetadata;
+use crate::name::{ModelName, ModelVersion, RelPath};
+use crate::sign::{PublicKey, Signature};
+
+/// Path prefix of this API version.
+pub const PREFIX: &str = "/v1";
+
+/// Who the daemon says the caller is.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WhoAmI {
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub admin: bool,
+    pub daemon_version: String,
+}
+
+/// `POST /v1/uploads`: start a push.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CreateUpload {
+    pub metadata: PublishedMetadata,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UploadCreated {
+    pub upload_id: String,
+}
+
+/// Query of `PUT /v1/uploads/{id}/files`: the file's bytes are the request body.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FileQuery {
+    pub path: RelPath,
+    pub mode: u32,
+}
+
+/// What the daemon computed from one uploaded file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FileStored {
+    pub entry: FileEntry,
+    pub chunks: u64,
+    /// Chunks (and their sealed bytes) that were not in the store before this file.
+    pub new_chunks: u64,
+    pub new_stored_bytes: u64,
+}
+
+/// `POST /v1/uploads/{id}/commit`: what the publisher computed and signed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CommitUpload {
+    pub merkle_root: MerkleRoot,
+    pub metadata_digest: MetadataDigest,
+    pub signature: Signature,
+    pub public_key: PublicKey,
+}
+
+/// A version's lifecycle status (the transitions are governed by issue #4's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Development,
+    Staging,
+    Production,
+    Deprecated,
+    Archived,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Status::Development => "development",
+            Status::Staging => "staging",
+            Status::Production => "production",
+            Status::Deprecated => "deprecated",
+            Status::Archived => "archived",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Who signed a version.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SignerInfo {
+    pub user: String,
+    pub uid: u32,
+    pub public_key: PublicKey,
+    pub signature: Signature,
+}
+
+/// Everything `arca show` prints about one version.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VersionInfo {
+    pub metadata: PublishedMetadata,
+    pub created_by: String,
+    pub created_by_uid: u32,
+    /// Seconds since the Unix epoch, by the daemon's clock.
+    pub created_at: u64,
+    pub status: Status,
+    pub merkle_root: MerkleRoot,
+    pub metadata_digest: MetadataDigest,
+    pub signer: SignerInfo,
+    pub total_size: u64,
+    pub chunks: u64,
+    pub files: Vec<FileEntry>,
+}
+
+/// Response of a commit: the stored version, and how much the push added to the store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Committed {
+    pub version: VersionInfo,
+    pub new_chunks: u64,
+    pub new_stored_bytes: u64,
+}
+
+/// One line of `arca ls`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ModelSummary {
+    pub name: ModelName,
+    pub versions: u64,
+    pub latest: ModelVersion,
+    pub production: Option<ModelVersion>,
+}
+
+/// One line of `arca ls NAME`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VersionSummary {
+    pub version: ModelVersion,
+    pub status: Status,
+    pub created_by: String,
+    pub created_at: u64,
+    pub total_size: u64,
+    pub files: u64,
+    pub merkle_root: MerkleRoot,
+}
+
+/// A problem found by `verify`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VerifyFailure {
+    pub version: ModelVersion,
+    pub file: Option<RelPath>,
+    pub chunk: Option<ChunkId>,
+    pub problem: String,
+}
+
+/// Result of `POST /v1/models/{name}/verify`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub versions: u64,
+    pub files: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub failures: Vec<VerifyFailure>,
+}
+
+/// `POST /v1/keys`: trust a public key for a user (a name or a numeric uid).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrustKey {
+    pub user: String,
+    pub public_key: PublicKey,
+}
+
+/// One trusted publisher key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrustedKey {
+    pub user: String,
+    pub uid: u32,
+    pub public_key: PublicKey,
+    pub fingerprint: String,
+    pub added_by: String,
+    pub added_at: u64,
+}
+
+/// `GET /v1/store/stats`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoreStats {
+    pub models: u64,
+    pub versions: u64,
+    pub chunks: u64,
+    /// Sum of sealed chunk sizes: what the chunks occupy before RocksDB's own overhead.
+    pub stored_bytes: u64,
+    /// Sum of the sizes of all files of all versions, counting shared content every time.
+    pub logical_bytes: u64,
+}
+
+/// Machine-readable error kinds; the CLI prints `message` and exits non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    SignatureMismatch,
+    UntrustedSigner,
+    DigestMismatch,
+    IntegrityFailure,
+    Internal,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}

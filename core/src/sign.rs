@@ -1,0 +1,210 @@
+//! Ed25519 signatures over a version: what exactly is signed, and the key file formats.
+//!
+//! The signed message is `"arca.version-signature.v1" || 0x00 || merkle_root || metadata_digest`
+//! (32 + 32 bytes). Verification uses `verify_strict`, which rejects small-order keys and
+//! non-canonical signatures.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
+
+use crate::id::{MerkleRoot, MetadataDigest};
+
+const VERSION_SIG_TAG: &[u8] = b"arca.version-signature.v1\0";
+const SECRET_PREFIX: &str = "arca-ed25519-secret-v1:";
+const PUBLIC_PREFIX: &str = "arca-ed25519-v1:";
+
+/// Errors from key handling and verification. A failed verification is one opaque variant on
+/// purpose: callers must not branch on why a signature is bad.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("not an arca public key (expected {PUBLIC_PREFIX}<64 hex>)")]
+    BadPublicKey,
+    #[error("not an arca secret key file")]
+    BadSecretKey,
+    #[error("not a signature (expected 128 hex characters)")]
+    BadSignature,
+    #[error("signature does not verify")]
+    Invalid,
+    #[error("the operating system's random source failed")]
+    Random,
+}
+
+/// A publisher's public key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Short fingerprint for listings: the first 16 hex characters of BLAKE3 of the key.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&blake3::hash(self.0.as_bytes()).as_bytes()[..8])
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    pub fn verify_version(
+        &self,
+        root: &MerkleRoot,
+        meta: &MetadataDigest,
+        sig: &Signature,
+    ) -> Result<(), SignError> {
+        self.0
+            .verify_strict(&version_message(root, meta), &sig.0)
+            .map_err(|_| SignError::Invalid)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PUBLIC_PREFIX}{}", hex::encode(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.fingerprint())
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = SignError;
+    fn from_str(s: &str) -> Result<Self, SignError> {
+        let h = s
+            .trim()
+            .strip_prefix(PUBLIC_PREFIX)
+            .ok_or(SignError::BadPublicKey)?;
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(h, &mut b).map_err(|_| SignError::BadPublicKey)?;
+        VerifyingKey::from_bytes(&b)
+            .map(Self)
+            .map_err(|_| SignError::BadPublicKey)
+    }
+}
+
+/// An Ed25519 signature.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signature(ed25519_dalek::Signature);
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0.to_bytes()))
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({self})")
+    }
+}
+
+impl FromStr for Signature {
+    type Err = SignError;
+    fn from_str(s: &str) -> Result<Self, SignError> {
+        let mut b = [0u8; 64];
+        hex::decode_to_slice(s.trim(), &mut b).map_err(|_| SignError::BadSignature)?;
+        Ok(Self(ed25519_dalek::Signature::from_bytes(&b)))
+    }
+}
+
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_via_str!(PublicKey);
+serde_via_str!(Signature);
+
+/// A publisher's secret key. ed25519-dalek zeroizes it on drop; it has no Debug or Display.
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Result<Self, SignError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).map_err(|_| SignError::Random)?;
+        Ok(Self(SigningKey::from_bytes(&seed)))
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    pub fn sign_version(&self, root: &MerkleRoot, meta: &MetadataDigest) -> Signature {
+        Signature(self.0.sign(&version_message(root, meta)))
+    }
+
+    /// The key file's text: one line, `arca-ed25519-secret-v1:<64 hex>`.
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "{SECRET_PREFIX}{}\n",
+            hex::encode(self.0.to_bytes())
+        ))
+    }
+
+    pub fn from_file_text(s: &str) -> Result<Self, SignError> {
+        let h = s
+            .trim()
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or(SignError::BadSecretKey)?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(h, seed.as_mut()).map_err(|_| SignError::BadSecretKey)?;
+        Ok(Self(SigningKey::from_bytes(&seed)))
+    }
+}
+
+fn version_message(root: &MerkleRoot, meta: &MetadataDigest) -> Vec<u8> {
+    let mut m = Vec::with_capacity(VERSION_SIG_TAG.len() + 64);
+    m.extend_from_slice(VERSION_SIG_TAG);
+    m.extend_from_slice(root.as_bytes());
+    m.extend_from_slice(meta.as_bytes());
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let k = SecretKey::generate().unwrap();
+        let root = MerkleRoot([1; 32]);
+        let meta = MetadataDigest([2; 32]);
+        let sig = k.sign_version(&root, &meta);
+        let pk: PublicKey = k.public().to_string().parse().unwrap();
+        pk.verify_version(&root, &meta, &sig).unwrap();
+        assert!(pk
+            .verify_version(&MerkleRoot([3; 32]), &meta, &sig)
+            .is_err());
+        assert!(pk
+            .verify_version(&root, &MetadataDigest([3; 32]), &sig)
+            .is_err());
+        let other = SecretKey::generate().unwrap().public();
+        assert!(other.verify_version(&root, &meta, &sig).is_err());
+        let sig2: Signature = sig.to_string().parse().unwrap();
+        assert_eq!(sig, sig2);
+    }
+
+    #[test]
+    fn key_file_round_trip() {
+        let k = SecretKey::generate().unwrap();
+        let text = k.to_file_text();
+        let k2 = SecretKey::from_file_text(&text).unwrap();
+        assert_eq!(k.public(), k2.public());
+        assert!(SecretKey::from_file_text("garbage").is_err());
+        assert!("arca-ed25519-v1:00".parse::<PublicKey>().is_err());
+    }
+}

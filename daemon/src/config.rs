@@ -1,0 +1,90 @@
+//! arcad's configuration: embedded defaults for a local trial, overridden by a TOML file
+//! (`--config`), overridden by flags. An unknown key in the file is an error that names it.
+
+use std::path::{Path, PathBuf};
+
+/// Where the embedded defaults keep everything: one directory, so a trial is easy to find and
+/// to remove.
+pub const DEV_BASE: &str = "/var/tmp/arca-dev";
+
+/// The file's shape. Every field is optional; absent ones take the defaults.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub log: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub key_file: PathBuf,
+    pub log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+}
+
+impl Config {
+    pub fn defaults() -> Self {
+        let base = Path::new(DEV_BASE);
+        Self {
+            state_dir: base.join("state"),
+            socket: base.join("arcad.sock"),
+            key_file: base.join("keys/kek.key"),
+            log: "info".into(),
+        }
+    }
+
+    /// Whether the key file is the embedded default: only then may arcad generate one.
+    pub fn key_file_is_default(&self) -> bool {
+        self.key_file == Self::defaults().key_file
+    }
+
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let f: FileConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
+        if let Some(v) = f.state_dir {
+            self.state_dir = v;
+        }
+        if let Some(v) = f.socket {
+            self.socket = v;
+        }
+        if let Some(v) = f.key_file {
+            self.key_file = v;
+        }
+        if let Some(v) = f.log {
+            self.log = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "state_dir = \"/x\"\nsokcet = \"/y\"\n").unwrap();
+        let e = Config::defaults().apply_file(&p).unwrap_err().to_string();
+        assert!(e.contains("sokcet"), "{e}");
+        std::fs::write(&p, "state_dir = \"/x\"\n").unwrap();
+        let mut c = Config::defaults();
+        c.apply_file(&p).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/x"));
+    }
+}

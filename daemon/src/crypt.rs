@@ -1,0 +1,393 @@
+//! Sealing and opening: the chunk envelope (XChaCha20-Poly1305 per 64 KiB segment, so a small
+//! read authenticates only a small segment), the record envelope (manifests, key lists), and
+//! the keyed hashes (chunk ids, row keys). Byte layouts are in docs/format.md.
+//!
+//! Authentication failures are one opaque error on purpose: nothing downstream may act on *why*
+//! a ciphertext did not open.
+
+use std::collections::HashMap;
+
+use arca_core::ChunkId;
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+
+use crate::keys::SecretBytes;
+
+/// Plaintext bytes per authenticated segment of a chunk.
+pub const SEGMENT: usize = 64 * 1024;
+const TAG: usize = 16;
+const CHUNK_MAGIC: &[u8; 4] = b"arcC";
+const RECORD_MAGIC: &[u8; 4] = b"arcR";
+const FORMAT_V1: u8 = 1;
+/// magic (4) + format (1) + key id (4) + plaintext length (4) + nonce (24)
+pub const CHUNK_HEADER: usize = 37;
+/// magic (4) + format (1) + key id (4) + nonce (24)
+const RECORD_HEADER: usize = 33;
+const CHUNK_AAD_TAG: &[u8] = b"arca.chunk.v1";
+const RECORD_AAD_TAG: &[u8] = b"arca.record.v1";
+
+/// Why something did not open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptError {
+    #[error("sealed value is malformed ({0})")]
+    Malformed(&'static str),
+    #[error("sealed under key id {0}, which this store does not have")]
+    UnknownKey(u32),
+    #[error("authentication failed")]
+    Authentication,
+    #[error("chunk content does not match its id")]
+    IdMismatch,
+    #[error("the operating system's random source failed")]
+    Random,
+}
+
+/// The unwrapped keys of an open store.
+pub struct Keyring {
+    deks: HashMap<u32, XChaCha20Poly1305>,
+    current: u32,
+    id_key: SecretBytes,
+    row_key: SecretBytes,
+}
+
+impl Keyring {
+    pub fn new(deks: Vec<(u32, SecretBytes)>, current: u32, id_key: SecretBytes) -> Self {
+        let row_key =
+            SecretBytes::from_array(blake3::derive_key("arca 2026 row key v1", id_key.expose()));
+        let deks = deks
+            .into_iter()
+            .map(|(id, k)| (id, XChaCha20Poly1305::new(k.expose().into())))
+            .collect();
+        Self {
+            deks,
+            current,
+            id_key,
+            row_key,
+        }
+    }
+
+    pub fn current_key_id(&self) -> u32 {
+        self.current
+    }
+
+    /// Content address of a chunk: BLAKE3 keyed with the id key.
+    pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
+        ChunkId(*blake3::keyed_hash(self.id_key.expose(), plaintext).as_bytes())
+    }
+
+    /// Storage key for a row whose natural key (a model name, a user) must not appear in the
+    /// database: BLAKE3 keyed with a key derived from the id key, over a tagged input.
+    pub fn row_key(&self, kind: &str, parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(self.row_key.expose());
+        h.update(kind.as_bytes());
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// Seed for FastCDC's gear table, secret so that chunk boundaries do not fingerprint content.
+    pub fn chunker_seed(&self) -> u64 {
+        let k = blake3::derive_key("arca 2026 chunker seed v1", self.id_key.expose());
+        u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]])
+    }
+
+    fn dek(&self, id: u32) -> Result<&XChaCha20Poly1305, CryptError> {
+        self.deks.get(&id).ok_or(CryptError::UnknownKey(id))
+    }
+
+    /// Seals a chunk's plaintext (at most u32::MAX bytes) under the current data key.
+    pub fn seal_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>, CryptError> {
+        let len =
+            u32::try_from(plaintext.len()).map_err(|_| CryptError::Malformed("chunk too large"))?;
+        let key_id = self.current;
+        let cipher = self.dek(key_id)?;
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
+        let segments = plaintext.len().div_ceil(SEGMENT);
+        let mut out = Vec::with_capacity(CHUNK_HEADER + plaintext.len() + segments * TAG);
+        out.extend_from_slice(CHUNK_MAGIC);
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&key_id.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&nonce);
+        for (i, seg) in plaintext.chunks(SEGMENT).enumerate() {
+            let start = out.len();
+            out.extend_from_slice(seg);
+            let aad = chunk_aad(id, key_id, len, i as u32);
+            let tag = cipher
+                .encrypt_in_place_detached(
+                    &segment_nonce(&nonce, i as u32),
+                    &aad,
+                    &mut out[start..],
+                )
+                .map_err(|_| CryptError::Malformed("segment too large"))?;
+            out.extend_from_slice(&tag);
+        }
+        Ok(out)
+    }
+
+    /// Opens a whole chunk and checks that its plaintext hashes to `id`.
+    pub fn open_chunk(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
+        let h = ChunkHeader::parse(sealed)?;
+        let plain = self.open_segments(id, &h, sealed, 0, h.segments())?;
+        if self.chunk_id(&plain) != *id {
+            return Err(CryptError::IdMismatch);
+        }
+        Ok(plain)
+    }
+
+    /// Opens only the segments covering `offset..offset+len` of the chunk's plaintext and returns
+    /// those bytes. Each segment is authenticated (bound to the chunk id, its index and the chunk's
+    /// length); the whole-chunk id check needs every byte and is done by `open_chunk`.
+    pub fn open_chunk_range(
+        &self,
+        id: &ChunkId,
+        sealed: &[u8],
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<u8>, CryptError> {
+        let h = ChunkHeader::parse(sealed)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= h.len as usize)
+            .ok_or(CryptError::Malformed("range beyond chunk"))?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let first = offset / SEGMENT;
+        let last = (end - 1) / SEGMENT;
+        let plain = self.open_segments(id, &h, sealed, first, last + 1)?;
+        let skip = offset - first * SEGMENT;
+        Ok(plain[skip..skip + len].to_vec())
+    }
+
+    fn open_segments(
+        &self,
+        id: &ChunkId,
+        h: &ChunkHeader,
+        sealed: &[u8],
+        first: usize,
+        end: usize,
+    ) -> Result<Vec<u8>, CryptError> {
+        let cipher = self.dek(h.key_id)?;
+        let total = h.len as usize;
+        let mut out = Vec::with_capacity((end - first) * SEGMENT);
+        for i in first..end {
+            let plain_start = i * SEGMENT;
+            let seg_len = SEGMENT.min(total - plain_start);
+            let at = CHUNK_HEADER + i * (SEGMENT + TAG);
+            let ct = &sealed[at..at + seg_len];
+            let tag = Tag::from_slice(&sealed[at + seg_len..at + seg_len + TAG]);
+            let start = out.len();
+            out.extend_from_slice(ct);
+            cipher
+                .decrypt_in_place_detached(
+                    &segment_nonce(&h.nonce, i as u32),
+                    &chunk_aad(id, h.key_id, h.len, i as u32),
+                    &mut out[start..],
+                    tag,
+                )
+                .map_err(|_| CryptError::Authentication)?;
+        }
+        Ok(out)
+    }
+
+    /// Seals a record (manifest, key list) bound to its column family and row key.
+    pub fn seal_record(
+        &self,
+        cf: &str,
+        row: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptError> {
+        let key_id = self.current;
+        let cipher = self.dek(key_id)?;
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
+        let mut out = Vec::with_capacity(RECORD_HEADER + plaintext.len() + TAG);
+        out.extend_from_slice(RECORD_MAGIC);
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&key_id.to_le_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = cipher
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                &record_aad(cf, row),
+                &mut out[RECORD_HEADER..],
+            )
+            .map_err(|_| CryptError::Malformed("record too large"))?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    pub fn open_record(&self, cf: &str, row: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
+        if sealed.len() < RECORD_HEADER + TAG {
+            return Err(CryptError::Malformed("record too short"));
+        }
+        if &sealed[..4] != RECORD_MAGIC || sealed[4] != FORMAT_V1 {
+            return Err(CryptError::Malformed("not a v1 record"));
+        }
+        let key_id = u32::from_le_bytes([sealed[5], sealed[6], sealed[7], sealed[8]]);
+        let cipher = self.dek(key_id)?;
+        let nonce = XNonce::from_slice(&sealed[9..33]);
+        let body_end = sealed.len() - TAG;
+        let mut plain = sealed[RECORD_HEADER..body_end].to_vec();
+        cipher
+            .decrypt_in_place_detached(
+                nonce,
+                &record_aad(cf, row),
+                &mut plain,
+                Tag::from_slice(&sealed[body_end..]),
+            )
+            .map_err(|_| CryptError::Authentication)?;
+        Ok(plain)
+    }
+}
+
+/// The parsed fixed header of a sealed chunk, checked against the value's exact length.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkHeader {
+    pub key_id: u32,
+    pub len: u32,
+    nonce: [u8; 24],
+}
+
+impl ChunkHeader {
+    pub fn parse(sealed: &[u8]) -> Result<Self, CryptError> {
+        if sealed.len() < CHUNK_HEADER {
+            return Err(CryptError::Malformed("chunk too short"));
+        }
+        if &sealed[..4] != CHUNK_MAGIC || sealed[4] != FORMAT_V1 {
+            return Err(CryptError::Malformed("not a v1 chunk"));
+        }
+        let key_id = u32::from_le_bytes([sealed[5], sealed[6], sealed[7], sealed[8]]);
+        let len = u32::from_le_bytes([sealed[9], sealed[10], sealed[11], sealed[12]]);
+        let mut nonce = [0u8; 24];
+        nonce.copy_from_slice(&sealed[13..37]);
+        let h = Self { key_id, len, nonce };
+        if sealed.len() != sealed_chunk_len(len as usize) {
+            return Err(CryptError::Malformed(
+                "chunk length does not match its header",
+            ));
+        }
+        Ok(h)
+    }
+
+    fn segments(&self) -> usize {
+        (self.len as usize).div_ceil(SEGMENT)
+    }
+}
+
+/// Size of a sealed chunk of `len` plaintext bytes.
+pub fn sealed_chunk_len(len: usize) -> usize {
+    CHUNK_HEADER + len + len.div_ceil(SEGMENT) * TAG
+}
+
+/// Segment i's nonce: the chunk's random 192-bit nonce with i XORed into its last four bytes.
+fn segment_nonce(base: &[u8; 24], i: u32) -> XNonce {
+    let mut n = *base;
+    for (b, x) in n[20..].iter_mut().zip(i.to_le_bytes()) {
+        *b ^= x;
+    }
+    XNonce::from(n)
+}
+
+fn chunk_aad(id: &ChunkId, key_id: u32, len: u32, seg: u32) -> [u8; 13 + 32 + 12] {
+    let mut a = [0u8; 13 + 32 + 12];
+    a[..13].copy_from_slice(CHUNK_AAD_TAG);
+    a[13..45].copy_from_slice(id.as_bytes());
+    a[45..49].copy_from_slice(&key_id.to_le_bytes());
+    a[49..53].copy_from_slice(&len.to_le_bytes());
+    a[53..57].copy_from_slice(&seg.to_le_bytes());
+    a
+}
+
+fn record_aad(cf: &str, row: &[u8]) -> Vec<u8> {
+    let mut a = RECORD_AAD_TAG.to_vec();
+    a.push(cf.len() as u8);
+    a.extend_from_slice(cf.as_bytes());
+    a.extend_from_slice(row);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ring() -> Keyring {
+        Keyring::new(
+            vec![(1, SecretBytes::random().unwrap())],
+            1,
+            SecretBytes::random().unwrap(),
+        )
+    }
+
+    #[test]
+    fn chunk_round_trip_and_every_byte_flip_is_caught() {
+        let k = ring();
+        let data: Vec<u8> = (0..(SEGMENT * 2 + 100)).map(|i| (i * 7) as u8).collect();
+        let id = k.chunk_id(&data);
+        let sealed = k.seal_chunk(&id, &data).unwrap();
+        assert_eq!(sealed.len(), sealed_chunk_len(data.len()));
+        assert_eq!(k.open_chunk(&id, &sealed).unwrap(), data);
+        // Flip a byte in the header, in ciphertext, in a tag and in the nonce.
+        for pos in [
+            2,
+            6,
+            10,
+            20,
+            CHUNK_HEADER + 5,
+            CHUNK_HEADER + SEGMENT + 3,
+            sealed.len() - 1,
+        ] {
+            let mut bad = sealed.clone();
+            bad[pos] ^= 0x40;
+            assert!(k.open_chunk(&id, &bad).is_err(), "flip at {pos} not caught");
+        }
+        // Truncated and extended values.
+        assert!(k.open_chunk(&id, &sealed[..sealed.len() - 1]).is_err());
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert!(k.open_chunk(&id, &longer).is_err());
+        // Moved to another id.
+        let other = ChunkId([9; 32]);
+        assert_eq!(
+            k.open_chunk(&other, &sealed),
+            Err(CryptError::Authentication)
+        );
+    }
+
+    #[test]
+    fn same_plaintext_seals_differently() {
+        let k = ring();
+        let id = k.chunk_id(b"x");
+        assert_ne!(
+            k.seal_chunk(&id, b"x").unwrap(),
+            k.seal_chunk(&id, b"x").unwrap()
+        );
+    }
+
+    #[test]
+    fn records_are_bound_to_their_row() {
+        let k = ring();
+        let s = k.seal_record("versions", b"row1", b"hello").unwrap();
+        assert_eq!(k.open_record("versions", b"row1", &s).unwrap(), b"hello");
+        assert!(k.open_record("versions", b"row2", &s).is_err());
+        assert!(k.open_record("keys", b"row1", &s).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn range_reads_match(len in 1usize..(3 * SEGMENT), a in 0usize..(3 * SEGMENT), b in 0usize..(3 * SEGMENT)) {
+            let k = ring();
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let id = k.chunk_id(&data);
+            let sealed = k.seal_chunk(&id, &data).unwrap();
+            let off = a % len;
+            let n = b % (len - off + 1);
+            prop_assert_eq!(k.open_chunk_range(&id, &sealed, off, n).unwrap(), data[off..off + n].to_vec());
+        }
+    }
+}

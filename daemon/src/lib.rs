@@ -1,0 +1,13 @@
+//! arcad, the arca daemon, as a library: the binary in `main.rs` only parses flags and wires
+//! these modules together. See ARCHITECTURE.md for the codemap and its invariants.
+
+pub mod auth;
+pub mod chunker;
+pub mod config;
+pub mod crypt;
+pub mod keys;
+pub mod manifest;
+pub mod pins;
+pub mod registry;
+pub mod server;
+pub mod store;

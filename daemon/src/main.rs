@@ -1,0 +1,140 @@
+//! `arcad`: opens the store, serves the control API on a Unix socket, and shuts down cleanly on
+//! SIGTERM or SIGINT.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use arcad::config::Config;
+use arcad::keys::{ensure_private_dir, Kek};
+use arcad::registry::Registry;
+use arcad::server::{router, Peer};
+use arcad::store::Store;
+use clap::Parser;
+use tokio::net::UnixListener;
+
+/// arcad: the arca model store daemon.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Directory holding the database (created if missing).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Unix socket for the control API.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Key-encryption key file (mode 0600, owned by the daemon's user).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut cfg = Config::defaults();
+    if let Some(p) = &args.config {
+        cfg.apply_file(p)?;
+    }
+    if let Some(v) = args.state_dir {
+        cfg.state_dir = v;
+    }
+    if let Some(v) = args.socket {
+        cfg.socket = v;
+    }
+    if let Some(v) = args.key_file {
+        cfg.key_file = v;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| cfg.log.clone().into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let kek = load_or_create_kek(&cfg)?;
+    let store = Store::open(&cfg.state_dir, &kek)
+        .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
+    drop(kek);
+    let registry = Arc::new(Registry::open(store).context("loading the catalog")?);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg, registry))
+}
+
+fn load_or_create_kek(cfg: &Config) -> Result<Kek> {
+    if cfg.key_file.exists() || !cfg.key_file_is_default() {
+        return Kek::load(&cfg.key_file).context("loading the key-encryption key");
+    }
+    if let Some(dir) = cfg.key_file.parent() {
+        ensure_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let kek = Kek::generate_file(&cfg.key_file)?;
+    tracing::warn!(
+        "GENERATED A DEVELOPMENT KEY-ENCRYPTION KEY at {}. It protects every model in {}: anyone who reads it and the state directory can decrypt them. Fine for a trial; on a real host, create the key yourself and pass --key-file.",
+        cfg.key_file.display(),
+        cfg.state_dir.display()
+    );
+    Ok(kek)
+}
+
+/// Binds the socket, refusing to steal one that a live daemon is serving and removing a stale one.
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another arcad is already serving {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Any local user may connect; every request is authorised by the caller's peer credentials.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
+    let listener = bind_socket(&cfg.socket)?;
+    tracing::info!(state_dir = %cfg.state_dir.display(), socket = %cfg.socket.display(), "arcad ready");
+    eprintln!(
+        "arcad: state {}  socket {}",
+        cfg.state_dir.display(),
+        cfg.socket.display()
+    );
+    let app = router(registry.clone()).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    let _ = std::fs::remove_file(&cfg.socket);
+    tracing::info!("arcad stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop arcad with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

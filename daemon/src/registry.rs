@@ -1,0 +1,805 @@
+//! The registry: every operation of the control API, as plain methods over the store and an
+//! in-memory catalog, so the HTTP layer stays a thin translation. Permission checks happen here,
+//! before any state changes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arca_core::api::{
+    CommitUpload, Committed, FileStored, ModelSummary, SignerInfo, Status, StoreStats, TrustKey,
+    TrustedKey, VerifyFailure, VerifyReport, VersionInfo, VersionSummary, WhoAmI,
+};
+use arca_core::digest::FileHasher;
+use arca_core::manifest::{merkle_root, FileEntry};
+use arca_core::metadata::PublishedMetadata;
+use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
+
+use crate::auth::{resolve_user, Caller};
+use crate::chunker::{ingest, IngestError, IngestFailure};
+use crate::crypt::{sealed_chunk_len, CryptError};
+use crate::manifest::{StoredFile, VersionRecord, RECORD_FORMAT};
+use crate::pins::Pins;
+use crate::store::{Store, StoreError};
+
+/// Why an operation was refused or failed. Each maps to one API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    SignatureMismatch(String),
+    #[error("{0}")]
+    UntrustedSigner(String),
+    #[error("{0}")]
+    DigestMismatch(String),
+    #[error("{0}")]
+    Integrity(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// An upload that has not been committed.
+struct Upload {
+    owner_uid: u32,
+    metadata: PublishedMetadata,
+    files: BTreeMap<RelPath, StoredFile>,
+    /// Chunks this upload pinned (see `pins`), released at commit or discard.
+    pinned: Vec<ChunkId>,
+    /// Chunks this upload wrote; deleted again if it is discarded and nothing else needs them.
+    written: Vec<ChunkId>,
+    new_stored_bytes: u64,
+    touched: Instant,
+}
+
+impl Upload {
+    fn new(owner_uid: u32, metadata: PublishedMetadata) -> Self {
+        Self {
+            owner_uid,
+            metadata,
+            files: BTreeMap::new(),
+            pinned: Vec::new(),
+            written: Vec::new(),
+            new_stored_bytes: 0,
+            touched: Instant::now(),
+        }
+    }
+}
+
+/// Uploads idle for longer than this are dropped (their chunks stay unreferenced, reclaimable).
+const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
+/// Files in one version; a bound so one push cannot grow a manifest without limit.
+const MAX_FILES: usize = 100_000;
+
+type Catalog = BTreeMap<ModelName, BTreeMap<ModelVersion, Arc<VersionRecord>>>;
+
+pub struct Registry {
+    store: Store,
+    catalog: RwLock<Catalog>,
+    /// Version records that did not open or did not match their signed root at start: never
+    /// served, always reported by `verify`.
+    broken: Vec<String>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    pins: Pins,
+    /// Serialises commits so that "version exists?" and "write version" are one step.
+    commit_lock: Mutex<()>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a lock leaves plain data behind, never a half-written store write.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks a record against its own signed statements: Merkle root over its entries, metadata
+/// digest, and the publisher's signature over both.
+fn check_signed(rec: &VersionRecord) -> Result<(), String> {
+    let mut entries: Vec<FileEntry> = rec.files.iter().map(|f| f.entry.clone()).collect();
+    let root = merkle_root(&mut entries).map_err(|e| format!("file list: {e}"))?;
+    if root != rec.merkle_root {
+        return Err("Merkle root of the file entries does not match the signed root".into());
+    }
+    let md = rec
+        .metadata
+        .digest()
+        .map_err(|e| format!("metadata: {e}"))?;
+    if md != rec.metadata_digest {
+        return Err("metadata digest does not match the signed digest".into());
+    }
+    rec.signer
+        .public_key
+        .verify_version(
+            &rec.merkle_root,
+            &rec.metadata_digest,
+            &rec.signer.signature,
+        )
+        .map_err(|_| "publisher signature does not verify".to_string())
+}
+
+impl Registry {
+    pub fn open(store: Store) -> Result<Self> {
+        let mut catalog = Catalog::new();
+        let mut broken = Vec::new();
+        for item in store.versions()? {
+            match item {
+                Ok(rec) => match check_signed(&rec) {
+                    Ok(()) => {
+                        catalog
+                            .entry(rec.metadata.name.clone())
+                            .or_default()
+                            .insert(rec.metadata.version.clone(), Arc::new(rec));
+                    }
+                    Err(why) => {
+                        let what = format!("{} {}: {why}", rec.metadata.name, rec.metadata.version);
+                        tracing::error!("not serving version {what}");
+                        broken.push(what);
+                    }
+                },
+                Err(why) => {
+                    tracing::error!("not serving a version: {why}");
+                    broken.push(why);
+                }
+            }
+        }
+        Ok(Self {
+            store,
+            catalog: RwLock::new(catalog),
+            broken,
+            uploads: Mutex::new(HashMap::new()),
+            pins: Pins::default(),
+            commit_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn whoami(&self, c: &Caller) -> WhoAmI {
+        WhoAmI {
+            uid: c.uid,
+            gid: c.gid,
+            user: c.user.clone(),
+            admin: c.admin,
+            daemon_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Until roles exist (issue #4), a version may be read by admins and by its publisher.
+    fn may_read(c: &Caller, rec: &VersionRecord) -> bool {
+        c.admin || c.uid == rec.created_by_uid
+    }
+
+    fn trusted_for(&self, uid: u32) -> Result<Vec<TrustedKey>> {
+        Ok(self
+            .store
+            .trusted_keys()?
+            .into_iter()
+            .filter(|k| k.uid == uid)
+            .collect())
+    }
+
+    fn version(&self, name: &ModelName, version: &ModelVersion) -> Option<Arc<VersionRecord>> {
+        self.catalog()
+            .get(name)
+            .and_then(|v| v.get(version))
+            .cloned()
+    }
+
+    fn readable_version(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+    ) -> Result<Arc<VersionRecord>> {
+        let rec = self.version(name, version).ok_or_else(|| {
+            RegistryError::NotFound(format!("no version {version} of model {name}"))
+        })?;
+        if !Self::may_read(c, &rec) {
+            return Err(RegistryError::PermissionDenied(format!(
+                "{} may not read {name} {version}",
+                c.user
+            )));
+        }
+        Ok(rec)
+    }
+
+    // ---- push ----
+
+    pub fn create_upload(&self, c: &Caller, metadata: PublishedMetadata) -> Result<String> {
+        metadata
+            .digest()
+            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        let (name, version) = (&metadata.name, &metadata.version);
+        if self.version(name, version).is_some() {
+            return Err(RegistryError::AlreadyExists(format!(
+                "model {name} already has version {version}"
+            )));
+        }
+        if let Some(parent) = &metadata.parent_version {
+            if self.version(name, parent).is_none() {
+                return Err(RegistryError::NotFound(format!(
+                    "parent version {parent} of model {name} does not exist"
+                )));
+            }
+        }
+        // Every push must be signed by a trusted key (per-model policies arrive with issue #4);
+        // refusing here saves the upload of bytes that could never be committed.
+        if self.trusted_for(c.uid)?.is_empty() {
+            return Err(RegistryError::UntrustedSigner(format!(
+                "{} has no trusted signing key: run `arca key gen`, and have an admin run `arca key trust {} KEYFILE` if you are not one",
+                c.user, c.user
+            )));
+        }
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|_| {
+            RegistryError::Store(StoreError::Corrupt("random source failed".into()))
+        })?;
+        let id = hex::encode(id);
+        let expired: Vec<Upload> = {
+            let mut uploads = lock(&self.uploads);
+            let stale: Vec<String> = uploads
+                .iter()
+                .filter(|(_, u)| u.touched.elapsed() >= UPLOAD_IDLE)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let expired = stale.iter().filter_map(|k| uploads.remove(k)).collect();
+            uploads.insert(id.clone(), Upload::new(c.uid, metadata));
+            expired
+        };
+        for u in expired {
+            self.discard(u);
+        }
+        Ok(id)
+    }
+
+    /// Drops an uncommitted upload: releases its pins and deletes the chunks it wrote that no
+    /// other upload pins and no committed version references. Lock order: pins, then catalog.
+    fn discard(&self, up: Upload) {
+        self.release(&up.pinned, &up.written);
+    }
+
+    /// Releases pins and deletes those of `written` that are then free (see `discard`).
+    fn release(&self, pinned: &[ChunkId], written: &[ChunkId]) {
+        let result = self.pins.unpin_and_collect(pinned, written, |free| {
+            let referenced: HashSet<ChunkId> = {
+                let cat = self.catalog();
+                let wanted: HashSet<&ChunkId> = free.iter().collect();
+                cat.values()
+                    .flat_map(|vs| vs.values())
+                    .flat_map(|r| r.files.iter())
+                    .flat_map(|f| f.chunks.iter())
+                    .filter(|c| wanted.contains(&c.id))
+                    .map(|c| c.id)
+                    .collect()
+            };
+            let doomed: Vec<ChunkId> = free
+                .into_iter()
+                .filter(|id| !referenced.contains(id))
+                .collect();
+            self.store.delete_chunks(&doomed)
+        });
+        if let Err(e) = result {
+            // The chunks stay as unreferenced garbage; nothing refers to them.
+            tracing::warn!("discarding an upload's chunks failed: {e}");
+        }
+    }
+
+    fn check_upload_owner(&self, c: &Caller, id: &str) -> Result<()> {
+        match lock(&self.uploads).get(id) {
+            Some(u) if u.owner_uid == c.uid => Ok(()),
+            Some(_) => Err(RegistryError::PermissionDenied(
+                "that upload belongs to another user".into(),
+            )),
+            None => Err(RegistryError::NotFound(
+                "no such upload (it may have expired)".into(),
+            )),
+        }
+    }
+
+    /// Stores one file of an upload from its byte stream. Blocking: call from a blocking thread.
+    pub fn put_file(
+        &self,
+        c: &Caller,
+        id: &str,
+        path: RelPath,
+        mode: u32,
+        body: impl Read + Send,
+    ) -> Result<FileStored> {
+        self.check_upload_owner(c, id)?;
+        if mode & !0o7777 != 0 {
+            return Err(RegistryError::BadRequest(format!(
+                "file {path}: mode {mode:o} is not a permission mode"
+            )));
+        }
+        {
+            let uploads = lock(&self.uploads);
+            let u = uploads
+                .get(id)
+                .ok_or_else(|| RegistryError::NotFound("no such upload".into()))?;
+            if u.files.contains_key(&path) {
+                return Err(RegistryError::BadRequest(format!(
+                    "file {path} was already uploaded"
+                )));
+            }
+            if u.files.len() >= MAX_FILES {
+                return Err(RegistryError::BadRequest(format!(
+                    "a version holds at most {MAX_FILES} files"
+                )));
+            }
+        }
+        let ing = match ingest(&self.store, &self.pins, body) {
+            Ok(ing) => ing,
+            Err(IngestFailure {
+                error,
+                pinned,
+                written,
+            }) => {
+                // An interrupted file ends the whole upload: our CLI never resumes one, and
+                // keeping it would keep its chunks pinned until it expires.
+                self.release(&pinned, &written);
+                if let Some(up) = lock(&self.uploads).remove(id) {
+                    self.discard(up);
+                }
+                return Err(match error {
+                    IngestError::Read(e) => {
+                        RegistryError::BadRequest(format!("file {path}: upload interrupted: {e}"))
+                    }
+                    IngestError::Store(e) => RegistryError::Store(e),
+                });
+            }
+        };
+        let entry = FileEntry {
+            path: path.clone(),
+            size: ing.digests.size,
+            mode,
+            sha256: ing.digests.sha256,
+            blake3: ing.digests.blake3,
+        };
+        let stored = FileStored {
+            entry: entry.clone(),
+            chunks: ing.chunks.len() as u64,
+            new_chunks: ing.written.len() as u64,
+            new_stored_bytes: ing.new_stored_bytes,
+        };
+        let mut uploads = lock(&self.uploads);
+        let Some(u) = uploads.get_mut(id) else {
+            drop(uploads);
+            self.release(&ing.pinned, &ing.written);
+            return Err(RegistryError::NotFound("the upload was aborted".into()));
+        };
+        u.pinned.extend(ing.pinned);
+        u.written.extend(ing.written);
+        u.new_stored_bytes += ing.new_stored_bytes;
+        u.touched = Instant::now();
+        if u.files.contains_key(&path) {
+            return Err(RegistryError::BadRequest(format!(
+                "file {path} was already uploaded"
+            )));
+        }
+        u.files.insert(
+            path,
+            StoredFile {
+                entry,
+                chunks: ing.chunks,
+            },
+        );
+        Ok(stored)
+    }
+
+    pub fn abort_upload(&self, c: &Caller, id: &str) -> Result<()> {
+        self.check_upload_owner(c, id)?;
+        if let Some(up) = lock(&self.uploads).remove(id) {
+            self.discard(up);
+        }
+        Ok(())
+    }
+
+    /// Commits an upload: recomputes the root and the metadata digest from what was received,
+    /// compares them with what the publisher signed, checks the signature and that the key is
+    /// trusted for the caller, then makes the version visible in one synced write.
+    pub fn commit(&self, c: &Caller, id: &str, req: CommitUpload) -> Result<Committed> {
+        self.check_upload_owner(c, id)?;
+        // Take the upload out: whatever happens next, it cannot be committed twice.
+        let mut up = lock(&self.uploads)
+            .remove(id)
+            .ok_or_else(|| RegistryError::NotFound("no such upload".into()))?;
+        let files = std::mem::take(&mut up.files);
+        let pinned = std::mem::take(&mut up.pinned);
+        let result = self.commit_files(c, &up, files, req);
+        // Committed or refused, the upload's pins go: a committed version now references its
+        // chunks (it is in the catalog before the pins are released).
+        match &result {
+            Ok(_) => self.pins.unpin_all(&pinned),
+            Err(_) => {
+                up.pinned = pinned;
+                self.discard(up);
+            }
+        }
+        result
+    }
+
+    fn commit_files(
+        &self,
+        c: &Caller,
+        up: &Upload,
+        files: BTreeMap<RelPath, StoredFile>,
+        req: CommitUpload,
+    ) -> Result<Committed> {
+        let mut files: Vec<StoredFile> = files.into_values().collect();
+        let mut entries: Vec<FileEntry> = files.iter().map(|f| f.entry.clone()).collect();
+        let root =
+            merkle_root(&mut entries).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        files.sort_by(|a, b| {
+            a.entry
+                .path
+                .as_str()
+                .as_bytes()
+                .cmp(b.entry.path.as_str().as_bytes())
+        });
+        let md = up
+            .metadata
+            .digest()
+            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        if root != req.merkle_root {
+            return Err(RegistryError::DigestMismatch(format!(
+                "the files the daemon received have Merkle root {root}, but the publisher signed {}: a file changed during the push or was corrupted in transit",
+                req.merkle_root
+            )));
+        }
+        if md != req.metadata_digest {
+            return Err(RegistryError::DigestMismatch(
+                "the metadata the daemon received differs from what the publisher signed".into(),
+            ));
+        }
+        req.public_key.verify_version(&root, &md, &req.signature).map_err(|_| {
+            RegistryError::SignatureMismatch("signature mismatch: the signature does not match the pushed files and metadata".into())
+        })?;
+        if !self
+            .trusted_for(c.uid)?
+            .iter()
+            .any(|k| k.public_key == req.public_key)
+        {
+            return Err(RegistryError::UntrustedSigner(format!(
+                "untrusted signer: key {} is not trusted for {}",
+                req.public_key.fingerprint(),
+                c.user
+            )));
+        }
+        let name = up.metadata.name.clone();
+        let version = up.metadata.version.clone();
+        let rec = VersionRecord {
+            format: RECORD_FORMAT,
+            metadata: up.metadata.clone(),
+            created_by: c.user.clone(),
+            created_by_uid: c.uid,
+            created_at: now(),
+            status: Status::Development,
+            merkle_root: root,
+            metadata_digest: md,
+            signer: SignerInfo {
+                user: c.user.clone(),
+                uid: c.uid,
+                public_key: req.public_key,
+                signature: req.signature,
+            },
+            files,
+        };
+        let _g = lock(&self.commit_lock);
+        if self.version(&name, &version).is_some() {
+            return Err(RegistryError::AlreadyExists(format!(
+                "model {name} already has version {version}"
+            )));
+        }
+        // Chunks first, durable; then the version in one synced write. A crash in between
+        // leaves only unreferenced chunks.
+        self.store.flush_chunks()?;
+        self.store.put_version(&rec)?;
+        let info = rec.info();
+        self.catalog
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .insert(version.clone(), Arc::new(rec));
+        tracing::info!(model = %name, version = %version, user = %c.user, "version committed");
+        Ok(Committed {
+            version: info,
+            new_chunks: up.written.len() as u64,
+            new_stored_bytes: up.new_stored_bytes,
+        })
+    }
+
+    // ---- read ----
+
+    pub fn list_models(&self, c: &Caller) -> Vec<ModelSummary> {
+        self.catalog()
+            .iter()
+            .filter_map(|(name, versions)| {
+                let visible: Vec<&Arc<VersionRecord>> =
+                    versions.values().filter(|r| Self::may_read(c, r)).collect();
+                let latest = visible.last()?;
+                Some(ModelSummary {
+                    name: name.clone(),
+                    versions: visible.len() as u64,
+                    latest: latest.metadata.version.clone(),
+                    production: visible
+                        .iter()
+                        .find(|r| r.status == Status::Production)
+                        .map(|r| r.metadata.version.clone()),
+                })
+            })
+            .collect()
+    }
+
+    pub fn list_versions(&self, c: &Caller, name: &ModelName) -> Result<Vec<VersionSummary>> {
+        let cat = self.catalog();
+        let versions = cat
+            .get(name)
+            .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
+        let out: Vec<VersionSummary> = versions
+            .values()
+            .filter(|r| Self::may_read(c, r))
+            .map(|r| r.summary())
+            .collect();
+        if out.is_empty() {
+            return Err(RegistryError::NotFound(format!("no model named {name}")));
+        }
+        Ok(out)
+    }
+
+    pub fn show(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+    ) -> Result<VersionInfo> {
+        Ok(self.readable_version(c, name, version)?.info())
+    }
+
+    /// The chunks of one file, for streaming it out; checks READ first.
+    pub fn file_chunks(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+        path: &RelPath,
+    ) -> Result<StoredFile> {
+        let rec = self.readable_version(c, name, version)?;
+        rec.files
+            .iter()
+            .find(|f| &f.entry.path == path)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("{name} {version} has no file {path}")))
+    }
+
+    /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
+    pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
+        let sealed = self
+            .store
+            .get_sealed_chunk(id)
+            .map_err(ChunkReadError::Store)?
+            .ok_or(ChunkReadError::Missing)?;
+        let plain = self
+            .store
+            .keys()
+            .open_chunk(id, &sealed)
+            .map_err(ChunkReadError::Crypt)?;
+        if plain.len() != expected_len as usize {
+            return Err(ChunkReadError::Length);
+        }
+        Ok(plain)
+    }
+
+    // ---- verify ----
+
+    pub fn verify(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: Option<&ModelVersion>,
+    ) -> Result<VerifyReport> {
+        let recs: Vec<Arc<VersionRecord>> = match version {
+            Some(v) => vec![self.readable_version(c, name, v)?],
+            None => {
+                let cat = self.catalog();
+                let all = cat
+                    .get(name)
+                    .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
+                let mine: Vec<_> = all
+                    .values()
+                    .filter(|r| Self::may_read(c, r))
+                    .cloned()
+                    .collect();
+                if mine.is_empty() {
+                    return Err(RegistryError::NotFound(format!("no model named {name}")));
+                }
+                mine
+            }
+        };
+        let trusted = self.store.trusted_keys()?;
+        let mut rep = VerifyReport {
+            ok: true,
+            versions: 0,
+            files: 0,
+            chunks: 0,
+            bytes: 0,
+            failures: Vec::new(),
+        };
+        for rec in &recs {
+            let v = &rec.metadata.version;
+            rep.versions += 1;
+            let fail = |rep: &mut VerifyReport,
+                        file: Option<&RelPath>,
+                        chunk: Option<ChunkId>,
+                        problem: String| {
+                rep.failures.push(VerifyFailure {
+                    version: v.clone(),
+                    file: file.cloned(),
+                    chunk,
+                    problem,
+                });
+            };
+            if let Err(why) = check_signed(rec) {
+                fail(&mut rep, None, None, why);
+            }
+            if !trusted
+                .iter()
+                .any(|k| k.uid == rec.signer.uid && k.public_key == rec.signer.public_key)
+            {
+                fail(
+                    &mut rep,
+                    None,
+                    None,
+                    format!(
+                        "signer key {} is no longer trusted for {}",
+                        rec.signer.public_key.fingerprint(),
+                        rec.signer.user
+                    ),
+                );
+            }
+            for f in &rec.files {
+                rep.files += 1;
+                let mut h = FileHasher::new();
+                let mut chunk_failed = false;
+                for cr in &f.chunks {
+                    rep.chunks += 1;
+                    match self.read_chunk(&cr.id, cr.len) {
+                        Ok(p) => h.update(&p),
+                        Err(e) => {
+                            chunk_failed = true;
+                            fail(&mut rep, Some(&f.entry.path), Some(cr.id), e.to_string());
+                        }
+                    }
+                }
+                rep.bytes += h.len();
+                if chunk_failed {
+                    continue;
+                }
+                let d = h.finish();
+                if d.size != f.entry.size
+                    || d.sha256 != f.entry.sha256
+                    || d.blake3 != f.entry.blake3
+                {
+                    fail(
+                        &mut rep,
+                        Some(&f.entry.path),
+                        None,
+                        "file content does not match its signed size and digests".into(),
+                    );
+                }
+            }
+        }
+        if !self.broken.is_empty() {
+            for b in &self.broken {
+                rep.failures.push(VerifyFailure {
+                    version: recs[0].metadata.version.clone(),
+                    file: None,
+                    chunk: None,
+                    problem: format!("the store holds a version record that is not served: {b}"),
+                });
+            }
+        }
+        rep.ok = rep.failures.is_empty();
+        for f in &rep.failures {
+            tracing::warn!(model = %name, version = %f.version, file = ?f.file.as_ref().map(|p| p.to_string()), chunk = ?f.chunk.map(|c| c.to_string()), "integrity failure: {}", f.problem);
+        }
+        Ok(rep)
+    }
+
+    // ---- keys ----
+
+    pub fn trust_key(&self, c: &Caller, req: TrustKey) -> Result<TrustedKey> {
+        if !c.admin {
+            return Err(RegistryError::PermissionDenied(format!(
+                "only an admin may trust keys; {} is not one",
+                c.user
+            )));
+        }
+        let (uid, user) = resolve_user(&req.user)
+            .ok_or_else(|| RegistryError::NotFound(format!("no user named {}", req.user)))?;
+        if let Some(k) = self
+            .store
+            .trusted_keys()?
+            .into_iter()
+            .find(|k| k.uid == uid && k.public_key == req.public_key)
+        {
+            return Ok(k);
+        }
+        let k = TrustedKey {
+            user,
+            uid,
+            fingerprint: req.public_key.fingerprint(),
+            public_key: req.public_key,
+            added_by: c.user.clone(),
+            added_at: now(),
+        };
+        self.store.put_trusted_key(&k)?;
+        tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
+        Ok(k)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<TrustedKey>> {
+        Ok(self.store.trusted_keys()?)
+    }
+
+    // ---- stats ----
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        let cat = self.catalog();
+        let mut seen: HashSet<ChunkId> = HashSet::new();
+        let (mut versions, mut stored, mut logical) = (0u64, 0u64, 0u64);
+        for recs in cat.values() {
+            for rec in recs.values() {
+                versions += 1;
+                for f in &rec.files {
+                    logical += f.entry.size;
+                    for cr in &f.chunks {
+                        if seen.insert(cr.id) {
+                            stored += sealed_chunk_len(cr.len as usize) as u64;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(StoreStats {
+            models: cat.len() as u64,
+            versions,
+            chunks: seen.len() as u64,
+            stored_bytes: stored,
+            logical_bytes: logical,
+        })
+    }
+}
+
+/// Why a chunk could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkReadError {
+    #[error("chunk is missing from the store")]
+    Missing,
+    #[error("chunk failed authentication or its id check ({0})")]
+    Crypt(CryptError),
+    #[error("chunk length differs from the manifest")]
+    Length,
+    #[error(transparent)]
+    Store(StoreError),
+}

@@ -1,0 +1,292 @@
+//! The control API over HTTP/1.1 on a Unix socket (axum). A thin translation: each handler reads
+//! the caller from the connection's peer credentials, calls one `Registry` method (on a blocking
+//! thread when it touches the store) and maps the result to JSON. Routes are listed in docs/api.md.
+
+use std::sync::Arc;
+
+use arca_core::api::{
+    CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, TrustKey, UploadCreated,
+};
+use arca_core::{ModelName, ModelVersion, RelPath};
+use axum::body::Body;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::TryStreamExt;
+use tokio::net::UnixListener;
+
+use crate::auth::Caller;
+use crate::registry::{Registry, RegistryError};
+
+/// Peer credentials of a connection, captured when it is accepted.
+#[derive(Clone, Debug)]
+pub struct Peer(Option<(u32, u32, Option<i32>)>);
+
+impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        Peer(
+            stream
+                .io()
+                .peer_cred()
+                .ok()
+                .map(|c| (c.uid(), c.gid(), c.pid())),
+        )
+    }
+}
+
+/// An API error as an HTTP response.
+pub struct ApiError(ErrorCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            ErrorCode::BadRequest | ErrorCode::DigestMismatch => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::PermissionDenied
+            | ErrorCode::SignatureMismatch
+            | ErrorCode::UntrustedSigner => StatusCode::FORBIDDEN,
+            ErrorCode::IntegrityFailure => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(ErrorBody {
+                code: self.0,
+                message: self.1,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let code = match &e {
+            RegistryError::BadRequest(_) => ErrorCode::BadRequest,
+            RegistryError::NotFound(_) => ErrorCode::NotFound,
+            RegistryError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            RegistryError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            RegistryError::SignatureMismatch(_) => ErrorCode::SignatureMismatch,
+            RegistryError::UntrustedSigner(_) => ErrorCode::UntrustedSigner,
+            RegistryError::DigestMismatch(_) => ErrorCode::DigestMismatch,
+            RegistryError::Integrity(_) => ErrorCode::IntegrityFailure,
+            RegistryError::Store(inner) => {
+                // Internal details go to the log; the client learns only that it failed.
+                tracing::error!("store error: {inner}");
+                return ApiError(
+                    ErrorCode::Internal,
+                    "internal store error (see the daemon's log)".into(),
+                );
+            }
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn caller(peer: &Peer) -> ApiResult<Caller> {
+    match peer.0 {
+        Some((uid, gid, pid)) => Ok(Caller::from_peer(uid, gid, pid)),
+        None => Err(ApiError(
+            ErrorCode::PermissionDenied,
+            "the caller's credentials could not be read from the socket".into(),
+        )),
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> ApiResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| ApiError(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!("request task failed: {e}");
+            Err(ApiError(ErrorCode::Internal, "internal error".into()))
+        }
+    }
+}
+
+type Reg = State<Arc<Registry>>;
+type PeerInfo = ConnectInfo<Peer>;
+
+pub fn router(reg: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/uploads", post(create_upload))
+        .route(
+            "/v1/uploads/{id}/files",
+            put(put_file).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/uploads/{id}/commit", post(commit))
+        .route("/v1/uploads/{id}", axum::routing::delete(abort))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{name}", get(list_versions))
+        .route("/v1/models/{name}/versions/{version}", get(show))
+        .route("/v1/models/{name}/versions/{version}/file", get(read_file))
+        .route("/v1/models/{name}/verify", post(verify))
+        .route("/v1/keys", get(list_keys).post(trust_key))
+        .route("/v1/store/stats", get(stats))
+        .with_state(reg)
+}
+
+async fn whoami(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    Ok(Json(reg.whoami(&caller(&p)?)))
+}
+
+async fn create_upload(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Json(req): Json<CreateUpload>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&p)?;
+    let id = blocking(move || reg.create_upload(&c, req.metadata)).await?;
+    Ok((StatusCode::CREATED, Json(UploadCreated { upload_id: id })))
+}
+
+async fn put_file(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(id): Path<String>,
+    Query(q): Query<FileQuery>,
+    body: Body,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&p)?;
+    // The body is streamed through a bounded bridge into the blocking ingest pipeline: memory
+    // stays bounded whatever the file's size.
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let stored = blocking(move || reg.put_file(&c, &id, q.path, q.mode, reader)).await?;
+    Ok(Json(stored))
+}
+
+async fn commit(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(id): Path<String>,
+    Json(req): Json<CommitUpload>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&p)?;
+    Ok(Json(blocking(move || reg.commit(&c, &id, req)).await?))
+}
+
+async fn abort(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&p)?;
+    reg.abort_upload(&c, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_models(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    Ok(Json(reg.list_models(&caller(&p)?)))
+}
+
+async fn list_versions(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    Ok(Json(reg.list_versions(&caller(&p)?, &name)?))
+}
+
+async fn show(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
+    Ok(Json(reg.show(&caller(&p)?, &name, &version)?))
+}
+
+#[derive(serde::Deserialize)]
+struct PathQuery {
+    path: RelPath,
+}
+
+/// Streams a file's plaintext. Every chunk is fully verified before it is sent; if one fails the
+/// stream is cut (the client sees an incomplete body, and its own digest check fails too).
+async fn read_file(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path((name, version)): Path<(String, String)>,
+    Query(q): Query<PathQuery>,
+) -> ApiResult<Response> {
+    let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
+    let c = caller(&p)?;
+    let file = reg.file_chunks(&c, &name, &version, &q.path)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        for cr in &file.chunks {
+            let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
+                tracing::error!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
+                std::io::Error::other(e.to_string())
+            });
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-length", file.entry.size)
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError(ErrorCode::Internal, e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct VerifyQuery {
+    version: Option<String>,
+}
+
+async fn verify(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+    Query(q): Query<VerifyQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    let version: Option<ModelVersion> = q.version.as_deref().map(parse).transpose()?;
+    let c = caller(&p)?;
+    Ok(Json(
+        blocking(move || reg.verify(&c, &name, version.as_ref())).await?,
+    ))
+}
+
+async fn list_keys(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    caller(&p)?;
+    Ok(Json(blocking(move || reg.list_keys()).await?))
+}
+
+async fn trust_key(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Json(req): Json<TrustKey>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&p)?;
+    Ok(Json(blocking(move || reg.trust_key(&c, req)).await?))
+}
+
+async fn stats(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    caller(&p)?;
+    Ok(Json(blocking(move || reg.stats()).await?))
+}

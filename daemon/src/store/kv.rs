@@ -1,0 +1,201 @@
+//! The only module that touches RocksDB. Everything above it sees column families as an enum and
+//! values as bytes; sealing, row-key hashing and record encodings live in `store`.
+//!
+//! Durability rule: chunk values are written without the WAL (they would otherwise be written
+//! twice, and a 2 GiB push would write 4 GiB) and become durable by `flush_chunks` before any
+//! version that references them is committed with a synced WAL write. A crash before that flush
+//! loses only chunks that no committed version references.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, FlushOptions, IteratorMode,
+    Options, WriteBatch, WriteOptions, DB,
+};
+
+/// Column families, one per record kind (see docs/format.md for their keys and values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    /// Store-level records: format marker, wrapped keys.
+    Meta,
+    /// Sealed chunks by chunk id; stored in BlobDB blob files.
+    Chunks,
+    /// Sealed version records by row key.
+    Versions,
+    /// Sealed trusted-key lists by row key.
+    Keys,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 4] = [Cf::Meta, Cf::Chunks, Cf::Versions, Cf::Keys];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Chunks => "chunks",
+            Cf::Versions => "versions",
+            Cf::Keys => "keys",
+        }
+    }
+}
+
+/// A RocksDB failure, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("rocksdb {op}: {source}")]
+pub struct KvError {
+    op: &'static str,
+    #[source]
+    source: rocksdb::Error,
+}
+
+fn err(op: &'static str) -> impl FnOnce(rocksdb::Error) -> KvError {
+    move |source| KvError { op, source }
+}
+
+/// A key and its value, as RocksDB's iterators return them.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// An open database.
+pub struct Kv {
+    db: DB,
+}
+
+/// A set of writes applied atomically by `Kv::commit`.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, cf: Cf, key: &[u8], value: Vec<u8>) {
+        self.ops.push((cf, key.to_vec(), Some(value)));
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.ops.push((cf, key.to_vec(), None));
+    }
+}
+
+impl Kv {
+    pub fn open(path: &Path) -> Result<Self, KvError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_max_total_wal_size(64 << 20);
+        // Chunks are ciphertext and do not compress; records are small.
+        db_opts.set_compression_type(DBCompressionType::None);
+
+        let cfs = Cf::ALL.iter().map(|&cf| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::None);
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            o.set_block_based_table_factory(&table);
+            if cf == Cf::Chunks {
+                // Integrated BlobDB: values live in blob files, the LSM holds only keys and blob
+                // references, so compactions do not rewrite gigabytes of chunk data.
+                o.set_enable_blob_files(true);
+                o.set_min_blob_size(1024);
+                o.set_blob_file_size(256 << 20);
+                o.set_blob_compression_type(DBCompressionType::None);
+                o.set_enable_blob_gc(true);
+                o.set_write_buffer_size(32 << 20);
+                o.set_max_write_buffer_number(2);
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(err("open"))?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        // Every Cf is created at open (create_missing_column_families), so the handle exists.
+        self.db
+            .cf_handle(cf.name())
+            .unwrap_or_else(|| unreachable!("column family {} missing", cf.name()))
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(err("get"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Whether a key exists. A bloom-filter miss answers without I/O.
+    pub fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, KvError> {
+        if !self.db.key_may_exist_cf(self.cf(cf), key) {
+            return Ok(false);
+        }
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(err("get"))?
+            .is_some())
+    }
+
+    /// Writes a chunk without the WAL; see the module comment for why this is safe.
+    pub fn put_chunk(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .put_cf_opt(self.cf(Cf::Chunks), key, value, &wo)
+            .map_err(err("put chunk"))
+    }
+
+    /// Deletes chunks (through the WAL, not synced: a delete lost in a crash leaves garbage
+    /// that a later collection removes, never a dangling reference).
+    pub fn delete_chunks(&self, keys: &[&[u8]]) -> Result<(), KvError> {
+        let mut wb = WriteBatch::default();
+        for k in keys {
+            wb.delete_cf(self.cf(Cf::Chunks), k);
+        }
+        self.db.write(wb).map_err(err("delete chunks"))
+    }
+
+    /// Makes every chunk written so far durable (memtable to synced blob and table files).
+    pub fn flush_chunks(&self) -> Result<(), KvError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        self.db
+            .flush_cf_opt(self.cf(Cf::Chunks), &fo)
+            .map_err(err("flush chunks"))
+    }
+
+    /// Applies a batch atomically and syncs the WAL before returning.
+    pub fn commit(&self, batch: Batch) -> Result<(), KvError> {
+        let mut wb = WriteBatch::default();
+        for (cf, k, v) in batch.ops {
+            match v {
+                Some(v) => wb.put_cf(self.cf(cf), k, v),
+                None => wb.delete_cf(self.cf(cf), k),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(err("commit"))
+    }
+
+    /// Every key and value of a column family, in key order.
+    pub fn scan(&self, cf: Cf) -> impl Iterator<Item = Result<KeyValue, KvError>> + '_ {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::Start)
+            .map(|r| r.map_err(err("scan")))
+    }
+
+    /// Bytes on disk in table and blob files of a column family.
+    pub fn disk_bytes(&self, cf: Cf) -> Result<u64, KvError> {
+        let h = self.cf(cf);
+        let sst = self
+            .db
+            .property_int_value_cf(h, "rocksdb.live-sst-files-size")
+            .map_err(err("property"))?;
+        let blob = self
+            .db
+            .property_int_value_cf(h, "rocksdb.total-blob-file-size")
+            .map_err(err("property"))?;
+        Ok(sst.unwrap_or(0) + blob.unwrap_or(0))
+    }
+}

@@ -1,0 +1,271 @@
+//! The store: typed, sealed access to RocksDB. It owns the key hierarchy's persisted half
+//! (wrapped keys in `meta`), hashes natural keys (model names, users) into row keys so that none
+//! appears in the database, and seals every value it writes.
+
+pub mod kv;
+
+use std::path::{Path, PathBuf};
+
+use arca_core::api::TrustedKey;
+use arca_core::ChunkId;
+
+use crate::crypt::{CryptError, Keyring};
+use crate::keys::{Kek, KeyError, SecretBytes};
+use crate::manifest::VersionRecord;
+use kv::{Batch, Cf, Kv, KvError};
+
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT_VALUE: &[u8] = b"arca-store-v1";
+const DEK_CURRENT: &[u8] = b"dek-current";
+const ID_KEY: &str = "idk";
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Crypt { what: String, source: CryptError },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// An open store.
+pub struct Store {
+    kv: Kv,
+    keys: Keyring,
+}
+
+fn dek_label(id: u32) -> String {
+    format!("dek/{id}")
+}
+
+impl Store {
+    /// Opens (creating on first use) the store in `state_dir`.
+    pub fn open(state_dir: &Path, kek: &Kek) -> Result<Self, StoreError> {
+        let io = |source| StoreError::Io {
+            path: state_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(io)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io)?;
+        }
+        let kv = Kv::open(&state_dir.join("db"))?;
+        let keys = match kv.get(Cf::Meta, FORMAT_KEY)? {
+            None => Self::initialise(&kv, kek)?,
+            Some(f) if f == FORMAT_VALUE => Self::load_keys(&kv, kek)?,
+            Some(_) => {
+                return Err(StoreError::Corrupt(
+                    "state directory holds an unknown store format".into(),
+                ))
+            }
+        };
+        Ok(Self { kv, keys })
+    }
+
+    /// First open: new data key 1 and id key, wrapped, written with the format marker in one batch.
+    fn initialise(kv: &Kv, kek: &Kek) -> Result<Keyring, StoreError> {
+        let dek = SecretBytes::random()?;
+        let idk = SecretBytes::random()?;
+        let mut b = Batch::default();
+        b.put(
+            Cf::Meta,
+            dek_label(1).as_bytes(),
+            kek.wrap(&dek_label(1), &dek)?,
+        );
+        b.put(Cf::Meta, ID_KEY.as_bytes(), kek.wrap(ID_KEY, &idk)?);
+        b.put(Cf::Meta, DEK_CURRENT, 1u32.to_le_bytes().to_vec());
+        b.put(Cf::Meta, FORMAT_KEY, FORMAT_VALUE.to_vec());
+        kv.commit(b)?;
+        Ok(Keyring::new(vec![(1, dek)], 1, idk))
+    }
+
+    fn load_keys(kv: &Kv, kek: &Kek) -> Result<Keyring, StoreError> {
+        let missing = |what: &str| StoreError::Corrupt(format!("store metadata lacks {what}"));
+        let cur = kv
+            .get(Cf::Meta, DEK_CURRENT)?
+            .ok_or_else(|| missing("the current key id"))?;
+        let current = u32::from_le_bytes(
+            cur.try_into()
+                .map_err(|_| missing("a valid current key id"))?,
+        );
+        let idk = kek.unwrap_key(
+            ID_KEY,
+            &kv.get(Cf::Meta, ID_KEY.as_bytes())?
+                .ok_or_else(|| missing("the id key"))?,
+        )?;
+        let mut deks = Vec::new();
+        for item in kv.scan(Cf::Meta) {
+            let (k, v) = item?;
+            if let Some(id) = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| s.strip_prefix("dek/"))
+                .and_then(|s| s.parse().ok())
+            {
+                deks.push((id, kek.unwrap_key(&dek_label(id), &v)?));
+            }
+        }
+        if !deks.iter().any(|(id, _)| *id == current) {
+            return Err(missing("the current data key"));
+        }
+        Ok(Keyring::new(deks, current, idk))
+    }
+
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.kv.contains(Cf::Chunks, id.as_bytes())?)
+    }
+
+    /// Seals and writes a chunk (not yet durable: see `flush_chunks`).
+    pub fn put_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<usize, StoreError> {
+        let sealed = self
+            .keys
+            .seal_chunk(id, plaintext)
+            .map_err(|source| StoreError::Crypt {
+                what: format!("sealing chunk {id}"),
+                source,
+            })?;
+        self.kv.put_chunk(id.as_bytes(), &sealed)?;
+        Ok(sealed.len())
+    }
+
+    /// The sealed bytes of a chunk, if present.
+    pub fn get_sealed_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv.get(Cf::Chunks, id.as_bytes())?)
+    }
+
+    pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
+        let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
+        Ok(self.kv.delete_chunks(&keys)?)
+    }
+
+    pub fn flush_chunks(&self) -> Result<(), StoreError> {
+        Ok(self.kv.flush_chunks()?)
+    }
+
+    fn version_row(&self, name: &str, version: &str) -> [u8; 32] {
+        self.keys
+            .row_key("version", &[name.as_bytes(), version.as_bytes()])
+    }
+
+    /// Writes a version record in one synced batch. The caller has flushed its chunks.
+    pub fn put_version(&self, rec: &VersionRecord) -> Result<(), StoreError> {
+        let row = self.version_row(
+            rec.metadata.name.as_str(),
+            &rec.metadata.version.to_string(),
+        );
+        let json = serde_json::to_vec(rec)
+            .map_err(|e| StoreError::Corrupt(format!("encoding version record: {e}")))?;
+        let sealed = self
+            .keys
+            .seal_record(Cf::Versions.name(), &row, &json)
+            .map_err(|source| StoreError::Crypt {
+                what: "sealing version record".into(),
+                source,
+            })?;
+        let mut b = Batch::default();
+        b.put(Cf::Versions, &row, sealed);
+        Ok(self.kv.commit(b)?)
+    }
+
+    /// Every version record. A record that does not open or decode is returned as an error item
+    /// (with its row key in hex) so callers can refuse to expose it without hiding the others.
+    pub fn versions(&self) -> Result<Vec<Result<VersionRecord, String>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.kv.scan(Cf::Versions) {
+            let (k, v) = item?;
+            out.push(self.open_version(&k, &v));
+        }
+        Ok(out)
+    }
+
+    fn open_version(&self, row: &[u8], sealed: &[u8]) -> Result<VersionRecord, String> {
+        let plain = self
+            .keys
+            .open_record(Cf::Versions.name(), row, sealed)
+            .map_err(|e| format!("version record {}: {e}", hex::encode(row)))?;
+        let rec: VersionRecord = serde_json::from_slice(&plain)
+            .map_err(|e| format!("version record {}: {e}", hex::encode(row)))?;
+        // The row key is derived from name and version; a record moved to another row opens
+        // (the AEAD binds the row) only if it is the same version, but check anyway.
+        if self
+            .version_row(
+                rec.metadata.name.as_str(),
+                &rec.metadata.version.to_string(),
+            )
+            .as_slice()
+            != row
+        {
+            return Err(format!(
+                "version record {} is stored under the wrong key",
+                hex::encode(row)
+            ));
+        }
+        Ok(rec)
+    }
+
+    fn key_row(&self, uid: u32, key: &arca_core::sign::PublicKey) -> [u8; 32] {
+        self.keys
+            .row_key("trusted-key", &[&uid.to_le_bytes(), key.as_bytes()])
+    }
+
+    pub fn put_trusted_key(&self, k: &TrustedKey) -> Result<(), StoreError> {
+        let row = self.key_row(k.uid, &k.public_key);
+        let json = serde_json::to_vec(k)
+            .map_err(|e| StoreError::Corrupt(format!("encoding key record: {e}")))?;
+        let sealed = self
+            .keys
+            .seal_record(Cf::Keys.name(), &row, &json)
+            .map_err(|source| StoreError::Crypt {
+                what: "sealing key record".into(),
+                source,
+            })?;
+        let mut b = Batch::default();
+        b.put(Cf::Keys, &row, sealed);
+        Ok(self.kv.commit(b)?)
+    }
+
+    /// Every trusted key. A record that fails to open is an error: trust decisions must not be
+    /// made on a partial list.
+    pub fn trusted_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.kv.scan(Cf::Keys) {
+            let (k, v) = item?;
+            let plain = self
+                .keys
+                .open_record(Cf::Keys.name(), &k, &v)
+                .map_err(|source| StoreError::Crypt {
+                    what: format!("key record {}", hex::encode(&k)),
+                    source,
+                })?;
+            let rec: TrustedKey = serde_json::from_slice(&plain)
+                .map_err(|e| StoreError::Corrupt(format!("key record {}: {e}", hex::encode(&k))))?;
+            if self.key_row(rec.uid, &rec.public_key).as_slice() != &*k {
+                return Err(StoreError::Corrupt(format!(
+                    "key record {} is stored under the wrong key",
+                    hex::encode(&k)
+                )));
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Bytes on disk of the chunk column family (blob and table files).
+    pub fn chunk_disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.kv.disk_bytes(Cf::Chunks)?)
+    }
+}

@@ -1,0 +1,1 @@
+//! The read-only FUSE mount of arca (issue #3); not written yet.

@@ -1,0 +1,375 @@
+//! The test environment: a real `arcad` on a temporary state directory, the real `arca` CLI,
+//! local users created for the test, and a raw HTTP client for requests the CLI would never send.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory holding the built binaries (the test executable lives in its `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --release --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// A local account created for tests (idempotent), with its own home directory.
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+pub fn user(name: &str) -> User {
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .output()
+        .expect("id")
+        .status
+        .success();
+    if !exists {
+        let st = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", name])
+            .status()
+            .expect("useradd");
+        assert!(
+            st.success(),
+            "useradd {name} failed (tests must run as root)"
+        );
+    }
+    let u = nix::unistd::User::from_name(name)
+        .expect("getpwnam")
+        .expect("user exists");
+    User {
+        name: name.into(),
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        home: u.dir,
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*): fast, and the same on every run, so that
+/// measured figures such as the dedup ratio do not vary between runs.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// `sha256sum FILE`, the way a user would check a file.
+pub fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_owned()
+}
+
+/// A running daemon on a private state directory; stopped (and the directory removed) on drop.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub daemon: Option<Child>,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("arca-e2e-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        // Test users must reach the socket and their own files below this directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let kek = dir.path().join("kek.key");
+        let mut key = [0u8; 32];
+        getrandom(&mut key);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&kek)
+            .expect("kek");
+        writeln!(f, "arca-kek-v1:{}", hex::encode(key)).expect("write kek");
+        std::fs::create_dir_all(dir.path().join("home-root")).expect("home");
+        let mut env = Self { dir, daemon: None };
+        env.start();
+        env
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("arcad.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("arcad.log")).unwrap_or_default()
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("arcad.log"))
+            .expect("log");
+        let child = Command::new(bin("arcad"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--key-file")
+            .arg(self.path().join("kek.key"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn arcad");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(self.socket()).is_err() {
+            if let Some(st) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("arcad exited with {st} at start:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "arcad did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(st)) = c.try_wait() {
+                    assert!(
+                        st.success(),
+                        "arcad exited with {st} on SIGTERM:\n{}",
+                        self.log()
+                    );
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("arcad did not stop within 30 s of SIGTERM:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The CLI as root, with HOME inside the test directory (so keys land there).
+    pub fn arca(&self, args: &[&str]) -> Output {
+        self.arca_cmd(args).output().expect("run arca")
+    }
+
+    pub fn arca_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("arca"));
+        c.args(args)
+            .env("ARCA_SOCKET", self.socket())
+            .env("HOME", self.path().join("home-root"))
+            .env_remove("ARCA_KEY")
+            .env_remove("XDG_CONFIG_HOME");
+        c
+    }
+
+    /// The CLI as another local user.
+    pub fn arca_as(&self, u: &User, args: &[&str]) -> Output {
+        // setpriv (util-linux) switches uid, gid and supplementary groups the way a login would.
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", u.uid))
+            .arg(format!("--regid={}", u.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(bin("arca"))
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("ARCA_SOCKET", self.socket())
+            .env("HOME", &u.home);
+        c.output().expect("run arca as user")
+    }
+
+    /// Runs the CLI and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.arca(args);
+        assert!(
+            out.status.success(),
+            "arca {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.arca(args);
+        assert!(
+            !out.status.success(),
+            "arca {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+
+    /// The root user's signing key, created and trusted on first use.
+    pub fn root_key(&self) -> PathBuf {
+        let p = self.path().join("home-root/.config/arca/signing.key");
+        if !p.exists() {
+            self.ok(&["key", "gen"]);
+        }
+        p
+    }
+
+    /// Opens the daemon's database directly (the daemon must be stopped), for tamper tests.
+    pub fn open_db(&self) -> rocksdb::DB {
+        assert!(
+            self.daemon.is_none(),
+            "stop the daemon before opening its database"
+        );
+        let opts = rocksdb::Options::default();
+        rocksdb::DB::open_cf(
+            &opts,
+            self.state_dir().join("db"),
+            ["meta", "chunks", "versions", "keys"],
+        )
+        .expect("open db")
+    }
+
+    /// A raw HTTP/1.1 request on the daemon's socket, as a hostile or broken client would send.
+    pub fn raw(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = UnixStream::connect(self.socket()).expect("connect");
+        write!(s, "{method} {path} HTTP/1.1\r\nhost: arcad\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).expect("write");
+        s.write_all(body).expect("write body");
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).expect("read");
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("http response");
+        let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut body = resp[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+fn getrandom(buf: &mut [u8]) {
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    f.read_exact(buf).expect("urandom");
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every file below `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

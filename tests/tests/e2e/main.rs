@@ -1,0 +1,6 @@
+//! End-to-end tests against the real `arcad` and `arca` binaries, a real RocksDB and real crypto.
+//! One binary, one module per area; every test starts its own daemon on its own state directory.
+//! They must run as root (they create local users and open the daemon's database directly).
+
+mod harness;
+mod store;
