@@ -14,8 +14,10 @@ cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || tr
 trap cleanup EXIT
 
 # Random data, fast: AES-CTR keystream from OpenSSL.
-openssl enc -aes-128-ctr -pass pass:arca-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c $((size_mib << 20)) >"$work/data.bin"
+# (openssl dies of SIGPIPE when head has enough, hence the `|| true` and the size check.)
+(openssl enc -aes-128-ctr -pass pass:arca-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c $((size_mib << 20)) >"$work/data.bin") || true
 bytes=$(stat -c %s "$work/data.bin")
+[ "$bytes" -eq $((size_mib << 20)) ] || { echo "could not generate the test file" >&2; exit 1; }
 ( umask 077; printf 'arca-kek-v1:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$work/kek.key" )
 "$bin/arcad" --state-dir "$work/state" --socket "$work/arcad.sock" --key-file "$work/kek.key" 2>"$work/arcad.log" &
 pid=$!

@@ -9,4 +9,9 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo build --release --workspace --bins
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo test --release --workspace
+# --all-targets: unit and integration tests (the crates have no doc tests). The output is kept so
+# the totals can be summed into one closing line.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace --all-targets 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "all tests: %d passed, %d failed, %d ignored\n", p, f, i; if (p == 0) exit 1 }' "$log"

@@ -17,7 +17,8 @@ use std::sync::mpsc;
 
 use arca_core::digest::FileDigests;
 use arca_core::{ChunkId, Sha256Digest};
-use fastcdc::v2020::{Normalization, StreamCDC};
+use bytes::{Bytes, BytesMut};
+use fastcdc::v2020::{FastCDC, Normalization};
 
 use crate::manifest::ChunkRef;
 use crate::pins::Pins;
@@ -56,19 +57,66 @@ pub struct Ingested {
     pub new_stored_bytes: u64,
 }
 
-/// Wraps a reader and hashes SHA-256 over everything read through it.
-struct Sha256Reader<R> {
-    inner: R,
-    sha: ring::digest::Context,
-    len: u64,
-}
+/// Bytes read from the source per round; chunk boundaries are found within a round and the
+/// unfinished tail is carried into the next one.
+const ROUND: usize = 4 << 20;
 
-impl<R: Read> Read for Sha256Reader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
+/// Reads `source` to the end, calling `fresh` on every byte range as it is read (in order) and
+/// `emit` on every chunk (in order) until `emit` returns false. Chunks are zero-copy slices of
+/// the round buffer: FastCDC runs over the buffer in place, unlike its streaming variant, which
+/// copies every chunk out and shifts its buffer.
+fn cut_chunks(
+    mut source: impl Read,
+    seed: u64,
+    mut fresh: impl FnMut(&[u8]),
+    mut emit: impl FnMut(Bytes) -> bool,
+) -> std::io::Result<()> {
+    let mut carry = BytesMut::new();
+    loop {
+        // Zeroed once per round; reads fill it in place.
+        let mut buf = BytesMut::zeroed(carry.len() + ROUND);
+        buf[..carry.len()].copy_from_slice(&carry);
+        let mut filled = carry.len();
+        let mut eof = false;
+        while filled < buf.len() {
+            let n = match source.read(&mut buf[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            fresh(&buf[filled..filled + n]);
+            filled += n;
+        }
+        buf.truncate(filled);
+        let buf = buf.freeze();
+        let mut done = 0;
+        for c in FastCDC::with_level_and_seed(
+            &buf,
+            MIN_CHUNK,
+            AVG_CHUNK,
+            MAX_CHUNK,
+            Normalization::Level1,
+            seed,
+        ) {
+            let end = c.offset + c.length;
+            // Before the end of the input, a chunk that reaches the buffer's end was cut only
+            // because the data ran out: carry it into the next round instead.
+            if !eof && end == buf.len() {
+                break;
+            }
+            if !emit(buf.slice(c.offset..end)) {
+                return Ok(());
+            }
+            done = end;
+        }
+        if eof {
+            return Ok(());
+        }
+        carry = BytesMut::from(&buf[done..]);
     }
 }
 
@@ -82,7 +130,7 @@ pub fn ingest(
     source: impl Read + Send,
 ) -> Result<Ingested, IngestFailure> {
     let seed = store.keys().chunker_seed();
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let (tx, rx) = mpsc::sync_channel::<Bytes>(16);
     std::thread::scope(|s| {
         let worker = s.spawn(move || {
             let mut blake = blake3::Hasher::new();
@@ -119,35 +167,18 @@ pub fn ingest(
             (result, blake, chunks, pinned, written, new_bytes)
         });
 
-        let mut reader = Sha256Reader {
-            inner: source,
-            sha: ring::digest::Context::new(&ring::digest::SHA256),
-            len: 0,
-        };
-        let mut read_error = None;
-        {
-            let cdc = StreamCDC::with_level_and_seed(
-                &mut reader,
-                MIN_CHUNK,
-                AVG_CHUNK,
-                MAX_CHUNK,
-                Normalization::Level1,
-                seed,
-            );
-            for chunk in cdc {
-                match chunk {
-                    Ok(c) => {
-                        if tx.send(c.data).is_err() {
-                            break; // the worker failed; its error is reported below
-                        }
-                    }
-                    Err(e) => {
-                        read_error = Some(std::io::Error::other(e.to_string()));
-                        break;
-                    }
-                }
-            }
-        }
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut len = 0u64;
+        let read_error = cut_chunks(
+            source,
+            seed,
+            |fresh| {
+                sha.update(fresh);
+                len += fresh.len() as u64;
+            },
+            |chunk| tx.send(chunk).is_ok(),
+        )
+        .err();
         drop(tx);
         let Ok((result, blake, chunks, pinned, written, new_stored_bytes)) = worker.join() else {
             // A panic in the worker loses its lists; the chunks it wrote stay unreferenced.
@@ -170,11 +201,11 @@ pub fn ingest(
                 written,
             });
         }
-        let mut sha = [0u8; 32];
-        sha.copy_from_slice(reader.sha.finish().as_ref());
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(sha.finish().as_ref());
         let digests = FileDigests {
-            size: reader.len,
-            sha256: Sha256Digest(sha),
+            size: len,
+            sha256: Sha256Digest(sha256),
             blake3: arca_core::Blake3Digest(*blake.finalize().as_bytes()),
         };
         Ok(Ingested {
@@ -190,7 +221,66 @@ pub fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fastcdc::v2020::StreamCDC;
     use std::collections::HashMap;
+
+    /// Reads in uneven pieces, as a socket does.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = (self.1 * 7919 + 13) % 300_000 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn boundaries_do_not_depend_on_read_sizes_or_rounds() {
+        let d = data(3 * ROUND + 12_345, 5);
+        let whole: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
+            &d,
+            MIN_CHUNK,
+            AVG_CHUNK,
+            MAX_CHUNK,
+            Normalization::Level1,
+            42,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
+        let mut got = Vec::new();
+        let mut seen = Vec::new();
+        let mut at = 0;
+        cut_chunks(
+            Trickle(&d, 1),
+            42,
+            |f| seen.extend_from_slice(f),
+            |c| {
+                got.push((at, c.len()));
+                assert_eq!(&c[..], &d[at..at + c.len()]);
+                at += c.len();
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, d, "every byte is passed to `fresh` once, in order");
+        assert_eq!(got, whole);
+        // An empty source yields no chunk.
+        let mut n = 0;
+        cut_chunks(
+            &[][..],
+            42,
+            |_| {},
+            |_| {
+                n += 1;
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(n, 0);
+    }
 
     fn data(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;

@@ -14,6 +14,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub mount: Option<PathBuf>,
+    pub cache_mib: Option<u64>,
     pub log: Option<String>,
 }
 
@@ -23,6 +25,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub key_file: PathBuf,
+    /// Where the read-only FUSE mount goes; `None` runs without one.
+    pub mount: Option<PathBuf>,
+    /// Size of the mount's verified-plaintext cache.
+    pub cache_mib: u64,
     pub log: String,
 }
 
@@ -41,6 +47,8 @@ impl Config {
             state_dir: base.join("state"),
             socket: base.join("arcad.sock"),
             key_file: base.join("keys/kek.key"),
+            mount: Some(base.join("mnt")),
+            cache_mib: 256,
             log: "info".into(),
         }
     }
@@ -63,6 +71,13 @@ impl Config {
         }
         if let Some(v) = f.key_file {
             self.key_file = v;
+        }
+        if let Some(v) = f.mount {
+            // An empty path in the file means "no mount".
+            self.mount = (!v.as_os_str().is_empty()).then_some(v);
+        }
+        if let Some(v) = f.cache_mib {
+            self.cache_mib = v;
         }
         if let Some(v) = f.log {
             self.log = v;

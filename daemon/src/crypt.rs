@@ -4,12 +4,21 @@
 //!
 //! Authentication failures are one opaque error on purpose: nothing downstream may act on *why*
 //! a ciphertext did not open.
+//!
+//! XChaCha20-Poly1305 is computed as its specification (draft-irtf-cfrg-xchacha) defines it:
+//! HChaCha20 derives a subkey from the key and the nonce's first 16 bytes, then the IETF
+//! ChaCha20-Poly1305 runs under that subkey with nonce `0^4 || nonce[16..24]`. The IETF AEAD
+//! comes from ring, whose assembly is about three times faster here than portable code; the
+//! stored format is plain XChaCha20-Poly1305 (a test opens ring's output with RustCrypto's
+//! XChaCha20Poly1305). Segment nonces differ only in their last four bytes, so one HChaCha20
+//! per chunk serves all its segments. ring's key objects are not zeroized when dropped; they
+//! hold only per-chunk subkeys and live for one seal or open.
 
 use std::collections::HashMap;
 
 use arca_core::ChunkId;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag as RingTag, UnboundKey, CHACHA20_POLY1305};
+use zeroize::Zeroizing;
 
 use crate::keys::SecretBytes;
 
@@ -41,9 +50,66 @@ pub enum CryptError {
     Random,
 }
 
+/// One XChaCha20-Poly1305 nonce's worth of keying: the subkey for its first 16 bytes.
+struct SubKey {
+    key: LessSafeKey,
+    /// Bytes 16..24 of the XChaCha nonce; the IETF nonce is four zero bytes and these.
+    tail: [u8; 8],
+}
+
+impl SubKey {
+    fn new(dek: &SecretBytes, nonce: &[u8; 24]) -> Self {
+        let mut sub = Zeroizing::new([0u8; 32]);
+        let mut derived = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+            dek.expose().into(),
+            (&nonce[..16]).into(),
+        );
+        sub.copy_from_slice(&derived);
+        zeroize::Zeroize::zeroize(derived.as_mut_slice());
+        let key = LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, sub.as_ref())
+                .unwrap_or_else(|_| unreachable!("32-byte key")),
+        );
+        let mut tail = [0u8; 8];
+        tail.copy_from_slice(&nonce[16..]);
+        Self { key, tail }
+    }
+
+    /// The IETF nonce of segment `i`: the segment index is XORed into the XChaCha nonce's last
+    /// four bytes, which are the IETF nonce's last four.
+    fn nonce(&self, i: u32) -> Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&self.tail);
+        for (b, x) in n[8..].iter_mut().zip(i.to_le_bytes()) {
+            *b ^= x;
+        }
+        Nonce::assume_unique_for_key(n)
+    }
+
+    fn seal(&self, i: u32, aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG], CryptError> {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(self.nonce(i), Aad::from(aad), buf)
+            .map_err(|_| CryptError::Malformed("segment too large"))?;
+        let mut t = [0u8; TAG];
+        t.copy_from_slice(tag.as_ref());
+        Ok(t)
+    }
+
+    fn open(&self, i: u32, aad: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<(), CryptError> {
+        let tag: [u8; TAG] = tag
+            .try_into()
+            .map_err(|_| CryptError::Malformed("short tag"))?;
+        self.key
+            .open_in_place_separate_tag(self.nonce(i), Aad::from(aad), RingTag::from(tag), buf, 0..)
+            .map(|_| ())
+            .map_err(|_| CryptError::Authentication)
+    }
+}
+
 /// The unwrapped keys of an open store.
 pub struct Keyring {
-    deks: HashMap<u32, XChaCha20Poly1305>,
+    deks: HashMap<u32, SecretBytes>,
     current: u32,
     id_key: SecretBytes,
     row_key: SecretBytes,
@@ -53,10 +119,7 @@ impl Keyring {
     pub fn new(deks: Vec<(u32, SecretBytes)>, current: u32, id_key: SecretBytes) -> Self {
         let row_key =
             SecretBytes::from_array(blake3::derive_key("arca 2026 row key v1", id_key.expose()));
-        let deks = deks
-            .into_iter()
-            .map(|(id, k)| (id, XChaCha20Poly1305::new(k.expose().into())))
-            .collect();
+        let deks = deks.into_iter().collect();
         Self {
             deks,
             current,
@@ -92,7 +155,7 @@ impl Keyring {
         u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]])
     }
 
-    fn dek(&self, id: u32) -> Result<&XChaCha20Poly1305, CryptError> {
+    fn dek(&self, id: u32) -> Result<&SecretBytes, CryptError> {
         self.deks.get(&id).ok_or(CryptError::UnknownKey(id))
     }
 
@@ -101,9 +164,9 @@ impl Keyring {
         let len =
             u32::try_from(plaintext.len()).map_err(|_| CryptError::Malformed("chunk too large"))?;
         let key_id = self.current;
-        let cipher = self.dek(key_id)?;
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
+        let sub = SubKey::new(self.dek(key_id)?, &nonce);
         let segments = plaintext.len().div_ceil(SEGMENT);
         let mut out = Vec::with_capacity(CHUNK_HEADER + plaintext.len() + segments * TAG);
         out.extend_from_slice(CHUNK_MAGIC);
@@ -114,14 +177,11 @@ impl Keyring {
         for (i, seg) in plaintext.chunks(SEGMENT).enumerate() {
             let start = out.len();
             out.extend_from_slice(seg);
-            let aad = chunk_aad(id, key_id, len, i as u32);
-            let tag = cipher
-                .encrypt_in_place_detached(
-                    &segment_nonce(&nonce, i as u32),
-                    &aad,
-                    &mut out[start..],
-                )
-                .map_err(|_| CryptError::Malformed("segment too large"))?;
+            let tag = sub.seal(
+                i as u32,
+                &chunk_aad(id, key_id, len, i as u32),
+                &mut out[start..],
+            )?;
             out.extend_from_slice(&tag);
         }
         Ok(out)
@@ -170,25 +230,22 @@ impl Keyring {
         first: usize,
         end: usize,
     ) -> Result<Vec<u8>, CryptError> {
-        let cipher = self.dek(h.key_id)?;
+        let sub = SubKey::new(self.dek(h.key_id)?, &h.nonce);
         let total = h.len as usize;
         let mut out = Vec::with_capacity((end - first) * SEGMENT);
         for i in first..end {
             let plain_start = i * SEGMENT;
             let seg_len = SEGMENT.min(total - plain_start);
             let at = CHUNK_HEADER + i * (SEGMENT + TAG);
-            let ct = &sealed[at..at + seg_len];
-            let tag = Tag::from_slice(&sealed[at + seg_len..at + seg_len + TAG]);
             let start = out.len();
-            out.extend_from_slice(ct);
-            cipher
-                .decrypt_in_place_detached(
-                    &segment_nonce(&h.nonce, i as u32),
-                    &chunk_aad(id, h.key_id, h.len, i as u32),
-                    &mut out[start..],
-                    tag,
-                )
-                .map_err(|_| CryptError::Authentication)?;
+            out.extend_from_slice(&sealed[at..at + seg_len]);
+            let tag = &sealed[at + seg_len..at + seg_len + TAG];
+            sub.open(
+                i as u32,
+                &chunk_aad(id, h.key_id, h.len, i as u32),
+                &mut out[start..],
+                tag,
+            )?;
         }
         Ok(out)
     }
@@ -201,22 +258,16 @@ impl Keyring {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptError> {
         let key_id = self.current;
-        let cipher = self.dek(key_id)?;
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
+        let sub = SubKey::new(self.dek(key_id)?, &nonce);
         let mut out = Vec::with_capacity(RECORD_HEADER + plaintext.len() + TAG);
         out.extend_from_slice(RECORD_MAGIC);
         out.push(FORMAT_V1);
         out.extend_from_slice(&key_id.to_le_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let tag = cipher
-            .encrypt_in_place_detached(
-                XNonce::from_slice(&nonce),
-                &record_aad(cf, row),
-                &mut out[RECORD_HEADER..],
-            )
-            .map_err(|_| CryptError::Malformed("record too large"))?;
+        let tag = sub.seal(0, &record_aad(cf, row), &mut out[RECORD_HEADER..])?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -229,18 +280,12 @@ impl Keyring {
             return Err(CryptError::Malformed("not a v1 record"));
         }
         let key_id = u32::from_le_bytes([sealed[5], sealed[6], sealed[7], sealed[8]]);
-        let cipher = self.dek(key_id)?;
-        let nonce = XNonce::from_slice(&sealed[9..33]);
+        let mut nonce = [0u8; 24];
+        nonce.copy_from_slice(&sealed[9..33]);
+        let sub = SubKey::new(self.dek(key_id)?, &nonce);
         let body_end = sealed.len() - TAG;
         let mut plain = sealed[RECORD_HEADER..body_end].to_vec();
-        cipher
-            .decrypt_in_place_detached(
-                nonce,
-                &record_aad(cf, row),
-                &mut plain,
-                Tag::from_slice(&sealed[body_end..]),
-            )
-            .map_err(|_| CryptError::Authentication)?;
+        sub.open(0, &record_aad(cf, row), &mut plain, &sealed[body_end..])?;
         Ok(plain)
     }
 }
@@ -282,15 +327,6 @@ impl ChunkHeader {
 /// Size of a sealed chunk of `len` plaintext bytes.
 pub fn sealed_chunk_len(len: usize) -> usize {
     CHUNK_HEADER + len + len.div_ceil(SEGMENT) * TAG
-}
-
-/// Segment i's nonce: the chunk's random 192-bit nonce with i XORed into its last four bytes.
-fn segment_nonce(base: &[u8; 24], i: u32) -> XNonce {
-    let mut n = *base;
-    for (b, x) in n[20..].iter_mut().zip(i.to_le_bytes()) {
-        *b ^= x;
-    }
-    XNonce::from(n)
 }
 
 fn chunk_aad(id: &ChunkId, key_id: u32, len: u32, seg: u32) -> [u8; 13 + 32 + 12] {
@@ -357,6 +393,42 @@ mod tests {
             k.open_chunk(&other, &sealed),
             Err(CryptError::Authentication)
         );
+    }
+
+    /// The stored format is standard XChaCha20-Poly1305: RustCrypto's implementation opens what
+    /// the ring-backed one sealed, segment by segment.
+    #[test]
+    fn format_is_standard_xchacha20_poly1305() {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+        let dek = SecretBytes::random().unwrap();
+        let reference = XChaCha20Poly1305::new(dek.expose().into());
+        let k = Keyring::new(vec![(7, dek)], 7, SecretBytes::random().unwrap());
+        let data: Vec<u8> = (0..(SEGMENT + 1000)).map(|i| (i * 13) as u8).collect();
+        let id = k.chunk_id(&data);
+        let sealed = k.seal_chunk(&id, &data).unwrap();
+        let mut plain = Vec::new();
+        for i in 0..2u32 {
+            let mut nonce = [0u8; 24];
+            nonce.copy_from_slice(&sealed[13..37]);
+            for (b, x) in nonce[20..].iter_mut().zip(i.to_le_bytes()) {
+                *b ^= x;
+            }
+            let at = CHUNK_HEADER + i as usize * (SEGMENT + TAG);
+            let n = SEGMENT.min(data.len() - i as usize * SEGMENT);
+            let mut buf = sealed[at..at + n].to_vec();
+            let tag = Tag::from_slice(&sealed[at + n..at + n + TAG]);
+            reference
+                .decrypt_in_place_detached(
+                    XNonce::from_slice(&nonce),
+                    &chunk_aad(&id, 7, data.len() as u32, i),
+                    &mut buf,
+                    tag,
+                )
+                .expect("RustCrypto opens the segment");
+            plain.extend_from_slice(&buf);
+        }
+        assert_eq!(plain, data);
     }
 
     #[test]

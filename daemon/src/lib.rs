@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypt;
 pub mod keys;
 pub mod manifest;
+pub mod mount;
 pub mod pins;
 pub mod registry;
 pub mod server;

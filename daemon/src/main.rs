@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use arca_fsmount::MountOptions;
 use arcad::config::Config;
 use arcad::keys::{ensure_private_dir, Kek};
+use arcad::mount::Mount;
 use arcad::registry::Registry;
 use arcad::server::{router, Peer};
 use arcad::store::Store;
@@ -27,6 +29,15 @@ struct Args {
     /// Key-encryption key file (mode 0600, owned by the daemon's user).
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Where to mount the read-only FUSE view of the store.
+    #[arg(long, conflicts_with = "no_mount")]
+    mount: Option<PathBuf>,
+    /// Run without the FUSE mount.
+    #[arg(long)]
+    no_mount: bool,
+    /// Size of the mount's cache of verified plaintext, in MiB.
+    #[arg(long)]
+    cache_mib: Option<u64>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -46,6 +57,15 @@ fn main() -> Result<()> {
     }
     if let Some(v) = args.key_file {
         cfg.key_file = v;
+    }
+    if let Some(v) = args.mount {
+        cfg.mount = Some(v);
+    }
+    if args.no_mount {
+        cfg.mount = None;
+    }
+    if let Some(v) = args.cache_mib {
+        cfg.cache_mib = v;
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -109,17 +129,44 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 
 async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
     let listener = bind_socket(&cfg.socket)?;
-    tracing::info!(state_dir = %cfg.state_dir.display(), socket = %cfg.socket.display(), "arcad ready");
+    let mount = match &cfg.mount {
+        Some(dir) => {
+            let opts = MountOptions {
+                cache_bytes: cfg.cache_mib << 20,
+                prefetch_chunks: 32,
+                threads: 4,
+                // Service users read the mount; `may_read` decides per version.
+                allow_other: true,
+            };
+            let m = Mount::start(&registry, dir, opts)
+                .with_context(|| format!("mounting at {}", dir.display()))?;
+            Some(m)
+        }
+        None => None,
+    };
+    let mount_text = cfg
+        .mount
+        .as_ref()
+        .map(|m| m.display().to_string())
+        .unwrap_or_else(|| "none".into());
+    tracing::info!(state_dir = %cfg.state_dir.display(), socket = %cfg.socket.display(), mount = %mount_text, "arcad ready");
     eprintln!(
-        "arcad: state {}  socket {}",
+        "arcad: state {}  socket {}  mount {}",
         cfg.state_dir.display(),
-        cfg.socket.display()
+        cfg.socket.display(),
+        mount_text
     );
     let app = router(registry.clone()).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await;
     let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(m) = mount {
+        if let Err(e) = tokio::task::spawn_blocking(move || m.stop()).await? {
+            tracing::error!("unmounting: {e}");
+        }
+    }
+    served?;
     tracing::info!("arcad stopped");
     Ok(())
 }

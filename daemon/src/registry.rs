@@ -92,7 +92,12 @@ pub struct Registry {
     pins: Pins,
     /// Serialises commits so that "version exists?" and "write version" are one step.
     commit_lock: Mutex<()>,
+    /// Called after every catalog change (the mount republishes its snapshot).
+    listeners: Mutex<Vec<Listener>>,
 }
+
+/// A catalog-change callback.
+pub type Listener = Box<dyn Fn() + Send + Sync>;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -163,7 +168,43 @@ impl Registry {
             uploads: Mutex::new(HashMap::new()),
             pins: Pins::default(),
             commit_lock: Mutex::new(()),
+            listeners: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers a callback run after every catalog change, outside the registry's locks.
+    pub fn on_change(&self, f: Listener) {
+        lock(&self.listeners).push(f);
+    }
+
+    fn changed(&self) {
+        for f in lock(&self.listeners).iter() {
+            f();
+        }
+    }
+
+    /// Every served version record (for the mount's snapshot).
+    pub fn records(&self) -> Vec<Arc<VersionRecord>> {
+        self.catalog()
+            .values()
+            .flat_map(|v| v.values().cloned())
+            .collect()
+    }
+
+    /// The READ decision for a bare uid (the mount has no socket peer): admins and the version's
+    /// publisher, until roles arrive (issue #4).
+    pub fn may_read_uid(
+        &self,
+        uid: u32,
+        _gid: u32,
+        name: &ModelName,
+        version: &ModelVersion,
+    ) -> bool {
+        let admin = uid == 0 || uid == nix::unistd::geteuid().as_raw();
+        admin
+            || self
+                .version(name, version)
+                .is_some_and(|r| r.created_by_uid == uid)
     }
 
     pub fn store(&self) -> &Store {
@@ -429,7 +470,10 @@ impl Registry {
         // Committed or refused, the upload's pins go: a committed version now references its
         // chunks (it is in the catalog before the pins are released).
         match &result {
-            Ok(_) => self.pins.unpin_all(&pinned),
+            Ok(_) => {
+                self.pins.unpin_all(&pinned);
+                self.changed();
+            }
             Err(_) => {
                 up.pinned = pinned;
                 self.discard(up);
@@ -593,6 +637,29 @@ impl Registry {
     }
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
+    /// Reads part of a chunk, authenticating only the 64 KiB segments it touches.
+    pub fn read_chunk_range(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+    ) -> Result<Vec<u8>, ChunkReadError> {
+        let sealed = self
+            .store
+            .get_sealed_chunk(id)
+            .map_err(ChunkReadError::Store)?
+            .ok_or(ChunkReadError::Missing)?;
+        let h = crate::crypt::ChunkHeader::parse(&sealed).map_err(ChunkReadError::Crypt)?;
+        if h.len != len {
+            return Err(ChunkReadError::Length);
+        }
+        self.store
+            .keys()
+            .open_chunk_range(id, &sealed, offset as usize, size as usize)
+            .map_err(ChunkReadError::Crypt)
+    }
+
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
         let sealed = self
             .store

@@ -141,6 +141,10 @@ impl TestEnv {
         self.path().join("arcad.sock")
     }
 
+    pub fn mnt(&self) -> PathBuf {
+        self.path().join("mnt")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path().join("arcad.log")).unwrap_or_default()
     }
@@ -159,6 +163,8 @@ impl TestEnv {
             .arg(self.socket())
             .arg("--key-file")
             .arg(self.path().join("kek.key"))
+            .arg("--mount")
+            .arg(self.mnt())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -166,7 +172,8 @@ impl TestEnv {
             .expect("spawn arcad");
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while UnixStream::connect(self.socket()).is_err() {
+        // The socket is bound before the mount is up; a served request means both are ready.
+        while !self.answers() {
             if let Some(st) = self
                 .daemon
                 .as_mut()
@@ -181,6 +188,21 @@ impl TestEnv {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut s) = UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"GET /v1/whoami HTTP/1.1\r\nhost: arcad\r\nconnection: close\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        resp.starts_with(b"HTTP/1.1 200")
     }
 
     /// SIGTERM and wait: a clean shutdown.
@@ -353,8 +375,32 @@ fn getrandom(buf: &mut [u8]) {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        self.kill();
+        if let Some(mut c) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // A killed daemon leaves a dead mount; detach it so the directory can be removed.
+        if is_mounted(&self.mnt()) {
+            let _ = nix::mount::umount2(&self.mnt(), nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Whether `path` is a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let p = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
 
 /// Every file below `dir`, recursively.

@@ -3,4 +3,5 @@
 //! They must run as root (they create local users and open the daemon's database directly).
 
 mod harness;
+mod mount;
 mod store;

@@ -1,0 +1,173 @@
+//! The daemon's side of the FUSE mount: a `ChunkSource` over the registry (verified chunk reads,
+//! the READ decision, integrity reports) and the catalog → `Snapshot` translation, republished
+//! whenever the catalog changes. All path and read logic lives in `arca-fsmount`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arca_core::api::Status;
+use arca_core::{ChunkId, MerkleRoot, ModelName, ModelVersion, RelPath};
+use arca_fsmount::{
+    ChunkError, ChunkSource, MountFile, MountHandle, MountOptions, Snapshot, VersionEntry,
+};
+
+use crate::manifest::VersionRecord;
+use crate::registry::{ChunkReadError, Registry};
+
+/// Verified chunk reads for the mount.
+pub struct RegistrySource {
+    registry: Arc<Registry>,
+    /// Integrity failures seen by mount reads since start.
+    pub failures: AtomicU64,
+}
+
+fn chunk_error(e: ChunkReadError) -> ChunkError {
+    match e {
+        ChunkReadError::Missing => ChunkError::Missing,
+        ChunkReadError::Crypt(c) => ChunkError::Integrity(c.to_string()),
+        ChunkReadError::Length => ChunkError::Integrity("length differs from the manifest".into()),
+        ChunkReadError::Store(s) => ChunkError::Io(s.to_string()),
+    }
+}
+
+impl ChunkSource for RegistrySource {
+    fn chunk(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
+        self.registry.read_chunk(id, len).map_err(chunk_error)
+    }
+
+    fn chunk_range(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.registry
+            .read_chunk_range(id, len, offset, size)
+            .map_err(chunk_error)
+    }
+
+    fn may_read(&self, uid: u32, gid: u32, model: &ModelName, version: &ModelVersion) -> bool {
+        self.registry.may_read_uid(uid, gid, model, version)
+    }
+
+    fn integrity_failure(
+        &self,
+        model: &ModelName,
+        version: &ModelVersion,
+        path: &RelPath,
+        chunk: &ChunkId,
+        error: &str,
+    ) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(model = %model, version = %version, file = %path, chunk = %chunk, "integrity failure in the mount, read refused with EIO: {error}");
+    }
+}
+
+/// Builds mount snapshots, reusing each version's (immutable) entry between rebuilds so a new
+/// push costs the size of its own chunk lists, not the whole catalog's.
+#[derive(Default)]
+struct SnapshotBuilder {
+    entries: HashMap<(ModelName, ModelVersion, MerkleRoot), Arc<VersionEntry>>,
+}
+
+impl SnapshotBuilder {
+    fn build(&mut self, records: &[Arc<VersionRecord>]) -> Snapshot {
+        let mut snap = Snapshot::default();
+        let mut live = HashMap::new();
+        for r in records {
+            let key = (
+                r.metadata.name.clone(),
+                r.metadata.version.clone(),
+                r.merkle_root,
+            );
+            let entry = self.entries.remove(&key).unwrap_or_else(|| {
+                Arc::new(VersionEntry {
+                    created_at: r.created_at,
+                    files: r
+                        .files
+                        .iter()
+                        .map(|f| MountFile {
+                            path: f.entry.path.clone(),
+                            size: f.entry.size,
+                            mode: f.entry.mode,
+                            chunks: f.chunks.iter().map(|c| (c.id, c.len)).collect(),
+                        })
+                        .collect(),
+                })
+            });
+            live.insert(key, entry.clone());
+            let m = snap.models.entry(r.metadata.name.clone()).or_default();
+            m.versions.insert(r.metadata.version.clone(), entry);
+            match r.status {
+                Status::Production => m.production = Some(r.metadata.version.clone()),
+                Status::Staging => m.staging = Some(r.metadata.version.clone()),
+                _ => {}
+            }
+        }
+        self.entries = live;
+        snap
+    }
+}
+
+/// The mount, kept in step with the registry.
+pub struct Mount {
+    handle: Arc<Mutex<Option<MountHandle>>>,
+    pub source: Arc<RegistrySource>,
+}
+
+impl Mount {
+    /// Clears a stale mount left by a killed daemon, mounts, and subscribes to catalog changes.
+    pub fn start(
+        registry: &Arc<Registry>,
+        mountpoint: &Path,
+        opts: MountOptions,
+    ) -> anyhow::Result<Self> {
+        // A dead FUSE mount left by a killed daemon answers ENOTCONN to everything, mkdir -p
+        // included: clear it first.
+        arca_fsmount::clear_stale_mount(mountpoint)?;
+        std::fs::create_dir_all(mountpoint)?;
+        let source = Arc::new(RegistrySource {
+            registry: registry.clone(),
+            failures: AtomicU64::new(0),
+        });
+        let builder = Arc::new(Mutex::new(SnapshotBuilder::default()));
+        let initial = builder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .build(&registry.records());
+        let dyn_source: Arc<dyn ChunkSource> = source.clone();
+        let handle = Arc::new(Mutex::new(Some(arca_fsmount::mount(
+            mountpoint, dyn_source, initial, opts,
+        )?)));
+        let (h, b, reg) = (handle.clone(), builder, Arc::downgrade(registry));
+        registry.on_change(Box::new(move || {
+            let Some(reg) = reg.upgrade() else { return };
+            // Build and publish under one lock so two changes cannot publish out of order.
+            let mut b = b.lock().unwrap_or_else(|p| p.into_inner());
+            let snap = b.build(&reg.records());
+            if let Some(m) = h.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                m.update(snap);
+            }
+        }));
+        Ok(Self { handle, source })
+    }
+
+    pub fn stats(&self) -> Option<arca_fsmount::MountStats> {
+        self.handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|m| m.stats())
+    }
+
+    /// Unmounts (forcing a busy mount off, so shutdown is never blocked by a reader).
+    pub fn stop(&self) -> Result<(), arca_fsmount::MountError> {
+        match self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(m) => m.unmount(),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Read-ahead for sequential readers: once an open file is being read front to back (a read
+//! starting exactly where the previous one ended), the next few whole chunks are fetched and
+//! verified on a background pool, so the reader finds them in the cache. Requests are dropped
+//! when the queue is full and a read never waits for prefetch to make room.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arca_core::ChunkId;
+
+use crate::cache::ChunkCache;
+use crate::pool::Pool;
+use crate::ChunkSource;
+
+/// Decryption is CPU-bound and the mount shares the machine with the daemon; two workers keep
+/// ahead of one fast reader without starving everything else.
+const WORKERS: usize = 2;
+/// Queue length per unit of depth, and its cap (std's bounded channel allocates its whole
+/// capacity up front); beyond it requests are dropped, not queued.
+const QUEUE_PER_DEPTH: usize = 4;
+const MAX_QUEUE: usize = 1024;
+
+/// Where one open file's reads have got to.
+#[derive(Default)]
+pub(crate) struct Stream {
+    /// End offset of the previous read; 0 before the first, so a first read is never sequential
+    /// (a lone 4 KiB read at offset 0 must not cause whole-chunk reads).
+    last_end: AtomicU64,
+    /// Chunks below this index were already handed to prefetch for this stream.
+    requested_upto: AtomicUsize,
+}
+
+impl Stream {
+    /// Record a read of `[offset, end)`; true when it continues the previous read exactly.
+    pub(crate) fn observe(&self, offset: u64, end: u64) -> bool {
+        let previous = self.last_end.swap(end, Ordering::Relaxed);
+        previous != 0 && previous == offset
+    }
+}
+
+pub(crate) struct Prefetcher {
+    /// `None` when prefetch is disabled (depth 0 or no cache to put chunks in).
+    pool: Option<Pool>,
+    depth: usize,
+    source: Arc<dyn ChunkSource>,
+    cache: Arc<ChunkCache>,
+    queued: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Prefetcher {
+    pub(crate) fn new(
+        source: Arc<dyn ChunkSource>,
+        cache: Arc<ChunkCache>,
+        depth: usize,
+    ) -> std::io::Result<Self> {
+        let pool = if depth > 0 && cache.enabled() {
+            Some(Pool::new(
+                "arca-prefetch",
+                WORKERS,
+                depth.saturating_mul(QUEUE_PER_DEPTH).min(MAX_QUEUE),
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            pool: pool.transpose()?,
+            depth,
+            source,
+            cache,
+            queued: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// After a sequential read that ended inside (or just before) chunk `next`, queue chunks
+    /// `next .. next + depth` of `chunks` that this stream has not asked for and that are not
+    /// cached.
+    pub(crate) fn after_sequential_read(
+        &self,
+        stream: &Stream,
+        chunks: &[(ChunkId, u32)],
+        next: usize,
+    ) {
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        let stop = next.saturating_add(self.depth).min(chunks.len());
+        let start = stream
+            .requested_upto
+            .fetch_max(stop, Ordering::Relaxed)
+            .max(next);
+        for &(id, len) in chunks.get(start..stop).unwrap_or_default() {
+            if self.cache.contains(&id) {
+                continue;
+            }
+            let source = Arc::clone(&self.source);
+            let cache = Arc::clone(&self.cache);
+            let job = Box::new(move || {
+                // Errors are not reported here: the reader that needs this chunk will fetch it
+                // itself, fail, and report the failure exactly once.
+                cache.fill_if_idle(&id, || match source.chunk(&id, len) {
+                    Ok(plain) if plain.len() == len as usize => Ok(plain),
+                    Ok(_) => Err(()),
+                    Err(e) => {
+                        tracing::debug!(chunk = %id, error = %e, "prefetch failed");
+                        Err(())
+                    }
+                });
+            });
+            match pool.try_run(job) {
+                Ok(()) => self.queued.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_read_continuing_the_previous_one_is_sequential() {
+        let s = Stream::default();
+        assert!(!s.observe(0, 4096), "a first read is never sequential");
+        assert!(s.observe(4096, 8192));
+        assert!(!s.observe(100_000, 104_096));
+        assert!(s.observe(104_096, 110_000));
+        assert!(!s.observe(0, 10));
+    }
+}
