@@ -19,7 +19,7 @@ trap cleanup EXIT
 bytes=$(stat -c %s "$work/data.bin")
 [ "$bytes" -eq $((size_mib << 20)) ] || { echo "could not generate the test file" >&2; exit 1; }
 ( umask 077; printf 'arca-kek-v1:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$work/kek.key" )
-"$bin/arcad" --state-dir "$work/state" --socket "$work/arcad.sock" --key-file "$work/kek.key" 2>"$work/arcad.log" &
+"$bin/arcad" --state-dir "$work/state" --socket "$work/arcad.sock" --key-file "$work/kek.key" --no-mount 2>"$work/arcad.log" &
 pid=$!
 export ARCA_SOCKET=$work/arcad.sock HOME=$work/home
 for _ in $(seq 1 200); do "$bin/arca" whoami >/dev/null 2>&1 && break; sleep 0.05; done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local trial on arcad's embedded defaults: builds, starts arcad in the background (state,
 # socket and a generated development key under /var/tmp/arca-dev), creates a signing key, pushes
-# a small sample model, and shows it, verifies it and fetches it back. Run as root on Debian.
+# a small sample model, and shows it, reads it through the FUSE mount (/var/tmp/arca-dev/mnt),
+# verifies it and fetches it back. Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh python3
@@ -34,7 +35,9 @@ fi
 "$bin/arca" verify sample
 rm -rf "$base/fetched"
 "$bin/arca" get sample 1.0.0 --out "$base/fetched"
-(cd "$sample" && sha256sum model.safetensors) && (cd "$base/fetched" && sha256sum model.safetensors)
+echo "the same file through the mount and as fetched:"
+sha256sum "$base/mnt/sample/1.0.0/model.safetensors" "$base/fetched/model.safetensors" "$sample/model.safetensors"
+ls -l "$base/mnt/sample/1.0.0/"
 echo
 echo "arcad is running in the background (pid $(pgrep -x arcad | head -1)); stop it with: pkill -TERM -x arcad"
 echo "CLI: $bin/arca --help"

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::net::UnixListener;
 
 use crate::auth::Caller;
@@ -231,12 +231,13 @@ async fn read_file(
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
     let c = caller(&p)?;
     let file = reg.file_chunks(&c, &name, &version, &q.path)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
+    let path = file.entry.path.clone();
     tokio::task::spawn_blocking(move || {
         for cr in &file.chunks {
             let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
                 tracing::error!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
-                std::io::Error::other(e.to_string())
+                format!("file {}: chunk {}: {e}", file.entry.path, cr.id)
             });
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
@@ -244,8 +245,22 @@ async fn read_file(
             }
         }
     });
-    let stream =
+    // The first chunk is verified before the response starts, so a damaged file usually fails
+    // with a proper error naming it; a later failure can only cut the body short.
+    let first = match rx.recv().await {
+        Some(Err(why)) => {
+            return Err(ApiError(
+                ErrorCode::IntegrityFailure,
+                format!("integrity failure: {why}"),
+            ))
+        }
+        other => other,
+    };
+    let rest =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream = futures_util::stream::iter(first)
+        .chain(rest)
+        .map_err(move |why| std::io::Error::other(format!("{path}: {why}")));
     Response::builder()
         .header("content-type", "application/octet-stream")
         .header("content-length", file.entry.size)

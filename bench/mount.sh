@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Mount benchmark, all in one run on one random file (2 GiB by default): cold sequential read
+# through arca's FUSE mount vs. a plain FUSE passthrough (bindfs) vs. the raw file; warm re-read
+# vs. the raw page-cache read; fio random 4 KiB and 1 MiB reads (IOPS, p50/p99 latency) on arca
+# and bindfs; arcad's peak RSS. Prints ratios against the targets of issue #3.
+# Usage: bench/mount.sh [SIZE_MIB]   (run as root on Debian; drops the page cache)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh bindfs fio bc openssl python3
+size_mib=${1:-2048}
+cache_mib=256
+cargo build --release --bins
+bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+work=$(mktemp -d /var/tmp/arca-bench.XXXXXX)
+cleanup() {
+  umount "$work/bind" 2>/dev/null || true
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  umount -l "$work/mnt" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/raw" "$work/bind" "$work/mnt"
+(openssl enc -aes-128-ctr -pass pass:arca-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c $((size_mib << 20)) >"$work/raw/data.bin") || true
+bytes=$(stat -c %s "$work/raw/data.bin")
+[ "$bytes" -eq $((size_mib << 20)) ] || { echo "could not generate the test file" >&2; exit 1; }
+( umask 077; printf 'arca-kek-v1:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$work/kek.key" )
+"$bin/arcad" --state-dir "$work/state" --socket "$work/arcad.sock" --key-file "$work/kek.key" \
+  --mount "$work/mnt" --cache-mib "$cache_mib" 2>"$work/arcad.log" &
+pid=$!
+export ARCA_SOCKET=$work/arcad.sock HOME=$work/home
+for _ in $(seq 1 200); do "$bin/arca" whoami >/dev/null 2>&1 && break; sleep 0.05; done
+"$bin/arca" key gen >/dev/null
+"$bin/arca" push "$work/raw/data.bin" --name bench --version 1.0.0 >/dev/null
+bindfs -o ro "$work/raw" "$work/bind"
+arca_file=$work/mnt/bench/1.0.0/data.bin
+bind_file=$work/bind/data.bin
+raw_file=$work/raw/data.bin
+
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+secs() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+readall() { dd if="$1" of=/dev/null bs=1M status=none; }
+mbs() { echo "$bytes / $1 / 1000000" | bc -l; }
+
+drop; t_raw_cold=$(secs readall "$raw_file")
+drop; t_bind_cold=$(secs readall "$bind_file")
+drop; t_arca_cold=$(secs readall "$arca_file")
+t_arca_warm=$(secs readall "$arca_file")
+readall "$raw_file"; t_raw_warm=$(secs readall "$raw_file")
+
+# fio: 4 readers, buffered, after dropping caches; JSON parsed for IOPS and completion latency.
+fio_run() { # file bs
+  drop
+  fio --name=r --filename="$1" --rw=randread --bs="$2" --ioengine=psync --numjobs=4 --group_reporting \
+    --time_based --runtime=15 --invalidate=1 --readonly --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["read"]; p=j["clat_ns"]["percentile"]; print("%.0f %.0f %.0f" % (j["iops"], p["50.000000"]/1000, p["99.000000"]/1000))'
+}
+read -r a4_iops a4_p50 a4_p99 < <(fio_run "$arca_file" 4k)
+read -r b4_iops b4_p50 b4_p99 < <(fio_run "$bind_file" 4k)
+read -r a1m_iops a1m_p50 a1m_p99 < <(fio_run "$arca_file" 1m)
+read -r b1m_iops b1m_p50 b1m_p99 < <(fio_run "$bind_file" 1m)
+rss_mib=$(( $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") >> 10 ))
+
+ratio() { echo "$1 / $2" | bc -l; }
+echo "mount benchmark on $((bytes >> 20)) MiB, $(nproc) cores, arcad cache ${cache_mib} MiB"
+printf '%-32s %10s %10s\n' "sequential read" "MB/s" ""
+printf '%-32s %10.0f\n' "raw file, cold" "$(mbs "$t_raw_cold")"
+printf '%-32s %10.0f\n' "bindfs, cold" "$(mbs "$t_bind_cold")"
+printf '%-32s %10.0f   %.2fx bindfs (target >= 1.0)\n' "arca, cold" "$(mbs "$t_arca_cold")" "$(ratio "$t_bind_cold" "$t_arca_cold")"
+printf '%-32s %10.0f\n' "raw file, warm (page cache)" "$(mbs "$t_raw_warm")"
+printf '%-32s %10.0f   %.2fx raw warm (target >= 0.9)\n' "arca, warm re-read" "$(mbs "$t_arca_warm")" "$(ratio "$t_raw_warm" "$t_arca_warm")"
+printf '%-32s %10s %10s %10s\n' "fio randread, 4 jobs" "IOPS" "p50 us" "p99 us"
+printf '%-32s %10s %10s %10s\n' "bindfs 4 KiB" "$b4_iops" "$b4_p50" "$b4_p99"
+printf '%-32s %10s %10s %10s   %.2fx bindfs IOPS (target >= 0.3)\n' "arca 4 KiB" "$a4_iops" "$a4_p50" "$a4_p99" "$(ratio "$a4_iops" "$b4_iops")"
+printf '%-32s %10s %10s %10s\n' "bindfs 1 MiB" "$b1m_iops" "$b1m_p50" "$b1m_p99"
+printf '%-32s %10s %10s %10s   %.2fx bindfs IOPS\n' "arca 1 MiB" "$a1m_iops" "$a1m_p50" "$a1m_p99" "$(ratio "$a1m_iops" "$b1m_iops")"
+printf 'arcad peak RSS: %d MiB (target <= 64 + %d cache = %d MiB)\n' "$rss_mib" "$cache_mib" $((64 + cache_mib))
+grep -q "integrity failure" "$work/arcad.log" && { echo "integrity failures were logged!" >&2; exit 1; }
+exit 0
