@@ -39,5 +39,6 @@ echo "the same file through the mount and as fetched:"
 sha256sum "$base/mnt/sample/1.0.0/model.safetensors" "$base/fetched/model.safetensors" "$sample/model.safetensors"
 ls -l "$base/mnt/sample/1.0.0/"
 echo
-echo "arcad is running in the background (pid $(pgrep -x arcad | head -1)); stop it with: pkill -TERM -x arcad"
+pid=$(pgrep -f "^$bin/arcad\$" | head -1 || true)
+echo "arcad is running in the background${pid:+ (pid $pid)}; stop it with: kill -TERM ${pid:-<pid>} (it unmounts $base/mnt)"
 echo "CLI: $bin/arca --help"

@@ -217,9 +217,12 @@ impl Keyring {
         }
         let first = offset / SEGMENT;
         let last = (end - 1) / SEGMENT;
-        let plain = self.open_segments(id, &h, sealed, first, last + 1)?;
+        let mut plain = self.open_segments(id, &h, sealed, first, last + 1)?;
+        // Trimmed in place rather than copied into a new allocation.
         let skip = offset - first * SEGMENT;
-        Ok(plain[skip..skip + len].to_vec())
+        plain.truncate(skip + len);
+        plain.drain(..skip);
+        Ok(plain)
     }
 
     fn open_segments(
@@ -232,7 +235,10 @@ impl Keyring {
     ) -> Result<Vec<u8>, CryptError> {
         let sub = SubKey::new(self.dek(h.key_id)?, &h.nonce);
         let total = h.len as usize;
-        let mut out = Vec::with_capacity((end - first) * SEGMENT);
+        // Exactly the plaintext bytes: whole chunks are kept in the mount's cache, which is
+        // weighed by allocation, and an average chunk (32 KiB) is half a segment.
+        let plain_end = (end * SEGMENT).min(total);
+        let mut out = Vec::with_capacity(plain_end.saturating_sub(first * SEGMENT));
         for i in first..end {
             let plain_start = i * SEGMENT;
             let seg_len = SEGMENT.min(total - plain_start);

@@ -645,31 +645,29 @@ impl Registry {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        let sealed = self
-            .store
-            .get_sealed_chunk(id)
-            .map_err(ChunkReadError::Store)?
-            .ok_or(ChunkReadError::Missing)?;
-        let h = crate::crypt::ChunkHeader::parse(&sealed).map_err(ChunkReadError::Crypt)?;
-        if h.len != len {
-            return Err(ChunkReadError::Length);
-        }
         self.store
-            .keys()
-            .open_chunk_range(id, &sealed, offset as usize, size as usize)
-            .map_err(ChunkReadError::Crypt)
+            .with_sealed_chunk(id, |sealed| {
+                let h = crate::crypt::ChunkHeader::parse(sealed).map_err(ChunkReadError::Crypt)?;
+                if h.len != len {
+                    return Err(ChunkReadError::Length);
+                }
+                self.store
+                    .keys()
+                    .open_chunk_range(id, sealed, offset as usize, size as usize)
+                    .map_err(ChunkReadError::Crypt)
+            })
+            .map_err(ChunkReadError::Store)?
+            .ok_or(ChunkReadError::Missing)?
     }
 
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
-        let sealed = self
-            .store
-            .get_sealed_chunk(id)
-            .map_err(ChunkReadError::Store)?
-            .ok_or(ChunkReadError::Missing)?;
+        // Opened straight from RocksDB's pinned buffer: the ciphertext is copied once, into the
+        // plaintext buffer, instead of into a `Vec` first.
         let plain = self
             .store
-            .keys()
-            .open_chunk(id, &sealed)
+            .with_sealed_chunk(id, |sealed| self.store.keys().open_chunk(id, sealed))
+            .map_err(ChunkReadError::Store)?
+            .ok_or(ChunkReadError::Missing)?
             .map_err(ChunkReadError::Crypt)?;
         if plain.len() != expected_len as usize {
             return Err(ChunkReadError::Length);

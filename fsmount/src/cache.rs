@@ -24,15 +24,17 @@ pub(crate) type Plain = Arc<Vec<u8>>;
 /// cached; shards of at least this size keep many 512 KiB (maximum) chunks each.
 const MIN_SHARD_BYTES: u64 = 32 << 20;
 /// Average chunk size (docs/format.md, "Chunking"), to size the cache's index.
-const AVERAGE_CHUNK: u64 = 128 << 10;
+const AVERAGE_CHUNK: u64 = 32 << 10;
 
 #[derive(Clone)]
 struct ByLen;
 
 impl Weighter<ChunkId, Plain> for ByLen {
     fn weight(&self, _: &ChunkId, plain: &Plain) -> u64 {
-        // Never 0: quick_cache never evicts weightless items.
-        plain.len() as u64 + 1
+        // What the buffer really holds in memory (a source may over-allocate), so the budget
+        // bounds the process's memory and not just the bytes served. Never 0: quick_cache
+        // never evicts weightless items.
+        plain.capacity() as u64 + 1
     }
 }
 

@@ -453,6 +453,18 @@ impl Vfs {
         };
         let sequential = of.stream.observe(offset, end);
         let pieces = plan(starts, offset, end);
+        if sequential {
+            // Queued before this read's own fetches, from its first chunk on: the prefetch
+            // workers then fetch this read's chunks in parallel with it (a 1 MiB request spans
+            // about 32 chunks, which one thread would otherwise fetch one after another) and
+            // `depth` chunks ahead of it. Queued only after the read, they started too late to
+            // be found by the kernel's next request. `next` holds the byte after this read.
+            let next = starts.partition_point(|&s| s <= end).saturating_sub(1);
+            if let Some(first) = pieces.first() {
+                self.prefetch
+                    .at_sequential_read(&of.stream, &mf.chunks, first.index, next);
+            }
+        }
         let mut bufs = Vec::with_capacity(pieces.len());
         for piece in &pieces {
             let (id, len) = mf.chunks[piece.index];
@@ -463,12 +475,6 @@ impl Vfs {
                     return Err(Fail::Io);
                 }
             }
-        }
-        if sequential {
-            // The chunk holding the next byte, which this read may have covered only in part.
-            let next = starts.partition_point(|&s| s <= end).saturating_sub(1);
-            self.prefetch
-                .after_sequential_read(&of.stream, &mf.chunks, next);
         }
         if bufs.len() == 1 {
             if let Some(buf) = bufs.pop() {

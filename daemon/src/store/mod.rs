@@ -142,9 +142,13 @@ impl Store {
         Ok(sealed.len())
     }
 
-    /// The sealed bytes of a chunk, if present.
-    pub fn get_sealed_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.kv.get(Cf::Chunks, id.as_bytes())?)
+    /// Runs `f` on the sealed bytes of a chunk, if present, without copying them out first.
+    pub fn with_sealed_chunk<R>(
+        &self,
+        id: &ChunkId,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        Ok(self.kv.with_chunk(id.as_bytes(), f)?)
     }
 
     pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<(), StoreError> {

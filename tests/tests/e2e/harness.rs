@@ -257,14 +257,8 @@ impl TestEnv {
 
     /// The CLI as another local user.
     pub fn arca_as(&self, u: &User, args: &[&str]) -> Output {
-        // setpriv (util-linux) switches uid, gid and supplementary groups the way a login would.
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", u.uid))
-            .arg(format!("--regid={}", u.gid))
-            .arg("--init-groups")
-            .arg("--")
-            .arg(bin("arca"))
-            .args(args)
+        let mut c = as_user(u, bin("arca"));
+        c.args(args)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("ARCA_SOCKET", self.socket())
@@ -323,6 +317,32 @@ impl TestEnv {
             ["meta", "chunks", "versions", "keys"],
         )
         .expect("open db")
+    }
+
+    /// Flips one bit of the first value in column family `cf` that `pick` selects, at the offset
+    /// `at(len)`, through the RocksDB API (the daemon must be stopped). Returns how many values
+    /// `pick` selected.
+    pub fn tamper(
+        &self,
+        cf: &str,
+        pick: impl Fn(&[u8]) -> bool,
+        at: impl Fn(usize) -> usize,
+    ) -> usize {
+        let db = self.open_db();
+        let h = db.cf_handle(cf).expect("column family");
+        let picked: Vec<_> = db
+            .iterator_cf(h, rocksdb::IteratorMode::Start)
+            .map(|r| r.expect("iterate"))
+            .filter(|(_, v)| pick(v))
+            .collect();
+        if let Some((k, v)) = picked.first() {
+            let mut v = v.to_vec();
+            let i = at(v.len());
+            v[i] ^= 0x01;
+            db.put_cf(h, k, &v).expect("put");
+            db.flush_cf(h).expect("flush");
+        }
+        picked.len()
     }
 
     /// A raw HTTP/1.1 request on the daemon's socket, as a hostile or broken client would send.
@@ -401,6 +421,18 @@ pub fn is_mounted(path: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+/// `prog` run as a local user, with that user's uid, gid and supplementary groups (setpriv is
+/// util-linux's, on every Debian system).
+pub fn as_user(u: &User, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.gid))
+        .arg("--init-groups")
+        .arg("--")
+        .arg(prog);
+    c
 }
 
 /// Every file below `dir`, recursively.

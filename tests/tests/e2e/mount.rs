@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{is_mounted, pseudo_random, sha256_hex, sha256sum, user, TestEnv};
+use crate::harness::{as_user, is_mounted, pseudo_random, sha256_hex, sha256sum, user, TestEnv};
 
 const MIB: usize = 1 << 20;
 
@@ -148,32 +148,14 @@ fn the_mount_is_read_only_and_checks_permission() {
 
     // A local user with no permission on the model gets EACCES, through the kernel.
     let u = user("arca-e2e-reader");
-    let cat = Command::new("setpriv")
-        .args([
-            format!("--reuid={}", u.uid),
-            format!("--regid={}", u.gid),
-            "--init-groups".into(),
-            "cat".into(),
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let cat = as_user(&u, "cat").arg(&file).output().unwrap();
     assert!(!cat.status.success());
     assert!(
         String::from_utf8_lossy(&cat.stderr).contains("Permission denied"),
         "{}",
         String::from_utf8_lossy(&cat.stderr)
     );
-    let ls = Command::new("setpriv")
-        .args([
-            format!("--reuid={}", u.uid),
-            format!("--regid={}", u.gid),
-            "--init-groups".into(),
-            "ls".into(),
-        ])
-        .arg(&v)
-        .output()
-        .unwrap();
+    let ls = as_user(&u, "ls").arg(&v).output().unwrap();
     assert!(
         String::from_utf8_lossy(&ls.stderr).contains("Permission denied"),
         "{}",
@@ -190,25 +172,15 @@ fn the_mount_is_read_only_and_checks_permission() {
 fn a_tampered_chunk_gives_eio_and_a_tampered_manifest_hides_the_version() {
     let mut env = TestEnv::new();
     env.root_key();
-    let src = push_model(&env, "tm", "1.0.0", 60);
-    push_model(&env, "tm", "2.0.0", 70);
+    let src1 = push_model(&env, "tm", "1.0.0", 60);
+    let src2 = push_model(&env, "tm", "2.0.0", 70);
     env.stop();
-    {
-        let db = env.open_db();
-        // The 5000-byte file is one chunk, sealed to 5053 bytes: flip a byte of its ciphertext.
-        let chunks = db.cf_handle("chunks").unwrap();
-        let small: Vec<_> = db
-            .iterator_cf(chunks, rocksdb::IteratorMode::Start)
-            .map(|r| r.unwrap())
-            .filter(|(_, v)| v.len() == 5053)
-            .collect();
-        assert_eq!(small.len(), 2, "one small chunk per version");
-        let (k, v) = &small[0];
-        let mut v = v.to_vec();
-        v[2000] ^= 0x20;
-        db.put_cf(chunks, k, &v).unwrap();
-        db.flush_cf(chunks).unwrap();
-    }
+    // The 5000-byte file is one chunk, sealed to 5053 bytes: flip a bit of its ciphertext.
+    assert_eq!(
+        env.tamper("chunks", |v| v.len() == 5053, |_| 2000),
+        2,
+        "one small chunk per version"
+    );
     env.start();
     let bad: Vec<_> = ["1.0.0", "2.0.0"]
         .iter()
@@ -220,12 +192,12 @@ fn a_tampered_chunk_gives_eio_and_a_tampered_manifest_hides_the_version() {
     // Other files, and the other version, read correctly.
     let good = if *bad[0] == "1.0.0" { "2.0.0" } else { "1.0.0" };
     std::fs::read(env.mnt().join(format!("tm/{good}/sub/dir/small.bin"))).unwrap();
-    if *bad[0] == "1.0.0" {
-        assert_eq!(
-            sha256sum(&env.mnt().join("tm/1.0.0/model.safetensors")),
-            sha256sum(&src.join("model.safetensors"))
-        );
-    }
+    let bad_src = if *bad[0] == "1.0.0" { &src1 } else { &src2 };
+    assert_eq!(
+        sha256sum(&env.mnt().join(format!("tm/{}/model.safetensors", bad[0]))),
+        sha256sum(&bad_src.join("model.safetensors")),
+        "the damaged version's other files still read correctly"
+    );
     assert!(
         env.log().contains("integrity failure in the mount"),
         "the failure is logged"
@@ -233,21 +205,7 @@ fn a_tampered_chunk_gives_eio_and_a_tampered_manifest_hides_the_version() {
 
     // Now damage one version record: that version disappears from the mount and from ls.
     env.stop();
-    {
-        let db = env.open_db();
-        let versions = db.cf_handle("versions").unwrap();
-        let rows: Vec<_> = db
-            .iterator_cf(versions, rocksdb::IteratorMode::Start)
-            .map(|r| r.unwrap())
-            .collect();
-        assert_eq!(rows.len(), 2);
-        let (k, v) = &rows[0];
-        let mut v = v.to_vec();
-        let at = v.len() / 2;
-        v[at] ^= 0x01;
-        db.put_cf(versions, k, &v).unwrap();
-        db.flush_cf(versions).unwrap();
-    }
+    assert_eq!(env.tamper("versions", |_| true, |len| len / 2), 2);
     env.start();
     let shown: Vec<_> = std::fs::read_dir(env.mnt().join("tm"))
         .unwrap()
