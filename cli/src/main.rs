@@ -4,6 +4,7 @@
 mod client;
 mod get;
 mod keys;
+mod lifecycle;
 mod push;
 mod show;
 
@@ -45,6 +46,28 @@ enum Cmd {
     Verify {
         name: String,
         version: Option<String>,
+    },
+    /// Sign an approval for putting a version in production under a ticket.
+    Approve {
+        name: String,
+        version: String,
+        #[arg(long)]
+        ticket: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Signing key [default: $ARCA_KEY, else ~/.config/arca/signing.key]
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Move a version along the lifecycle: development, staging, production, deprecated, archived.
+    Promote {
+        name: String,
+        version: String,
+        #[arg(long)]
+        to: arca_core::api::Status,
+        /// The change ticket (required for production: the approvals must name it).
+        #[arg(long)]
+        ticket: Option<String>,
     },
     /// Signing keys.
     #[command(subcommand)]
@@ -102,6 +125,19 @@ async fn run(cli: Cli) -> Result<i32> {
             show::verify(&client, &name, version.as_deref(), json).await
         }
         Cmd::Key(k) => keys::run(&client, k, json).await,
+        Cmd::Approve {
+            name,
+            version,
+            ticket,
+            comment,
+            key,
+        } => lifecycle::approve(&client, &name, &version, &ticket, &comment, key, json).await,
+        Cmd::Promote {
+            name,
+            version,
+            to,
+            ticket,
+        } => lifecycle::promote(&client, &name, &version, to, ticket, json).await,
         Cmd::Whoami => show::whoami(&client, json).await,
         Cmd::Stats => show::stats(&client, json).await,
     }

@@ -123,6 +123,39 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
         v.files.len(),
         v.chunks
     );
+    for h in &v.history {
+        let ticket = h
+            .ticket
+            .as_deref()
+            .map(|t| format!(" ticket {t}"))
+            .unwrap_or_default();
+        let reason = h
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        println!(
+            "history:      {} {} -> {} by {}{ticket}{reason}",
+            time(h.at),
+            h.from,
+            h.to,
+            h.by
+        );
+    }
+    for a in &v.approvals {
+        println!(
+            "approval:     {} by {} ticket {} key {}{}",
+            time(a.at),
+            a.approver,
+            a.ticket,
+            a.public_key.fingerprint(),
+            if a.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.comment)
+            }
+        );
+    }
     let mut t = table(&["FILE", "SIZE", "MODE", "SHA-256"]);
     for f in &v.files {
         t.add_row(vec![

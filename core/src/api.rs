@@ -70,6 +70,28 @@ pub enum Status {
     Archived,
 }
 
+impl Status {
+    /// The lifecycle's allowed transitions (the design sketch's): development → staging;
+    /// staging → production or development; production → deprecated; deprecated → archived.
+    pub fn allowed_targets(self) -> &'static [Status] {
+        match self {
+            Status::Development => &[Status::Staging],
+            Status::Staging => &[Status::Production, Status::Development],
+            Status::Production => &[Status::Deprecated],
+            Status::Deprecated => &[Status::Archived],
+            Status::Archived => &[],
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown status {s:?}: expected development, staging, production, deprecated or archived"))
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
@@ -107,6 +129,56 @@ pub struct VersionInfo {
     pub total_size: u64,
     pub chunks: u64,
     pub files: Vec<FileEntry>,
+    /// Every status change, oldest first.
+    #[serde(default)]
+    pub history: Vec<Transition>,
+    /// Valid approvals for production, oldest first.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+}
+
+/// One status change of a version: who, when, from, to, under which ticket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Transition {
+    pub from: Status,
+    pub to: Status,
+    pub by: String,
+    pub by_uid: u32,
+    pub at: u64,
+    pub ticket: Option<String>,
+    /// Why, for changes made as a side effect (another version took production).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An approver's signed consent to put this exact version (root) in production under a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    pub approver: String,
+    pub approver_uid: u32,
+    pub ticket: String,
+    pub comment: String,
+    pub at: u64,
+    pub public_key: PublicKey,
+    pub signature: Signature,
+}
+
+/// `POST /v1/models/{name}/versions/{version}/approvals`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Approve {
+    pub ticket: String,
+    #[serde(default)]
+    pub comment: String,
+    pub public_key: PublicKey,
+    pub signature: Signature,
+}
+
+/// `POST /v1/models/{name}/versions/{version}/promote`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Promote {
+    pub to: Status,
+    #[serde(default)]
+    pub ticket: Option<String>,
 }
 
 /// Response of a commit: the stored version, and how much the push added to the store.

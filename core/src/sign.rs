@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 use crate::id::{MerkleRoot, MetadataDigest};
 
 const VERSION_SIG_TAG: &[u8] = b"arca.version-signature.v1\0";
+const APPROVAL_SIG_TAG: &[u8] = b"arca.approval.v1\0";
 const SECRET_PREFIX: &str = "arca-ed25519-secret-v1:";
 const PUBLIC_PREFIX: &str = "arca-ed25519-v1:";
 
@@ -44,6 +45,17 @@ impl PublicKey {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
+    }
+
+    /// Checks an approval (see `approval_message`).
+    pub fn verify_approval(
+        &self,
+        msg: &ApprovalMessage<'_>,
+        sig: &Signature,
+    ) -> Result<(), SignError> {
+        self.0
+            .verify_strict(&msg.bytes(), &sig.0)
+            .map_err(|_| SignError::Invalid)
     }
 
     pub fn verify_version(
@@ -147,6 +159,10 @@ impl SecretKey {
         Signature(self.0.sign(&version_message(root, meta)))
     }
 
+    pub fn sign_approval(&self, msg: &ApprovalMessage<'_>) -> Signature {
+        Signature(self.0.sign(&msg.bytes()))
+    }
+
     /// The key file's text: one line, `arca-ed25519-secret-v1:<64 hex>`.
     pub fn to_file_text(&self) -> Zeroizing<String> {
         Zeroizing::new(format!(
@@ -163,6 +179,41 @@ impl SecretKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(h, seed.as_mut()).map_err(|_| SignError::BadSecretKey)?;
         Ok(Self(SigningKey::from_bytes(&seed)))
+    }
+}
+
+/// What an approver signs: consent that this exact version (by its Merkle root) goes to
+/// `target` under `ticket`.
+#[derive(Clone, Copy)]
+pub struct ApprovalMessage<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub root: &'a MerkleRoot,
+    pub ticket: &'a str,
+    pub target: &'a str,
+}
+
+impl ApprovalMessage<'_> {
+    /// `"arca.approval.v1\0"`, then name, version, root (32 bytes), ticket and target, each
+    /// variable-length field preceded by its length as u32 LE.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut m = APPROVAL_SIG_TAG.to_vec();
+        for (i, f) in [
+            self.name.as_bytes(),
+            self.version.as_bytes(),
+            &self.root.0,
+            self.ticket.as_bytes(),
+            self.target.as_bytes(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i != 2 {
+                m.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            }
+            m.extend_from_slice(f);
+        }
+        m
     }
 }
 
@@ -196,6 +247,40 @@ mod tests {
         assert!(other.verify_version(&root, &meta, &sig).is_err());
         let sig2: Signature = sig.to_string().parse().unwrap();
         assert_eq!(sig, sig2);
+    }
+
+    #[test]
+    fn approvals_bind_every_field() {
+        let k = SecretKey::generate().unwrap();
+        let root = MerkleRoot([1; 32]);
+        let m = ApprovalMessage {
+            name: "m",
+            version: "1.0.0",
+            root: &root,
+            ticket: "T-1",
+            target: "production",
+        };
+        let sig = k.sign_approval(&m);
+        k.public().verify_approval(&m, &sig).unwrap();
+        let other_root = MerkleRoot([2; 32]);
+        for bad in [
+            ApprovalMessage { name: "n", ..m },
+            ApprovalMessage {
+                version: "1.0.1",
+                ..m
+            },
+            ApprovalMessage {
+                root: &other_root,
+                ..m
+            },
+            ApprovalMessage { ticket: "T-2", ..m },
+            ApprovalMessage {
+                target: "staging",
+                ..m
+            },
+        ] {
+            assert!(k.public().verify_approval(&bad, &sig).is_err());
+        }
     }
 
     #[test]

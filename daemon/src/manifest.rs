@@ -2,7 +2,7 @@
 //! chunk list of every file), the daemon-recorded facts (who, when) and the lifecycle status.
 //! It is persisted as JSON inside a sealed record (docs/format.md).
 
-use arca_core::api::{SignerInfo, Status, VersionInfo, VersionSummary};
+use arca_core::api::{Approval, SignerInfo, Status, Transition, VersionInfo, VersionSummary};
 use arca_core::manifest::FileEntry;
 use arca_core::metadata::PublishedMetadata;
 use arca_core::{ChunkId, MerkleRoot, MetadataDigest};
@@ -38,6 +38,12 @@ pub struct VersionRecord {
     pub signer: SignerInfo,
     /// Sorted by path (the Merkle order).
     pub files: Vec<StoredFile>,
+    /// Every status change, oldest first.
+    #[serde(default)]
+    pub history: Vec<Transition>,
+    /// Production approvals, each verified when it was recorded and again at promotion.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
 }
 
 impl VersionRecord {
@@ -62,6 +68,8 @@ impl VersionRecord {
             total_size: self.total_size(),
             chunks: self.chunk_count(),
             files: self.files.iter().map(|f| f.entry.clone()).collect(),
+            history: self.history.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 

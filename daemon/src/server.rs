@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use arca_core::api::{
-    CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, TrustKey, UploadCreated,
+    Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, Promote, TrustKey,
+    UploadCreated,
 };
 use arca_core::{ModelName, ModelVersion, RelPath};
 use axum::body::Body;
@@ -137,6 +138,14 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/v1/models/{name}", get(list_versions))
         .route("/v1/models/{name}/versions/{version}", get(show))
         .route("/v1/models/{name}/versions/{version}/file", get(read_file))
+        .route(
+            "/v1/models/{name}/versions/{version}/approvals",
+            post(approve),
+        )
+        .route(
+            "/v1/models/{name}/versions/{version}/promote",
+            post(promote),
+        )
         .route("/v1/models/{name}/verify", post(verify))
         .route("/v1/keys", get(list_keys).post(trust_key))
         .route("/v1/store/stats", get(stats))
@@ -266,6 +275,32 @@ async fn read_file(
         .header("content-length", file.entry.size)
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError(ErrorCode::Internal, e.to_string()))
+}
+
+async fn approve(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path((name, version)): Path<(String, String)>,
+    Json(req): Json<Approve>,
+) -> ApiResult<impl IntoResponse> {
+    let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
+    let c = caller(&p)?;
+    Ok(Json(
+        blocking(move || reg.approve(&c, &name, &version, req)).await?,
+    ))
+}
+
+async fn promote(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path((name, version)): Path<(String, String)>,
+    Json(req): Json<Promote>,
+) -> ApiResult<impl IntoResponse> {
+    let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
+    let c = caller(&p)?;
+    Ok(Json(
+        blocking(move || reg.promote(&c, &name, &version, req)).await?,
+    ))
 }
 
 #[derive(serde::Deserialize)]

@@ -165,23 +165,26 @@ impl Store {
             .row_key("version", &[name.as_bytes(), version.as_bytes()])
     }
 
-    /// Writes a version record in one synced batch. The caller has flushed its chunks.
-    pub fn put_version(&self, rec: &VersionRecord) -> Result<(), StoreError> {
-        let row = self.version_row(
-            rec.metadata.name.as_str(),
-            &rec.metadata.version.to_string(),
-        );
-        let json = serde_json::to_vec(rec)
-            .map_err(|e| StoreError::Corrupt(format!("encoding version record: {e}")))?;
-        let sealed = self
-            .keys
-            .seal_record(Cf::Versions.name(), &row, &json)
-            .map_err(|source| StoreError::Crypt {
-                what: "sealing version record".into(),
-                source,
-            })?;
+    /// Writes version records in one synced batch: all of them or none. The caller has flushed
+    /// the chunks they reference.
+    pub fn put_versions(&self, recs: &[&VersionRecord]) -> Result<(), StoreError> {
         let mut b = Batch::default();
-        b.put(Cf::Versions, &row, sealed);
+        for rec in recs {
+            let row = self.version_row(
+                rec.metadata.name.as_str(),
+                &rec.metadata.version.to_string(),
+            );
+            let json = serde_json::to_vec(rec)
+                .map_err(|e| StoreError::Corrupt(format!("encoding version record: {e}")))?;
+            let sealed = self
+                .keys
+                .seal_record(Cf::Versions.name(), &row, &json)
+                .map_err(|source| StoreError::Crypt {
+                    what: "sealing version record".into(),
+                    source,
+                })?;
+            b.put(Cf::Versions, &row, sealed);
+        }
         Ok(self.kv.commit(b)?)
     }
 

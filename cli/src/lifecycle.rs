@@ -1,0 +1,78 @@
+//! `arca approve` and `arca promote`: signed approvals and status changes.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use arca_core::api::{Approve, Promote, Status, VersionInfo};
+use arca_core::sign::ApprovalMessage;
+use hyper::Method;
+
+use crate::client::{enc, Client};
+
+/// Signs consent that `name` `version`, with the Merkle root the daemon reports, goes to
+/// production under `ticket`, and sends it. The root comes from the daemon, but the signature
+/// binds it: an approval cannot be reused for other content.
+pub async fn approve(
+    client: &Client,
+    name: &str,
+    version: &str,
+    ticket: &str,
+    comment: &str,
+    key: Option<PathBuf>,
+    json: bool,
+) -> Result<i32> {
+    let key_path = match key {
+        Some(k) => k,
+        None => crate::keys::default_key_path()?,
+    };
+    let key = crate::keys::load_secret(&key_path)?;
+    let base = format!("/v1/models/{}/versions/{}", enc(name), enc(version));
+    let info: VersionInfo = client.get(&base).await?;
+    let v = info.metadata.version.to_string();
+    let msg = ApprovalMessage {
+        name: info.metadata.name.as_str(),
+        version: &v,
+        root: &info.merkle_root,
+        ticket,
+        target: "production",
+    };
+    let req = Approve {
+        ticket: ticket.into(),
+        comment: comment.into(),
+        public_key: key.public(),
+        signature: key.sign_approval(&msg),
+    };
+    let out: VersionInfo = client
+        .json(Method::POST, &format!("{base}/approvals"), Some(&req))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "approved {name} {version} (root {}) for production under ticket {ticket}; {} approval(s) recorded",
+            &out.merkle_root.to_string()[..16],
+            out.approvals.len()
+        );
+    }
+    Ok(0)
+}
+
+pub async fn promote(
+    client: &Client,
+    name: &str,
+    version: &str,
+    to: Status,
+    ticket: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    let path = format!("/v1/models/{}/versions/{}/promote", enc(name), enc(version));
+    let out: VersionInfo = client
+        .json(Method::POST, &path, Some(&Promote { to, ticket }))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{name} {version} is now {}", out.status);
+    }
+    Ok(0)
+}
