@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use arca_core::api::{Approve, Promote, Status, VersionInfo};
+use arca_core::api::{Approve, History, Promote, Status, VersionInfo};
 use arca_core::sign::ApprovalMessage;
 use hyper::Method;
 
@@ -73,6 +73,59 @@ pub async fn promote(
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!("{name} {version} is now {}", out.status);
+    }
+    Ok(0)
+}
+
+pub async fn rollback(
+    client: &Client,
+    name: &str,
+    to: &str,
+    reason: &str,
+    json: bool,
+) -> Result<i32> {
+    let to: arca_core::ModelVersion = to.parse()?;
+    let path = format!("/v1/models/{}/rollback", enc(name));
+    let req = arca_core::api::Rollback {
+        to,
+        reason: reason.into(),
+    };
+    let out: VersionInfo = client.json(Method::POST, &path, Some(&req)).await?;
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{name} {} is in production again", out.metadata.version);
+    }
+    Ok(0)
+}
+
+pub async fn history(client: &Client, name: &str, json: bool) -> Result<i32> {
+    let h: History = client
+        .get(&format!("/v1/models/{}/history", enc(name)))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string(&h)?);
+        return Ok(0);
+    }
+    let mut t = crate::show::table(&["TIME", "VERSION", "FROM", "TO", "BY", "TICKET", "REASON"]);
+    for e in &h.events {
+        let tr = &e.transition;
+        t.add_row(vec![
+            crate::show::time(tr.at),
+            e.version.to_string(),
+            tr.from.to_string(),
+            tr.to.to_string(),
+            tr.by.clone(),
+            tr.ticket.clone().unwrap_or_default(),
+            tr.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    for l in &h.lineage {
+        let chain: Vec<String> = std::iter::once(l.version.to_string())
+            .chain(l.ancestors.iter().map(|a| a.to_string()))
+            .collect();
+        println!("lineage: {}", chain.join(" <- "));
     }
     Ok(0)
 }

@@ -69,6 +69,16 @@ enum Cmd {
         #[arg(long)]
         ticket: Option<String>,
     },
+    /// Put back in production a version that was in production before.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// A model's status changes (production history) and each version's lineage.
+    History { name: String },
     /// Signing keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
@@ -132,6 +142,10 @@ async fn run(cli: Cli) -> Result<i32> {
             comment,
             key,
         } => lifecycle::approve(&client, &name, &version, &ticket, &comment, key, json).await,
+        Cmd::Rollback { name, to, reason } => {
+            lifecycle::rollback(&client, &name, &to, &reason, json).await
+        }
+        Cmd::History { name } => lifecycle::history(&client, &name, json).await,
         Cmd::Promote {
             name,
             version,

@@ -146,9 +146,13 @@ pub struct Transition {
     pub by_uid: u32,
     pub at: u64,
     pub ticket: Option<String>,
-    /// Why, for changes made as a side effect (another version took production).
+    /// Why, for changes made as a side effect (another version took production) or rollbacks.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Order of the change among all of its model's changes (1, 2, …): seconds are too coarse
+    /// to order a deprecation and the promotion that caused it.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// An approver's signed consent to put this exact version (root) in production under a ticket.
@@ -179,6 +183,34 @@ pub struct Promote {
     pub to: Status,
     #[serde(default)]
     pub ticket: Option<String>,
+}
+
+/// `POST /v1/models/{name}/rollback`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Rollback {
+    pub to: ModelVersion,
+    pub reason: String,
+}
+
+/// One status change of one version, for a model's history.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEvent {
+    pub version: ModelVersion,
+    pub transition: Transition,
+}
+
+/// A version and the chain of versions it derives from (parent first).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Lineage {
+    pub version: ModelVersion,
+    pub ancestors: Vec<ModelVersion>,
+}
+
+/// `GET /v1/models/{name}/history`: every status change, oldest first, and each version's lineage.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    pub events: Vec<HistoryEvent>,
+    pub lineage: Vec<Lineage>,
 }
 
 /// Response of a commit: the stored version, and how much the push added to the store.

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arca_core::api::{
-    Approval, Approve, CommitUpload, Committed, FileStored, ModelSummary, Promote, SignerInfo,
-    Status, StoreStats, Transition, TrustKey, TrustedKey, VerifyFailure, VerifyReport, VersionInfo,
-    VersionSummary, WhoAmI,
+    Approval, Approve, CommitUpload, Committed, FileStored, History, HistoryEvent, Lineage,
+    ModelSummary, Promote, Rollback, SignerInfo, Status, StoreStats, Transition, TrustKey,
+    TrustedKey, VerifyFailure, VerifyReport, VersionInfo, VersionSummary, WhoAmI,
 };
 use arca_core::digest::FileHasher;
 use arca_core::manifest::{merkle_root, FileEntry};
@@ -932,6 +932,7 @@ impl Registry {
             )));
         }
         let at = now();
+        let mut seq = self.next_seq(name);
         let mut changed = Vec::new();
         if req.to == Status::Production {
             let ticket = req
@@ -972,7 +973,9 @@ impl Registry {
                     at,
                     ticket: req.ticket.clone(),
                     reason: Some(format!("{version} took production")),
+                    seq,
                 });
+                seq += 1;
                 p.status = Status::Deprecated;
                 changed.push(p);
             }
@@ -986,6 +989,7 @@ impl Registry {
             at,
             ticket: req.ticket,
             reason: None,
+            seq,
         });
         new.status = req.to;
         changed.push(new);
@@ -1001,6 +1005,142 @@ impl Registry {
         tracing::info!(model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
         self.changed();
         Ok(info)
+    }
+
+    /// Puts back in production a version that was in production before: the current production
+    /// version becomes deprecated, the target production, in one atomic write. No new approval
+    /// is needed (the target was approved when it first went to production); the reason is
+    /// recorded in both histories.
+    pub fn rollback(&self, c: &Caller, name: &ModelName, req: Rollback) -> Result<VersionInfo> {
+        Self::require_admin(c, "roll back")?;
+        if req.reason.trim().is_empty() {
+            return Err(RegistryError::BadRequest(
+                "a rollback needs --reason".into(),
+            ));
+        }
+        let _g = lock(&self.commit_lock);
+        let target = self.version(name, &req.to).ok_or_else(|| {
+            RegistryError::NotFound(format!("no version {} of model {name}", req.to))
+        })?;
+        if target.status == Status::Production {
+            return Err(RegistryError::BadRequest(format!(
+                "{name} {} is already in production",
+                req.to
+            )));
+        }
+        if !target.history.iter().any(|t| t.to == Status::Production) {
+            return Err(RegistryError::BadRequest(format!(
+                "{name} {} was never in production; rollback only returns to an earlier production version",
+                req.to
+            )));
+        }
+        let at = now();
+        let mut seq = self.next_seq(name);
+        let mut changed = Vec::new();
+        if let Some(prev) = self.catalog().get(name).and_then(|vs| {
+            vs.values()
+                .find(|r| r.status == Status::Production)
+                .cloned()
+        }) {
+            let mut p = (*prev).clone();
+            p.history.push(Transition {
+                from: Status::Production,
+                to: Status::Deprecated,
+                by: c.user.clone(),
+                by_uid: c.uid,
+                at,
+                ticket: None,
+                reason: Some(format!("rollback to {}: {}", req.to, req.reason)),
+                seq,
+            });
+            seq += 1;
+            p.status = Status::Deprecated;
+            changed.push(p);
+        }
+        let mut t = (*target).clone();
+        t.history.push(Transition {
+            from: target.status,
+            to: Status::Production,
+            by: c.user.clone(),
+            by_uid: c.uid,
+            at,
+            ticket: None,
+            reason: Some(format!("rollback: {}", req.reason)),
+            seq,
+        });
+        t.status = Status::Production;
+        changed.push(t);
+        self.store
+            .put_versions(&changed.iter().collect::<Vec<_>>())?;
+        let info = changed
+            .last()
+            .map(|r| r.info())
+            .ok_or_else(|| RegistryError::NotFound("nothing changed".into()))?;
+        self.replace(changed);
+        drop(_g);
+        tracing::info!(model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
+        self.changed();
+        Ok(info)
+    }
+
+    /// A model's status changes, oldest first, and each version's lineage (parent chain).
+    pub fn history(&self, c: &Caller, name: &ModelName) -> Result<History> {
+        let cat = self.catalog();
+        let versions = cat
+            .get(name)
+            .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
+        let visible: Vec<&Arc<VersionRecord>> =
+            versions.values().filter(|r| Self::may_read(c, r)).collect();
+        if visible.is_empty() {
+            return Err(RegistryError::NotFound(format!("no model named {name}")));
+        }
+        let mut events: Vec<HistoryEvent> = visible
+            .iter()
+            .flat_map(|r| {
+                r.history.iter().map(|t| HistoryEvent {
+                    version: r.metadata.version.clone(),
+                    transition: t.clone(),
+                })
+            })
+            .collect();
+        events.sort_by_key(|e| e.transition.seq);
+        let lineage = visible
+            .iter()
+            .map(|r| {
+                let mut ancestors = Vec::new();
+                let mut next = r.metadata.parent_version.clone();
+                // Parents are checked to exist at push, so the chain is finite; the bound guards
+                // against a damaged store all the same.
+                while let Some(p) = next.take() {
+                    if ancestors.contains(&p) || ancestors.len() > versions.len() {
+                        break;
+                    }
+                    next = versions
+                        .get(&p)
+                        .and_then(|pr| pr.metadata.parent_version.clone());
+                    ancestors.push(p);
+                }
+                Lineage {
+                    version: r.metadata.version.clone(),
+                    ancestors,
+                }
+            })
+            .collect();
+        Ok(History { events, lineage })
+    }
+
+    /// The next sequence number for a change of `name`'s statuses (call under the commit lock).
+    fn next_seq(&self, name: &ModelName) -> u64 {
+        self.catalog()
+            .get(name)
+            .map(|vs| {
+                vs.values()
+                    .flat_map(|r| r.history.iter().map(|t| t.seq))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+            + 1
     }
 
     /// Swaps updated records into the catalog.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arca_core::api::{
-    Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, Promote, TrustKey,
-    UploadCreated,
+    Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, Promote, Rollback,
+    TrustKey, UploadCreated,
 };
 use arca_core::{ModelName, ModelVersion, RelPath};
 use axum::body::Body;
@@ -146,6 +146,8 @@ pub fn router(reg: Arc<Registry>) -> Router {
             "/v1/models/{name}/versions/{version}/promote",
             post(promote),
         )
+        .route("/v1/models/{name}/rollback", post(rollback))
+        .route("/v1/models/{name}/history", get(history))
         .route("/v1/models/{name}/verify", post(verify))
         .route("/v1/keys", get(list_keys).post(trust_key))
         .route("/v1/store/stats", get(stats))
@@ -301,6 +303,26 @@ async fn promote(
     Ok(Json(
         blocking(move || reg.promote(&c, &name, &version, req)).await?,
     ))
+}
+
+async fn rollback(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+    Json(req): Json<Rollback>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    let c = caller(&p)?;
+    Ok(Json(blocking(move || reg.rollback(&c, &name, req)).await?))
+}
+
+async fn history(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    Ok(Json(reg.history(&caller(&p)?, &name)?))
 }
 
 #[derive(serde::Deserialize)]

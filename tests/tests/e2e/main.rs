@@ -3,5 +3,6 @@
 //! They must run as root (they create local users and open the daemon's database directly).
 
 mod harness;
+mod lifecycle;
 mod mount;
 mod store;

@@ -1,0 +1,377 @@
+//! The lifecycle as the mount shows it (issues #3 and #4): promotions with signed approvals,
+//! four eyes, at most one production version, rollback, history, and the `production` link.
+
+use std::os::unix::fs::FileExt;
+
+use crate::harness::{pseudo_random, user, TestEnv};
+use crate::mount::push_model;
+
+const MIB: usize = 1 << 20;
+
+/// A model directory owned by a local user, pushed by that user.
+fn push_as(
+    env: &TestEnv,
+    u: &crate::harness::User,
+    name: &str,
+    version: &str,
+    seed: u64,
+) -> std::path::PathBuf {
+    let d = env.path().join(format!("{name}-{version}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("model.safetensors"),
+        pseudo_random(8 * MIB + 5, seed),
+    )
+    .unwrap();
+    std::fs::write(d.join("config.json"), format!("{{\"v\": \"{version}\"}}\n")).unwrap();
+    for p in [
+        d.clone(),
+        d.join("model.safetensors"),
+        d.join("config.json"),
+    ] {
+        nix::unistd::chown(&p, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+    }
+    let out = env.arca_as(
+        u,
+        &[
+            "push",
+            d.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            version,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+#[test]
+fn production_link_switches_atomically_and_open_files_keep_their_bytes() {
+    let env = TestEnv::new();
+    env.root_key();
+    let u = user("arca-e2e-pub2");
+    let key = u.home.join(".config/arca/signing.key");
+    let _ = std::fs::remove_file(&key);
+    let out = env.arca_as(&u, &["key", "gen"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&[
+        "key",
+        "trust",
+        &u.name,
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    let v1 = push_as(&env, &u, "llama", "1.0.0", 90);
+    push_as(&env, &u, "llama", "2.0.0", 91);
+    let link = env.mnt().join("llama/production");
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "no production link before any production version"
+    );
+
+    // The lifecycle's rules, each refusal one line that changes nothing.
+    let err = env.fails(&[
+        "promote",
+        "llama",
+        "1.0.0",
+        "--to",
+        "production",
+        "--ticket",
+        "T-1",
+    ]);
+    assert!(err.contains("can move to staging, not production"), "{err}");
+    env.ok(&["promote", "llama", "1.0.0", "--to", "staging"]);
+    assert_eq!(
+        std::fs::read_link(env.mnt().join("llama/staging"))
+            .unwrap()
+            .to_str(),
+        Some("1.0.0")
+    );
+    let err = env.fails(&[
+        "promote",
+        "llama",
+        "1.0.0",
+        "--to",
+        "production",
+        "--ticket",
+        "T-1",
+    ]);
+    assert!(err.contains("0 valid approval(s) for ticket T-1"), "{err}");
+    let out = env.arca_as(
+        &u,
+        &[
+            "promote",
+            "llama",
+            "1.0.0",
+            "--to",
+            "production",
+            "--ticket",
+            "T-1",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only admins"),
+        "non-admins may not promote yet"
+    );
+    env.ok(&[
+        "approve",
+        "llama",
+        "1.0.0",
+        "--ticket",
+        "T-1",
+        "--comment",
+        "eval passed",
+    ]);
+    let again = env.json(&["approve", "llama", "1.0.0", "--ticket", "T-1"]);
+    assert_eq!(
+        again["approvals"].as_array().unwrap().len(),
+        1,
+        "the same approver counts once"
+    );
+    let err = env.fails(&[
+        "promote",
+        "llama",
+        "1.0.0",
+        "--to",
+        "production",
+        "--ticket",
+        "T-OTHER",
+    ]);
+    assert!(
+        err.contains("0 valid approval(s) for ticket T-OTHER"),
+        "an approval is for its ticket only: {err}"
+    );
+    env.ok(&[
+        "promote",
+        "llama",
+        "1.0.0",
+        "--to",
+        "production",
+        "--ticket",
+        "T-1",
+    ]);
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("1.0.0"));
+
+    // A reader opens the production file, as an inference server would.
+    let original = std::fs::read(v1.join("model.safetensors")).unwrap();
+    let held = std::fs::File::open(link.join("model.safetensors")).unwrap();
+    let mut first = vec![0u8; MIB];
+    held.read_exact_at(&mut first, 0).unwrap();
+    assert!(first == original[..MIB]);
+
+    // 2.0.0 takes production: one atomic switch, 1.0.0 deprecated in the same write. A watcher
+    // resolving the link all the while must only ever see 1.0.0, then 2.0.0: never a gap.
+    env.ok(&["promote", "llama", "2.0.0", "--to", "staging"]);
+    env.ok(&["approve", "llama", "2.0.0", "--ticket", "T-2"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen: Vec<String> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = match std::fs::read_link(&link) {
+                    Ok(t) => t.to_string_lossy().into_owned(),
+                    Err(e) => format!("error: {e}"),
+                };
+                if seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+            }
+            seen
+        });
+        env.ok(&[
+            "promote",
+            "llama",
+            "2.0.0",
+            "--to",
+            "production",
+            "--ticket",
+            "T-2",
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert_eq!(
+        seen,
+        ["1.0.0", "2.0.0"],
+        "the production link must switch in one step"
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("2.0.0"));
+    assert_eq!(
+        std::fs::read_to_string(link.join("config.json")).unwrap(),
+        "{\"v\": \"2.0.0\"}\n"
+    );
+    let versions = env.json(&["ls", "llama"]);
+    let statuses: Vec<&str> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["deprecated", "production"],
+        "never two production versions"
+    );
+    let show = env.json(&["show", "llama", "1.0.0"]);
+    let last = show["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["from"].as_str(),
+            last["to"].as_str(),
+            last["by"].as_str()
+        ),
+        (Some("production"), Some("deprecated"), Some("root"))
+    );
+
+    // The reader that held 1.0.0's file open keeps reading 1.0.0's bytes, to the end.
+    let mut rest = vec![0u8; original.len() - MIB];
+    held.read_exact_at(&mut rest, MIB as u64).unwrap();
+    assert!(
+        rest == original[MIB..],
+        "an open file of the old version changed under its reader"
+    );
+}
+
+#[test]
+fn the_publisher_cannot_approve_their_own_version() {
+    let env = TestEnv::new();
+    env.root_key();
+    push_model(&env, "own", "1.0.0", 95);
+    env.ok(&["promote", "own", "1.0.0", "--to", "staging"]);
+    let err = env.fails(&["approve", "own", "1.0.0", "--ticket", "T-9"]);
+    assert!(err.contains("cannot approve it (four eyes)"), "{err}");
+    let show = env.json(&["show", "own", "1.0.0"]);
+    assert!(show["approvals"].as_array().unwrap().is_empty());
+    assert_eq!(show["status"], "staging");
+}
+
+#[test]
+fn rollback_returns_to_an_earlier_production_version_and_the_link_follows() {
+    let env = TestEnv::new();
+    env.root_key();
+    let u = user("arca-e2e-pub3");
+    let key = u.home.join(".config/arca/signing.key");
+    let _ = std::fs::remove_file(&key);
+    assert!(env.arca_as(&u, &["key", "gen"]).status.success());
+    env.ok(&[
+        "key",
+        "trust",
+        &u.name,
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    push_as(&env, &u, "rb", "1.0.0", 100);
+    let v2 = push_as(&env, &u, "rb", "2.0.0", 101);
+    // 3.0.0 derives from 2.0.0, which derives from nothing: lineage 3.0.0 <- 2.0.0.
+    let d3 = env.path().join("rb-3.0.0");
+    std::fs::create_dir_all(&d3).unwrap();
+    std::fs::write(d3.join("config.json"), "{\"v\": \"3.0.0\"}\n").unwrap();
+    nix::unistd::chown(&d3, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+    nix::unistd::chown(
+        &d3.join("config.json"),
+        Some(u.uid.into()),
+        Some(u.gid.into()),
+    )
+    .unwrap();
+    let out = env.arca_as(
+        &u,
+        &[
+            "push",
+            d3.to_str().unwrap(),
+            "--name",
+            "rb",
+            "--version",
+            "3.0.0",
+            "--parent",
+            "2.0.0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (v, t) in [("1.0.0", "T-1"), ("2.0.0", "T-2")] {
+        env.ok(&["promote", "rb", v, "--to", "staging"]);
+        env.ok(&["approve", "rb", v, "--ticket", t]);
+        env.ok(&["promote", "rb", v, "--to", "production", "--ticket", t]);
+    }
+    let link = env.mnt().join("rb/production");
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("2.0.0"));
+    let held = std::fs::File::open(link.join("model.safetensors")).unwrap();
+
+    // 3.0.0 was never in production: refused, nothing changes.
+    let err = env.fails(&["rollback", "rb", "--to", "3.0.0", "--reason", "x"]);
+    assert!(err.contains("was never in production"), "{err}");
+    let out = env.arca_as(&u, &["rollback", "rb", "--to", "1.0.0", "--reason", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only admins"));
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("2.0.0"));
+
+    env.ok(&[
+        "rollback",
+        "rb",
+        "--to",
+        "1.0.0",
+        "--reason",
+        "latency regression",
+    ]);
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("1.0.0"));
+    assert_eq!(
+        std::fs::read_to_string(link.join("config.json")).unwrap(),
+        "{\"v\": \"1.0.0\"}\n"
+    );
+    let statuses: Vec<String> = env
+        .json(&["ls", "rb"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["production", "deprecated", "development"]);
+    // The reader of 2.0.0 is unaffected.
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut all).unwrap();
+    assert!(all == std::fs::read(v2.join("model.safetensors")).unwrap());
+
+    let h = env.json(&["history", "rb"]);
+    let events: Vec<(String, String, String)> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_str().unwrap().into(),
+                e["transition"]["from"].as_str().unwrap().into(),
+                e["transition"]["to"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        events.ends_with(&[
+            ("2.0.0".into(), "production".into(), "deprecated".into()),
+            ("1.0.0".into(), "deprecated".into(), "production".into()),
+        ]),
+        "{events:?}"
+    );
+    let lineage = h["lineage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["version"] == "3.0.0")
+        .unwrap()
+        .clone();
+    assert_eq!(lineage["ancestors"], serde_json::json!(["2.0.0"]));
+    let text = env.ok(&["history", "rb"]);
+    assert!(
+        text.contains("rollback: latency regression") && text.contains("lineage: 3.0.0 <- 2.0.0"),
+        "{text}"
+    );
+}
