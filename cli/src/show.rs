@@ -226,6 +226,12 @@ pub async fn stats(client: &Client, json: bool) -> Result<i32> {
             "models {}  versions {}  chunks {}  stored bytes {}  logical bytes {}",
             s.models, s.versions, s.chunks, s.stored_bytes, s.logical_bytes
         );
+        if let Some(m) = s.mount {
+            println!(
+                "mount: {} bytes served in {} reads ({} failed), cache {} hits / {} misses ({} bytes), {} integrity failures",
+                m.bytes_served, m.reads, m.read_errors, m.cache_hits, m.cache_misses, m.cache_bytes, m.integrity_failures
+            );
+        }
     }
     Ok(0)
 }

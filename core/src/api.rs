@@ -290,6 +290,22 @@ pub struct StoreStats {
     pub stored_bytes: u64,
     /// Sum of the sizes of all files of all versions, counting shared content every time.
     pub logical_bytes: u64,
+    /// The FUSE mount's counters since arcad started; absent when running without a mount.
+    #[serde(default)]
+    pub mount: Option<MountCounters>,
+}
+
+/// Counters of the read-only mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountCounters {
+    pub bytes_served: u64,
+    pub reads: u64,
+    pub read_errors: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    /// Chunks that failed verification (or were missing) and were refused with EIO.
+    pub integrity_failures: u64,
 }
 
 /// Machine-readable error kinds; the CLI prints `message` and exits non-zero.

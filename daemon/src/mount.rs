@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arca_core::api::Status;
+use arca_core::api::{MountCounters, Status};
 use arca_core::{ChunkId, MerkleRoot, ModelName, ModelVersion, RelPath};
 use arca_fsmount::{
     ChunkError, ChunkSource, MountFile, MountHandle, MountOptions, Snapshot, VersionEntry,
@@ -19,8 +18,6 @@ use crate::registry::{ChunkReadError, Registry};
 /// Verified chunk reads for the mount.
 pub struct RegistrySource {
     registry: Arc<Registry>,
-    /// Integrity failures seen by mount reads since start.
-    pub failures: AtomicU64,
 }
 
 fn chunk_error(e: ChunkReadError) -> ChunkError {
@@ -61,7 +58,6 @@ impl ChunkSource for RegistrySource {
         chunk: &ChunkId,
         error: &str,
     ) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
         tracing::error!(model = %model, version = %version, file = %path, chunk = %chunk, "integrity failure in the mount, read refused with EIO: {error}");
     }
 }
@@ -115,7 +111,6 @@ impl SnapshotBuilder {
 /// The mount, kept in step with the registry.
 pub struct Mount {
     handle: Arc<Mutex<Option<MountHandle>>>,
-    pub source: Arc<RegistrySource>,
 }
 
 impl Mount {
@@ -131,14 +126,13 @@ impl Mount {
         std::fs::create_dir_all(mountpoint)?;
         let source = Arc::new(RegistrySource {
             registry: registry.clone(),
-            failures: AtomicU64::new(0),
         });
         let builder = Arc::new(Mutex::new(SnapshotBuilder::default()));
         let initial = builder
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .build(&registry.records());
-        let dyn_source: Arc<dyn ChunkSource> = source.clone();
+        let dyn_source: Arc<dyn ChunkSource> = source;
         let handle = Arc::new(Mutex::new(Some(arca_fsmount::mount(
             mountpoint, dyn_source, initial, opts,
         )?)));
@@ -152,15 +146,25 @@ impl Mount {
                 m.update(snap);
             }
         }));
-        Ok(Self { handle, source })
-    }
-
-    pub fn stats(&self) -> Option<arca_fsmount::MountStats> {
-        self.handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|m| m.stats())
+        let h = handle.clone();
+        registry.set_mount_counters(Box::new(move || {
+            h.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|m| {
+                    let s = m.stats();
+                    MountCounters {
+                        bytes_served: s.bytes_served,
+                        reads: s.reads,
+                        read_errors: s.read_errors,
+                        cache_hits: s.cache_hits,
+                        cache_misses: s.cache_misses,
+                        cache_bytes: s.cache_bytes,
+                        integrity_failures: s.integrity_failures,
+                    }
+                })
+        }));
+        Ok(Self { handle })
     }
 
     /// Unmounts (forcing a busy mount off, so shutdown is never blocked by a reader).

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arca_core::api::{
     Approval, Approve, CommitUpload, Committed, FileStored, History, HistoryEvent, Lineage,
-    ModelSummary, Promote, Rollback, SignerInfo, Status, StoreStats, Transition, TrustKey,
-    TrustedKey, VerifyFailure, VerifyReport, VersionInfo, VersionSummary, WhoAmI,
+    ModelSummary, MountCounters, Promote, Rollback, SignerInfo, Status, StoreStats, Transition,
+    TrustKey, TrustedKey, VerifyFailure, VerifyReport, VersionInfo, VersionSummary, WhoAmI,
 };
 use arca_core::digest::FileHasher;
 use arca_core::manifest::{merkle_root, FileEntry};
@@ -96,7 +96,12 @@ pub struct Registry {
     commit_lock: Mutex<()>,
     /// Called after every catalog change (the mount republishes its snapshot).
     listeners: Mutex<Vec<Listener>>,
+    /// Reads the mount's counters, once a mount is running.
+    mount_counters: std::sync::OnceLock<CounterSource>,
 }
+
+/// Where `stats` reads the mount's counters from.
+pub type CounterSource = Box<dyn Fn() -> Option<MountCounters> + Send + Sync>;
 
 /// A catalog-change callback.
 pub type Listener = Box<dyn Fn() + Send + Sync>;
@@ -171,7 +176,13 @@ impl Registry {
             pins: Pins::default(),
             commit_lock: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
+            mount_counters: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets `stats` report the mount's counters (set once, by the mount).
+    pub fn set_mount_counters(&self, f: CounterSource) {
+        let _ = self.mount_counters.set(f);
     }
 
     /// Registers a callback run after every catalog change, outside the registry's locks.
@@ -1214,6 +1225,7 @@ impl Registry {
             chunks: seen.len() as u64,
             stored_bytes: stored,
             logical_bytes: logical,
+            mount: self.mount_counters.get().and_then(|f| f()),
         })
     }
 }

@@ -202,6 +202,16 @@ fn a_tampered_chunk_gives_eio_and_a_tampered_manifest_hides_the_version() {
         env.log().contains("integrity failure in the mount"),
         "the failure is logged"
     );
+    let counters = env.json(&["stats"])["mount"].clone();
+    assert!(
+        counters["integrity_failures"].as_u64().unwrap() >= 1,
+        "and counted: {counters}"
+    );
+    assert!(counters["read_errors"].as_u64().unwrap() >= 1, "{counters}");
+    assert!(
+        counters["bytes_served"].as_u64().unwrap() > 48 * MIB as u64,
+        "{counters}"
+    );
 
     // Now damage one version record: that version disappears from the mount and from ls.
     env.stop();
