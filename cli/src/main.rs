@@ -5,6 +5,7 @@ mod client;
 mod get;
 mod keys;
 mod lifecycle;
+mod offline;
 mod push;
 mod show;
 
@@ -79,6 +80,17 @@ enum Cmd {
     },
     /// A model's status changes (production history) and each version's lineage.
     History { name: String },
+    /// Export a version's signed integrity manifest as JSON (for `verify-dir` on any host).
+    Manifest { name: String, version: String },
+    /// Check a copy of a model directory against an exported manifest, without a daemon.
+    VerifyDir {
+        dir: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Require the manifest to be signed by this public key.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
     /// Signing keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
@@ -142,6 +154,12 @@ async fn run(cli: Cli) -> Result<i32> {
             comment,
             key,
         } => lifecycle::approve(&client, &name, &version, &ticket, &comment, key, json).await,
+        Cmd::Manifest { name, version } => offline::export(&client, &name, &version).await,
+        Cmd::VerifyDir {
+            dir,
+            manifest,
+            trust,
+        } => offline::verify_dir(&dir, &manifest, trust.as_deref(), json),
         Cmd::Rollback { name, to, reason } => {
             lifecycle::rollback(&client, &name, &to, &reason, json).await
         }

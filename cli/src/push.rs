@@ -52,16 +52,16 @@ pub struct PushArgs {
 }
 
 /// A file to push: where it is on disk and its path inside the version.
-struct Source {
-    disk: PathBuf,
-    rel: RelPath,
-    mode: u32,
-    size: u64,
+pub struct Source {
+    pub disk: PathBuf,
+    pub rel: RelPath,
+    pub mode: u32,
+    pub size: u64,
 }
 
 /// Collects regular files under `root`, refusing anything else (symlinks are not followed: a
 /// link could point outside the tree).
-fn collect(root: &Path) -> Result<Vec<Source>> {
+pub fn collect(root: &Path) -> Result<Vec<Source>> {
     let meta = std::fs::symlink_metadata(root).with_context(|| format!("{}", root.display()))?;
     if meta.is_file() {
         let name = root
