@@ -1,0 +1,375 @@
+//! The lifecycle part of the registry: status transitions, signed production approvals (four
+//! eyes, one user counts once), at most one production version, rollback and history. Every
+//! change rewrites the affected version records in one synced batch, with its history entry.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arca_core::api::{
+    Approval, Approve, History, HistoryEvent, Lineage, Promote, Rollback, Status, Transition,
+    TrustedKey, VersionInfo,
+};
+use arca_core::sign::ApprovalMessage;
+use arca_core::{ModelName, ModelVersion};
+
+use super::{lock, now, Registry, RegistryError, Result};
+use crate::auth::Caller;
+use crate::manifest::VersionRecord;
+
+impl Registry {
+    /// Until roles and policies arrive (issue #4): only admins approve and promote, and
+    /// production needs this many approvals (the design sketch's default policy).
+    const REQUIRED_APPROVALS: usize = 1;
+
+    fn require_admin(c: &Caller, what: &str) -> Result<()> {
+        if c.admin {
+            Ok(())
+        } else {
+            Err(RegistryError::PermissionDenied(format!(
+                "{} may not {what}: only admins may, until roles exist",
+                c.user
+            )))
+        }
+    }
+
+    /// Checks an approval against the version it names, its approver and their trusted keys.
+    fn check_approval(
+        &self,
+        rec: &VersionRecord,
+        a: &Approval,
+        trusted: &[TrustedKey],
+    ) -> Result<(), String> {
+        if a.approver_uid == rec.created_by_uid {
+            return Err(format!(
+                "{} published this version and cannot approve it (four eyes)",
+                a.approver
+            ));
+        }
+        if !trusted
+            .iter()
+            .any(|k| k.uid == a.approver_uid && k.public_key == a.public_key)
+        {
+            return Err(format!(
+                "key {} is not trusted for {}",
+                a.public_key.fingerprint(),
+                a.approver
+            ));
+        }
+        let version = rec.metadata.version.to_string();
+        let msg = ApprovalMessage {
+            name: rec.metadata.name.as_str(),
+            version: &version,
+            root: &rec.merkle_root,
+            ticket: &a.ticket,
+            target: "production",
+        };
+        a.public_key
+            .verify_approval(&msg, &a.signature)
+            .map_err(|_| {
+                "the approval's signature does not match this version, root and ticket".to_string()
+            })
+    }
+
+    /// Records a signed approval for production. The same approver approving the same ticket
+    /// again changes nothing: one user counts once.
+    pub fn approve(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+        req: Approve,
+    ) -> Result<VersionInfo> {
+        Self::require_admin(c, "approve")?;
+        if req.ticket.trim().is_empty() {
+            return Err(RegistryError::BadRequest(
+                "an approval needs a ticket".into(),
+            ));
+        }
+        let _g = lock(&self.commit_lock);
+        let rec = self.version(name, version).ok_or_else(|| {
+            RegistryError::NotFound(format!("no version {version} of model {name}"))
+        })?;
+        let a = Approval {
+            approver: c.user.clone(),
+            approver_uid: c.uid,
+            ticket: req.ticket,
+            comment: req.comment,
+            at: now(),
+            public_key: req.public_key,
+            signature: req.signature,
+        };
+        let trusted = self.store.trusted_keys()?;
+        self.check_approval(&rec, &a, &trusted).map_err(|why| {
+            if why.contains("four eyes") {
+                RegistryError::PermissionDenied(format!("approval refused: {why}"))
+            } else {
+                RegistryError::SignatureMismatch(format!("approval refused: {why}"))
+            }
+        })?;
+        if rec
+            .approvals
+            .iter()
+            .any(|x| x.approver_uid == a.approver_uid && x.ticket == a.ticket)
+        {
+            return Ok(rec.info());
+        }
+        let mut new = (*rec).clone();
+        new.approvals.push(a);
+        self.store.put_versions(&[&new])?;
+        let info = new.info();
+        self.replace(vec![new]);
+        tracing::info!(model = %name, version = %version, user = %c.user, "approval recorded");
+        Ok(info)
+    }
+
+    /// Moves a version to another status along the lifecycle. Production needs enough valid
+    /// approvals for this version's root under the given ticket, and moves the current
+    /// production version to deprecated in the same atomic write.
+    pub fn promote(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+        req: Promote,
+    ) -> Result<VersionInfo> {
+        Self::require_admin(c, "promote")?;
+        let _g = lock(&self.commit_lock);
+        let rec = self.version(name, version).ok_or_else(|| {
+            RegistryError::NotFound(format!("no version {version} of model {name}"))
+        })?;
+        let allowed = rec.status.allowed_targets();
+        if !allowed.contains(&req.to) {
+            let list: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            return Err(RegistryError::BadRequest(format!(
+                "{name} {version} is {}; it can move to {}, not {}",
+                rec.status,
+                if list.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    list.join(" or ")
+                },
+                req.to
+            )));
+        }
+        let at = now();
+        let mut seq = self.next_seq(name);
+        let mut changed = Vec::new();
+        if req.to == Status::Production {
+            let ticket = req
+                .ticket
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    RegistryError::BadRequest(
+                        "promotion to production needs --ticket (the ticket the approvals name)"
+                            .into(),
+                    )
+                })?;
+            let trusted = self.store.trusted_keys()?;
+            let approvers: HashSet<u32> = rec
+                .approvals
+                .iter()
+                .filter(|a| a.ticket == ticket && self.check_approval(&rec, a, &trusted).is_ok())
+                .map(|a| a.approver_uid)
+                .collect();
+            if approvers.len() < Self::REQUIRED_APPROVALS {
+                return Err(RegistryError::PermissionDenied(format!(
+                    "{name} {version} has {} valid approval(s) for ticket {ticket}; production needs {}",
+                    approvers.len(),
+                    Self::REQUIRED_APPROVALS
+                )));
+            }
+            if let Some(prev) = self.catalog().get(name).and_then(|vs| {
+                vs.values()
+                    .find(|r| r.status == Status::Production)
+                    .cloned()
+            }) {
+                let mut p = (*prev).clone();
+                p.history.push(Transition {
+                    from: Status::Production,
+                    to: Status::Deprecated,
+                    by: c.user.clone(),
+                    by_uid: c.uid,
+                    at,
+                    ticket: req.ticket.clone(),
+                    reason: Some(format!("{version} took production")),
+                    seq,
+                });
+                seq += 1;
+                p.status = Status::Deprecated;
+                changed.push(p);
+            }
+        }
+        let mut new = (*rec).clone();
+        new.history.push(Transition {
+            from: rec.status,
+            to: req.to,
+            by: c.user.clone(),
+            by_uid: c.uid,
+            at,
+            ticket: req.ticket,
+            reason: None,
+            seq,
+        });
+        new.status = req.to;
+        changed.push(new);
+        // One synced batch: never two production versions, never a change without its history.
+        self.store
+            .put_versions(&changed.iter().collect::<Vec<_>>())?;
+        let info = changed
+            .last()
+            .map(|r| r.info())
+            .ok_or_else(|| RegistryError::NotFound("nothing changed".into()))?;
+        self.replace(changed);
+        drop(_g);
+        tracing::info!(model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
+        self.changed();
+        Ok(info)
+    }
+
+    /// Puts back in production a version that was in production before: the current production
+    /// version becomes deprecated, the target production, in one atomic write. No new approval
+    /// is needed (the target was approved when it first went to production); the reason is
+    /// recorded in both histories.
+    pub fn rollback(&self, c: &Caller, name: &ModelName, req: Rollback) -> Result<VersionInfo> {
+        Self::require_admin(c, "roll back")?;
+        if req.reason.trim().is_empty() {
+            return Err(RegistryError::BadRequest(
+                "a rollback needs --reason".into(),
+            ));
+        }
+        let _g = lock(&self.commit_lock);
+        let target = self.version(name, &req.to).ok_or_else(|| {
+            RegistryError::NotFound(format!("no version {} of model {name}", req.to))
+        })?;
+        if target.status == Status::Production {
+            return Err(RegistryError::BadRequest(format!(
+                "{name} {} is already in production",
+                req.to
+            )));
+        }
+        if !target.history.iter().any(|t| t.to == Status::Production) {
+            return Err(RegistryError::BadRequest(format!(
+                "{name} {} was never in production; rollback only returns to an earlier production version",
+                req.to
+            )));
+        }
+        let at = now();
+        let mut seq = self.next_seq(name);
+        let mut changed = Vec::new();
+        if let Some(prev) = self.catalog().get(name).and_then(|vs| {
+            vs.values()
+                .find(|r| r.status == Status::Production)
+                .cloned()
+        }) {
+            let mut p = (*prev).clone();
+            p.history.push(Transition {
+                from: Status::Production,
+                to: Status::Deprecated,
+                by: c.user.clone(),
+                by_uid: c.uid,
+                at,
+                ticket: None,
+                reason: Some(format!("rollback to {}: {}", req.to, req.reason)),
+                seq,
+            });
+            seq += 1;
+            p.status = Status::Deprecated;
+            changed.push(p);
+        }
+        let mut t = (*target).clone();
+        t.history.push(Transition {
+            from: target.status,
+            to: Status::Production,
+            by: c.user.clone(),
+            by_uid: c.uid,
+            at,
+            ticket: None,
+            reason: Some(format!("rollback: {}", req.reason)),
+            seq,
+        });
+        t.status = Status::Production;
+        changed.push(t);
+        self.store
+            .put_versions(&changed.iter().collect::<Vec<_>>())?;
+        let info = changed
+            .last()
+            .map(|r| r.info())
+            .ok_or_else(|| RegistryError::NotFound("nothing changed".into()))?;
+        self.replace(changed);
+        drop(_g);
+        tracing::info!(model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
+        self.changed();
+        Ok(info)
+    }
+
+    /// A model's status changes, oldest first, and each version's lineage (parent chain).
+    pub fn history(&self, c: &Caller, name: &ModelName) -> Result<History> {
+        let cat = self.catalog();
+        let versions = cat
+            .get(name)
+            .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
+        let visible: Vec<&Arc<VersionRecord>> =
+            versions.values().filter(|r| Self::may_read(c, r)).collect();
+        if visible.is_empty() {
+            return Err(RegistryError::NotFound(format!("no model named {name}")));
+        }
+        let mut events: Vec<HistoryEvent> = visible
+            .iter()
+            .flat_map(|r| {
+                r.history.iter().map(|t| HistoryEvent {
+                    version: r.metadata.version.clone(),
+                    transition: t.clone(),
+                })
+            })
+            .collect();
+        events.sort_by_key(|e| e.transition.seq);
+        let lineage = visible
+            .iter()
+            .map(|r| {
+                let mut ancestors = Vec::new();
+                let mut next = r.metadata.parent_version.clone();
+                // Parents are checked to exist at push, so the chain is finite; the bound guards
+                // against a damaged store all the same.
+                while let Some(p) = next.take() {
+                    if ancestors.contains(&p) || ancestors.len() > versions.len() {
+                        break;
+                    }
+                    next = versions
+                        .get(&p)
+                        .and_then(|pr| pr.metadata.parent_version.clone());
+                    ancestors.push(p);
+                }
+                Lineage {
+                    version: r.metadata.version.clone(),
+                    ancestors,
+                }
+            })
+            .collect();
+        Ok(History { events, lineage })
+    }
+
+    /// The next sequence number for a change of `name`'s statuses (call under the commit lock).
+    fn next_seq(&self, name: &ModelName) -> u64 {
+        self.catalog()
+            .get(name)
+            .map(|vs| {
+                vs.values()
+                    .flat_map(|r| r.history.iter().map(|t| t.seq))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Swaps updated records into the catalog.
+    fn replace(&self, recs: Vec<VersionRecord>) {
+        let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        for r in recs {
+            cat.entry(r.metadata.name.clone())
+                .or_default()
+                .insert(r.metadata.version.clone(), Arc::new(r));
+        }
+    }
+}
