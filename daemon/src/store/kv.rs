@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, FlushOptions, IteratorMode,
-    Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, FlushOptions,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
 /// Column families, one per record kind (see docs/format.md for their keys and values).
@@ -92,11 +92,17 @@ impl Kv {
         // reads, as the kernel only grows readahead for sequential access.
         db_opts.set_advise_random_on_open(false);
 
+        // One small block cache for every column family: the LSM holds only keys, blob
+        // references and small records (chunk data lives in blob files and the mount keeps its
+        // own plaintext cache), so RocksDB's default of a 32 MiB cache per column family was
+        // mostly resident memory counted against the mount's budget.
+        let block_cache = Cache::new_lru_cache(8 << 20);
         let cfs = Cf::ALL.iter().map(|&cf| {
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::None);
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
+            table.set_block_cache(&block_cache);
             o.set_block_based_table_factory(&table);
             if cf == Cf::Chunks {
                 // Integrated BlobDB: values live in blob files, the LSM holds only keys and blob
