@@ -5,7 +5,7 @@
 //! what the node is, with the top bit cleared (some tools treat inode numbers as signed):
 //! `BLAKE3-derive-key("arca 2026 mount inode v1", kind || (u64 LE len || field)*)`, where kind is
 //! 1 model (name), 2 version directory (model, version, created_at), 3 directory inside a version
-//! and 4 file (model, version, created_at, path), 5 alias link (model, alias, target). They are
+//! and 4 file (model, version, created_at, path), 5 alias link (model, alias; not the target, so a switch keeps the inode). They are
 //! therefore the same on every mount of the same catalog. `created_at` is in the key so that a
 //! version deleted and pushed again with other content gets new inodes, and the kernel's page
 //! cache of the old content can never be served for the new one. A collision (two keys, one
@@ -311,14 +311,10 @@ impl Table {
                     continue;
                 };
                 let target_name = target.to_string();
-                let key = node_key(
-                    KIND_ALIAS,
-                    &[
-                        model.as_str().as_bytes(),
-                        alias.as_bytes(),
-                        target_name.as_bytes(),
-                    ],
-                );
+                // The link's inode does not depend on its target: a path walk that resolved
+                // `production` just before a switch then reads the new target from the same
+                // inode, instead of finding its inode gone (ENOENT) in the new table.
+                let key = node_key(KIND_ALIAS, &[model.as_str().as_bytes(), alias.as_bytes()]);
                 let ino = b.registry.assign(&key);
                 let node = Node {
                     parent: mino,

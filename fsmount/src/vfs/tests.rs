@@ -715,7 +715,11 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
     );
     let link = resolve(&w.vfs, "resnet/production").unwrap().attr.ino;
     assert_eq!(w.vfs.readlink(link).unwrap(), b"1.1.0");
-    assert_ne!(link, old_link, "a link with a new target is a new inode");
+    assert_eq!(
+        link, old_link,
+        "a switched link keeps its inode, so a walk that resolved it before the switch reads the new target"
+    );
+    assert_eq!(w.vfs.readlink(old_link).unwrap(), b"1.1.0");
     assert_eq!(
         w.vfs.readlink(ino(&w.vfs, "resnet/staging")).unwrap(),
         b"1.0.0"
