@@ -2,6 +2,7 @@
 //! calling from the socket itself. Errors are one line on stderr and a non-zero exit.
 
 mod client;
+mod deps;
 mod get;
 mod keys;
 mod lifecycle;
@@ -91,6 +92,9 @@ enum Cmd {
         #[arg(long)]
         trust: Option<PathBuf>,
     },
+    /// Python dependencies of a version.
+    #[command(subcommand)]
+    Deps(DepsCmd),
     /// Signing keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
@@ -98,6 +102,17 @@ enum Cmd {
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
     Stats,
+}
+
+#[derive(Subcommand, Debug)]
+enum DepsCmd {
+    /// Compare a version's pinned dependencies with a venv or site-packages directory.
+    Verify {
+        name: String,
+        version: String,
+        #[arg(long)]
+        python: PathBuf,
+    },
 }
 
 fn socket_path(cli: &Cli) -> PathBuf {
@@ -154,6 +169,11 @@ async fn run(cli: Cli) -> Result<i32> {
             comment,
             key,
         } => lifecycle::approve(&client, &name, &version, &ticket, &comment, key, json).await,
+        Cmd::Deps(DepsCmd::Verify {
+            name,
+            version,
+            python,
+        }) => deps::verify(&client, &name, &version, &python, json).await,
         Cmd::Manifest { name, version } => offline::export(&client, &name, &version).await,
         Cmd::VerifyDir {
             dir,

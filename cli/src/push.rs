@@ -43,6 +43,9 @@ pub struct PushArgs {
     /// A dependency pin, PKG==VER (repeatable).
     #[arg(long = "dep")]
     deps: Vec<String>,
+    /// A pip requirements file of exact pins (NAME==VERSION, optional --hash= entries).
+    #[arg(long)]
+    requirements: Option<PathBuf>,
     /// The version this one derives from.
     #[arg(long)]
     parent: Option<String>,
@@ -161,7 +164,20 @@ fn build_metadata(a: &PushArgs) -> Result<PublishedMetadata> {
             deps.insert(pkg.trim().into(), ver.trim().into());
         }
     }
-    let md: PublishedMetadata = serde_json::from_value(v).context("invalid metadata")?;
+    let mut md: PublishedMetadata = serde_json::from_value(v).context("invalid metadata")?;
+    if let Some(req) = &a.requirements {
+        let r = crate::deps::parse_requirements(req)?;
+        for (pkg, ver) in r.pins {
+            if let Some(other) = md.dependencies.get(&pkg).filter(|v| **v != ver) {
+                bail!(
+                    "{pkg} is pinned to {ver} in {} but to {other} elsewhere",
+                    req.display()
+                );
+            }
+            md.dependencies.insert(pkg, ver);
+        }
+        md.dependency_hashes.extend(r.hashes);
+    }
     md.digest()?;
     Ok(md)
 }

@@ -59,6 +59,11 @@ pub struct PublishedMetadata {
     pub dependencies: BTreeMap<String, String>,
     #[serde(default)]
     pub parent_version: Option<ModelVersion>,
+    /// Allowed distribution hashes per package (`--hash=sha256:…` entries of a requirements
+    /// file). Omitted from the encoding when empty, so digests of versions pushed without it
+    /// are unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dependency_hashes: BTreeMap<String, Vec<String>>,
 }
 
 /// Why metadata was refused.
@@ -94,6 +99,7 @@ impl PublishedMetadata {
             metrics: BTreeMap::new(),
             tags: Vec::new(),
             dependencies: BTreeMap::new(),
+            dependency_hashes: BTreeMap::new(),
             parent_version: None,
         }
     }
