@@ -15,15 +15,19 @@ pub struct Caller {
 
 impl Caller {
     pub fn from_peer(uid: u32, gid: u32, pid: Option<i32>) -> Self {
-        let daemon_uid = nix::unistd::geteuid().as_raw();
         Self {
             uid,
             gid,
             pid,
             user: user_name(uid),
-            admin: uid == 0 || uid == daemon_uid,
+            admin: is_admin(uid),
         }
     }
+}
+
+/// Root and the daemon's own user are the bootstrap admins.
+pub fn is_admin(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
 /// The account name of a uid, from the system's user database.

@@ -151,9 +151,6 @@ impl Registry {
                 req.to
             )));
         }
-        let at = now();
-        let mut seq = self.next_seq(name);
-        let mut changed = Vec::new();
         if req.to == Status::Production {
             let ticket = req
                 .ticket
@@ -179,48 +176,9 @@ impl Registry {
                     Self::REQUIRED_APPROVALS
                 )));
             }
-            if let Some(prev) = self.catalog().get(name).and_then(|vs| {
-                vs.values()
-                    .find(|r| r.status == Status::Production)
-                    .cloned()
-            }) {
-                let mut p = (*prev).clone();
-                p.history.push(Transition {
-                    from: Status::Production,
-                    to: Status::Deprecated,
-                    by: c.user.clone(),
-                    by_uid: c.uid,
-                    at,
-                    ticket: req.ticket.clone(),
-                    reason: Some(format!("{version} took production")),
-                    seq,
-                });
-                seq += 1;
-                p.status = Status::Deprecated;
-                changed.push(p);
-            }
         }
-        let mut new = (*rec).clone();
-        new.history.push(Transition {
-            from: rec.status,
-            to: req.to,
-            by: c.user.clone(),
-            by_uid: c.uid,
-            at,
-            ticket: req.ticket,
-            reason: None,
-            seq,
-        });
-        new.status = req.to;
-        changed.push(new);
-        // One synced batch: never two production versions, never a change without its history.
-        self.store
-            .put_versions(&changed.iter().collect::<Vec<_>>())?;
-        let info = changed
-            .last()
-            .map(|r| r.info())
-            .ok_or_else(|| RegistryError::NotFound("nothing changed".into()))?;
-        self.replace(changed);
+        let prev_reason = format!("{version} took production");
+        let info = self.apply_status(c, &rec, req.to, req.ticket.clone(), None, prev_reason)?;
         drop(_g);
         tracing::info!(model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
         self.changed();
@@ -254,52 +212,67 @@ impl Registry {
                 req.to
             )));
         }
-        let at = now();
-        let mut seq = self.next_seq(name);
-        let mut changed = Vec::new();
-        if let Some(prev) = self.catalog().get(name).and_then(|vs| {
-            vs.values()
-                .find(|r| r.status == Status::Production)
-                .cloned()
-        }) {
-            let mut p = (*prev).clone();
-            p.history.push(Transition {
-                from: Status::Production,
-                to: Status::Deprecated,
-                by: c.user.clone(),
-                by_uid: c.uid,
-                at,
-                ticket: None,
-                reason: Some(format!("rollback to {}: {}", req.to, req.reason)),
-                seq,
-            });
-            seq += 1;
-            p.status = Status::Deprecated;
-            changed.push(p);
-        }
-        let mut t = (*target).clone();
-        t.history.push(Transition {
-            from: target.status,
-            to: Status::Production,
-            by: c.user.clone(),
-            by_uid: c.uid,
-            at,
-            ticket: None,
-            reason: Some(format!("rollback: {}", req.reason)),
-            seq,
-        });
-        t.status = Status::Production;
-        changed.push(t);
-        self.store
-            .put_versions(&changed.iter().collect::<Vec<_>>())?;
-        let info = changed
-            .last()
-            .map(|r| r.info())
-            .ok_or_else(|| RegistryError::NotFound("nothing changed".into()))?;
-        self.replace(changed);
+        let prev_reason = format!("rollback to {}: {}", req.to, req.reason);
+        let reason = Some(format!("rollback: {}", req.reason));
+        let info = self.apply_status(c, &target, Status::Production, None, reason, prev_reason)?;
         drop(_g);
         tracing::info!(model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
         self.changed();
+        Ok(info)
+    }
+
+    /// Moves `rec` to `to` (the caller checked that it may, and holds the commit lock). Going
+    /// to production deprecates the current production version, with `prev_reason`, in the same
+    /// synced batch: never two production versions, never a change without its history.
+    fn apply_status(
+        &self,
+        c: &Caller,
+        rec: &VersionRecord,
+        to: Status,
+        ticket: Option<String>,
+        reason: Option<String>,
+        prev_reason: String,
+    ) -> Result<VersionInfo> {
+        let name = &rec.metadata.name;
+        let (at, mut seq) = (now(), self.next_seq(name));
+        let mut transition = |from: Status, to: Status, reason: Option<String>| {
+            let t = Transition {
+                from,
+                to,
+                by: c.user.clone(),
+                by_uid: c.uid,
+                at,
+                ticket: ticket.clone(),
+                reason,
+                seq,
+            };
+            seq += 1;
+            t
+        };
+        let mut changed = Vec::new();
+        let current = self.catalog().get(name).and_then(|vs| {
+            vs.values()
+                .find(|r| r.status == Status::Production)
+                .cloned()
+        });
+        if let Some(prev) = current.filter(|_| to == Status::Production) {
+            let mut p = (*prev).clone();
+            p.history.push(transition(
+                Status::Production,
+                Status::Deprecated,
+                Some(prev_reason),
+            ));
+            p.status = Status::Deprecated;
+            changed.push(p);
+        }
+        let mut new = rec.clone();
+        new.history.push(transition(rec.status, to, reason));
+        new.status = to;
+        let info = new.info();
+        changed.push(new);
+        self.store
+            .put_versions(&changed.iter().collect::<Vec<_>>())?;
+        self.replace(changed);
         Ok(info)
     }
 

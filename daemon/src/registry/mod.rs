@@ -214,8 +214,7 @@ impl Registry {
         name: &ModelName,
         version: &ModelVersion,
     ) -> bool {
-        let admin = uid == 0 || uid == nix::unistd::geteuid().as_raw();
-        admin
+        crate::auth::is_admin(uid)
             || self
                 .version(name, version)
                 .is_some_and(|r| r.created_by_uid == uid)
