@@ -1,6 +1,7 @@
 //! `arca`: the control CLI. It talks to arcad over its Unix socket; the daemon learns who is
 //! calling from the socket itself. Errors are one line on stderr and a non-zero exit.
 
+mod access;
 mod client;
 mod deps;
 mod get;
@@ -98,6 +99,14 @@ enum Cmd {
     /// Signing keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
+    /// Delete a version that is not in production (needs delete permission).
+    Delete { name: String, version: String },
+    /// Role assignments: who may do what, per model or for every model.
+    #[command(subcommand)]
+    Role(access::RoleCmd),
+    /// Per-model policies: approvals, environments, retention, version limit, signing.
+    #[command(subcommand)]
+    Policy(access::PolicyCmd),
     /// Who the daemon says you are.
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
@@ -190,6 +199,9 @@ async fn run(cli: Cli) -> Result<i32> {
             to,
             ticket,
         } => lifecycle::promote(&client, &name, &version, to, ticket, json).await,
+        Cmd::Delete { name, version } => access::delete(&client, &name, &version, json).await,
+        Cmd::Role(r) => access::role(&client, r, json).await,
+        Cmd::Policy(p) => access::policy(&client, p, json).await,
         Cmd::Whoami => show::whoami(&client, json).await,
         Cmd::Stats => show::stats(&client, json).await,
     }

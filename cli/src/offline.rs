@@ -41,15 +41,20 @@ pub async fn export(client: &Client, name: &str, version: &str) -> Result<i32> {
             enc(version)
         ))
         .await?;
+    let Some(signer) = v.signer else {
+        anyhow::bail!(
+            "{name} {version} was pushed unsigned: there is no signed manifest to export"
+        );
+    };
     let m = Exported {
         format: FORMAT.into(),
         files: v.files,
         merkle_root: v.merkle_root,
         metadata: v.metadata,
         metadata_digest: v.metadata_digest,
-        signer: v.signer.user,
-        public_key: v.signer.public_key,
-        signature: v.signer.signature,
+        signer: signer.user,
+        public_key: signer.public_key,
+        signature: signer.signature,
     };
     println!("{}", serde_json::to_string_pretty(&m)?);
     Ok(0)

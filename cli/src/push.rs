@@ -50,8 +50,11 @@ pub struct PushArgs {
     #[arg(long)]
     parent: Option<String>,
     /// Signing key [default: $ARCA_KEY, else ~/.config/arca/signing.key]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "unsigned")]
     key: Option<PathBuf>,
+    /// Push without a signature (refused unless the model's policy has signing-required no).
+    #[arg(long)]
+    unsigned: bool,
 }
 
 /// A file to push: where it is on disk and its path inside the version.
@@ -184,11 +187,15 @@ fn build_metadata(a: &PushArgs) -> Result<PublishedMetadata> {
 
 pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
     let metadata = build_metadata(&a)?;
-    let key_path = match &a.key {
-        Some(k) => k.clone(),
-        None => crate::keys::default_key_path()?,
+    let key = if a.unsigned {
+        None
+    } else {
+        let key_path = match &a.key {
+            Some(k) => k.clone(),
+            None => crate::keys::default_key_path()?,
+        };
+        Some(crate::keys::load_secret(&key_path)?)
     };
-    let key = crate::keys::load_secret(&key_path)?;
     let files = collect(&a.path)?;
     let total: u64 = files.iter().map(|f| f.size).sum();
 
@@ -202,7 +209,7 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
         )
         .await?;
     let id = created.upload_id;
-    let result = upload_and_commit(client, &id, &files, total, &metadata, &key).await;
+    let result = upload_and_commit(client, &id, &files, total, &metadata, key.as_ref()).await;
     if result.is_err() {
         // Best effort: the daemon also drops idle uploads on its own.
         let _ = client
@@ -219,15 +226,17 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string(&c)?);
     } else {
         let v = &c.version;
+        let signed = match &v.signer {
+            Some(s) => format!("signed by {} ({})", s.user, s.public_key.fingerprint()),
+            None => "UNSIGNED".into(),
+        };
         println!(
-            "pushed {} {}: {} files, {} bytes, root {}\nsigned by {} ({}); added {} stored bytes in {} new chunks",
+            "pushed {} {}: {} files, {} bytes, root {}\n{signed}; added {} stored bytes in {} new chunks",
             v.metadata.name,
             v.metadata.version,
             v.files.len(),
             v.total_size,
             v.merkle_root,
-            v.signer.user,
-            v.signer.public_key.fingerprint(),
             c.new_stored_bytes,
             c.new_chunks
         );
@@ -241,7 +250,7 @@ async fn upload_and_commit(
     files: &[Source],
     total: u64,
     metadata: &PublishedMetadata,
-    key: &arca_core::sign::SecretKey,
+    key: Option<&arca_core::sign::SecretKey>,
 ) -> Result<Committed> {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -262,8 +271,8 @@ async fn upload_and_commit(
     let req = CommitUpload {
         merkle_root: root,
         metadata_digest: md,
-        signature: key.sign_version(&root, &md),
-        public_key: key.public(),
+        signature: key.map(|k| k.sign_version(&root, &md)),
+        public_key: key.map(|k| k.public()),
     };
     client
         .json(

@@ -112,11 +112,14 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
     println!("created at:   {}", time(v.created_at));
     println!("merkle root:  {}", v.merkle_root);
     println!("metadata:     {}", v.metadata_digest);
-    println!(
-        "signer:       {} key {}",
-        v.signer.user,
-        v.signer.public_key.fingerprint()
-    );
+    match &v.signer {
+        Some(s) => println!(
+            "signer:       {} key {}",
+            s.user,
+            s.public_key.fingerprint()
+        ),
+        None => println!("signer:       none (pushed unsigned)"),
+    }
     println!(
         "size:         {} bytes in {} files, {} chunks",
         v.total_size,

@@ -55,8 +55,12 @@ pub struct FileStored {
 pub struct CommitUpload {
     pub merkle_root: MerkleRoot,
     pub metadata_digest: MetadataDigest,
-    pub signature: Signature,
-    pub public_key: PublicKey,
+    /// Absent for an unsigned push, which only a model whose policy does not require signing
+    /// accepts. Both or neither.
+    #[serde(default)]
+    pub signature: Option<Signature>,
+    #[serde(default)]
+    pub public_key: Option<PublicKey>,
 }
 
 /// A version's lifecycle status (the transitions are governed by issue #4's rules).
@@ -125,7 +129,8 @@ pub struct VersionInfo {
     pub status: Status,
     pub merkle_root: MerkleRoot,
     pub metadata_digest: MetadataDigest,
-    pub signer: SignerInfo,
+    /// Absent for a version pushed unsigned (allowed only by its model's policy).
+    pub signer: Option<SignerInfo>,
     pub total_size: u64,
     pub chunks: u64,
     pub files: Vec<FileEntry>,
@@ -327,4 +332,235 @@ pub enum ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// What an operation needs on a model (the design sketch's `ModelPermission`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    Read,
+    Write,
+    Promote,
+    Rollback,
+    Delete,
+    Admin,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 6] = [
+        Permission::Read,
+        Permission::Write,
+        Permission::Promote,
+        Permission::Rollback,
+        Permission::Delete,
+        Permission::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Promote => "promote",
+            Permission::Rollback => "rollback",
+            Permission::Delete => "delete",
+            Permission::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named set of permissions (the design sketch's four roles, and no others).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Developer,
+    MlEngineer,
+    MlAdmin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Viewer,
+        Role::Developer,
+        Role::MlEngineer,
+        Role::MlAdmin,
+    ];
+
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Role::Viewer => &[Read],
+            Role::Developer => &[Read, Write],
+            Role::MlEngineer => &[Read, Write, Promote],
+            Role::MlAdmin => &[Read, Write, Promote, Rollback, Delete, Admin],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Developer => "developer",
+            Role::MlEngineer => "ml_engineer",
+            Role::MlAdmin => "ml_admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown role {s:?}: expected viewer, developer, ml_engineer or ml_admin")
+            })
+    }
+}
+
+/// Who a role is assigned to: a local user or a local group, by number (names can be reused),
+/// with the name it had when the assignment was made.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Principal {
+    User { uid: u32, name: String },
+    Group { gid: u32, name: String },
+}
+
+impl Principal {
+    /// Same account, whatever name it was recorded with.
+    pub fn same(&self, other: &Principal) -> bool {
+        match (self, other) {
+            (Principal::User { uid: a, .. }, Principal::User { uid: b, .. }) => a == b,
+            (Principal::Group { gid: a, .. }, Principal::Group { gid: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::User { name, .. } => f.write_str(name),
+            Principal::Group { name, .. } => write!(f, "group:{name}"),
+        }
+    }
+}
+
+/// One role assignment. `model: None` is the wildcard `*`: every model, present and future.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoleAssignment {
+    pub principal: Principal,
+    pub role: Role,
+    pub model: Option<ModelName>,
+    pub granted_by: String,
+    pub granted_at: u64,
+}
+
+/// `POST /v1/roles` and `POST /v1/roles/revoke`. `principal` is a user name, a uid, or
+/// `group:NAME`; the daemon resolves it against the host's account database.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RoleChange {
+    pub principal: String,
+    pub role: Role,
+    #[serde(default)]
+    pub model: Option<ModelName>,
+}
+
+/// What one user may do on one model (or, with `model: None`, on every model), and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EffectivePermissions {
+    pub model: Option<ModelName>,
+    pub permissions: Vec<Permission>,
+    /// The assignments (or "bootstrap admin") that grant them.
+    pub via: Vec<String>,
+}
+
+/// `GET /v1/roles`: the matching assignments and, when a user was named, their effective
+/// permissions (through their own and their groups' assignments).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RoleListing {
+    pub assignments: Vec<RoleAssignment>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub effective: Vec<EffectivePermissions>,
+}
+
+/// A model's policy (the design sketch's `set_model_policy`, with its defaults). Encryption is
+/// not a setting: every chunk and record is always sealed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    /// Production needs `approvals` valid signed approvals.
+    pub require_approval: bool,
+    pub approvals: u32,
+    /// The environments (`arcad --environment NAME`) that may serve this model.
+    pub environments: Vec<String>,
+    /// Archived versions older than this are removed by GC.
+    pub retention_days: u32,
+    /// At most this many versions; a push beyond it is refused.
+    pub max_versions: u32,
+    /// Unsigned pushes are refused.
+    pub signing_required: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            require_approval: true,
+            approvals: 1,
+            environments: vec!["dev".into(), "staging".into(), "prod".into()],
+            retention_days: 365,
+            max_versions: 50,
+            signing_required: true,
+        }
+    }
+}
+
+/// `PUT /v1/models/{name}/policy`: the fields to change; absent ones keep their value.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PolicyUpdate {
+    #[serde(default)]
+    pub require_approval: Option<bool>,
+    #[serde(default)]
+    pub approvals: Option<u32>,
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub max_versions: Option<u32>,
+    #[serde(default)]
+    pub signing_required: Option<bool>,
+}
+
+/// `GET /v1/models/{name}/policy`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PolicyInfo {
+    pub model: ModelName,
+    pub policy: Policy,
+    /// False while the model runs on the defaults.
+    pub explicit: bool,
+    #[serde(default)]
+    pub updated_by: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<u64>,
 }

@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub mount: Option<PathBuf>,
     pub cache_mib: Option<u64>,
     pub log: Option<String>,
+    pub environment: Option<String>,
+    pub admins: Option<Vec<String>>,
 }
 
 /// The resolved configuration.
@@ -30,6 +32,11 @@ pub struct Config {
     /// Size of the mount's verified-plaintext cache.
     pub cache_mib: u64,
     pub log: String,
+    /// The environment this daemon serves (`dev`, `staging`, `prod`, …): models whose policy
+    /// does not list it are hidden from the mount and refused to `get`. `None` serves all.
+    pub environment: Option<String>,
+    /// Bootstrap admins besides root and the daemon's own user (names or uids).
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +57,8 @@ impl Config {
             mount: Some(base.join("mnt")),
             cache_mib: 256,
             log: "info".into(),
+            environment: None,
+            admins: Vec::new(),
         }
     }
 
@@ -81,6 +90,12 @@ impl Config {
         }
         if let Some(v) = f.log {
             self.log = v;
+        }
+        if let Some(v) = f.environment {
+            self.environment = Some(v);
+        }
+        if let Some(v) = f.admins {
+            self.admins = v;
         }
         Ok(())
     }

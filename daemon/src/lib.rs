@@ -1,6 +1,7 @@
 //! arcad, the arca daemon, as a library: the binary in `main.rs` only parses flags and wires
 //! these modules together. See ARCHITECTURE.md for the codemap and its invariants.
 
+pub mod access;
 pub mod auth;
 pub mod chunker;
 pub mod config;

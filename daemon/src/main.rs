@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arca_fsmount::MountOptions;
+use arcad::auth::Admins;
 use arcad::config::Config;
 use arcad::keys::{ensure_private_dir, Kek};
 use arcad::mount::Mount;
-use arcad::registry::Registry;
+use arcad::registry::{Registry, RegistryOptions};
 use arcad::server::{router, Peer};
 use arcad::store::Store;
 use clap::Parser;
@@ -38,6 +39,13 @@ struct Args {
     /// Size of the mount's cache of verified plaintext, in MiB.
     #[arg(long)]
     cache_mib: Option<u64>,
+    /// Serve only models whose policy allows this environment (e.g. `prod`); others are
+    /// hidden from the mount and refused to `get`.
+    #[arg(long)]
+    environment: Option<String>,
+    /// A bootstrap admin besides root and the daemon's own user (repeatable).
+    #[arg(long = "admin")]
+    admins: Vec<String>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -67,6 +75,12 @@ fn main() -> Result<()> {
     if let Some(v) = args.cache_mib {
         cfg.cache_mib = v;
     }
+    if let Some(v) = args.environment {
+        cfg.environment = Some(v);
+    }
+    if !args.admins.is_empty() {
+        cfg.admins = args.admins;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -79,7 +93,12 @@ fn main() -> Result<()> {
     let store = Store::open(&cfg.state_dir, &kek)
         .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
     drop(kek);
-    let registry = Arc::new(Registry::open(store).context("loading the catalog")?);
+    let admins = Admins::new(&cfg.admins).map_err(anyhow::Error::msg)?;
+    let opts = RegistryOptions {
+        admins,
+        environment: cfg.environment.clone(),
+    };
+    let registry = Arc::new(Registry::open(store, opts).context("loading the catalog")?);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

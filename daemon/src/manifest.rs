@@ -35,7 +35,8 @@ pub struct VersionRecord {
     pub status: Status,
     pub merkle_root: MerkleRoot,
     pub metadata_digest: MetadataDigest,
-    pub signer: SignerInfo,
+    /// `None` for an unsigned push (allowed only when the model's policy says so).
+    pub signer: Option<SignerInfo>,
     /// Sorted by path (the Merkle order).
     pub files: Vec<StoredFile>,
     /// Every status change, oldest first.

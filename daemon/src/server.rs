@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arca_core::api::{
-    Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, Promote, Rollback,
-    TrustKey, UploadCreated,
+    Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, PolicyUpdate, Promote,
+    RoleChange, Rollback, TrustKey, UploadCreated,
 };
 use arca_core::{ModelName, ModelVersion, RelPath};
 use axum::body::Body;
@@ -22,19 +22,40 @@ use tokio::net::UnixListener;
 use crate::auth::Caller;
 use crate::registry::{Registry, RegistryError};
 
-/// Peer credentials of a connection, captured when it is accepted.
+/// Peer credentials of a connection, captured when it is accepted: uid, gid, pid and the
+/// supplementary groups, all from the kernel.
 #[derive(Clone, Debug)]
-pub struct Peer(Option<(u32, u32, Option<i32>)>);
+pub struct Peer(Option<PeerCred>);
+
+#[derive(Clone, Debug)]
+struct PeerCred {
+    uid: u32,
+    gid: u32,
+    pid: Option<i32>,
+    groups: Vec<u32>,
+}
 
 impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
-        Peer(
-            stream
-                .io()
-                .peer_cred()
-                .ok()
-                .map(|c| (c.uid(), c.gid(), c.pid())),
-        )
+        use std::os::fd::AsFd;
+        let io = stream.io();
+        let cred = io.peer_cred().ok();
+        // Without its groups a caller would silently lose group-granted roles: treat a failure
+        // to read them like a failure to read the credentials at all.
+        let groups = crate::auth::peer_groups(io.as_fd());
+        Peer(match (cred, groups) {
+            (Some(c), Ok(groups)) => Some(PeerCred {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+                groups,
+            }),
+            (_, Err(e)) => {
+                tracing::warn!("reading a client's groups (SO_PEERGROUPS): {e}");
+                None
+            }
+            (None, _) => None,
+        })
     }
 }
 
@@ -90,9 +111,9 @@ impl From<RegistryError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn caller(peer: &Peer) -> ApiResult<Caller> {
-    match peer.0 {
-        Some((uid, gid, pid)) => Ok(Caller::from_peer(uid, gid, pid)),
+fn caller(reg: &Registry, peer: &Peer) -> ApiResult<Caller> {
+    match &peer.0 {
+        Some(p) => Ok(reg.caller(p.uid, p.gid, p.pid, p.groups.clone())),
         None => Err(ApiError(
             ErrorCode::PermissionDenied,
             "the caller's credentials could not be read from the socket".into(),
@@ -149,13 +170,20 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/v1/models/{name}/rollback", post(rollback))
         .route("/v1/models/{name}/history", get(history))
         .route("/v1/models/{name}/verify", post(verify))
+        .route(
+            "/v1/models/{name}/versions/{version}",
+            axum::routing::delete(delete_version),
+        )
+        .route("/v1/models/{name}/policy", get(policy).put(set_policy))
+        .route("/v1/roles", get(list_roles).post(assign_role))
+        .route("/v1/roles/revoke", post(revoke_role))
         .route("/v1/keys", get(list_keys).post(trust_key))
         .route("/v1/store/stats", get(stats))
         .with_state(reg)
 }
 
 async fn whoami(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    Ok(Json(reg.whoami(&caller(&p)?)))
+    Ok(Json(reg.whoami(&caller(&reg, &p)?)))
 }
 
 async fn create_upload(
@@ -163,7 +191,7 @@ async fn create_upload(
     ConnectInfo(p): PeerInfo,
     Json(req): Json<CreateUpload>,
 ) -> ApiResult<impl IntoResponse> {
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     let id = blocking(move || reg.create_upload(&c, req.metadata)).await?;
     Ok((StatusCode::CREATED, Json(UploadCreated { upload_id: id })))
 }
@@ -175,7 +203,7 @@ async fn put_file(
     Query(q): Query<FileQuery>,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     // The body is streamed through a bounded bridge into the blocking ingest pipeline: memory
     // stays bounded whatever the file's size.
     let stream = body.into_data_stream().map_err(std::io::Error::other);
@@ -190,7 +218,7 @@ async fn commit(
     Path(id): Path<String>,
     Json(req): Json<CommitUpload>,
 ) -> ApiResult<impl IntoResponse> {
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.commit(&c, &id, req)).await?))
 }
 
@@ -199,13 +227,13 @@ async fn abort(
     ConnectInfo(p): PeerInfo,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     reg.abort_upload(&c, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_models(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    Ok(Json(reg.list_models(&caller(&p)?)))
+    Ok(Json(reg.list_models(&caller(&reg, &p)?)))
 }
 
 async fn list_versions(
@@ -214,7 +242,7 @@ async fn list_versions(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let name: ModelName = parse(&name)?;
-    Ok(Json(reg.list_versions(&caller(&p)?, &name)?))
+    Ok(Json(reg.list_versions(&caller(&reg, &p)?, &name)?))
 }
 
 async fn show(
@@ -223,7 +251,7 @@ async fn show(
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
-    Ok(Json(reg.show(&caller(&p)?, &name, &version)?))
+    Ok(Json(reg.show(&caller(&reg, &p)?, &name, &version)?))
 }
 
 #[derive(serde::Deserialize)]
@@ -240,7 +268,7 @@ async fn read_file(
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     let file = reg.file_chunks(&c, &name, &version, &q.path)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
     let path = file.entry.path.clone();
@@ -286,7 +314,7 @@ async fn approve(
     Json(req): Json<Approve>,
 ) -> ApiResult<impl IntoResponse> {
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     Ok(Json(
         blocking(move || reg.approve(&c, &name, &version, req)).await?,
     ))
@@ -299,7 +327,7 @@ async fn promote(
     Json(req): Json<Promote>,
 ) -> ApiResult<impl IntoResponse> {
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     Ok(Json(
         blocking(move || reg.promote(&c, &name, &version, req)).await?,
     ))
@@ -312,7 +340,7 @@ async fn rollback(
     Json(req): Json<Rollback>,
 ) -> ApiResult<impl IntoResponse> {
     let name: ModelName = parse(&name)?;
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.rollback(&c, &name, req)).await?))
 }
 
@@ -322,7 +350,7 @@ async fn history(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let name: ModelName = parse(&name)?;
-    Ok(Json(reg.history(&caller(&p)?, &name)?))
+    Ok(Json(reg.history(&caller(&reg, &p)?, &name)?))
 }
 
 #[derive(serde::Deserialize)]
@@ -338,14 +366,14 @@ async fn verify(
 ) -> ApiResult<impl IntoResponse> {
     let name: ModelName = parse(&name)?;
     let version: Option<ModelVersion> = q.version.as_deref().map(parse).transpose()?;
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     Ok(Json(
         blocking(move || reg.verify(&c, &name, version.as_ref())).await?,
     ))
 }
 
 async fn list_keys(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    caller(&p)?;
+    caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.list_keys()).await?))
 }
 
@@ -354,11 +382,82 @@ async fn trust_key(
     ConnectInfo(p): PeerInfo,
     Json(req): Json<TrustKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let c = caller(&p)?;
+    let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.trust_key(&c, req)).await?))
 }
 
 async fn stats(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    caller(&p)?;
+    caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.stats()).await?))
+}
+
+async fn delete_version(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
+    let c = caller(&reg, &p)?;
+    blocking(move || reg.delete_version(&c, &name, &version)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn policy(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    Ok(Json(reg.policy(&caller(&reg, &p)?, &name)?))
+}
+
+async fn set_policy(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+    Json(req): Json<PolicyUpdate>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    let c = caller(&reg, &p)?;
+    Ok(Json(
+        blocking(move || reg.set_policy(&c, &name, req)).await?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct RolesQuery {
+    user: Option<String>,
+    model: Option<String>,
+}
+
+async fn list_roles(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Query(q): Query<RolesQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let model: Option<ModelName> = q.model.as_deref().map(parse).transpose()?;
+    let c = caller(&reg, &p)?;
+    Ok(Json(reg.list_roles(
+        &c,
+        q.user.as_deref(),
+        model.as_ref(),
+    )?))
+}
+
+async fn assign_role(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Json(req): Json<RoleChange>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.assign_role(&c, req)).await?))
+}
+
+async fn revoke_role(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Json(req): Json<RoleChange>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.revoke_role(&c, req)).await?))
 }

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arca_core::api::{
-    Approval, Approve, History, HistoryEvent, Lineage, Promote, Rollback, Status, Transition,
-    TrustedKey, VersionInfo,
+    Approval, Approve, History, HistoryEvent, Lineage, Permission, Promote, Rollback, Status,
+    Transition, TrustedKey, VersionInfo,
 };
 use arca_core::sign::ApprovalMessage;
 use arca_core::{ModelName, ModelVersion};
@@ -17,21 +17,6 @@ use crate::auth::Caller;
 use crate::manifest::VersionRecord;
 
 impl Registry {
-    /// Until roles and policies arrive (issue #4): only admins approve and promote, and
-    /// production needs this many approvals (the design sketch's default policy).
-    const REQUIRED_APPROVALS: usize = 1;
-
-    fn require_admin(c: &Caller, what: &str) -> Result<()> {
-        if c.admin {
-            Ok(())
-        } else {
-            Err(RegistryError::PermissionDenied(format!(
-                "{} may not {what}: only admins may, until roles exist",
-                c.user
-            )))
-        }
-    }
-
     /// Checks an approval against the version it names, its approver and their trusted keys.
     fn check_approval(
         &self,
@@ -43,6 +28,14 @@ impl Registry {
             return Err(format!(
                 "{} published this version and cannot approve it (four eyes)",
                 a.approver
+            ));
+        }
+        // An approval counts only while its approver may promote the model: revoking the role
+        // withdraws the approval.
+        if !self.uid_may(a.approver_uid, &rec.metadata.name, Permission::Promote) {
+            return Err(format!(
+                "{} lacks promote permission on model {}",
+                a.approver, rec.metadata.name
             ));
         }
         if !trusted
@@ -79,7 +72,7 @@ impl Registry {
         version: &ModelVersion,
         req: Approve,
     ) -> Result<VersionInfo> {
-        Self::require_admin(c, "approve")?;
+        self.require(c, Some(name), Permission::Promote, "approve versions")?;
         if req.ticket.trim().is_empty() {
             return Err(RegistryError::BadRequest(
                 "an approval needs a ticket".into(),
@@ -132,7 +125,12 @@ impl Registry {
         version: &ModelVersion,
         req: Promote,
     ) -> Result<VersionInfo> {
-        Self::require_admin(c, "promote")?;
+        self.require(
+            c,
+            Some(name),
+            Permission::Promote,
+            "change a version's status",
+        )?;
         let _g = lock(&self.commit_lock);
         let rec = self.version(name, version).ok_or_else(|| {
             RegistryError::NotFound(format!("no version {version} of model {name}"))
@@ -151,7 +149,8 @@ impl Registry {
                 req.to
             )));
         }
-        if req.to == Status::Production {
+        let policy = self.access().policy(name);
+        if req.to == Status::Production && policy.require_approval {
             let ticket = req
                 .ticket
                 .as_deref()
@@ -163,17 +162,26 @@ impl Registry {
                     )
                 })?;
             let trusted = self.store.trusted_keys()?;
-            let approvers: HashSet<u32> = rec
+            // One user counts once and one key counts once (a key trusted for two users does
+            // not make two approvals).
+            let (mut users, mut keys) = (HashSet::new(), HashSet::new());
+            let valid = rec
                 .approvals
                 .iter()
                 .filter(|a| a.ticket == ticket && self.check_approval(&rec, a, &trusted).is_ok())
-                .map(|a| a.approver_uid)
-                .collect();
-            if approvers.len() < Self::REQUIRED_APPROVALS {
+                .filter(|a| {
+                    let fresh =
+                        !users.contains(&a.approver_uid) && !keys.contains(a.public_key.as_bytes());
+                    users.insert(a.approver_uid);
+                    keys.insert(*a.public_key.as_bytes());
+                    fresh
+                })
+                .count();
+            if valid < policy.approvals as usize {
                 return Err(RegistryError::PermissionDenied(format!(
-                    "{name} {version} has {} valid approval(s) for ticket {ticket}; production needs {}",
-                    approvers.len(),
-                    Self::REQUIRED_APPROVALS
+                    "{name} {version} has {} valid approval(s) for ticket {ticket}; its policy requires {} from distinct users",
+                    valid,
+                    policy.approvals
                 )));
             }
         }
@@ -190,7 +198,7 @@ impl Registry {
     /// is needed (the target was approved when it first went to production); the reason is
     /// recorded in both histories.
     pub fn rollback(&self, c: &Caller, name: &ModelName, req: Rollback) -> Result<VersionInfo> {
-        Self::require_admin(c, "roll back")?;
+        self.require(c, Some(name), Permission::Rollback, "roll back")?;
         if req.reason.trim().is_empty() {
             return Err(RegistryError::BadRequest(
                 "a rollback needs --reason".into(),
@@ -283,7 +291,7 @@ impl Registry {
             .get(name)
             .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
         let visible: Vec<&Arc<VersionRecord>> =
-            versions.values().filter(|r| Self::may_read(c, r)).collect();
+            versions.values().filter(|r| self.may_read(c, r)).collect();
         if visible.is_empty() {
             return Err(RegistryError::NotFound(format!("no model named {name}")));
         }

@@ -8,22 +8,24 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arca_core::api::{
-    CommitUpload, Committed, FileStored, ModelSummary, MountCounters, SignerInfo, Status,
-    StoreStats, TrustKey, TrustedKey, VerifyFailure, VerifyReport, VersionInfo, VersionSummary,
-    WhoAmI,
+    CommitUpload, Committed, FileStored, ModelSummary, MountCounters, Permission, SignerInfo,
+    Status, StoreStats, TrustKey, TrustedKey, VerifyFailure, VerifyReport, VersionInfo,
+    VersionSummary, WhoAmI,
 };
 use arca_core::digest::FileHasher;
 use arca_core::manifest::{merkle_root, FileEntry};
 use arca_core::metadata::PublishedMetadata;
 use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
 
-use crate::auth::{resolve_user, Caller};
+use crate::access::AccessTable;
+use crate::auth::{resolve_user, Admins, Caller, GroupCache};
 use crate::chunker::{ingest, IngestError, IngestFailure};
 use crate::crypt::{sealed_chunk_len, CryptError};
 use crate::manifest::{StoredFile, VersionRecord, RECORD_FORMAT};
 use crate::pins::Pins;
 use crate::store::{Store, StoreError};
 
+mod access;
 mod lifecycle;
 
 /// Why an operation was refused or failed. Each maps to one API error code.
@@ -99,6 +101,18 @@ pub struct Registry {
     listeners: Mutex<Vec<Listener>>,
     /// Reads the mount's counters, once a mount is running.
     mount_counters: std::sync::OnceLock<CounterSource>,
+    /// Role assignments and model policies; replaced whole (under the commit lock) on change.
+    access: RwLock<AccessTable>,
+    admins: Admins,
+    /// `--environment`: models whose policy does not list it are hidden and refused.
+    environment: Option<String>,
+    groups: GroupCache,
+}
+
+/// How the daemon was configured, as far as the registry cares.
+pub struct RegistryOptions {
+    pub admins: Admins,
+    pub environment: Option<String>,
 }
 
 /// Where `stats` reads the mount's counters from.
@@ -134,18 +148,18 @@ fn check_signed(rec: &VersionRecord) -> Result<(), String> {
     if md != rec.metadata_digest {
         return Err("metadata digest does not match the signed digest".into());
     }
-    rec.signer
-        .public_key
-        .verify_version(
-            &rec.merkle_root,
-            &rec.metadata_digest,
-            &rec.signer.signature,
-        )
-        .map_err(|_| "publisher signature does not verify".to_string())
+    match &rec.signer {
+        Some(s) => s
+            .public_key
+            .verify_version(&rec.merkle_root, &rec.metadata_digest, &s.signature)
+            .map_err(|_| "publisher signature does not verify".to_string()),
+        // Unsigned (admitted by its policy): the sealed record's AEAD is all that binds it.
+        None => Ok(()),
+    }
 }
 
 impl Registry {
-    pub fn open(store: Store) -> Result<Self> {
+    pub fn open(store: Store, opts: RegistryOptions) -> Result<Self> {
         let mut catalog = Catalog::new();
         let mut broken = Vec::new();
         for item in store.versions()? {
@@ -169,6 +183,7 @@ impl Registry {
                 }
             }
         }
+        let access = store.access_table()?;
         Ok(Self {
             store,
             catalog: RwLock::new(catalog),
@@ -178,6 +193,10 @@ impl Registry {
             commit_lock: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
             mount_counters: std::sync::OnceLock::new(),
+            access: RwLock::new(access),
+            admins: opts.admins,
+            environment: opts.environment,
+            groups: GroupCache::new(Duration::from_secs(5)),
         })
     }
 
@@ -197,27 +216,20 @@ impl Registry {
         }
     }
 
-    /// Every served version record (for the mount's snapshot).
+    /// Every version record this daemon serves (for the mount's snapshot): with
+    /// `--environment`, only those of models whose policy allows it.
     pub fn records(&self) -> Vec<Arc<VersionRecord>> {
-        self.catalog()
+        let all = self
+            .catalog()
             .values()
             .flat_map(|v| v.values().cloned())
-            .collect()
+            .collect();
+        access::served(self, all)
     }
 
-    /// The READ decision for a bare uid (the mount has no socket peer): admins and the version's
-    /// publisher, until roles arrive (issue #4).
-    pub fn may_read_uid(
-        &self,
-        uid: u32,
-        _gid: u32,
-        name: &ModelName,
-        version: &ModelVersion,
-    ) -> bool {
-        crate::auth::is_admin(uid)
-            || self
-                .version(name, version)
-                .is_some_and(|r| r.created_by_uid == uid)
+    /// The caller of a request, from its socket's peer credentials.
+    pub fn caller(&self, uid: u32, gid: u32, pid: Option<i32>, groups: Vec<u32>) -> Caller {
+        Caller::from_peer(uid, gid, pid, groups, &self.admins)
     }
 
     pub fn store(&self) -> &Store {
@@ -236,11 +248,6 @@ impl Registry {
             admin: c.admin,
             daemon_version: env!("CARGO_PKG_VERSION").into(),
         }
-    }
-
-    /// Until roles exist (issue #4), a version may be read by admins and by its publisher.
-    fn may_read(c: &Caller, rec: &VersionRecord) -> bool {
-        c.admin || c.uid == rec.created_by_uid
     }
 
     fn trusted_for(&self, uid: u32) -> Result<Vec<TrustedKey>> {
@@ -265,16 +272,10 @@ impl Registry {
         name: &ModelName,
         version: &ModelVersion,
     ) -> Result<Arc<VersionRecord>> {
-        let rec = self.version(name, version).ok_or_else(|| {
-            RegistryError::NotFound(format!("no version {version} of model {name}"))
-        })?;
-        if !Self::may_read(c, &rec) {
-            return Err(RegistryError::PermissionDenied(format!(
-                "{} may not read {name} {version}",
-                c.user
-            )));
-        }
-        Ok(rec)
+        // Permission first: a caller who may not read a model learns nothing of its versions.
+        self.require(c, Some(name), Permission::Read, "read it")?;
+        self.version(name, version)
+            .ok_or_else(|| RegistryError::NotFound(format!("no version {version} of model {name}")))
     }
 
     // ---- push ----
@@ -284,6 +285,8 @@ impl Registry {
             .digest()
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         let (name, version) = (&metadata.name, &metadata.version);
+        self.require(c, Some(name), Permission::Write, "push versions")?;
+        self.check_max_versions(name)?;
         if self.version(name, version).is_some() {
             return Err(RegistryError::AlreadyExists(format!(
                 "model {name} already has version {version}"
@@ -296,9 +299,9 @@ impl Registry {
                 )));
             }
         }
-        // Every push must be signed by a trusted key (per-model policies arrive with issue #4);
-        // refusing here saves the upload of bytes that could never be committed.
-        if self.trusted_for(c.uid)?.is_empty() {
+        // Under a signing-required policy (the default) a push must be signed by a key trusted
+        // for the caller; refusing here saves the upload of bytes that could never be committed.
+        if self.access().policy(name).signing_required && self.trusted_for(c.uid)?.is_empty() {
             return Err(RegistryError::UntrustedSigner(format!(
                 "{} has no trusted signing key: run `arca key gen`, and have an admin run `arca key trust {} KEYFILE` if you are not one",
                 c.user, c.user
@@ -528,22 +531,38 @@ impl Registry {
                 "the metadata the daemon received differs from what the publisher signed".into(),
             ));
         }
-        req.public_key.verify_version(&root, &md, &req.signature).map_err(|_| {
-            RegistryError::SignatureMismatch("signature mismatch: the signature does not match the pushed files and metadata".into())
-        })?;
-        if !self
-            .trusted_for(c.uid)?
-            .iter()
-            .any(|k| k.public_key == req.public_key)
-        {
-            return Err(RegistryError::UntrustedSigner(format!(
-                "untrusted signer: key {} is not trusted for {}",
-                req.public_key.fingerprint(),
-                c.user
-            )));
-        }
         let name = up.metadata.name.clone();
         let version = up.metadata.version.clone();
+        let signer = match (req.signature, req.public_key) {
+            (Some(signature), Some(public_key)) => {
+                public_key.verify_version(&root, &md, &signature).map_err(|_| {
+                    RegistryError::SignatureMismatch("signature mismatch: the signature does not match the pushed files and metadata".into())
+                })?;
+                if !self
+                    .trusted_for(c.uid)?
+                    .iter()
+                    .any(|k| k.public_key == public_key)
+                {
+                    return Err(RegistryError::UntrustedSigner(format!(
+                        "untrusted signer: key {} is not trusted for {}",
+                        public_key.fingerprint(),
+                        c.user
+                    )));
+                }
+                Some(SignerInfo {
+                    user: c.user.clone(),
+                    uid: c.uid,
+                    public_key,
+                    signature,
+                })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(RegistryError::BadRequest(
+                    "a commit carries both a signature and its public key, or neither".into(),
+                ))
+            }
+        };
         let rec = VersionRecord {
             format: RECORD_FORMAT,
             metadata: up.metadata.clone(),
@@ -553,12 +572,7 @@ impl Registry {
             status: Status::Development,
             merkle_root: root,
             metadata_digest: md,
-            signer: SignerInfo {
-                user: c.user.clone(),
-                uid: c.uid,
-                public_key: req.public_key,
-                signature: req.signature,
-            },
+            signer,
             files,
             history: Vec::new(),
             approvals: Vec::new(),
@@ -567,6 +581,15 @@ impl Registry {
         if self.version(&name, &version).is_some() {
             return Err(RegistryError::AlreadyExists(format!(
                 "model {name} already has version {version}"
+            )));
+        }
+        // Policy and permission again, under the lock: either may have changed since the
+        // upload started, and concurrent pushes must not overshoot max-versions together.
+        self.require(c, Some(&name), Permission::Write, "push versions")?;
+        self.check_max_versions(&name)?;
+        if rec.signer.is_none() && self.access().policy(&name).signing_required {
+            return Err(RegistryError::PermissionDenied(format!(
+                "model {name}'s policy requires signed pushes; push with a trusted key (`arca key gen`), or have an admin run `arca policy set {name} --signing-required no`"
             )));
         }
         // Chunks first, durable; then the version in one synced write. A crash in between
@@ -595,7 +618,7 @@ impl Registry {
             .iter()
             .filter_map(|(name, versions)| {
                 let visible: Vec<&Arc<VersionRecord>> =
-                    versions.values().filter(|r| Self::may_read(c, r)).collect();
+                    versions.values().filter(|r| self.may_read(c, r)).collect();
                 let latest = visible.last()?;
                 Some(ModelSummary {
                     name: name.clone(),
@@ -617,7 +640,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
         let out: Vec<VersionSummary> = versions
             .values()
-            .filter(|r| Self::may_read(c, r))
+            .filter(|r| self.may_read(c, r))
             .map(|r| r.summary())
             .collect();
         if out.is_empty() {
@@ -644,6 +667,7 @@ impl Registry {
         path: &RelPath,
     ) -> Result<StoredFile> {
         let rec = self.readable_version(c, name, version)?;
+        self.require_served(name)?;
         rec.files
             .iter()
             .find(|f| &f.entry.path == path)
@@ -707,7 +731,7 @@ impl Registry {
                     .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
                 let mine: Vec<_> = all
                     .values()
-                    .filter(|r| Self::may_read(c, r))
+                    .filter(|r| self.may_read(c, r))
                     .cloned()
                     .collect();
                 if mine.is_empty() {
@@ -742,20 +766,32 @@ impl Registry {
             if let Err(why) = check_signed(rec) {
                 fail(&mut rep, None, None, why);
             }
-            if !trusted
-                .iter()
-                .any(|k| k.uid == rec.signer.uid && k.public_key == rec.signer.public_key)
-            {
-                fail(
+            match &rec.signer {
+                Some(s)
+                    if !trusted
+                        .iter()
+                        .any(|k| k.uid == s.uid && k.public_key == s.public_key) =>
+                {
+                    fail(
+                        &mut rep,
+                        None,
+                        None,
+                        format!(
+                            "signer key {} is no longer trusted for {}",
+                            s.public_key.fingerprint(),
+                            s.user
+                        ),
+                    );
+                }
+                // An unsigned version is only as good as the policy that admitted it: say so
+                // once its model requires signing.
+                None if self.access().policy(name).signing_required => fail(
                     &mut rep,
                     None,
                     None,
-                    format!(
-                        "signer key {} is no longer trusted for {}",
-                        rec.signer.public_key.fingerprint(),
-                        rec.signer.user
-                    ),
-                );
+                    "version is unsigned, and its model's policy now requires signing".into(),
+                ),
+                _ => {}
             }
             for f in &rec.files {
                 rep.files += 1;
@@ -809,12 +845,8 @@ impl Registry {
     // ---- keys ----
 
     pub fn trust_key(&self, c: &Caller, req: TrustKey) -> Result<TrustedKey> {
-        if !c.admin {
-            return Err(RegistryError::PermissionDenied(format!(
-                "only an admin may trust keys; {} is not one",
-                c.user
-            )));
-        }
+        // Keys are trusted store-wide, so this needs admin on every model.
+        self.require(c, None, Permission::Admin, "trust signing keys")?;
         let (uid, user) = resolve_user(&req.user)
             .ok_or_else(|| RegistryError::NotFound(format!("no user named {}", req.user)))?;
         if let Some(k) = self

@@ -24,10 +24,12 @@ pub enum Cf {
     Versions,
     /// Sealed trusted-key lists by row key.
     Keys,
+    /// Sealed role assignments and model policies by row key.
+    Acl,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 4] = [Cf::Meta, Cf::Chunks, Cf::Versions, Cf::Keys];
+    pub const ALL: [Cf; 5] = [Cf::Meta, Cf::Chunks, Cf::Versions, Cf::Keys, Cf::Acl];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +37,7 @@ impl Cf {
             Cf::Chunks => "chunks",
             Cf::Versions => "versions",
             Cf::Keys => "keys",
+            Cf::Acl => "acl",
         }
     }
 }

@@ -6,8 +6,10 @@ pub mod kv;
 
 use std::path::{Path, PathBuf};
 
-use arca_core::api::TrustedKey;
-use arca_core::ChunkId;
+use arca_core::api::{RoleAssignment, TrustedKey};
+use arca_core::{ChunkId, ModelName};
+
+use crate::access::{AccessTable, StoredPolicy};
 
 use crate::crypt::{CryptError, Keyring};
 use crate::keys::{Kek, KeyError, SecretBytes};
@@ -41,6 +43,13 @@ pub enum StoreError {
 pub struct Store {
     kv: Kv,
     keys: Keyring,
+}
+
+/// A policy as stored: the model's name is inside the sealed value (the row key is its hash).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PolicyRecord {
+    model: ModelName,
+    stored: StoredPolicy,
 }
 
 fn dek_label(id: u32) -> String {
@@ -224,6 +233,17 @@ impl Store {
         Ok(rec)
     }
 
+    /// Removes a version record (its chunks are GC's to reclaim).
+    pub fn delete_version(&self, rec: &VersionRecord) -> Result<(), StoreError> {
+        let row = self.version_row(
+            rec.metadata.name.as_str(),
+            &rec.metadata.version.to_string(),
+        );
+        let mut b = Batch::default();
+        b.delete(Cf::Versions, &row);
+        Ok(self.kv.commit(b)?)
+    }
+
     fn key_row(&self, uid: u32, key: &arca_core::sign::PublicKey) -> [u8; 32] {
         self.keys
             .row_key("trusted-key", &[&uid.to_le_bytes(), key.as_bytes()])
@@ -269,6 +289,97 @@ impl Store {
             out.push(rec);
         }
         Ok(out)
+    }
+
+    fn seal_json<T: serde::Serialize>(
+        &self,
+        cf: Cf,
+        row: &[u8],
+        value: &T,
+    ) -> Result<Vec<u8>, StoreError> {
+        let json = serde_json::to_vec(value)
+            .map_err(|e| StoreError::Corrupt(format!("encoding a {} record: {e}", cf.name())))?;
+        self.keys
+            .seal_record(cf.name(), row, &json)
+            .map_err(|source| StoreError::Crypt {
+                what: format!("sealing a {} record", cf.name()),
+                source,
+            })
+    }
+
+    fn open_json<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        row: &[u8],
+        sealed: &[u8],
+    ) -> Result<T, StoreError> {
+        let plain = self
+            .keys
+            .open_record(cf.name(), row, sealed)
+            .map_err(|source| StoreError::Crypt {
+                what: format!("{} record {}", cf.name(), hex::encode(row)),
+                source,
+            })?;
+        serde_json::from_slice(&plain).map_err(|e| {
+            StoreError::Corrupt(format!("{} record {}: {e}", cf.name(), hex::encode(row)))
+        })
+    }
+
+    fn roles_row(&self) -> [u8; 32] {
+        self.keys.row_key("roles", &[])
+    }
+
+    fn policy_row(&self, model: &ModelName) -> [u8; 32] {
+        self.keys.row_key("policy", &[model.as_str().as_bytes()])
+    }
+
+    /// Replaces the role assignments (one record: a change is one atomic write).
+    pub fn put_roles(&self, roles: &[RoleAssignment]) -> Result<(), StoreError> {
+        let row = self.roles_row();
+        let mut b = Batch::default();
+        b.put(Cf::Acl, &row, self.seal_json(Cf::Acl, &row, &roles)?);
+        Ok(self.kv.commit(b)?)
+    }
+
+    pub fn put_policy(&self, model: &ModelName, p: &StoredPolicy) -> Result<(), StoreError> {
+        let row = self.policy_row(model);
+        let mut b = Batch::default();
+        b.put(
+            Cf::Acl,
+            &row,
+            self.seal_json(
+                Cf::Acl,
+                &row,
+                &PolicyRecord {
+                    model: model.clone(),
+                    stored: p.clone(),
+                },
+            )?,
+        );
+        Ok(self.kv.commit(b)?)
+    }
+
+    /// The role assignments and policies. Any record that fails to open is an error: access
+    /// decisions must not be made on a partial table.
+    pub fn access_table(&self) -> Result<AccessTable, StoreError> {
+        let mut t = AccessTable::default();
+        let roles_row = self.roles_row();
+        for item in self.kv.scan(Cf::Acl) {
+            let (k, v) = item?;
+            if *k == roles_row {
+                t.assignments = self.open_json(Cf::Acl, &k, &v)?;
+                continue;
+            }
+            let rec: PolicyRecord = self.open_json(Cf::Acl, &k, &v)?;
+            if self.policy_row(&rec.model).as_slice() != &*k {
+                return Err(StoreError::Corrupt(format!(
+                    "policy record {} is stored under the wrong key",
+                    hex::encode(&k)
+                )));
+            }
+            t.policies.insert(rec.model, rec.stored);
+        }
+        Ok(t)
     }
 
     /// Bytes on disk of the chunk column family (blob and table files).

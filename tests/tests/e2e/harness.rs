@@ -311,12 +311,9 @@ impl TestEnv {
             "stop the daemon before opening its database"
         );
         let opts = rocksdb::Options::default();
-        rocksdb::DB::open_cf(
-            &opts,
-            self.state_dir().join("db"),
-            ["meta", "chunks", "versions", "keys"],
-        )
-        .expect("open db")
+        let path = self.state_dir().join("db");
+        let cfs = rocksdb::DB::list_cf(&opts, &path).expect("list column families");
+        rocksdb::DB::open_cf(&opts, &path, cfs).expect("open db")
     }
 
     /// Flips one bit of the first value in column family `cf` that `pick` selects, at the offset

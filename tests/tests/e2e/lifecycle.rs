@@ -69,6 +69,7 @@ fn production_link_switches_atomically_and_open_files_keep_their_bytes() {
         &u.name,
         key.with_extension("pub").to_str().unwrap(),
     ]);
+    env.ok(&["role", "assign", &u.name, "developer", "--model", "llama"]);
     let v1 = push_as(&env, &u, "llama", "1.0.0", 90);
     push_as(&env, &u, "llama", "2.0.0", 91);
     let link = env.mnt().join("llama/production");
@@ -118,8 +119,9 @@ fn production_link_switches_atomically_and_open_files_keep_their_bytes() {
         ],
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("only admins"),
-        "non-admins may not promote yet"
+        String::from_utf8_lossy(&out.stderr).contains("lacks promote permission on model llama"),
+        "a developer may not promote: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     env.ok(&[
         "approve",
@@ -268,6 +270,7 @@ fn rollback_returns_to_an_earlier_production_version_and_the_link_follows() {
         &u.name,
         key.with_extension("pub").to_str().unwrap(),
     ]);
+    env.ok(&["role", "assign", &u.name, "ml_engineer", "--model", "rb"]);
     push_as(&env, &u, "rb", "1.0.0", 100);
     let v2 = push_as(&env, &u, "rb", "2.0.0", 101);
     // 3.0.0 derives from 2.0.0, which derives from nothing: lineage 3.0.0 <- 2.0.0.
@@ -312,7 +315,10 @@ fn rollback_returns_to_an_earlier_production_version_and_the_link_follows() {
     let err = env.fails(&["rollback", "rb", "--to", "3.0.0", "--reason", "x"]);
     assert!(err.contains("was never in production"), "{err}");
     let out = env.arca_as(&u, &["rollback", "rb", "--to", "1.0.0", "--reason", "x"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only admins"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lacks rollback permission on model rb"),
+        "an ml_engineer may not roll back"
+    );
     assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("2.0.0"));
 
     env.ok(&[

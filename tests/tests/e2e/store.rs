@@ -541,6 +541,14 @@ fn a_non_root_push_records_that_user() {
     let out = env.arca_as(&u, &push);
     assert!(!out.status.success());
     assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lacks write permission on model userm"),
+        "no role, no push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&["role", "assign", &u.name, "developer", "--model", "userm"]);
+    let out = env.arca_as(&u, &push);
+    assert!(!out.status.success());
+    assert!(
         String::from_utf8_lossy(&out.stderr).contains("no trusted signing key"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -556,7 +564,9 @@ fn a_non_root_push_records_that_user() {
         ],
     );
     assert!(
-        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("only an admin")
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .contains("lacks admin permission on every model")
     );
 
     env.ok(&[
