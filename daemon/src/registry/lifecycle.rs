@@ -286,6 +286,7 @@ impl Registry {
 
     /// A model's status changes, oldest first, and each version's lineage (parent chain).
     pub fn history(&self, c: &Caller, name: &ModelName) -> Result<History> {
+        self.require(c, Some(name), Permission::Read, "read its history")?;
         let cat = self.catalog();
         let versions = cat
             .get(name)

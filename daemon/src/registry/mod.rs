@@ -634,6 +634,7 @@ impl Registry {
     }
 
     pub fn list_versions(&self, c: &Caller, name: &ModelName) -> Result<Vec<VersionSummary>> {
+        self.require(c, Some(name), Permission::Read, "list its versions")?;
         let cat = self.catalog();
         let versions = cat
             .get(name)
@@ -722,6 +723,7 @@ impl Registry {
         name: &ModelName,
         version: Option<&ModelVersion>,
     ) -> Result<VerifyReport> {
+        self.require(c, Some(name), Permission::Read, "verify it")?;
         let recs: Vec<Arc<VersionRecord>> = match version {
             Some(v) => vec![self.readable_version(c, name, v)?],
             None => {

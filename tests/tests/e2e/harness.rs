@@ -35,7 +35,12 @@ pub struct User {
     pub home: PathBuf,
 }
 
+/// useradd, groupadd and usermod lock /etc/passwd and /etc/group and fail rather than wait
+/// when another holds the lock: tests running in parallel take turns.
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn user(name: &str) -> User {
+    let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
     let exists = Command::new("id")
         .arg("-u")
         .arg(name)
@@ -62,6 +67,40 @@ pub fn user(name: &str) -> User {
         gid: u.gid.as_raw(),
         home: u.dir,
     }
+}
+
+/// A local group (created if missing) with `members` in it, as the account database says:
+/// setpriv's --init-groups and getgrouplist(3) both see it.
+pub fn group(name: &str, members: &[&User]) -> u32 {
+    let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let exists = Command::new("getent")
+        .args(["group", name])
+        .output()
+        .expect("getent")
+        .status
+        .success();
+    if !exists {
+        let st = Command::new("groupadd")
+            .arg(name)
+            .status()
+            .expect("groupadd");
+        assert!(
+            st.success(),
+            "groupadd {name} failed (tests must run as root)"
+        );
+    }
+    for m in members {
+        let st = Command::new("usermod")
+            .args(["-a", "-G", name, &m.name])
+            .status()
+            .expect("usermod");
+        assert!(st.success(), "usermod -aG {name} {} failed", m.name);
+    }
+    nix::unistd::Group::from_name(name)
+        .expect("getgrnam")
+        .expect("group exists")
+        .gid
+        .as_raw()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*): fast, and the same on every run, so that
@@ -102,6 +141,8 @@ pub fn sha256sum(path: &Path) -> String {
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub daemon: Option<Child>,
+    /// Extra arcad flags for the next `start`.
+    pub daemon_args: Vec<String>,
 }
 
 impl TestEnv {
@@ -124,7 +165,11 @@ impl TestEnv {
             .expect("kek");
         writeln!(f, "arca-kek-v1:{}", hex::encode(key)).expect("write kek");
         std::fs::create_dir_all(dir.path().join("home-root")).expect("home");
-        let mut env = Self { dir, daemon: None };
+        let mut env = Self {
+            dir,
+            daemon: None,
+            daemon_args: Vec::new(),
+        };
         env.start();
         env
     }
@@ -165,6 +210,7 @@ impl TestEnv {
             .arg(self.path().join("kek.key"))
             .arg("--mount")
             .arg(self.mnt())
+            .args(&self.daemon_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -2,6 +2,7 @@
 //! One binary, one module per area; every test starts its own daemon on its own state directory.
 //! They must run as root (they create local users and open the daemon's database directly).
 
+mod access;
 mod deps;
 mod harness;
 mod lifecycle;
