@@ -258,7 +258,7 @@ pub async fn delete(client: &Client, name: &str, version: &str, json: bool) -> R
         );
     } else {
         println!(
-            "deleted {name} {version} (its chunks are reclaimed by GC once nothing uses them)"
+            "deleted {name} {version} (chunks no other version uses stay in the store: there is no garbage collection yet)"
         );
     }
     Ok(0)

@@ -2,6 +2,7 @@
 //! calling from the socket itself. Errors are one line on stderr and a non-zero exit.
 
 mod access;
+mod audit;
 mod client;
 mod deps;
 mod get;
@@ -107,6 +108,9 @@ enum Cmd {
     /// Per-model policies: approvals, environments, retention, version limit, signing.
     #[command(subcommand)]
     Policy(access::PolicyCmd),
+    /// The tamper-evident audit trail: list, verify, compliance reports.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Who the daemon says you are.
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
@@ -202,6 +206,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Delete { name, version } => access::delete(&client, &name, &version, json).await,
         Cmd::Role(r) => access::role(&client, r, json).await,
         Cmd::Policy(p) => access::policy(&client, p, json).await,
+        Cmd::Audit(a) => audit::run(&client, a, json).await,
         Cmd::Whoami => show::whoami(&client, json).await,
         Cmd::Stats => show::stats(&client, json).await,
     }

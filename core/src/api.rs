@@ -564,3 +564,58 @@ pub struct PolicyInfo {
     #[serde(default)]
     pub updated_at: Option<u64>,
 }
+
+/// `POST /v1/audit/verify`: the whole trail checked.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AuditVerify {
+    pub ok: bool,
+    /// Events checked before the first fault (all of them when `ok`).
+    pub events: u64,
+    pub checkpoints: u64,
+    /// The event count the signed head covers.
+    pub head_count: Option<u64>,
+    pub head_hash: Option<crate::audit::EventHash>,
+    pub fault: Option<crate::audit::ChainFault>,
+    /// The daemon's audit key: record it somewhere else to check this trail independently.
+    pub public_key: PublicKey,
+}
+
+/// One production change in a compliance report.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ProductionChange {
+    pub at_ms: u64,
+    pub version: Option<ModelVersion>,
+    pub from: String,
+    pub to: String,
+    pub by: String,
+    pub ticket: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// One approval in a compliance report.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalRecord {
+    pub at_ms: u64,
+    pub version: Option<ModelVersion>,
+    pub approver: String,
+    pub ticket: Option<String>,
+}
+
+/// `GET /v1/audit/report/{name}`: the design sketch's compliance report for one model and period,
+/// with its production history and approvals.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ComplianceReport {
+    pub model: ModelName,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub generated_at_ms: u64,
+    pub total_events: u64,
+    pub events_by_type: std::collections::BTreeMap<String, u64>,
+    pub unique_users: Vec<String>,
+    pub versions_affected: Vec<String>,
+    /// Whether the whole trail (not only this model's events) verified when the report was made.
+    pub chain_intact: bool,
+    pub chain_fault: Option<String>,
+    pub production_history: Vec<ProductionChange>,
+    pub approvals: Vec<ApprovalRecord>,
+}

@@ -81,6 +81,10 @@ id_type!(
     /// Digest of a version's publisher-supplied metadata in canonical form.
     MetadataDigest
 );
+id_type!(
+    /// BLAKE3 of an audit event's canonical encoding (which includes the previous event's hash).
+    EventHash
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! messages) and the pure computations both sides must agree on byte for byte.
 
 pub mod api;
+pub mod audit;
 pub mod digest;
 pub mod id;
 pub mod manifest;

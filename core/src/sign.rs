@@ -58,6 +58,13 @@ impl PublicKey {
             .map_err(|_| SignError::Invalid)
     }
 
+    /// Checks a signature made by `SecretKey::sign_message`.
+    pub fn verify_message(&self, tagged: &[u8], sig: &Signature) -> Result<(), SignError> {
+        self.0
+            .verify_strict(tagged, &sig.0)
+            .map_err(|_| SignError::Invalid)
+    }
+
     pub fn verify_version(
         &self,
         root: &MerkleRoot,
@@ -161,6 +168,17 @@ impl SecretKey {
 
     pub fn sign_approval(&self, msg: &ApprovalMessage<'_>) -> Signature {
         Signature(self.0.sign(&msg.bytes()))
+    }
+
+    /// Signs a message that begins with its own domain tag (such as an audit checkpoint's), so
+    /// it can never be mistaken for a version or an approval signature.
+    pub fn sign_message(&self, tagged: &[u8]) -> Signature {
+        Signature(self.0.sign(tagged))
+    }
+
+    /// The key whose seed is `seed` (the daemon keeps its audit key's seed wrapped by the KEK).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
     }
 
     /// The key file's text: one line, `arca-ed25519-secret-v1:<64 hex>`.

@@ -187,6 +187,10 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
             tracing::error!("unmounting: {e}");
         }
     }
+    // A signed checkpoint of the audit head at every clean shutdown.
+    if let Err(e) = registry.store().checkpoint_audit() {
+        tracing::error!("writing the audit checkpoint at shutdown: {e}");
+    }
     served?;
     tracing::info!("arcad stopped");
     Ok(())

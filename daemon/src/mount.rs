@@ -59,6 +59,19 @@ impl ChunkSource for RegistrySource {
         error: &str,
     ) {
         tracing::error!(model = %model, version = %version, file = %path, chunk = %chunk, "integrity failure in the mount, read refused with EIO: {error}");
+        self.registry
+            .integrity_event("mount", model, version, Some(path), Some(chunk), error);
+    }
+
+    fn opened(
+        &self,
+        uid: u32,
+        pid: u32,
+        model: &ModelName,
+        version: &ModelVersion,
+        path: &RelPath,
+    ) {
+        self.registry.mount_opened(uid, pid, model, version, path);
     }
 }
 

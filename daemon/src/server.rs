@@ -178,6 +178,9 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/v1/roles", get(list_roles).post(assign_role))
         .route("/v1/roles/revoke", post(revoke_role))
         .route("/v1/keys", get(list_keys).post(trust_key))
+        .route("/v1/audit", get(audit_ls))
+        .route("/v1/audit/verify", post(audit_verify))
+        .route("/v1/audit/report/{name}", get(audit_report))
         .route("/v1/store/stats", get(stats))
         .with_state(reg)
 }
@@ -276,6 +279,7 @@ async fn read_file(
         for cr in &file.chunks {
             let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
                 tracing::error!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
+                reg.integrity_event("get", &name, &version, Some(&file.entry.path), Some(&cr.id), &e.to_string());
                 format!("file {}: chunk {}: {e}", file.entry.path, cr.id)
             });
             let failed = item.is_err();
@@ -460,4 +464,65 @@ async fn revoke_role(
 ) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.revoke_role(&c, req)).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    model: Option<String>,
+    version: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    user: Option<String>,
+    /// Milliseconds since the epoch, inclusive.
+    since: Option<u64>,
+    until: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit_ls(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    let kind = q
+        .kind
+        .as_deref()
+        .map(str::parse::<arca_core::audit::EventKind>)
+        .transpose()
+        .map_err(|e| ApiError(ErrorCode::BadRequest, e))?;
+    let f = crate::store::audit::AuditFilter {
+        model: q.model,
+        version: q.version,
+        kind,
+        user: q.user,
+        since_ms: q.since,
+        until_ms: q.until,
+        limit: q.limit.unwrap_or(1000),
+    };
+    Ok(Json(blocking(move || reg.audit_ls(&c, f)).await?))
+}
+
+async fn audit_verify(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.audit_verify(&c)).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct ReportQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn audit_report(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(name): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let name: ModelName = parse(&name)?;
+    let c = caller(&reg, &p)?;
+    Ok(Json(
+        blocking(move || reg.audit_report(&c, &name, q.from, q.to)).await?,
+    ))
 }

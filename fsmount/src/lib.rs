@@ -75,6 +75,17 @@ pub trait ChunkSource: Send + Sync + 'static {
         chunk: &ChunkId,
         error: &str,
     );
+    /// Told about every successful open, after `may_read` allowed it (for the access audit).
+    /// Called on the request thread: keep it cheap.
+    fn opened(
+        &self,
+        _uid: u32,
+        _pid: u32,
+        _model: &ModelName,
+        _version: &ModelVersion,
+        _path: &RelPath,
+    ) {
+    }
 }
 
 /// Why a chunk could not be served. Every variant becomes `EIO` for the reader.

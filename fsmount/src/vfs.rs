@@ -54,6 +54,8 @@ pub(crate) struct Entry {
 pub(crate) struct Caller {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    /// The requesting process (for the audit trail only: never for decisions).
+    pub(crate) pid: u32,
 }
 
 /// Why an operation was refused; the adapter turns it into an errno.
@@ -401,6 +403,13 @@ impl Vfs {
             return Err(Fail::ReadOnly);
         }
         self.authorize(caller, &file.scope)?;
+        self.source.opened(
+            caller.uid,
+            caller.pid,
+            &file.scope.model,
+            &file.scope.version,
+            &file.file().path,
+        );
         let handle = Handle::File(Arc::new(OpenFile {
             file,
             stream: Stream::default(),

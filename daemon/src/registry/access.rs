@@ -10,10 +10,12 @@ use arca_core::api::{
 };
 use arca_core::{ModelName, ModelVersion};
 
+use super::audit::ev;
 use super::{lock, now, Registry, RegistryError, Result};
 use crate::access::{validate_policy, AccessTable, StoredPolicy, Subject};
 use crate::auth::{resolve_group, resolve_user, Caller};
 use crate::manifest::VersionRecord;
+use arca_core::audit::{Draft, EventKind};
 
 /// How an operation names what it needs, for one clear refusal line.
 fn scope_text(model: Option<&ModelName>) -> String {
@@ -62,12 +64,17 @@ impl Registry {
         if self.allows(c, model, p) {
             return Ok(());
         }
-        tracing::warn!(user = %c.user, uid = c.uid, permission = %p, scope = %scope_text(model), "refused: {what}");
-        Err(RegistryError::PermissionDenied(format!(
-            "permission denied: {} lacks {p} permission on {} (needed to {what})",
-            c.user,
-            scope_text(model)
-        )))
+        Err(self.refuse(
+            c,
+            model,
+            None,
+            "permission",
+            format!(
+                "permission denied: {} lacks {p} permission on {} (needed to {what})",
+                c.user,
+                scope_text(model)
+            ),
+        ))
     }
 
     pub(super) fn may_read(&self, c: &Caller, rec: &VersionRecord) -> bool {
@@ -91,8 +98,12 @@ impl Registry {
     }
 
     /// The mount's READ decision for the uid of a lookup, opendir or open.
-    pub fn may_read_uid(&self, uid: u32, gid: u32, name: &ModelName, _v: &ModelVersion) -> bool {
-        self.serves(name) && self.uid_allows(uid, gid, name, Permission::Read)
+    pub fn may_read_uid(&self, uid: u32, gid: u32, name: &ModelName, v: &ModelVersion) -> bool {
+        let ok = self.serves(name) && self.uid_allows(uid, gid, name, Permission::Read);
+        if !ok {
+            self.mount_refused(uid, name, v);
+        }
+        ok
     }
 
     /// Whether this daemon's environment (`--environment`) may serve `model`.
@@ -100,15 +111,16 @@ impl Registry {
         self.access().serves(model, self.environment.as_deref())
     }
 
-    pub(super) fn require_served(&self, name: &ModelName) -> Result<()> {
+    pub(super) fn require_served(&self, c: &Caller, name: &ModelName) -> Result<()> {
         if self.serves(name) {
             return Ok(());
         }
-        Err(RegistryError::PermissionDenied(format!(
+        let message = format!(
             "model {name} is not served in environment {}: its policy allows only {}",
             self.environment.as_deref().unwrap_or("-"),
             self.access().policy(name).environments.join(", ")
-        )))
+        );
+        Err(self.refuse(c, Some(name), None, "policy", message))
     }
 
     // ---- roles ----
@@ -144,7 +156,8 @@ impl Registry {
                 a.model.as_ref().map_or("*", |m| m.as_str())
             )));
         }
-        self.store.put_roles(&next.assignments)?;
+        self.store
+            .put_roles(&next.assignments, vec![role_event(c, "assign", &a)])?;
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(principal = %a.principal, role = %a.role, model = ?a.model.as_ref().map(|m| m.to_string()), by = %c.user, "role assigned");
         self.access_changed();
@@ -165,7 +178,8 @@ impl Registry {
                     req.model.as_ref().map_or("*", |m| m.as_str())
                 ))
             })?;
-        self.store.put_roles(&next.assignments)?;
+        self.store
+            .put_roles(&next.assignments, vec![role_event(c, "revoke", &removed)])?;
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(principal = %removed.principal, role = %removed.role, by = %c.user, "role revoked");
         self.access_changed();
@@ -269,7 +283,11 @@ impl Registry {
             updated_by: c.user.clone(),
             updated_at: now(),
         };
-        self.store.put_policy(name, &stored)?;
+        let event = ev(c, EventKind::PolicyChange).model(name).detail(
+            "policy",
+            serde_json::to_string(&stored.policy).unwrap_or_default(),
+        );
+        self.store.put_policy(name, &stored, vec![event])?;
         let info = {
             let mut t = self.access.write().unwrap_or_else(|p| p.into_inner());
             t.policies.insert(name.clone(), stored);
@@ -317,7 +335,11 @@ impl Registry {
                 children.join(", ")
             )));
         }
-        self.store.delete_version(&rec)?;
+        let event = ev(c, EventKind::Deletion)
+            .model(name)
+            .version(version)
+            .detail("status", rec.status.to_string());
+        self.store.delete_version(&rec, vec![event])?;
         {
             let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
             if let Some(vs) = cat.get_mut(name) {
@@ -340,16 +362,26 @@ impl Registry {
     }
 
     /// Versions of `name` the policy's max-versions still admits a new one to.
-    pub(super) fn check_max_versions(&self, name: &ModelName) -> Result<()> {
+    pub(super) fn check_max_versions(&self, c: &Caller, name: &ModelName) -> Result<()> {
         let max = self.access().policy(name).max_versions as usize;
         let have = self.catalog().get(name).map_or(0, |v| v.len());
         if have >= max {
-            return Err(RegistryError::PermissionDenied(format!(
+            let message = format!(
                 "model {name} already has {have} versions, the most its policy allows (max-versions {max}); delete old versions or raise the limit with `arca policy set {name} --max-versions N`"
-            )));
+            );
+            return Err(self.refuse(c, Some(name), None, "policy", message));
         }
         Ok(())
     }
+}
+
+fn role_event(c: &Caller, action: &str, a: &RoleAssignment) -> Draft {
+    let mut d = ev(c, EventKind::RoleChange)
+        .detail("action", action)
+        .detail("principal", a.principal.to_string())
+        .detail("role", a.role.to_string());
+    d.model = a.model.clone();
+    d
 }
 
 /// Records a mount reader may see: those of models this environment serves.

@@ -12,9 +12,11 @@ use arca_core::api::{
 use arca_core::sign::ApprovalMessage;
 use arca_core::{ModelName, ModelVersion};
 
+use super::audit::ev;
 use super::{lock, now, Registry, RegistryError, Result};
 use crate::auth::Caller;
 use crate::manifest::VersionRecord;
+use arca_core::audit::EventKind;
 
 impl Registry {
     /// Checks an approval against the version it names, its approver and their trusted keys.
@@ -94,7 +96,13 @@ impl Registry {
         let trusted = self.store.trusted_keys()?;
         self.check_approval(&rec, &a, &trusted).map_err(|why| {
             if why.contains("four eyes") {
-                RegistryError::PermissionDenied(format!("approval refused: {why}"))
+                self.refuse(
+                    c,
+                    Some(name),
+                    Some(version),
+                    "four_eyes",
+                    format!("approval refused: {why}"),
+                )
             } else {
                 RegistryError::SignatureMismatch(format!("approval refused: {why}"))
             }
@@ -106,9 +114,16 @@ impl Registry {
         {
             return Ok(rec.info());
         }
+        let event = ev(c, EventKind::Approval)
+            .model(name)
+            .version(version)
+            .detail("ticket", a.ticket.clone())
+            .detail("comment", a.comment.clone())
+            .detail("key", a.public_key.fingerprint())
+            .detail("root", rec.merkle_root.to_string());
         let mut new = (*rec).clone();
         new.approvals.push(a);
-        self.store.put_versions(&[&new])?;
+        self.store.put_versions(&[&new], vec![event])?;
         let info = new.info();
         self.replace(vec![new]);
         tracing::info!(model = %name, version = %version, user = %c.user, "approval recorded");
@@ -178,15 +193,23 @@ impl Registry {
                 })
                 .count();
             if valid < policy.approvals as usize {
-                return Err(RegistryError::PermissionDenied(format!(
-                    "{name} {version} has {} valid approval(s) for ticket {ticket}; its policy requires {} from distinct users",
-                    valid,
+                let message = format!(
+                    "{name} {version} has {valid} valid approval(s) for ticket {ticket}; its policy requires {} from distinct users",
                     policy.approvals
-                )));
+                );
+                return Err(self.refuse(c, Some(name), Some(version), "approvals", message));
             }
         }
         let prev_reason = format!("{version} took production");
-        let info = self.apply_status(c, &rec, req.to, req.ticket.clone(), None, prev_reason)?;
+        let info = self.apply_status(
+            c,
+            &rec,
+            req.to,
+            req.ticket.clone(),
+            None,
+            prev_reason,
+            EventKind::Promotion,
+        )?;
         drop(_g);
         tracing::info!(model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
         self.changed();
@@ -222,7 +245,15 @@ impl Registry {
         }
         let prev_reason = format!("rollback to {}: {}", req.to, req.reason);
         let reason = Some(format!("rollback: {}", req.reason));
-        let info = self.apply_status(c, &target, Status::Production, None, reason, prev_reason)?;
+        let info = self.apply_status(
+            c,
+            &target,
+            Status::Production,
+            None,
+            reason,
+            prev_reason,
+            EventKind::Rollback,
+        )?;
         drop(_g);
         tracing::info!(model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
         self.changed();
@@ -240,6 +271,7 @@ impl Registry {
         ticket: Option<String>,
         reason: Option<String>,
         prev_reason: String,
+        kind: EventKind,
     ) -> Result<VersionInfo> {
         let name = &rec.metadata.name;
         let (at, mut seq) = (now(), self.next_seq(name));
@@ -278,8 +310,37 @@ impl Registry {
         new.status = to;
         let info = new.info();
         changed.push(new);
+        // One event per status change, in the same write; the deprecation a promotion causes
+        // is a promotion event of the version it deprecates.
+        let events = changed
+            .iter()
+            .map(|r| {
+                let t = r.history.last().cloned();
+                let kind = if r.metadata.version == rec.metadata.version {
+                    kind
+                } else {
+                    EventKind::Promotion
+                };
+                let mut d = ev(c, kind)
+                    .model(&r.metadata.name)
+                    .version(&r.metadata.version);
+                if let Some(t) = t {
+                    d = d
+                        .detail("from", t.from.to_string())
+                        .detail("to", t.to.to_string())
+                        .detail("seq", t.seq.to_string());
+                    if let Some(x) = t.ticket {
+                        d = d.detail("ticket", x);
+                    }
+                    if let Some(x) = t.reason {
+                        d = d.detail("reason", x);
+                    }
+                }
+                d
+            })
+            .collect();
         self.store
-            .put_versions(&changed.iter().collect::<Vec<_>>())?;
+            .put_versions(&changed.iter().collect::<Vec<_>>(), events)?;
         self.replace(changed);
         Ok(info)
     }

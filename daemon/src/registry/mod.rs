@@ -12,6 +12,7 @@ use arca_core::api::{
     Status, StoreStats, TrustKey, TrustedKey, VerifyFailure, VerifyReport, VersionInfo,
     VersionSummary, WhoAmI,
 };
+use arca_core::audit::EventKind;
 use arca_core::digest::FileHasher;
 use arca_core::manifest::{merkle_root, FileEntry};
 use arca_core::metadata::PublishedMetadata;
@@ -26,6 +27,7 @@ use crate::pins::Pins;
 use crate::store::{Store, StoreError};
 
 mod access;
+pub mod audit;
 mod lifecycle;
 
 /// Why an operation was refused or failed. Each maps to one API error code.
@@ -107,6 +109,8 @@ pub struct Registry {
     /// `--environment`: models whose policy does not list it are hidden and refused.
     environment: Option<String>,
     groups: GroupCache,
+    /// Mount opens and refusals already in the audit trail this run.
+    mount_seen: Mutex<audit::MountSeen>,
 }
 
 /// How the daemon was configured, as far as the registry cares.
@@ -197,6 +201,7 @@ impl Registry {
             admins: opts.admins,
             environment: opts.environment,
             groups: GroupCache::new(Duration::from_secs(5)),
+            mount_seen: Mutex::new(audit::MountSeen::new()),
         })
     }
 
@@ -286,7 +291,7 @@ impl Registry {
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         let (name, version) = (&metadata.name, &metadata.version);
         self.require(c, Some(name), Permission::Write, "push versions")?;
-        self.check_max_versions(name)?;
+        self.check_max_versions(c, name)?;
         if self.version(name, version).is_some() {
             return Err(RegistryError::AlreadyExists(format!(
                 "model {name} already has version {version}"
@@ -586,16 +591,32 @@ impl Registry {
         // Policy and permission again, under the lock: either may have changed since the
         // upload started, and concurrent pushes must not overshoot max-versions together.
         self.require(c, Some(&name), Permission::Write, "push versions")?;
-        self.check_max_versions(&name)?;
+        self.check_max_versions(c, &name)?;
         if rec.signer.is_none() && self.access().policy(&name).signing_required {
-            return Err(RegistryError::PermissionDenied(format!(
-                "model {name}'s policy requires signed pushes; push with a trusted key (`arca key gen`), or have an admin run `arca policy set {name} --signing-required no`"
-            )));
+            return Err(self.refuse(
+                c,
+                Some(&name),
+                Some(&version),
+                "policy",
+                format!("model {name}'s policy requires signed pushes; push with a trusted key (`arca key gen`), or have an admin run `arca policy set {name} --signing-required no`"),
+            ));
         }
-        // Chunks first, durable; then the version in one synced write. A crash in between
-        // leaves only unreferenced chunks.
+        let event = audit::ev(c, EventKind::Registration)
+            .model(&name)
+            .version(&version)
+            .detail("root", rec.merkle_root.to_string())
+            .detail("files", rec.files.len().to_string())
+            .detail("bytes", rec.total_size().to_string())
+            .detail(
+                "signer",
+                rec.signer
+                    .as_ref()
+                    .map_or("unsigned".into(), |s| s.public_key.fingerprint()),
+            );
+        // Chunks first, durable; then the version and its event in one synced write. A crash
+        // in between leaves only unreferenced chunks.
         self.store.flush_chunks()?;
-        self.store.put_versions(&[&rec])?;
+        self.store.put_versions(&[&rec], vec![event])?;
         let info = rec.info();
         self.catalog
             .write()
@@ -668,12 +689,21 @@ impl Registry {
         path: &RelPath,
     ) -> Result<StoredFile> {
         let rec = self.readable_version(c, name, version)?;
-        self.require_served(name)?;
-        rec.files
+        self.require_served(c, name)?;
+        let f = rec
+            .files
             .iter()
             .find(|f| &f.entry.path == path)
             .cloned()
-            .ok_or_else(|| RegistryError::NotFound(format!("{name} {version} has no file {path}")))
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("{name} {version} has no file {path}"))
+            })?;
+        self.record(vec![audit::ev(c, EventKind::Access)
+            .model(name)
+            .version(version)
+            .detail("file", path.as_str())
+            .detail("via", "get")]);
+        Ok(f)
     }
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
@@ -837,6 +867,16 @@ impl Registry {
                 });
             }
         }
+        for f in &rep.failures {
+            self.integrity_event(
+                "verify",
+                name,
+                &f.version,
+                f.file.as_ref(),
+                f.chunk.as_ref(),
+                &f.problem,
+            );
+        }
         rep.ok = rep.failures.is_empty();
         for f in &rep.failures {
             tracing::warn!(model = %name, version = %f.version, file = ?f.file.as_ref().map(|p| p.to_string()), chunk = ?f.chunk.map(|c| c.to_string()), "integrity failure: {}", f.problem);
@@ -867,7 +907,11 @@ impl Registry {
             added_by: c.user.clone(),
             added_at: now(),
         };
-        self.store.put_trusted_key(&k)?;
+        let event = audit::ev(c, EventKind::KeyChange)
+            .detail("action", "trust")
+            .detail("key_user", k.user.clone())
+            .detail("fingerprint", k.fingerprint.clone());
+        self.store.put_trusted_key(&k, vec![event])?;
         tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
         Ok(k)
     }

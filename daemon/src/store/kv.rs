@@ -26,10 +26,22 @@ pub enum Cf {
     Keys,
     /// Sealed role assignments and model policies by row key.
     Acl,
+    /// The audit trail: sealed events by id, signed checkpoints, the signed head.
+    Audit,
+    /// Secondary indexes of the audit trail (keys only).
+    AuditIdx,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 5] = [Cf::Meta, Cf::Chunks, Cf::Versions, Cf::Keys, Cf::Acl];
+    pub const ALL: [Cf; 7] = [
+        Cf::Meta,
+        Cf::Chunks,
+        Cf::Versions,
+        Cf::Keys,
+        Cf::Acl,
+        Cf::Audit,
+        Cf::AuditIdx,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +50,8 @@ impl Cf {
             Cf::Versions => "versions",
             Cf::Keys => "keys",
             Cf::Acl => "acl",
+            Cf::Audit => "audit",
+            Cf::AuditIdx => "audit_idx",
         }
     }
 }
@@ -203,6 +217,13 @@ impl Kv {
 
     /// Applies a batch atomically and syncs the WAL before returning.
     pub fn commit(&self, batch: Batch) -> Result<(), KvError> {
+        self.commit_opt(batch, true)
+    }
+
+    /// Applies a batch atomically; with `sync: false` the WAL is written but not synced: a
+    /// process crash loses nothing, a power loss may lose this batch and later unsynced ones
+    /// (the WAL is a prefix, so never an earlier batch without a later one).
+    pub fn commit_opt(&self, batch: Batch, sync: bool) -> Result<(), KvError> {
         let mut wb = WriteBatch::default();
         for (cf, k, v) in batch.ops {
             match v {
@@ -211,8 +232,39 @@ impl Kv {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         self.db.write_opt(wb, &wo).map_err(err("commit"))
+    }
+
+    /// Keys and values with `from <= key < to`, ascending, or descending with `reverse`.
+    pub fn range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<KeyValue, KvError>> + '_ {
+        let mode = if reverse {
+            IteratorMode::From(to, rocksdb::Direction::Reverse)
+        } else {
+            IteratorMode::From(from, rocksdb::Direction::Forward)
+        };
+        let (from, to) = (from.to_vec(), to.to_vec());
+        let upper = to.clone();
+        self.db
+            .iterator_cf(self.cf(cf), mode)
+            .map(|r| r.map_err(err("range")))
+            .filter(move |r| !matches!(r, Ok((k, _)) if reverse && **k >= *upper))
+            .take_while(move |r| match r {
+                Ok((k, _)) => {
+                    if reverse {
+                        **k >= *from
+                    } else {
+                        **k < *to
+                    }
+                }
+                Err(_) => true,
+            })
     }
 
     /// Every key and value of a column family, in key order.

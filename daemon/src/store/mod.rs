@@ -2,11 +2,13 @@
 //! (wrapped keys in `meta`), hashes natural keys (model names, users) into row keys so that none
 //! appears in the database, and seals every value it writes.
 
+pub mod audit;
 pub mod kv;
 
 use std::path::{Path, PathBuf};
 
 use arca_core::api::{RoleAssignment, TrustedKey};
+use arca_core::audit::Draft;
 use arca_core::{ChunkId, ModelName};
 
 use crate::access::{AccessTable, StoredPolicy};
@@ -43,6 +45,10 @@ pub enum StoreError {
 pub struct Store {
     kv: Kv,
     keys: Keyring,
+    /// The daemon's own Ed25519 key, signing the audit trail's checkpoints.
+    audit_key: arca_core::sign::SecretKey,
+    /// Where the audit chain stands; held across each audited commit.
+    chain: std::sync::Mutex<audit::Chain>,
 }
 
 /// A policy as stored: the model's name is inside the sealed value (the row key is its hash).
@@ -79,7 +85,14 @@ impl Store {
                 ))
             }
         };
-        Ok(Self { kv, keys })
+        let audit_key = Self::audit_signing_key(&kv, kek)?;
+        let chain = std::sync::Mutex::new(Self::load_chain(&kv, &keys)?);
+        Ok(Self {
+            kv,
+            keys,
+            audit_key,
+            chain,
+        })
     }
 
     /// First open: new data key 1 and id key, wrapped, written with the format marker in one batch.
@@ -176,7 +189,11 @@ impl Store {
 
     /// Writes version records in one synced batch: all of them or none. The caller has flushed
     /// the chunks they reference.
-    pub fn put_versions(&self, recs: &[&VersionRecord]) -> Result<(), StoreError> {
+    pub fn put_versions(
+        &self,
+        recs: &[&VersionRecord],
+        events: Vec<Draft>,
+    ) -> Result<(), StoreError> {
         let mut b = Batch::default();
         for rec in recs {
             let row = self.version_row(
@@ -194,7 +211,7 @@ impl Store {
                 })?;
             b.put(Cf::Versions, &row, sealed);
         }
-        Ok(self.kv.commit(b)?)
+        self.commit_audited(b, events, true).map(|_| ())
     }
 
     /// Every version record. A record that does not open or decode is returned as an error item
@@ -234,14 +251,18 @@ impl Store {
     }
 
     /// Removes a version record (its chunks are GC's to reclaim).
-    pub fn delete_version(&self, rec: &VersionRecord) -> Result<(), StoreError> {
+    pub fn delete_version(
+        &self,
+        rec: &VersionRecord,
+        events: Vec<Draft>,
+    ) -> Result<(), StoreError> {
         let row = self.version_row(
             rec.metadata.name.as_str(),
             &rec.metadata.version.to_string(),
         );
         let mut b = Batch::default();
         b.delete(Cf::Versions, &row);
-        Ok(self.kv.commit(b)?)
+        self.commit_audited(b, events, true).map(|_| ())
     }
 
     fn key_row(&self, uid: u32, key: &arca_core::sign::PublicKey) -> [u8; 32] {
@@ -249,7 +270,7 @@ impl Store {
             .row_key("trusted-key", &[&uid.to_le_bytes(), key.as_bytes()])
     }
 
-    pub fn put_trusted_key(&self, k: &TrustedKey) -> Result<(), StoreError> {
+    pub fn put_trusted_key(&self, k: &TrustedKey, events: Vec<Draft>) -> Result<(), StoreError> {
         let row = self.key_row(k.uid, &k.public_key);
         let json = serde_json::to_vec(k)
             .map_err(|e| StoreError::Corrupt(format!("encoding key record: {e}")))?;
@@ -262,7 +283,7 @@ impl Store {
             })?;
         let mut b = Batch::default();
         b.put(Cf::Keys, &row, sealed);
-        Ok(self.kv.commit(b)?)
+        self.commit_audited(b, events, true).map(|_| ())
     }
 
     /// Every trusted key. A record that fails to open is an error: trust decisions must not be
@@ -334,14 +355,23 @@ impl Store {
     }
 
     /// Replaces the role assignments (one record: a change is one atomic write).
-    pub fn put_roles(&self, roles: &[RoleAssignment]) -> Result<(), StoreError> {
+    pub fn put_roles(
+        &self,
+        roles: &[RoleAssignment],
+        events: Vec<Draft>,
+    ) -> Result<(), StoreError> {
         let row = self.roles_row();
         let mut b = Batch::default();
         b.put(Cf::Acl, &row, self.seal_json(Cf::Acl, &row, &roles)?);
-        Ok(self.kv.commit(b)?)
+        self.commit_audited(b, events, true).map(|_| ())
     }
 
-    pub fn put_policy(&self, model: &ModelName, p: &StoredPolicy) -> Result<(), StoreError> {
+    pub fn put_policy(
+        &self,
+        model: &ModelName,
+        p: &StoredPolicy,
+        events: Vec<Draft>,
+    ) -> Result<(), StoreError> {
         let row = self.policy_row(model);
         let mut b = Batch::default();
         b.put(
@@ -356,7 +386,7 @@ impl Store {
                 },
             )?,
         );
-        Ok(self.kv.commit(b)?)
+        self.commit_audited(b, events, true).map(|_| ())
     }
 
     /// The role assignments and policies. Any record that fails to open is an error: access

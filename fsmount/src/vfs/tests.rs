@@ -114,10 +114,15 @@ impl ChunkSource for Fake {
     }
 }
 
-const ROOT_USER: Caller = Caller { uid: 0, gid: 0 };
+const ROOT_USER: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
 const ALICE: Caller = Caller {
     uid: 1000,
     gid: 1000,
+    pid: 2,
 };
 const T1: u64 = 1_764_151_200;
 const T2: u64 = 1_764_160_000;

@@ -1,0 +1,230 @@
+//! The audit part of the registry: building events for what happens, recording refusals,
+//! reads and integrity failures, and answering `arca audit ls|verify|report`. State changes
+//! carry their events into the store's batch (see `store::audit`); this file only builds them.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use arca_core::api::{ApprovalRecord, AuditVerify, ComplianceReport, Permission, ProductionChange};
+use arca_core::audit::{AuditEvent, Draft, EventKind};
+use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
+
+use super::{lock, Registry, RegistryError, Result};
+use crate::auth::{user_name, Caller};
+use crate::store::audit::{now_ms, AuditFilter};
+
+/// Most events one `audit ls` returns.
+pub const MAX_LIMIT: usize = 100_000;
+
+/// An event by `c`, with its peer credentials.
+pub(super) fn ev(c: &Caller, kind: EventKind) -> Draft {
+    Draft::new(kind, c.user.clone()).peer(c.uid, c.pid)
+}
+
+impl Registry {
+    /// Appends events that go with no state change. A failure to record is logged, not
+    /// returned: the request it describes has already been decided.
+    pub(super) fn record(&self, events: Vec<Draft>) {
+        if let Err(e) = self.store.append_audit(events) {
+            tracing::error!("appending to the audit trail failed: {e}");
+        }
+    }
+
+    /// A refusal: recorded in the trail, logged, and returned as the error the caller sees.
+    pub(super) fn refuse(
+        &self,
+        c: &Caller,
+        model: Option<&ModelName>,
+        version: Option<&ModelVersion>,
+        why: &str,
+        message: String,
+    ) -> RegistryError {
+        let mut d = ev(c, EventKind::Refusal)
+            .detail("reason", why)
+            .detail("message", message.clone());
+        d.model = model.cloned();
+        d.version = version.cloned();
+        tracing::warn!(user = %c.user, uid = c.uid, "refused: {message}");
+        self.record(vec![d]);
+        RegistryError::PermissionDenied(message)
+    }
+
+    /// The mount refused a reader: recorded once per uid and version per daemon run (a refused
+    /// `ls -R` would otherwise write one event per lookup).
+    pub(super) fn mount_refused(&self, uid: u32, model: &ModelName, version: &ModelVersion) {
+        let key = (uid, model.clone(), version.clone(), None);
+        if lock(&self.mount_seen).insert(key) {
+            self.record(vec![Draft::new(EventKind::Refusal, user_name(uid))
+                .model(model)
+                .version(version)
+                .peer(uid, None)
+                .detail("reason", "permission")
+                .detail("message", "read refused through the mount")
+                .detail("via", "mount")]);
+        }
+    }
+
+    /// A file opened through the mount: the first open per uid, file and daemon run.
+    pub fn mount_opened(
+        &self,
+        uid: u32,
+        pid: u32,
+        model: &ModelName,
+        version: &ModelVersion,
+        path: &RelPath,
+    ) {
+        let key = (uid, model.clone(), version.clone(), Some(path.clone()));
+        if lock(&self.mount_seen).insert(key) {
+            self.record(vec![Draft::new(EventKind::Access, user_name(uid))
+                .model(model)
+                .version(version)
+                .peer(uid, i32::try_from(pid).ok())
+                .detail("file", path.as_str())
+                .detail("via", "mount")]);
+        }
+    }
+
+    /// A chunk that failed verification, wherever it was read.
+    pub fn integrity_event(
+        &self,
+        via: &str,
+        model: &ModelName,
+        version: &ModelVersion,
+        path: Option<&RelPath>,
+        chunk: Option<&ChunkId>,
+        problem: &str,
+    ) {
+        let mut d = Draft::new(EventKind::IntegrityViolation, "arcad")
+            .model(model)
+            .version(version)
+            .detail("via", via)
+            .detail("problem", problem);
+        if let Some(p) = path {
+            d = d.detail("file", p.as_str());
+        }
+        if let Some(c) = chunk {
+            d = d.detail("chunk", c.to_string());
+        }
+        self.record(vec![d]);
+    }
+
+    // ---- queries ----
+
+    /// Events matching the filter. With a model: READ on it; without: admin on every model.
+    pub fn audit_ls(&self, c: &Caller, mut f: AuditFilter) -> Result<Vec<AuditEvent>> {
+        match f.model.as_deref() {
+            Some(m) => {
+                let m: ModelName = m
+                    .parse()
+                    .map_err(|e| RegistryError::BadRequest(format!("{e}")))?;
+                self.require(c, Some(&m), Permission::Read, "read its audit events")?;
+            }
+            None => self.require(c, None, Permission::Admin, "read the whole audit trail")?,
+        }
+        if f.limit == 0 || f.limit > MAX_LIMIT {
+            f.limit = MAX_LIMIT;
+        }
+        Ok(self.store.audit_query(&f)?)
+    }
+
+    pub fn audit_verify(&self, c: &Caller) -> Result<AuditVerify> {
+        self.require(c, None, Permission::Admin, "verify the audit trail")?;
+        let r = self.store.audit_verify()?;
+        if let Some(f) = &r.fault {
+            tracing::error!(
+                event = f.seq,
+                "audit trail verification failed: {}",
+                f.problem
+            );
+        }
+        Ok(AuditVerify {
+            ok: r.fault.is_none(),
+            events: r.events,
+            checkpoints: r.checkpoints,
+            head_count: r.head.as_ref().map(|h| h.count),
+            head_hash: r.head.as_ref().map(|h| h.head),
+            fault: r.fault,
+            public_key: r.public_key,
+        })
+    }
+
+    /// The compliance report of `name` for `[from_ms, to_ms]`.
+    pub fn audit_report(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<ComplianceReport> {
+        self.require(
+            c,
+            Some(name),
+            Permission::Read,
+            "read its compliance report",
+        )?;
+        let events = self.store.audit_query(&AuditFilter {
+            model: Some(name.as_str().to_owned()),
+            since_ms: Some(from_ms),
+            until_ms: Some(to_ms),
+            limit: usize::MAX,
+            ..AuditFilter::default()
+        })?;
+        let chain = self.store.audit_verify()?;
+        let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+        let mut users = BTreeSet::new();
+        let mut versions = BTreeSet::new();
+        let mut production = Vec::new();
+        let mut approvals = Vec::new();
+        for e in &events {
+            *by_type.entry(e.kind.to_string()).or_default() += 1;
+            users.insert(e.user.clone());
+            if let Some(v) = &e.version {
+                versions.insert(v.to_string());
+            }
+            let detail = |k: &str| e.details.get(k).cloned();
+            match e.kind {
+                EventKind::Promotion | EventKind::Rollback => {
+                    let (from, to) = (
+                        detail("from").unwrap_or_default(),
+                        detail("to").unwrap_or_default(),
+                    );
+                    if from == "production" || to == "production" {
+                        production.push(ProductionChange {
+                            at_ms: e.at_ms,
+                            version: e.version.clone(),
+                            from,
+                            to,
+                            by: e.user.clone(),
+                            ticket: detail("ticket"),
+                            reason: detail("reason"),
+                        });
+                    }
+                }
+                EventKind::Approval => approvals.push(ApprovalRecord {
+                    at_ms: e.at_ms,
+                    version: e.version.clone(),
+                    approver: e.user.clone(),
+                    ticket: detail("ticket"),
+                }),
+                _ => {}
+            }
+        }
+        Ok(ComplianceReport {
+            model: name.clone(),
+            from_ms,
+            to_ms,
+            generated_at_ms: now_ms(),
+            total_events: events.len() as u64,
+            events_by_type: by_type,
+            unique_users: users.into_iter().collect(),
+            versions_affected: versions.into_iter().collect(),
+            chain_intact: chain.fault.is_none(),
+            chain_fault: chain.fault.map(|f| f.problem),
+            production_history: production,
+            approvals,
+        })
+    }
+}
+
+/// What the mount has already recorded this run: (uid, model, version, file or None for a
+/// refusal).
+pub(super) type MountSeen = HashSet<(u32, ModelName, ModelVersion, Option<RelPath>)>;

@@ -1,0 +1,390 @@
+//! The audit trail's persistence: events are appended in the same RocksDB batch as the change they
+//! record, each sealed under its id, chained by hash, indexed by model, user, type and time, and
+//! covered by a head checkpoint signed with the daemon's own key in that same batch.
+//!
+//! Rows of the `audit` column family:
+//! - `e` + id (u64 BE): the sealed event (JSON of `AuditEvent`), bound to its row;
+//! - `c` + id (u64 BE): a signed checkpoint kept every `CHECKPOINT_EVERY` events or
+//!   `CHECKPOINT_SECS`, and at shutdown (JSON of `Checkpoint`; it is its own authenticator);
+//! - `h`: the signed checkpoint of the newest event, rewritten by every append.
+//!
+//! `audit_idx` holds keys only: `m`/`u`/`k` + keyed hash of the model/user/type, or `t` alone,
+//! then the event's time (u64 BE ms) and id (u64 BE).
+
+use std::sync::MutexGuard;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arca_core::audit::{
+    check_chain, AuditEvent, ChainFault, Checkpoint, Draft, EventHash, GENESIS,
+};
+use arca_core::sign::{PublicKey, SecretKey};
+
+use super::kv::{Batch, Cf};
+use super::{Store, StoreError};
+
+const EVENT: u8 = b'e';
+const CHECKPOINT: u8 = b'c';
+const HEAD: &[u8] = b"h";
+const CHECKPOINT_EVERY: u64 = 1000;
+const CHECKPOINT_SECS: u64 = 60;
+
+/// Where the chain stands: the next id, the hash and time to link to.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    next: u64,
+    prev: EventHash,
+    last_at: u64,
+    last_checkpoint: (u64, u64),
+}
+
+/// What `audit_query` filters on; every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub kind: Option<arca_core::audit::EventKind>,
+    pub user: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub limit: usize,
+}
+
+/// The result of checking the whole trail.
+#[derive(Debug, Clone)]
+pub struct ChainReport {
+    pub events: u64,
+    pub checkpoints: u64,
+    pub head: Option<Checkpoint>,
+    pub fault: Option<ChainFault>,
+    pub public_key: PublicKey,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn event_row(seq: u64) -> [u8; 9] {
+    let mut k = [EVENT; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn checkpoint_row(seq: u64) -> [u8; 9] {
+    let mut k = [CHECKPOINT; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    fn chain(&self) -> MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn audit_public_key(&self) -> PublicKey {
+        self.audit_key.public()
+    }
+
+    /// Reads where the chain stands at open. A head that covers more events than are stored
+    /// (a truncated tail) is kept as the link point, so the gap stays visible to `audit verify`
+    /// instead of being papered over by new events.
+    pub(super) fn load_chain(
+        kv: &super::kv::Kv,
+        keys: &crate::crypt::Keyring,
+    ) -> Result<Chain, StoreError> {
+        let head: Option<Checkpoint> = match kv.get(Cf::Audit, HEAD)? {
+            Some(v) => serde_json::from_slice(&v).ok(),
+            None => None,
+        };
+        let last = kv
+            .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), true)
+            .next()
+            .transpose()?;
+        let mut chain = Chain {
+            next: 1,
+            prev: GENESIS,
+            last_at: 0,
+            last_checkpoint: (0, now_ms()),
+        };
+        if let Some((k, v)) = last {
+            let opened = keys
+                .open_record(Cf::Audit.name(), &k, &v)
+                .ok()
+                .and_then(|p| serde_json::from_slice::<AuditEvent>(&p).ok());
+            match opened {
+                Some(e) => {
+                    chain.next = e.seq + 1;
+                    chain.prev = e.hash;
+                    chain.last_at = e.at_ms;
+                }
+                None => {
+                    tracing::error!(
+                        "the newest audit event does not open; `arca audit verify` will name it"
+                    );
+                    let mut seq = [0u8; 8];
+                    seq.copy_from_slice(&k[1..9.min(k.len())]);
+                    chain.next = u64::from_be_bytes(seq) + 1;
+                }
+            }
+        }
+        if let Some(h) = head {
+            if h.count >= chain.next {
+                tracing::error!(
+                    stored = chain.next - 1,
+                    signed = h.count,
+                    "the audit trail ends before its signed head: events were removed; new events continue after the gap"
+                );
+                chain.next = h.count + 1;
+                chain.prev = h.head;
+                chain.last_at = chain.last_at.max(h.at_ms);
+            }
+        }
+        Ok(chain)
+    }
+
+    fn index_rows(&self, e: &AuditEvent) -> Vec<Vec<u8>> {
+        let suffix = |mut k: Vec<u8>| {
+            k.extend_from_slice(&e.at_ms.to_be_bytes());
+            k.extend_from_slice(&e.seq.to_be_bytes());
+            k
+        };
+        let mut rows = vec![suffix(vec![b't'])];
+        if let Some(m) = &e.model {
+            rows.push(suffix(self.index_prefix(b'm', m.as_str())));
+        }
+        rows.push(suffix(self.index_prefix(b'u', &e.user)));
+        rows.push(suffix(self.index_prefix(b'k', e.kind.as_str())));
+        rows
+    }
+
+    fn index_prefix(&self, tag: u8, value: &str) -> Vec<u8> {
+        let mut k = vec![tag];
+        k.extend_from_slice(
+            &self
+                .keys
+                .row_key("audit-index", &[&[tag], value.as_bytes()]),
+        );
+        k
+    }
+
+    fn sign_head(&self, count: u64, head: EventHash, at_ms: u64) -> Checkpoint {
+        Checkpoint {
+            count,
+            head,
+            at_ms,
+            public_key: self.audit_key.public(),
+            signature: self
+                .audit_key
+                .sign_message(&Checkpoint::message(count, &head, at_ms)),
+        }
+    }
+
+    /// Commits `b` with `drafts` appended to the trail, in one atomic write: no change without
+    /// its events, no events without their change. Returns the placed events.
+    pub(super) fn commit_audited(
+        &self,
+        mut b: Batch,
+        drafts: Vec<Draft>,
+        sync: bool,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut chain = self.chain();
+        let mut next = chain.clone();
+        let mut events = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let at = now_ms().max(next.last_at);
+            let e = AuditEvent::chain(d, next.next, at, next.prev);
+            let row = event_row(e.seq);
+            b.put(Cf::Audit, &row, self.seal_json(Cf::Audit, &row, &e)?);
+            for k in self.index_rows(&e) {
+                b.put(Cf::AuditIdx, &k, Vec::new());
+            }
+            next.next += 1;
+            next.prev = e.hash;
+            next.last_at = at;
+            events.push(e);
+        }
+        if !events.is_empty() {
+            let count = next.next - 1;
+            let head = self.sign_head(count, next.prev, next.last_at);
+            let json = serde_json::to_vec(&head)
+                .map_err(|e| StoreError::Corrupt(format!("encoding the audit head: {e}")))?;
+            let (cp_count, cp_at) = next.last_checkpoint;
+            if count >= cp_count + CHECKPOINT_EVERY || now_ms() >= cp_at + CHECKPOINT_SECS * 1000 {
+                b.put(Cf::Audit, &checkpoint_row(count), json.clone());
+                next.last_checkpoint = (count, now_ms());
+            }
+            b.put(Cf::Audit, HEAD, json);
+        }
+        self.kv.commit_opt(b, sync)?;
+        *chain = next;
+        Ok(events)
+    }
+
+    /// Appends events that record no state change (reads, refusals, integrity failures). The
+    /// write is not synced: a daemon crash loses none of it; a power loss may lose the newest
+    /// such events, and with them the head that covered them, never a part of a chain.
+    pub fn append_audit(&self, drafts: Vec<Draft>) -> Result<Vec<AuditEvent>, StoreError> {
+        self.commit_audited(Batch::default(), drafts, false)
+    }
+
+    /// Writes a signed checkpoint of the current head (at shutdown).
+    pub fn checkpoint_audit(&self) -> Result<(), StoreError> {
+        let mut chain = self.chain();
+        let count = chain.next - 1;
+        if count == 0 {
+            return Ok(());
+        }
+        let head = self.sign_head(count, chain.prev, chain.last_at);
+        let json = serde_json::to_vec(&head)
+            .map_err(|e| StoreError::Corrupt(format!("encoding a checkpoint: {e}")))?;
+        let mut b = Batch::default();
+        b.put(Cf::Audit, &checkpoint_row(count), json.clone());
+        b.put(Cf::Audit, HEAD, json);
+        self.kv.commit(b)?;
+        chain.last_checkpoint = (count, now_ms());
+        Ok(())
+    }
+
+    fn open_event(&self, k: &[u8], v: &[u8]) -> Result<AuditEvent, (u64, String)> {
+        let seq = k
+            .get(1..9)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_be_bytes);
+        let e: AuditEvent = self
+            .open_json(Cf::Audit, k, v)
+            .map_err(|e| (seq, e.to_string()))?;
+        if e.seq != seq {
+            return Err((seq, format!("the row holds event {}", e.seq)));
+        }
+        Ok(e)
+    }
+
+    /// Events matching `f`, oldest first; at most `f.limit`, the newest ones. Uses the most
+    /// selective index the filter allows, so it reads only matching index keys within the time
+    /// range, never the whole trail.
+    pub fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let prefix = if let Some(m) = &f.model {
+            self.index_prefix(b'm', m)
+        } else if let Some(u) = &f.user {
+            self.index_prefix(b'u', u)
+        } else if let Some(k) = f.kind {
+            self.index_prefix(b'k', k.as_str())
+        } else {
+            vec![b't']
+        };
+        let bound = |ms: u64| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&ms.to_be_bytes());
+            k
+        };
+        let from = bound(f.since_ms.unwrap_or(0));
+        let to = match f.until_ms {
+            Some(u) => bound(u.saturating_add(1)),
+            None => {
+                let mut k = prefix.clone();
+                k.extend_from_slice(&[0xff; 17]);
+                k
+            }
+        };
+        let mut out = Vec::new();
+        for item in self.kv.range(Cf::AuditIdx, &from, &to, true) {
+            let (k, _) = item?;
+            let Some(seq) = k
+                .get(k.len() - 8..)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            let row = event_row(seq);
+            let Some(v) = self.kv.get(Cf::Audit, &row)? else {
+                continue;
+            };
+            let e = self
+                .open_event(&row, &v)
+                .map_err(|(_, why)| StoreError::Corrupt(format!("audit event {seq}: {why}")))?;
+            let keep = f
+                .model
+                .as_deref()
+                .is_none_or(|m| e.model.as_ref().is_some_and(|x| x.as_str() == m))
+                && f.version
+                    .as_deref()
+                    .is_none_or(|v| e.version.as_ref().is_some_and(|x| x.to_string() == v))
+                && f.user.as_deref().is_none_or(|u| e.user == u)
+                && f.kind.is_none_or(|k| e.kind == k);
+            if keep {
+                out.push(e);
+                if out.len() >= f.limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Checks every event, link and checkpoint (see `arca_core::audit::check_chain`).
+    pub fn audit_verify(&self) -> Result<ChainReport, StoreError> {
+        let head: Option<Checkpoint> = match self.kv.get(Cf::Audit, HEAD)? {
+            Some(v) => Some(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("audit head: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut checkpoints = Vec::new();
+        for item in self.kv.range(
+            Cf::Audit,
+            &checkpoint_row(0),
+            &checkpoint_row(u64::MAX),
+            false,
+        ) {
+            let (k, v) = item?;
+            let c: Checkpoint = serde_json::from_slice(&v).map_err(|e| {
+                StoreError::Corrupt(format!("audit checkpoint {}: {e}", hex::encode(&k)))
+            })?;
+            checkpoints.push(c);
+        }
+        let events = self
+            .kv
+            .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
+            .map(|item| match item {
+                Ok((k, v)) => self.open_event(&k, &v),
+                Err(e) => Err((0, e.to_string())),
+            });
+        let key = self.audit_key.public();
+        let result = check_chain(events, &checkpoints, head.as_ref(), &key);
+        let (events, fault) = match result {
+            Ok((n, _)) => (n, None),
+            Err(f) => (f.seq.saturating_sub(1), Some(f)),
+        };
+        Ok(ChainReport {
+            events,
+            checkpoints: checkpoints.len() as u64,
+            head,
+            fault,
+            public_key: key,
+        })
+    }
+
+    /// The audit signing key, created on first use and kept wrapped by the KEK in `meta`.
+    pub(super) fn audit_signing_key(
+        kv: &super::kv::Kv,
+        kek: &crate::keys::Kek,
+    ) -> Result<SecretKey, StoreError> {
+        const LABEL: &str = "audit-signing-key";
+        let seed = match kv.get(Cf::Meta, LABEL.as_bytes())? {
+            Some(w) => kek.unwrap_key(LABEL, &w)?,
+            None => {
+                let s = crate::keys::SecretBytes::random()?;
+                let mut b = Batch::default();
+                b.put(Cf::Meta, LABEL.as_bytes(), kek.wrap(LABEL, &s)?);
+                kv.commit(b)?;
+                s
+            }
+        };
+        Ok(SecretKey::from_seed(seed.expose()))
+    }
+}
