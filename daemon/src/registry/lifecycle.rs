@@ -18,6 +18,16 @@ use crate::auth::Caller;
 use crate::manifest::VersionRecord;
 use arca_core::audit::EventKind;
 
+/// One requested status change: where to, under which ticket, why, why the previous
+/// production version is deprecated (if it is), and how the audit trail names it.
+struct StatusChange {
+    to: Status,
+    ticket: Option<String>,
+    reason: Option<String>,
+    prev_reason: String,
+    kind: EventKind,
+}
+
 impl Registry {
     /// Checks an approval against the version it names, its approver and their trusted keys.
     fn check_approval(
@@ -201,15 +211,14 @@ impl Registry {
             }
         }
         let prev_reason = format!("{version} took production");
-        let info = self.apply_status(
-            c,
-            &rec,
-            req.to,
-            req.ticket.clone(),
-            None,
+        let change = StatusChange {
+            to: req.to,
+            ticket: req.ticket.clone(),
+            reason: None,
             prev_reason,
-            EventKind::Promotion,
-        )?;
+            kind: EventKind::Promotion,
+        };
+        let info = self.apply_status(c, &rec, change)?;
         drop(_g);
         tracing::info!(model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
         self.changed();
@@ -245,15 +254,14 @@ impl Registry {
         }
         let prev_reason = format!("rollback to {}: {}", req.to, req.reason);
         let reason = Some(format!("rollback: {}", req.reason));
-        let info = self.apply_status(
-            c,
-            &target,
-            Status::Production,
-            None,
+        let change = StatusChange {
+            to: Status::Production,
+            ticket: None,
             reason,
             prev_reason,
-            EventKind::Rollback,
-        )?;
+            kind: EventKind::Rollback,
+        };
+        let info = self.apply_status(c, &target, change)?;
         drop(_g);
         tracing::info!(model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
         self.changed();
@@ -267,12 +275,15 @@ impl Registry {
         &self,
         c: &Caller,
         rec: &VersionRecord,
-        to: Status,
-        ticket: Option<String>,
-        reason: Option<String>,
-        prev_reason: String,
-        kind: EventKind,
+        change: StatusChange,
     ) -> Result<VersionInfo> {
+        let StatusChange {
+            to,
+            ticket,
+            reason,
+            prev_reason,
+            kind,
+        } = change;
         let name = &rec.metadata.name;
         let (at, mut seq) = (now(), self.next_seq(name));
         let mut transition = |from: Status, to: Status, reason: Option<String>| {

@@ -3,6 +3,7 @@
 //! They must run as root (they create local users and open the daemon's database directly).
 
 mod access;
+mod audit;
 mod deps;
 mod harness;
 mod lifecycle;
