@@ -381,3 +381,71 @@ fn rollback_returns_to_an_earlier_production_version_and_the_link_follows() {
         "{text}"
     );
 }
+
+/// An approval's signature binds name, version, root and ticket: one made for anything else is
+/// refused, sent straight to the API as a forging client would.
+#[test]
+fn an_approval_signed_for_another_version_root_or_ticket_is_refused() {
+    use arca_core::sign::{ApprovalMessage, SecretKey};
+    let env = TestEnv::new();
+    let root_key = env.root_key();
+    let u = user("arca-e2e-pub4");
+    let key = u.home.join(".config/arca/signing.key");
+    let _ = std::fs::remove_file(&key);
+    assert!(env.arca_as(&u, &["key", "gen"]).status.success());
+    env.ok(&[
+        "key",
+        "trust",
+        &u.name,
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    env.ok(&["role", "assign", &u.name, "developer", "--model", "forge"]);
+    push_as(&env, &u, "forge", "1.0.0", 120);
+    push_as(&env, &u, "forge", "2.0.0", 121);
+    let root_of = |v: &str| -> arca_core::MerkleRoot {
+        env.json(&["show", "forge", v])["merkle_root"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (r1, r2) = (root_of("1.0.0"), root_of("2.0.0"));
+    let sk = SecretKey::from_file_text(&std::fs::read_to_string(&root_key).unwrap()).unwrap();
+    let body = |version: &str, root: &arca_core::MerkleRoot, signed_ticket: &str| {
+        let sig = sk.sign_approval(&ApprovalMessage {
+            name: "forge",
+            version,
+            root,
+            ticket: signed_ticket,
+            target: "production",
+        });
+        serde_json::json!({
+            "ticket": "T-1",
+            "comment": "",
+            "public_key": sk.public().to_string(),
+            "signature": sig.to_string(),
+        })
+        .to_string()
+    };
+    let url = "/v1/models/forge/versions/2.0.0/approvals";
+    for (what, b) in [
+        ("another version", body("1.0.0", &r1, "T-1")),
+        ("another root", body("2.0.0", &r1, "T-1")),
+        ("another ticket", body("2.0.0", &r2, "T-9")),
+    ] {
+        let (status, resp) = env.raw("POST", url, b.as_bytes());
+        let resp = String::from_utf8_lossy(&resp);
+        assert_eq!(status, 403, "{what}: {resp}");
+        assert!(
+            resp.contains("does not match this version, root and ticket"),
+            "{what}: {resp}"
+        );
+    }
+    assert!(env.json(&["show", "forge", "2.0.0"])["approvals"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The honest one is accepted.
+    let (status, resp) = env.raw("POST", url, body("2.0.0", &r2, "T-1").as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+}
