@@ -27,6 +27,11 @@ pub enum KeyCmd {
     Trust { user: String, pubkey_file: PathBuf },
     /// List trusted keys.
     Ls,
+    /// Replace the daemon's key-encryption key and rewrap its keys (admin on every model).
+    RotateKek,
+    /// Start re-encrypting every chunk and record under a new data key, in the background
+    /// (admin on every model); progress in `arca status`.
+    RotateDek,
 }
 
 /// The secret key's default place: $ARCA_KEY, else $XDG_CONFIG_HOME/arca or ~/.config/arca.
@@ -54,6 +59,34 @@ pub fn load_secret(path: &Path) -> Result<SecretKey> {
 
 pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
     match cmd {
+        KeyCmd::RotateKek => {
+            let r: arca_core::api::KekRotated = client
+                .json(hyper::Method::POST, "/v1/keys/rotate-kek", None::<&()>)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "key-encryption key rotated: {} keys rewrapped; the new key is {}",
+                    r.rewrapped_keys, r.key_file
+                );
+            }
+            Ok(0)
+        }
+        KeyCmd::RotateDek => {
+            let r: arca_core::api::RotationProgress = client
+                .json(hyper::Method::POST, "/v1/keys/rotate-dek", None::<&()>)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "data-key rotation to key {}: {} of about {} chunks re-sealed so far, running in the background (see `arca status`)",
+                    r.target_key, r.chunks_done, r.chunks_estimate
+                );
+            }
+            Ok(0)
+        }
         KeyCmd::Gen { key, force } => {
             let path = match key {
                 Some(p) => p,

@@ -9,6 +9,7 @@ mod get;
 mod keys;
 mod lifecycle;
 mod offline;
+mod ops;
 mod push;
 mod show;
 
@@ -111,6 +112,14 @@ enum Cmd {
     /// The tamper-evident audit trail: list, verify, compliance reports.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Remove archived versions past their retention and chunks nothing uses any more.
+    Gc {
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The daemon's condition: catalog, store and dedup, mount and cache, key rotation, audit.
+    Status,
     /// Who the daemon says you are.
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
@@ -207,6 +216,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Role(r) => access::role(&client, r, json).await,
         Cmd::Policy(p) => access::policy(&client, p, json).await,
         Cmd::Audit(a) => audit::run(&client, a, json).await,
+        Cmd::Gc { dry_run } => ops::gc(&client, dry_run, json).await,
+        Cmd::Status => ops::status(&client, json).await,
         Cmd::Whoami => show::whoami(&client, json).await,
         Cmd::Stats => show::stats(&client, json).await,
     }

@@ -619,3 +619,90 @@ pub struct ComplianceReport {
     pub production_history: Vec<ProductionChange>,
     pub approvals: Vec<ApprovalRecord>,
 }
+
+/// A version, by name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VersionRef {
+    pub name: ModelName,
+    pub version: ModelVersion,
+}
+
+/// `POST /v1/gc`: what a collection removed (or, with `dry_run`, would remove).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Archived versions older than their model's retention, removed.
+    pub expired_versions: Vec<VersionRef>,
+    /// Chunks examined: those recorded as possibly unreferenced.
+    pub candidates: u64,
+    pub deleted_chunks: u64,
+    /// Sealed bytes of the deleted chunks.
+    pub deleted_bytes: u64,
+    /// Candidates a version in the catalog still uses (taken off the list).
+    pub referenced: u64,
+    /// Candidates an upload in progress holds (examined again next time).
+    pub pinned: u64,
+    /// Candidates only a file open in the mount still uses (examined again next time).
+    pub open_in_mount: u64,
+}
+
+/// A data-key rotation's progress (`arca status`, `arca key rotate-dek`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RotationProgress {
+    pub target_key: u32,
+    pub started_at: u64,
+    pub chunks_done: u64,
+    /// RocksDB's estimate when the rotation started.
+    pub chunks_estimate: u64,
+    pub records_done: bool,
+    pub finished_at: Option<u64>,
+    /// Running in this daemon now (false: finished, or waiting to be resumed).
+    pub running: bool,
+    /// Why the background job stopped, if it failed.
+    pub error: Option<String>,
+}
+
+/// `POST /v1/keys/rotate-kek`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KekRotated {
+    /// Where the new key-encryption key now is.
+    pub key_file: String,
+    pub rewrapped_keys: u64,
+}
+
+/// `GET /v1/status`: how the daemon and its store are doing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    pub daemon_version: String,
+    pub uptime_secs: u64,
+    pub environment: Option<String>,
+    pub models: u64,
+    pub versions: u64,
+    /// Versions by lifecycle status.
+    pub versions_by_status: std::collections::BTreeMap<String, u64>,
+    /// Distinct chunks the catalog references, and their sealed size.
+    pub chunks: u64,
+    pub stored_bytes: u64,
+    /// Sum of all files of all versions.
+    pub logical_bytes: u64,
+    /// logical / stored: how much deduplication saves (1.0 = nothing shared).
+    pub dedup_ratio: f64,
+    /// Bytes of the chunk column family on disk (including what GC has not reclaimed yet).
+    pub disk_bytes: u64,
+    pub gc_candidates: u64,
+    pub mount: Option<MountStatus>,
+    pub current_data_key: u32,
+    pub rotation: Option<RotationProgress>,
+    pub audit_events: u64,
+}
+
+/// The mount, in `status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MountStatus {
+    pub mountpoint: String,
+    /// The mount answered a stat of its root just now.
+    pub answering: bool,
+    pub counters: MountCounters,
+    /// cache hits / (hits + misses), when there were any.
+    pub cache_hit_rate: Option<f64>,
+}

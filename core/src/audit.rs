@@ -161,6 +161,7 @@ pub struct AuditEvent {
 
 const EVENT_TAG: &[u8] = b"arca.audit.event.v1\0";
 const CHECKPOINT_TAG: &[u8] = b"arca.audit.checkpoint.v1\0";
+const HEAD_TAG: &[u8] = b"arca.audit.head.v1\0";
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_be_bytes());
@@ -240,14 +241,20 @@ pub struct Checkpoint {
     pub count: u64,
     pub head: EventHash,
     pub at_ms: u64,
+    /// Signed as the chain's head (the `h` row) rather than as a kept checkpoint (`c` rows):
+    /// the two are signed under different tags, so a kept checkpoint cannot be passed off as
+    /// the head after the events that follow it are removed.
+    #[serde(default)]
+    pub is_head: bool,
     pub public_key: PublicKey,
     pub signature: Signature,
 }
 
 impl Checkpoint {
-    /// The signed message: tag, count (u64 BE), head (32 bytes), at_ms (u64 BE).
-    pub fn message(count: u64, head: &EventHash, at_ms: u64) -> Vec<u8> {
-        let mut m = CHECKPOINT_TAG.to_vec();
+    /// The signed message: tag (head or checkpoint), count (u64 BE), head (32 bytes), at_ms
+    /// (u64 BE).
+    pub fn message(count: u64, head: &EventHash, at_ms: u64, is_head: bool) -> Vec<u8> {
+        let mut m = if is_head { HEAD_TAG } else { CHECKPOINT_TAG }.to_vec();
         m.extend_from_slice(&count.to_be_bytes());
         m.extend_from_slice(head.as_bytes());
         m.extend_from_slice(&at_ms.to_be_bytes());
@@ -258,7 +265,7 @@ impl Checkpoint {
         self.public_key == *key
             && key
                 .verify_message(
-                    &Self::message(self.count, &self.head, self.at_ms),
+                    &Self::message(self.count, &self.head, self.at_ms, self.is_head),
                     &self.signature,
                 )
                 .is_ok()
@@ -329,10 +336,10 @@ pub fn check_chain(
         prev = e.hash;
         last_at = e.at_ms;
     }
-    let mut all: Vec<&Checkpoint> = checkpoints.iter().collect();
-    all.extend(head);
-    for c in &all {
-        if !c.verify(key) {
+    let mut all: Vec<(&Checkpoint, bool)> = checkpoints.iter().map(|c| (c, false)).collect();
+    all.extend(head.map(|h| (h, true)));
+    for (c, as_head) in &all {
+        if !c.verify(key) || c.is_head != *as_head {
             return Err(ChainFault {
                 seq: c.count,
                 problem: format!(
@@ -400,14 +407,19 @@ mod tests {
         out
     }
 
-    fn sign(k: &SecretKey, e: &AuditEvent) -> Checkpoint {
+    fn sign_as(k: &SecretKey, e: &AuditEvent, is_head: bool) -> Checkpoint {
         Checkpoint {
             count: e.seq,
             head: e.hash,
             at_ms: e.at_ms,
+            is_head,
             public_key: k.public(),
-            signature: k.sign_message(&Checkpoint::message(e.seq, &e.hash, e.at_ms)),
+            signature: k.sign_message(&Checkpoint::message(e.seq, &e.hash, e.at_ms, is_head)),
         }
+    }
+
+    fn sign(k: &SecretKey, e: &AuditEvent) -> Checkpoint {
+        sign_as(k, e, false)
     }
 
     fn check(
@@ -424,7 +436,7 @@ mod tests {
         let k = SecretKey::generate().unwrap();
         let ev = chain(10);
         let cps = vec![sign(&k, &ev[4])];
-        let head = sign(&k, &ev[9]);
+        let head = sign_as(&k, &ev[9], true);
         assert_eq!(check(&ev, &cps, Some(&head), &k).unwrap().0, 10);
 
         let mut edited = ev.clone();
@@ -460,8 +472,11 @@ mod tests {
         // Dropping the head too leaves an unsigned tail.
         assert!(check(&ev[..8], &cps, None, &k).is_err());
         // A head forged without the daemon's key is refused.
-        let forged = sign(&SecretKey::generate().unwrap(), &ev[7]);
+        let forged = sign_as(&SecretKey::generate().unwrap(), &ev[7], true);
         assert!(check(&ev[..8], &cps, Some(&forged), &k).is_err());
+        // So is a kept checkpoint moved into the head's place after truncating to it.
+        assert!(check(&ev[..5], &cps, Some(&cps[0]), &k).is_err());
+        assert!(check(&ev[..5], &cps, Some(&sign_as(&k, &ev[4], true)), &k).is_ok());
     }
 
     #[test]

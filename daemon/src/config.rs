@@ -19,6 +19,10 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub environment: Option<String>,
     pub admins: Option<Vec<String>>,
+    pub metrics_addr: Option<String>,
+    pub gc_interval_secs: Option<u64>,
+    pub kek_rotation_path: Option<PathBuf>,
+    pub rotation_mib_per_sec: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -37,6 +41,14 @@ pub struct Config {
     pub environment: Option<String>,
     /// Bootstrap admins besides root and the daemon's own user (names or uids).
     pub admins: Vec<String>,
+    /// Also serve Prometheus metrics over TCP here (they are always at /metrics on the socket).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Seconds between background garbage collections; 0 turns them off.
+    pub gc_interval_secs: u64,
+    /// Where `arca key rotate-kek` writes the new key-encryption key; `None`: the key file.
+    pub kek_rotation_path: Option<PathBuf>,
+    /// How fast a data-key rotation may re-seal chunks, in MiB/s; 0: as fast as it can.
+    pub rotation_mib_per_sec: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +71,10 @@ impl Config {
             log: "info".into(),
             environment: None,
             admins: Vec::new(),
+            metrics_addr: None,
+            gc_interval_secs: 3600,
+            kek_rotation_path: None,
+            rotation_mib_per_sec: 0,
         }
     }
 
@@ -96,6 +112,20 @@ impl Config {
         }
         if let Some(v) = f.admins {
             self.admins = v;
+        }
+        if let Some(v) = f.metrics_addr {
+            self.metrics_addr = Some(v.parse().map_err(|e| {
+                ConfigError::Parse(path.to_owned(), format!("metrics_addr {v:?}: {e}"))
+            })?);
+        }
+        if let Some(v) = f.gc_interval_secs {
+            self.gc_interval_secs = v;
+        }
+        if let Some(v) = f.kek_rotation_path {
+            self.kek_rotation_path = Some(v);
+        }
+        if let Some(v) = f.rotation_mib_per_sec {
+            self.rotation_mib_per_sec = v;
         }
         Ok(())
     }

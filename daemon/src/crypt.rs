@@ -15,6 +15,8 @@
 //! hold only per-chunk subkeys and live for one seal or open.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 
 use arca_core::ChunkId;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag as RingTag, UnboundKey, CHACHA20_POLY1305};
@@ -26,7 +28,7 @@ use crate::keys::SecretBytes;
 pub const SEGMENT: usize = 64 * 1024;
 const TAG: usize = 16;
 const CHUNK_MAGIC: &[u8; 4] = b"arcC";
-const RECORD_MAGIC: &[u8; 4] = b"arcR";
+pub const RECORD_MAGIC: &[u8; 4] = b"arcR";
 const FORMAT_V1: u8 = 1;
 /// magic (4) + format (1) + key id (4) + plaintext length (4) + nonce (24)
 pub const CHUNK_HEADER: usize = 37;
@@ -107,10 +109,20 @@ impl SubKey {
     }
 }
 
+/// The data key id a sealed chunk or record was sealed under (both envelopes keep it at bytes
+/// 5..9, little-endian, after the magic and the format byte).
+pub fn sealed_key_id(sealed: &[u8]) -> Option<u32> {
+    let b: [u8; 4] = sealed.get(5..9)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
 /// The unwrapped keys of an open store.
 pub struct Keyring {
-    deks: HashMap<u32, SecretBytes>,
-    current: u32,
+    /// Every data key by id. Keys are added by a rotation and never removed while the daemon
+    /// runs: a reader may hold bytes sealed under the previous key a moment longer.
+    deks: RwLock<HashMap<u32, Arc<SecretBytes>>>,
+    /// The key new objects are sealed under.
+    current: AtomicU32,
     id_key: SecretBytes,
     row_key: SecretBytes,
 }
@@ -119,17 +131,39 @@ impl Keyring {
     pub fn new(deks: Vec<(u32, SecretBytes)>, current: u32, id_key: SecretBytes) -> Self {
         let row_key =
             SecretBytes::from_array(blake3::derive_key("arca 2026 row key v1", id_key.expose()));
-        let deks = deks.into_iter().collect();
+        let deks = deks.into_iter().map(|(i, k)| (i, Arc::new(k))).collect();
         Self {
-            deks,
-            current,
+            deks: RwLock::new(deks),
+            current: AtomicU32::new(current),
             id_key,
             row_key,
         }
     }
 
     pub fn current_key_id(&self) -> u32 {
-        self.current
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Adds a data key and makes it the one new objects are sealed under.
+    pub fn add_current(&self, id: u32, key: SecretBytes) {
+        self.deks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::new(key));
+        self.current.store(id, Ordering::Release);
+    }
+
+    /// Ids of the data keys held.
+    pub fn key_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .deks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Content address of a chunk: BLAKE3 keyed with the id key.
@@ -155,18 +189,23 @@ impl Keyring {
         u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]])
     }
 
-    fn dek(&self, id: u32) -> Result<&SecretBytes, CryptError> {
-        self.deks.get(&id).ok_or(CryptError::UnknownKey(id))
+    fn dek(&self, id: u32) -> Result<Arc<SecretBytes>, CryptError> {
+        self.deks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(CryptError::UnknownKey(id))
     }
 
     /// Seals a chunk's plaintext (at most u32::MAX bytes) under the current data key.
     pub fn seal_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>, CryptError> {
         let len =
             u32::try_from(plaintext.len()).map_err(|_| CryptError::Malformed("chunk too large"))?;
-        let key_id = self.current;
+        let key_id = self.current_key_id();
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
-        let sub = SubKey::new(self.dek(key_id)?, &nonce);
+        let sub = SubKey::new(&*self.dek(key_id)?, &nonce);
         let segments = plaintext.len().div_ceil(SEGMENT);
         let mut out = Vec::with_capacity(CHUNK_HEADER + plaintext.len() + segments * TAG);
         out.extend_from_slice(CHUNK_MAGIC);
@@ -233,7 +272,7 @@ impl Keyring {
         first: usize,
         end: usize,
     ) -> Result<Vec<u8>, CryptError> {
-        let sub = SubKey::new(self.dek(h.key_id)?, &h.nonce);
+        let sub = SubKey::new(&*self.dek(h.key_id)?, &h.nonce);
         let total = h.len as usize;
         // Exactly the plaintext bytes: whole chunks are kept in the mount's cache, which is
         // weighed by allocation, and an average chunk (32 KiB) is half a segment.
@@ -263,10 +302,10 @@ impl Keyring {
         row: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptError> {
-        let key_id = self.current;
+        let key_id = self.current_key_id();
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
-        let sub = SubKey::new(self.dek(key_id)?, &nonce);
+        let sub = SubKey::new(&*self.dek(key_id)?, &nonce);
         let mut out = Vec::with_capacity(RECORD_HEADER + plaintext.len() + TAG);
         out.extend_from_slice(RECORD_MAGIC);
         out.push(FORMAT_V1);
@@ -288,7 +327,7 @@ impl Keyring {
         let key_id = u32::from_le_bytes([sealed[5], sealed[6], sealed[7], sealed[8]]);
         let mut nonce = [0u8; 24];
         nonce.copy_from_slice(&sealed[9..33]);
-        let sub = SubKey::new(self.dek(key_id)?, &nonce);
+        let sub = SubKey::new(&*self.dek(key_id)?, &nonce);
         let body_end = sealed.len() - TAG;
         let mut plain = sealed[RECORD_HEADER..body_end].to_vec();
         sub.open(0, &record_aad(cf, row), &mut plain, &sealed[body_end..])?;

@@ -9,11 +9,14 @@ use anyhow::{bail, Context, Result};
 use arca_fsmount::MountOptions;
 use arcad::auth::Admins;
 use arcad::config::Config;
+use arcad::keys::KeyError;
 use arcad::keys::{ensure_private_dir, Kek};
+use arcad::metrics::Metrics;
 use arcad::mount::Mount;
 use arcad::registry::{Registry, RegistryOptions};
-use arcad::server::{router, Peer};
-use arcad::store::Store;
+use arcad::server::{metrics_router, router, Peer};
+use arcad::service;
+use arcad::store::{Store, StoreError};
 use clap::Parser;
 use tokio::net::UnixListener;
 
@@ -46,6 +49,21 @@ struct Args {
     /// A bootstrap admin besides root and the daemon's own user (repeatable).
     #[arg(long = "admin")]
     admins: Vec<String>,
+    /// Also serve Prometheus metrics over TCP at this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Seconds between background garbage collections (0: off).
+    #[arg(long)]
+    gc_interval_secs: Option<u64>,
+    /// Where `arca key rotate-kek` writes the new key-encryption key [default: the key file].
+    #[arg(long)]
+    kek_rotation_path: Option<PathBuf>,
+    /// How fast a data-key rotation may re-seal chunks, in MiB/s (0: no limit).
+    #[arg(long)]
+    rotation_mib_per_sec: Option<u64>,
+    /// Check the configuration, the key file and the state directory, print the result, exit.
+    #[arg(long)]
+    check_config: bool,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -81,29 +99,162 @@ fn main() -> Result<()> {
     if !args.admins.is_empty() {
         cfg.admins = args.admins;
     }
+    if let Some(v) = args.metrics_addr {
+        cfg.metrics_addr = Some(v);
+    }
+    if let Some(v) = args.gc_interval_secs {
+        cfg.gc_interval_secs = v;
+    }
+    if let Some(v) = args.kek_rotation_path {
+        cfg.kek_rotation_path = Some(v);
+    }
+    if let Some(v) = args.rotation_mib_per_sec {
+        cfg.rotation_mib_per_sec = v;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| cfg.log.clone().into()),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in the journal or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.check_config {
+        return check_config(&cfg);
+    }
 
     let kek = load_or_create_kek(&cfg)?;
-    let store = Store::open(&cfg.state_dir, &kek)
-        .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
-    drop(kek);
+    let store = open_store(&cfg, kek)?;
     let admins = Admins::new(&cfg.admins).map_err(anyhow::Error::msg)?;
     let opts = RegistryOptions {
         admins,
         environment: cfg.environment.clone(),
+        rotation_rate: cfg.rotation_mib_per_sec << 20,
+        mountpoint: cfg.mount.clone(),
+        kek_rotation_path: Some(rotation_path(&cfg)),
     };
     let registry = Arc::new(Registry::open(store, opts).context("loading the catalog")?);
+    // An interrupted data-key rotation continues in the background.
+    registry.resume_rotation();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(serve(cfg, registry))
+}
+
+/// `--check-config`: everything that can be checked without opening the store (a running
+/// daemon holds its lock): the configuration itself, the admins, the key file, the paths.
+fn check_config(cfg: &Config) -> Result<()> {
+    Admins::new(&cfg.admins).map_err(anyhow::Error::msg)?;
+    if let Some(env) = &cfg.environment {
+        let p = arca_core::api::Policy {
+            environments: vec![env.clone()],
+            ..Default::default()
+        };
+        arcad::access::validate_policy(&p).map_err(|e| anyhow::anyhow!("environment: {e}"))?;
+    }
+    let key = if cfg.key_file.exists() || !cfg.key_file_is_default() {
+        Kek::load(&cfg.key_file).context("loading the key-encryption key")?;
+        format!("{} (readable, private)", cfg.key_file.display())
+    } else {
+        format!(
+            "{} (absent: a development key will be generated)",
+            cfg.key_file.display()
+        )
+    };
+    let writable_dir = |p: &Path| -> Result<()> {
+        let mut d = p;
+        while !d.exists() {
+            d = d.parent().unwrap_or(Path::new("/"));
+        }
+        nix::unistd::access(d, nix::unistd::AccessFlags::W_OK)
+            .with_context(|| format!("{} is not writable (for {})", d.display(), p.display()))
+    };
+    writable_dir(&cfg.state_dir)?;
+    if let Some(dir) = cfg.socket.parent() {
+        writable_dir(dir)?;
+    }
+    if let Some(m) = &cfg.mount {
+        if let Some(parent) = m.parent() {
+            writable_dir(parent)?;
+        }
+        if !Path::new("/dev/fuse").exists() {
+            bail!(
+                "/dev/fuse is missing: the mount at {} cannot work",
+                m.display()
+            );
+        }
+    }
+    println!("configuration OK");
+    println!("  state_dir          {}", cfg.state_dir.display());
+    println!("  socket             {}", cfg.socket.display());
+    println!("  key_file           {key}");
+    println!(
+        "  mount              {}",
+        cfg.mount
+            .as_ref()
+            .map_or("none".into(), |m| m.display().to_string())
+    );
+    println!("  cache_mib          {}", cfg.cache_mib);
+    println!(
+        "  environment        {}",
+        cfg.environment.as_deref().unwrap_or("(all)")
+    );
+    println!(
+        "  admins             root, the daemon's user{}",
+        cfg.admins
+            .iter()
+            .map(|a| format!(", {a}"))
+            .collect::<String>()
+    );
+    println!(
+        "  metrics_addr       {}",
+        cfg.metrics_addr
+            .map_or("(socket only)".into(), |a| a.to_string())
+    );
+    println!("  gc_interval_secs   {}", cfg.gc_interval_secs);
+    println!(
+        "  kek_rotation_path  {}",
+        cfg.kek_rotation_path
+            .as_ref()
+            .unwrap_or(&cfg.key_file)
+            .display()
+    );
+    Ok(())
+}
+
+/// The rotation path of the KEK (where `rotate-kek` writes): the key file unless configured.
+fn rotation_path(cfg: &Config) -> PathBuf {
+    cfg.kek_rotation_path
+        .clone()
+        .unwrap_or_else(|| cfg.key_file.clone())
+}
+
+/// Opens the store. If the key file does not open it and a `.new` key file from an
+/// interrupted KEK rotation exists, that one is tried and, when it opens the store, put in
+/// place (the rotation's durable write had happened; only the rename had not).
+fn open_store(cfg: &Config, kek: Kek) -> Result<Store> {
+    let ctx = || format!("opening the store in {}", cfg.state_dir.display());
+    match Store::open(&cfg.state_dir, kek) {
+        Ok(s) => Ok(s),
+        Err(StoreError::Key(KeyError::WrongKek)) => {
+            let path = rotation_path(cfg);
+            let pending = PathBuf::from(format!("{}.new", path.display()));
+            if !pending.exists() {
+                return Err(anyhow::Error::new(StoreError::Key(KeyError::WrongKek)))
+                    .with_context(ctx);
+            }
+            tracing::warn!(key = %pending.display(), "the key file does not open the store; trying the key of an interrupted rotation");
+            let store = Store::open(&cfg.state_dir, Kek::load(&pending)?).with_context(ctx)?;
+            std::fs::rename(&pending, &path)
+                .with_context(|| format!("putting {} in place", pending.display()))?;
+            tracing::warn!(key = %path.display(), "completed an interrupted key-encryption-key rotation");
+            Ok(store)
+        }
+        Err(e) => Err(anyhow::Error::new(e)).with_context(ctx),
+    }
 }
 
 fn load_or_create_kek(cfg: &Config) -> Result<Kek> {
@@ -177,7 +328,28 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
         cfg.socket.display(),
         mount_text
     );
-    let app = router(registry.clone()).into_make_service_with_connect_info::<Peer>();
+    service::announce_ready(registry.clone(), cfg.mount.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("not ready: {e}"))?;
+    service::spawn_watchdog(registry.clone(), cfg.mount.clone());
+    service::spawn_gc(
+        registry.clone(),
+        std::time::Duration::from_secs(cfg.gc_interval_secs),
+    );
+    let metrics = Metrics::new(registry.clone());
+    if let Some(addr) = cfg.metrics_addr {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        let app = metrics_router(metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app).await {
+                tracing::error!("metrics listener: {e}");
+            }
+        });
+        tracing::info!(%addr, "metrics served over TCP");
+    }
+    let app = router(registry.clone(), metrics).into_make_service_with_connect_info::<Peer>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
@@ -209,4 +381,5 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    service::notify_stopping();
 }

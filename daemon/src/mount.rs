@@ -121,6 +121,20 @@ impl SnapshotBuilder {
     }
 }
 
+/// Creates `dir` and any missing parents with mode 0755 whatever the umask (systemd's
+/// UMask=0077 would make them 0700, and service users could not reach the mount).
+fn create_traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_traversable(parent)?;
+    }
+    std::fs::create_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+}
+
 /// The mount, kept in step with the registry.
 pub struct Mount {
     handle: Arc<Mutex<Option<MountHandle>>>,
@@ -136,7 +150,7 @@ impl Mount {
         // A dead FUSE mount left by a killed daemon answers ENOTCONN to everything, mkdir -p
         // included: clear it first.
         arca_fsmount::clear_stale_mount(mountpoint)?;
-        std::fs::create_dir_all(mountpoint)?;
+        create_traversable(mountpoint)?;
         let source = Arc::new(RegistrySource {
             registry: registry.clone(),
         });
@@ -158,6 +172,14 @@ impl Mount {
             if let Some(m) = h.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 m.update(snap);
             }
+        }));
+        let h = handle.clone();
+        registry.set_open_chunks(Box::new(move || {
+            h.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|m| m.open_chunks())
+                .unwrap_or_default()
         }));
         let h = handle.clone();
         registry.set_mount_counters(Box::new(move || {

@@ -57,6 +57,13 @@ impl Pins {
         delete(free)
     }
 
+    /// Runs `f` with the pin lock held: no chunk can be pinned, and no collection can delete
+    /// one, meanwhile (key rotation rewrites chunks under it).
+    pub fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _m = self.lock();
+        f()
+    }
+
     pub fn pinned(&self) -> usize {
         self.lock().len()
     }

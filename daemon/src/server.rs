@@ -20,6 +20,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::net::UnixListener;
 
 use crate::auth::Caller;
+use crate::metrics::{Metrics, RequestLabels};
 use crate::registry::{Registry, RegistryError};
 
 /// Peer credentials of a connection, captured when it is accepted: uid, gid, pid and the
@@ -96,6 +97,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::UntrustedSigner(_) => ErrorCode::UntrustedSigner,
             RegistryError::DigestMismatch(_) => ErrorCode::DigestMismatch,
             RegistryError::Integrity(_) => ErrorCode::IntegrityFailure,
+            RegistryError::Store(crate::store::StoreError::Busy(m)) => {
+                return ApiError(ErrorCode::AlreadyExists, m.clone())
+            }
             RegistryError::Store(inner) => {
                 // Internal details go to the log; the client learns only that it failed.
                 tracing::error!("store error: {inner}");
@@ -145,7 +149,59 @@ async fn blocking<T: Send + 'static>(
 type Reg = State<Arc<Registry>>;
 type PeerInfo = ConnectInfo<Peer>;
 
-pub fn router(reg: Arc<Registry>) -> Router {
+/// Observes every request's latency under its route pattern.
+async fn track(
+    State(m): State<Arc<Metrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    m.observe(
+        RequestLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        },
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics_text(State(m): State<Arc<Metrics>>) -> Response {
+    match m.render() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The metrics alone, for the optional TCP listener (no other route is ever served on TCP).
+pub fn metrics_router(m: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(m)
+}
+
+pub fn router(reg: Arc<Registry>, m: Arc<Metrics>) -> Router {
+    api(reg)
+        .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
+        .merge(metrics_router(m))
+}
+
+fn api(reg: Arc<Registry>) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/uploads", post(create_upload))
@@ -178,6 +234,10 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/v1/roles", get(list_roles).post(assign_role))
         .route("/v1/roles/revoke", post(revoke_role))
         .route("/v1/keys", get(list_keys).post(trust_key))
+        .route("/v1/gc", post(gc))
+        .route("/v1/status", get(status))
+        .route("/v1/keys/rotate-kek", post(rotate_kek))
+        .route("/v1/keys/rotate-dek", post(rotate_dek))
         .route("/v1/audit", get(audit_ls))
         .route("/v1/audit/verify", post(audit_verify))
         .route("/v1/audit/report/{name}", get(audit_report))
@@ -525,4 +585,41 @@ async fn audit_report(
     Ok(Json(
         blocking(move || reg.audit_report(&c, &name, q.from, q.to)).await?,
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn gc(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Query(q): Query<GcQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.gc(Some(&c), q.dry_run)).await?))
+}
+
+async fn status(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    caller(&reg, &p)?;
+    let mount = reg.mountpoint();
+    Ok(Json(blocking(move || reg.status(mount.as_deref())).await?))
+}
+
+async fn rotate_kek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    let path = reg.kek_rotation_path().ok_or_else(|| {
+        ApiError(
+            ErrorCode::BadRequest,
+            "this daemon has no key file path to rotate to".into(),
+        )
+    })?;
+    Ok(Json(blocking(move || reg.rotate_kek(&c, &path)).await?))
+}
+
+async fn rotate_dek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.rotate_dek(&c)).await?))
 }

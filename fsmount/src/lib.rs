@@ -288,6 +288,12 @@ impl MountHandle {
         }
     }
 
+    /// The chunks of every file a reader holds open right now. A file opened after this returns
+    /// belongs to a version in the snapshot published at that time.
+    pub fn open_chunks(&self) -> std::collections::HashSet<ChunkId> {
+        self.vfs.open_chunks()
+    }
+
     /// Counters since the mount started.
     pub fn stats(&self) -> MountStats {
         self.vfs.stats()

@@ -545,6 +545,25 @@ impl Vfs {
         (t.total_bytes, t.nodes.len() as u64)
     }
 
+    /// Every chunk of every file that is open now (for GC: never delete what a reader holds).
+    pub(crate) fn open_chunks(&self) -> std::collections::HashSet<ChunkId> {
+        lock(&self.handles)
+            .values()
+            .filter_map(|h| match h {
+                Handle::File(of) => Some(Arc::clone(of)),
+                Handle::Dir(..) => None,
+            })
+            .flat_map(|of| {
+                of.file
+                    .file()
+                    .chunks
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     pub(crate) fn stats(&self) -> MountStats {
         let c = &self.counters;
         MountStats {

@@ -340,19 +340,21 @@ impl Registry {
             .version(version)
             .detail("status", rec.status.to_string());
         self.store.delete_version(&rec, vec![event])?;
-        {
-            let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            if let Some(vs) = cat.get_mut(name) {
-                vs.remove(version);
-                if vs.is_empty() {
-                    cat.remove(name);
-                }
-            }
-        }
+        self.remove_from_catalog(name, version);
         tracing::info!(model = %name, version = %version, by = %c.user, "version deleted");
         drop(_g);
         self.changed();
         Ok(())
+    }
+
+    pub(super) fn remove_from_catalog(&self, name: &ModelName, version: &ModelVersion) {
+        let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(vs) = cat.get_mut(name) {
+            vs.remove(version);
+            if vs.is_empty() {
+                cat.remove(name);
+            }
+        }
     }
 
     /// After a role change: cached group lookups may be stale and the mount re-checks access.

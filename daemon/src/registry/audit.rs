@@ -38,14 +38,27 @@ impl Registry {
         why: &str,
         message: String,
     ) -> RegistryError {
+        self.refusal_event(c, model, version, why, &message);
+        RegistryError::PermissionDenied(message)
+    }
+
+    /// Records a refusal whose error is not a permission error (a bad signature, an
+    /// untrusted key, content that does not match what was signed).
+    pub(super) fn refusal_event(
+        &self,
+        c: &Caller,
+        model: Option<&ModelName>,
+        version: Option<&ModelVersion>,
+        why: &str,
+        message: &str,
+    ) {
         let mut d = ev(c, EventKind::Refusal)
             .detail("reason", why)
-            .detail("message", message.clone());
+            .detail("message", message);
         d.model = model.cloned();
         d.version = version.cloned();
         tracing::warn!(user = %c.user, uid = c.uid, "refused: {message}");
         self.record(vec![d]);
-        RegistryError::PermissionDenied(message)
     }
 
     /// The mount refused a reader: recorded once per uid and version per daemon run (a refused

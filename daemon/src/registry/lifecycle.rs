@@ -114,7 +114,9 @@ impl Registry {
                     format!("approval refused: {why}"),
                 )
             } else {
-                RegistryError::SignatureMismatch(format!("approval refused: {why}"))
+                let message = format!("approval refused: {why}");
+                self.refusal_event(c, Some(name), Some(version), "signature", &message);
+                RegistryError::SignatureMismatch(message)
             }
         })?;
         if rec

@@ -28,7 +28,10 @@ use crate::store::{Store, StoreError};
 
 mod access;
 pub mod audit;
+mod gc;
 mod lifecycle;
+mod rotation;
+mod status;
 
 /// Why an operation was refused or failed. Each maps to one API error code.
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +114,29 @@ pub struct Registry {
     groups: GroupCache,
     /// Mount opens and refusals already in the audit trail this run.
     mount_seen: Mutex<audit::MountSeen>,
+    /// The chunks the mount's open files hold, once a mount is running.
+    open_chunks: std::sync::OnceLock<gc::OpenChunks>,
+    /// One garbage collection at a time.
+    gc_lock: Mutex<()>,
+    /// The data-key rotation job's state, for `status`.
+    rotation: Mutex<rotation::RotationJob>,
+    /// Bytes per second the rotation may re-seal (0: no limit).
+    rotation_rate: u64,
+    started: Instant,
+    mountpoint: Option<std::path::PathBuf>,
+    kek_rotation_path: Option<std::path::PathBuf>,
 }
 
 /// How the daemon was configured, as far as the registry cares.
 pub struct RegistryOptions {
     pub admins: Admins,
     pub environment: Option<String>,
+    /// Bytes per second a data-key rotation may re-seal (0: no limit).
+    pub rotation_rate: u64,
+    /// Where the mount is (for `status`).
+    pub mountpoint: Option<std::path::PathBuf>,
+    /// Where `rotate-kek` writes the new key-encryption key.
+    pub kek_rotation_path: Option<std::path::PathBuf>,
 }
 
 /// Where `stats` reads the mount's counters from.
@@ -202,7 +222,27 @@ impl Registry {
             environment: opts.environment,
             groups: GroupCache::new(Duration::from_secs(5)),
             mount_seen: Mutex::new(audit::MountSeen::new()),
+            open_chunks: std::sync::OnceLock::new(),
+            gc_lock: Mutex::new(()),
+            rotation: Mutex::new(rotation::RotationJob::default()),
+            rotation_rate: opts.rotation_rate,
+            started: Instant::now(),
+            mountpoint: opts.mountpoint,
+            kek_rotation_path: opts.kek_rotation_path,
         })
+    }
+
+    pub fn mountpoint(&self) -> Option<std::path::PathBuf> {
+        self.mountpoint.clone()
+    }
+
+    pub fn kek_rotation_path(&self) -> Option<std::path::PathBuf> {
+        self.kek_rotation_path.clone()
+    }
+
+    /// The mount's counters, when a mount is running.
+    pub fn mount_counters(&self) -> Option<MountCounters> {
+        self.mount_counters.get().and_then(|f| f())
     }
 
     /// Lets `stats` report the mount's counters (set once, by the mount).
@@ -239,6 +279,13 @@ impl Registry {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// A cheap end-to-end read (the catalog lock and one store read), for the watchdog.
+    pub fn health(&self) -> Result<()> {
+        let _ = self.catalog().len();
+        self.store.health()?;
+        Ok(())
     }
 
     fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
@@ -307,10 +354,12 @@ impl Registry {
         // Under a signing-required policy (the default) a push must be signed by a key trusted
         // for the caller; refusing here saves the upload of bytes that could never be committed.
         if self.access().policy(name).signing_required && self.trusted_for(c.uid)?.is_empty() {
-            return Err(RegistryError::UntrustedSigner(format!(
+            let message = format!(
                 "{} has no trusted signing key: run `arca key gen`, and have an admin run `arca key trust {} KEYFILE` if you are not one",
                 c.user, c.user
-            )));
+            );
+            self.refusal_event(c, Some(name), Some(version), "signature", &message);
+            return Err(RegistryError::UntrustedSigner(message));
         }
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|_| {
@@ -488,6 +537,15 @@ impl Registry {
         let files = std::mem::take(&mut up.files);
         let pinned = std::mem::take(&mut up.pinned);
         let result = self.commit_files(c, &up, files, req);
+        if let Err(
+            e @ (RegistryError::SignatureMismatch(_)
+            | RegistryError::UntrustedSigner(_)
+            | RegistryError::DigestMismatch(_)),
+        ) = &result
+        {
+            let (m, v) = (&up.metadata.name, &up.metadata.version);
+            self.refusal_event(c, Some(m), Some(v), "signature", &e.to_string());
+        }
         // Committed or refused, the upload's pins go: a committed version now references its
         // chunks (it is in the catalog before the pins are released).
         match &result {
@@ -616,7 +674,9 @@ impl Registry {
         // Chunks first, durable; then the version and its event in one synced write. A crash
         // in between leaves only unreferenced chunks.
         self.store.flush_chunks()?;
-        self.store.put_versions(&[&rec], vec![event])?;
+        // The upload's new chunks are referenced from this write on: off the GC list in it.
+        self.store
+            .put_versions_settling(&[&rec], vec![event], &up.written)?;
         let info = rec.info();
         self.catalog
             .write()
@@ -889,6 +949,8 @@ impl Registry {
     pub fn trust_key(&self, c: &Caller, req: TrustKey) -> Result<TrustedKey> {
         // Keys are trusted store-wide, so this needs admin on every model.
         self.require(c, None, Permission::Admin, "trust signing keys")?;
+        // Serialised with the other record writers (key rotation re-seals this column family).
+        let _g = lock(&self.commit_lock);
         let (uid, user) = resolve_user(&req.user)
             .ok_or_else(|| RegistryError::NotFound(format!("no user named {}", req.user)))?;
         if let Some(k) = self

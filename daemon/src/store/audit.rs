@@ -15,13 +15,15 @@ use std::sync::MutexGuard;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arca_core::audit::{
-    check_chain, AuditEvent, ChainFault, Checkpoint, Draft, EventHash, GENESIS,
+    check_chain, AuditEvent, ChainFault, Checkpoint, Draft, EventHash, EventKind, GENESIS,
 };
 use arca_core::sign::{PublicKey, SecretKey};
 
 use super::kv::{Batch, Cf};
 use super::{Store, StoreError};
 
+/// Where `meta` keeps the audit signing key's seed, wrapped by the KEK.
+pub(super) const AUDIT_KEY_LABEL: &str = "audit-signing-key";
 const EVENT: u8 = b'e';
 const CHECKPOINT: u8 = b'c';
 const HEAD: &[u8] = b"h";
@@ -66,6 +68,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn to_json(c: &Checkpoint) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(c).map_err(|e| StoreError::Corrupt(format!("encoding a checkpoint: {e}")))
+}
+
 fn event_row(seq: u64) -> [u8; 9] {
     let mut k = [EVENT; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
@@ -81,6 +87,20 @@ fn checkpoint_row(seq: u64) -> [u8; 9] {
 impl Store {
     fn chain(&self) -> MutexGuard<'_, Chain> {
         self.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events in the trail (the next id minus one).
+    pub fn audit_head_count(&self) -> Result<u64, StoreError> {
+        Ok(self.chain().next - 1)
+    }
+
+    /// Events appended since the store was opened, by type.
+    pub fn event_counts(&self) -> Vec<(EventKind, u64)> {
+        EventKind::ALL
+            .iter()
+            .zip(&self.event_counts)
+            .map(|(k, n)| (*k, n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
     }
 
     pub fn audit_public_key(&self) -> PublicKey {
@@ -123,10 +143,27 @@ impl Store {
                     tracing::error!(
                         "the newest audit event does not open; `arca audit verify` will name it"
                     );
-                    let mut seq = [0u8; 8];
-                    seq.copy_from_slice(&k[1..9.min(k.len())]);
-                    chain.next = u64::from_be_bytes(seq) + 1;
+                    let seq = k
+                        .get(1..9)
+                        .and_then(|s| s.try_into().ok())
+                        .map_or(0, u64::from_be_bytes);
+                    chain.next = seq.saturating_add(1).max(chain.next);
                 }
+            }
+        }
+        // Count kept checkpoints from the newest one, not from zero at every start.
+        if let Some((k, _)) = kv
+            .range(
+                Cf::Audit,
+                &checkpoint_row(0),
+                &checkpoint_row(u64::MAX),
+                true,
+            )
+            .next()
+            .transpose()?
+        {
+            if let Some(n) = k.get(1..9).and_then(|s| s.try_into().ok()) {
+                chain.last_checkpoint.0 = u64::from_be_bytes(n);
             }
         }
         if let Some(h) = head {
@@ -169,15 +206,16 @@ impl Store {
         k
     }
 
-    fn sign_head(&self, count: u64, head: EventHash, at_ms: u64) -> Checkpoint {
+    fn sign_head(&self, count: u64, head: EventHash, at_ms: u64, is_head: bool) -> Checkpoint {
         Checkpoint {
             count,
             head,
             at_ms,
+            is_head,
             public_key: self.audit_key.public(),
             signature: self
                 .audit_key
-                .sign_message(&Checkpoint::message(count, &head, at_ms)),
+                .sign_message(&Checkpoint::message(count, &head, at_ms, is_head)),
         }
     }
 
@@ -207,18 +245,22 @@ impl Store {
         }
         if !events.is_empty() {
             let count = next.next - 1;
-            let head = self.sign_head(count, next.prev, next.last_at);
-            let json = serde_json::to_vec(&head)
-                .map_err(|e| StoreError::Corrupt(format!("encoding the audit head: {e}")))?;
             let (cp_count, cp_at) = next.last_checkpoint;
             if count >= cp_count + CHECKPOINT_EVERY || now_ms() >= cp_at + CHECKPOINT_SECS * 1000 {
-                b.put(Cf::Audit, &checkpoint_row(count), json.clone());
+                let cp = self.sign_head(count, next.prev, next.last_at, false);
+                b.put(Cf::Audit, &checkpoint_row(count), to_json(&cp)?);
                 next.last_checkpoint = (count, now_ms());
             }
-            b.put(Cf::Audit, HEAD, json);
+            let head = self.sign_head(count, next.prev, next.last_at, true);
+            b.put(Cf::Audit, HEAD, to_json(&head)?);
         }
         self.kv.commit_opt(b, sync)?;
         *chain = next;
+        for e in &events {
+            if let Some(i) = EventKind::ALL.iter().position(|k| *k == e.kind) {
+                self.event_counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         Ok(events)
     }
 
@@ -236,12 +278,11 @@ impl Store {
         if count == 0 {
             return Ok(());
         }
-        let head = self.sign_head(count, chain.prev, chain.last_at);
-        let json = serde_json::to_vec(&head)
-            .map_err(|e| StoreError::Corrupt(format!("encoding a checkpoint: {e}")))?;
+        let cp = self.sign_head(count, chain.prev, chain.last_at, false);
+        let head = self.sign_head(count, chain.prev, chain.last_at, true);
         let mut b = Batch::default();
-        b.put(Cf::Audit, &checkpoint_row(count), json.clone());
-        b.put(Cf::Audit, HEAD, json);
+        b.put(Cf::Audit, &checkpoint_row(count), to_json(&cp)?);
+        b.put(Cf::Audit, HEAD, to_json(&head)?);
         self.kv.commit(b)?;
         chain.last_checkpoint = (count, now_ms());
         Ok(())
@@ -327,11 +368,24 @@ impl Store {
 
     /// Checks every event, link and checkpoint (see `arca_core::audit::check_chain`).
     pub fn audit_verify(&self) -> Result<ChainReport, StoreError> {
+        let key = self.audit_key.public();
+        let unreadable = |seq: u64, problem: String| ChainReport {
+            events: 0,
+            checkpoints: 0,
+            head: None,
+            fault: Some(ChainFault { seq, problem }),
+            public_key: key,
+        };
         let head: Option<Checkpoint> = match self.kv.get(Cf::Audit, HEAD)? {
-            Some(v) => Some(
-                serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Corrupt(format!("audit head: {e}")))?,
-            ),
+            Some(v) => match serde_json::from_slice(&v) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    return Ok(unreadable(
+                        0,
+                        format!("the signed head cannot be read: {e}"),
+                    ))
+                }
+            },
             None => None,
         };
         let mut checkpoints = Vec::new();
@@ -342,10 +396,19 @@ impl Store {
             false,
         ) {
             let (k, v) = item?;
-            let c: Checkpoint = serde_json::from_slice(&v).map_err(|e| {
-                StoreError::Corrupt(format!("audit checkpoint {}: {e}", hex::encode(&k)))
-            })?;
-            checkpoints.push(c);
+            let seq = k
+                .get(1..9)
+                .and_then(|s| s.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            match serde_json::from_slice::<Checkpoint>(&v) {
+                Ok(c) => checkpoints.push(c),
+                Err(e) => {
+                    return Ok(unreadable(
+                        seq,
+                        format!("the checkpoint at event {seq} cannot be read: {e}"),
+                    ))
+                }
+            }
         }
         let events = self
             .kv
@@ -354,7 +417,6 @@ impl Store {
                 Ok((k, v)) => self.open_event(&k, &v),
                 Err(e) => Err((0, e.to_string())),
             });
-        let key = self.audit_key.public();
         let result = check_chain(events, &checkpoints, head.as_ref(), &key);
         let (events, fault) = match result {
             Ok((n, _)) => (n, None),
@@ -374,7 +436,7 @@ impl Store {
         kv: &super::kv::Kv,
         kek: &crate::keys::Kek,
     ) -> Result<SecretKey, StoreError> {
-        const LABEL: &str = "audit-signing-key";
+        const LABEL: &str = AUDIT_KEY_LABEL;
         let seed = match kv.get(Cf::Meta, LABEL.as_bytes())? {
             Some(w) => kek.unwrap_key(LABEL, &w)?,
             None => {
@@ -403,7 +465,7 @@ mod tests {
             Ok(k) => k,
             Err(_) => Kek::generate_file(&dir.join("kek")).unwrap(),
         };
-        Store::open(&dir.join("state"), &kek).unwrap()
+        Store::open(&dir.join("state"), kek).unwrap()
     }
 
     fn draft(i: u64) -> Draft {

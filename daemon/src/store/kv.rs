@@ -30,10 +30,14 @@ pub enum Cf {
     Audit,
     /// Secondary indexes of the audit trail (keys only).
     AuditIdx,
+    /// Chunk ids that may have become unreferenced (keys only): every chunk's id is put here
+    /// before the chunk is written, and again when a version using it is removed. GC examines
+    /// only these; a commit takes its new chunks out in the batch that references them.
+    Gc,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 7] = [
+    pub const ALL: [Cf; 8] = [
         Cf::Meta,
         Cf::Chunks,
         Cf::Versions,
@@ -41,6 +45,7 @@ impl Cf {
         Cf::Acl,
         Cf::Audit,
         Cf::AuditIdx,
+        Cf::Gc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Cf {
             Cf::Acl => "acl",
             Cf::Audit => "audit",
             Cf::AuditIdx => "audit_idx",
+            Cf::Gc => "gc",
         }
     }
 }
@@ -187,13 +193,37 @@ impl Kv {
             .is_some())
     }
 
-    /// Writes a chunk without the WAL; see the module comment for why this is safe.
+    /// Writes a chunk without the WAL; see the module comment for why this is safe. Its id is
+    /// first recorded as a GC candidate (through the WAL), so a chunk whose upload never commits
+    /// (a crash, a kill) is found and collected later instead of leaking.
     pub fn put_chunk(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.db
+            .put_cf(self.cf(Cf::Gc), key, [])
+            .map_err(err("record gc candidate"))?;
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
         self.db
             .put_cf_opt(self.cf(Cf::Chunks), key, value, &wo)
             .map_err(err("put chunk"))
+    }
+
+    /// Rewrites an existing chunk (re-sealed under another key) without the WAL, like
+    /// `put_chunk`; it is already known to GC.
+    pub fn replace_chunk(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .put_cf_opt(self.cf(Cf::Chunks), key, value, &wo)
+            .map_err(err("replace chunk"))
+    }
+
+    /// RocksDB's estimate of the keys in a column family (for progress reports only).
+    pub fn estimate_keys(&self, cf: Cf) -> Result<u64, KvError> {
+        Ok(self
+            .db
+            .property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys")
+            .map_err(err("property"))?
+            .unwrap_or(0))
     }
 
     /// Deletes chunks (through the WAL, not synced: a delete lost in a crash leaves garbage
@@ -202,6 +232,7 @@ impl Kv {
         let mut wb = WriteBatch::default();
         for k in keys {
             wb.delete_cf(self.cf(Cf::Chunks), k);
+            wb.delete_cf(self.cf(Cf::Gc), k);
         }
         self.db.write(wb).map_err(err("delete chunks"))
     }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod kv;
+pub mod rotate;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,9 @@ pub enum StoreError {
     Crypt { what: String, source: CryptError },
     #[error("{0}")]
     Corrupt(String),
+    /// An operation that cannot run now (another is in progress).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// An open store.
@@ -49,6 +53,10 @@ pub struct Store {
     audit_key: arca_core::sign::SecretKey,
     /// Where the audit chain stands; held across each audited commit.
     chain: std::sync::Mutex<audit::Chain>,
+    /// The key-encryption key, for wrapping a new data key and for KEK rotation.
+    kek: std::sync::RwLock<Kek>,
+    /// Events appended since open, by `EventKind::ALL` index (for metrics).
+    event_counts: [std::sync::atomic::AtomicU64; arca_core::audit::EventKind::ALL.len()],
 }
 
 /// A policy as stored: the model's name is inside the sealed value (the row key is its hash).
@@ -64,7 +72,8 @@ fn dek_label(id: u32) -> String {
 
 impl Store {
     /// Opens (creating on first use) the store in `state_dir`.
-    pub fn open(state_dir: &Path, kek: &Kek) -> Result<Self, StoreError> {
+    pub fn open(state_dir: &Path, kek: Kek) -> Result<Self, StoreError> {
+        let kek_ref = &kek;
         let io = |source| StoreError::Io {
             path: state_dir.to_owned(),
             source,
@@ -77,21 +86,23 @@ impl Store {
         }
         let kv = Kv::open(&state_dir.join("db"))?;
         let keys = match kv.get(Cf::Meta, FORMAT_KEY)? {
-            None => Self::initialise(&kv, kek)?,
-            Some(f) if f == FORMAT_VALUE => Self::load_keys(&kv, kek)?,
+            None => Self::initialise(&kv, kek_ref)?,
+            Some(f) if f == FORMAT_VALUE => Self::load_keys(&kv, kek_ref)?,
             Some(_) => {
                 return Err(StoreError::Corrupt(
                     "state directory holds an unknown store format".into(),
                 ))
             }
         };
-        let audit_key = Self::audit_signing_key(&kv, kek)?;
+        let audit_key = Self::audit_signing_key(&kv, kek_ref)?;
         let chain = std::sync::Mutex::new(Self::load_chain(&kv, &keys)?);
         Ok(Self {
             kv,
             keys,
             audit_key,
             chain,
+            event_counts: Default::default(),
+            kek: std::sync::RwLock::new(kek),
         })
     }
 
@@ -141,6 +152,18 @@ impl Store {
             return Err(missing("the current data key"));
         }
         Ok(Keyring::new(deks, current, idk))
+    }
+
+    /// Reads the format marker: the store answers.
+    pub fn health(&self) -> Result<(), StoreError> {
+        match self.kv.get(Cf::Meta, FORMAT_KEY)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Corrupt("the format marker is gone".into())),
+        }
+    }
+
+    fn kek(&self) -> std::sync::RwLockReadGuard<'_, Kek> {
+        self.kek.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn keys(&self) -> &Keyring {
@@ -194,7 +217,21 @@ impl Store {
         recs: &[&VersionRecord],
         events: Vec<Draft>,
     ) -> Result<(), StoreError> {
+        self.put_versions_settling(recs, events, &[])
+    }
+
+    /// As `put_versions`, also taking `settled` (chunks these versions now reference) off the
+    /// GC candidate list in the same write.
+    pub fn put_versions_settling(
+        &self,
+        recs: &[&VersionRecord],
+        events: Vec<Draft>,
+        settled: &[ChunkId],
+    ) -> Result<(), StoreError> {
         let mut b = Batch::default();
+        for id in settled {
+            b.delete(Cf::Gc, id.as_bytes());
+        }
         for rec in recs {
             let row = self.version_row(
                 rec.metadata.name.as_str(),
@@ -250,7 +287,7 @@ impl Store {
         Ok(rec)
     }
 
-    /// Removes a version record (its chunks are GC's to reclaim).
+    /// Removes a version record; its chunks become GC candidates in the same write.
     pub fn delete_version(
         &self,
         rec: &VersionRecord,
@@ -262,6 +299,11 @@ impl Store {
         );
         let mut b = Batch::default();
         b.delete(Cf::Versions, &row);
+        for f in &rec.files {
+            for c in &f.chunks {
+                b.put(Cf::Gc, c.id.as_bytes(), Vec::new());
+            }
+        }
         self.commit_audited(b, events, true).map(|_| ())
     }
 
@@ -410,6 +452,28 @@ impl Store {
             t.policies.insert(rec.model, rec.stored);
         }
         Ok(t)
+    }
+
+    /// Chunk ids that may be unreferenced (see `Cf::Gc`).
+    pub fn gc_candidates(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.kv.scan(Cf::Gc) {
+            let (k, _) = item?;
+            let id: [u8; 32] = (*k).try_into().map_err(|_| {
+                StoreError::Corrupt(format!("gc row {} is not a chunk id", hex::encode(&k)))
+            })?;
+            out.push(ChunkId(id));
+        }
+        Ok(out)
+    }
+
+    /// Takes chunks off the candidate list (they are referenced after all).
+    pub fn settle_candidates(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        for id in ids {
+            b.delete(Cf::Gc, id.as_bytes());
+        }
+        Ok(self.kv.commit_opt(b, false)?)
     }
 
     /// Bytes on disk of the chunk column family (blob and table files).

@@ -9,4 +9,5 @@ mod harness;
 mod lifecycle;
 mod mount;
 mod offline;
+mod ops;
 mod store;

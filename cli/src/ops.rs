@@ -1,0 +1,112 @@
+//! Operations commands: `arca gc` and `arca status`.
+
+use anyhow::Result;
+use arca_core::api::{GcReport, StatusReport};
+use hyper::Method;
+
+use crate::client::Client;
+
+pub async fn gc(client: &Client, dry_run: bool, json: bool) -> Result<i32> {
+    let path = if dry_run {
+        "/v1/gc?dry_run=true"
+    } else {
+        "/v1/gc"
+    };
+    let r: GcReport = client.json(Method::POST, path, None::<&()>).await?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(0);
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for v in &r.expired_versions {
+        println!(
+            "{verb} {} {} (archived, past its retention)",
+            v.name, v.version
+        );
+    }
+    println!(
+        "{verb} {} chunks ({} bytes) of {} candidates; {} still referenced, {} held by uploads, {} held by open files in the mount",
+        r.deleted_chunks, r.deleted_bytes, r.candidates, r.referenced, r.pinned, r.open_in_mount
+    );
+    Ok(0)
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub async fn status(client: &Client, json: bool) -> Result<i32> {
+    let s: StatusReport = client.get("/v1/status").await?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(0);
+    }
+    println!(
+        "arcad {}  up {}s  environment {}",
+        s.daemon_version,
+        s.uptime_secs,
+        s.environment.as_deref().unwrap_or("(all)")
+    );
+    let by: Vec<String> = s
+        .versions_by_status
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "catalog   {} models, {} versions ({})",
+        s.models,
+        s.versions,
+        by.join(", ")
+    );
+    println!(
+        "store     {} chunks, {} stored for {} of files: dedup ratio {:.2}; {} on disk; {} GC candidates",
+        s.chunks,
+        bytes(s.stored_bytes),
+        bytes(s.logical_bytes),
+        s.dedup_ratio,
+        bytes(s.disk_bytes),
+        s.gc_candidates
+    );
+    match &s.mount {
+        Some(m) => println!(
+            "mount     {} {}; {} served in {} reads, {} errors, {} integrity failures; cache hit rate {}",
+            m.mountpoint,
+            if m.answering { "answering" } else { "NOT ANSWERING" },
+            bytes(m.counters.bytes_served),
+            m.counters.reads,
+            m.counters.read_errors,
+            m.counters.integrity_failures,
+            m.cache_hit_rate.map_or("-".into(), |r| format!("{:.1}%", r * 100.0))
+        ),
+        None => println!("mount     none"),
+    }
+    match &s.rotation {
+        Some(r) if r.finished_at.is_none() => println!(
+            "keys      data key {}; rotation to key {}: {} of about {} chunks{}{}",
+            s.current_data_key,
+            r.target_key,
+            r.chunks_done,
+            r.chunks_estimate,
+            if r.records_done { ", records done" } else { "" },
+            match (&r.error, r.running) {
+                (Some(e), _) => format!(", STOPPED: {e}"),
+                (None, true) => ", running".into(),
+                (None, false) => ", waiting to resume".into(),
+            }
+        ),
+        _ => println!("keys      data key {}", s.current_data_key),
+    }
+    println!("audit     {} events", s.audit_events);
+    Ok(0)
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics in the text exposition format (prometheus-client): request latency
+//! histograms observed by the API layer, and, read at scrape time from the registry, the
+//! mount's counters, the audit trail's event counts (pushes, promotions, refusals, integrity
+//! failures, …) and the store's size.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::registry::Registry;
+
+/// Labels of one API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route's pattern (`/v1/models/{name}`), never the concrete path.
+    pub route: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: prometheus_client::registry::Registry,
+    requests: Family<RequestLabels, Histogram>,
+}
+
+/// Values read from the registry on each scrape.
+struct Live(Arc<Registry>);
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Live {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reg = &self.0;
+        if let Some(m) = reg.mount_counters() {
+            counter(
+                &mut e,
+                "arca_mount_bytes_served",
+                "Bytes returned to readers by the mount.",
+                m.bytes_served,
+            )?;
+            counter(
+                &mut e,
+                "arca_mount_reads",
+                "Read requests served by the mount.",
+                m.reads,
+            )?;
+            counter(
+                &mut e,
+                "arca_mount_read_errors",
+                "Mount reads that failed (EIO).",
+                m.read_errors,
+            )?;
+            counter(
+                &mut e,
+                "arca_mount_cache_hits",
+                "Chunk reads answered by the verified-plaintext cache.",
+                m.cache_hits,
+            )?;
+            counter(
+                &mut e,
+                "arca_mount_cache_misses",
+                "Chunk reads that went to the store.",
+                m.cache_misses,
+            )?;
+            gauge(
+                &mut e,
+                "arca_mount_cache_bytes",
+                "Bytes held by the verified-plaintext cache.",
+                m.cache_bytes as i64,
+            )?;
+            counter(
+                &mut e,
+                "arca_mount_integrity_failures",
+                "Chunks the mount refused because they failed verification.",
+                m.integrity_failures,
+            )?;
+        }
+        {
+            let counts = reg.store().event_counts();
+            let c0 = ConstCounter::new(0u64);
+            let mut fam = e.encode_descriptor(
+                "arca_audit_events",
+                "Audit events appended since arcad started, by type (registration = pushes, promotion, refusal, integrity_violation, …).",
+                None,
+                c0.metric_type(),
+            )?;
+            for (kind, n) in counts {
+                let labels = [("type", kind.as_str())];
+                ConstCounter::new(n).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        if let Ok(s) = reg.stats() {
+            gauge(
+                &mut e,
+                "arca_store_models",
+                "Models in the catalog.",
+                s.models as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_store_versions",
+                "Versions in the catalog.",
+                s.versions as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_store_chunks",
+                "Distinct chunks the catalog references.",
+                s.chunks as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_store_stored_bytes",
+                "Sealed bytes of the referenced chunks.",
+                s.stored_bytes as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_store_logical_bytes",
+                "Bytes of all files of all versions.",
+                s.logical_bytes as i64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new(reg: Arc<Registry>) -> Arc<Self> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to about 105 s.
+            Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+        });
+        registry.register(
+            "arca_request_duration_seconds",
+            "Control API request latency, by method, route and status.",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(Live(reg)));
+        Arc::new(Self { registry, requests })
+    }
+
+    pub fn observe(&self, labels: RequestLabels, seconds: f64) {
+        self.requests.get_or_create(&labels).observe(seconds);
+    }
+
+    /// The text exposition format, for `GET /metrics`.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

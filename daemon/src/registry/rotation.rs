@@ -1,0 +1,186 @@
+//! Key rotation, driven from the registry (which owns the locks that serialise writers):
+//! `rotate_kek` rewraps the keys at once; `rotate_dek` starts the background re-encryption,
+//! which `resume_rotation` continues after a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_core::api::{KekRotated, Permission, RotationProgress};
+use arca_core::audit::{Draft, EventKind};
+
+use super::audit::ev;
+use super::{lock, Registry, RegistryError, Result};
+use crate::auth::Caller;
+use crate::keys::Kek;
+use crate::store::kv::Cf;
+use crate::store::rotate::RotationState;
+use crate::store::StoreError;
+
+/// Chunks re-sealed per hold of the pin lock.
+const BATCH: usize = 256;
+/// Re-sealed bytes between durable progress records.
+const SAVE_EVERY: u64 = 64 << 20;
+
+/// What `status` shows of the rotation job.
+#[derive(Default)]
+pub(super) struct RotationJob {
+    running: bool,
+    state: Option<RotationState>,
+    error: Option<String>,
+}
+
+impl Registry {
+    pub fn rotation_progress(&self) -> Result<Option<RotationProgress>> {
+        let job = lock(&self.rotation);
+        let st = match &job.state {
+            Some(s) => Some(s.clone()),
+            None => self.store.rotation()?,
+        };
+        Ok(st.map(|s| RotationProgress {
+            target_key: s.target,
+            started_at: s.started_at,
+            chunks_done: s.chunks_done,
+            chunks_estimate: s.chunks_total,
+            records_done: s.records_done,
+            finished_at: s.finished_at,
+            running: job.running,
+            error: job.error.clone(),
+        }))
+    }
+
+    /// `arca key rotate-dek`: a new data key, then every chunk and record re-sealed under it in
+    /// the background. Asked while a rotation is unfinished, it resumes that one.
+    pub fn rotate_dek(self: &Arc<Self>, c: &Caller) -> Result<RotationProgress> {
+        self.require(c, None, Permission::Admin, "rotate the data key")?;
+        let unfinished = self.store.rotation()?.filter(|s| s.finished_at.is_none());
+        if unfinished.is_none() {
+            let event = ev(c, EventKind::KeyChange).detail("action", "rotate-dek");
+            let st = {
+                // No record is sealed while the current key changes.
+                let _g = lock(&self.commit_lock);
+                self.store.begin_dek_rotation(event)?
+            };
+            tracing::info!(key = st.target, "data-key rotation started");
+        }
+        self.resume_rotation();
+        self.rotation_progress()?
+            .ok_or_else(|| RegistryError::Store(StoreError::Corrupt("rotation vanished".into())))
+    }
+
+    /// Continues an unfinished rotation in the background (at start, or when asked again).
+    pub fn resume_rotation(self: &Arc<Self>) {
+        let st = match self.store.rotation() {
+            Ok(Some(st)) if st.finished_at.is_none() => st,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!("reading the rotation record: {e}");
+                return;
+            }
+        };
+        {
+            let mut job = lock(&self.rotation);
+            if job.running {
+                return;
+            }
+            job.running = true;
+            job.error = None;
+            job.state = Some(st.clone());
+        }
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("arca-rotate".into())
+            .spawn(move || {
+                let result = me.run_rotation(st);
+                let mut job = lock(&me.rotation);
+                job.running = false;
+                if let Err(e) = result {
+                    tracing::error!("data-key rotation stopped: {e}; `arca key rotate-dek` or a restart resumes it");
+                    job.error = Some(e.to_string());
+                }
+            });
+        if let Err(e) = spawned {
+            let mut job = lock(&self.rotation);
+            job.running = false;
+            job.error = Some(format!("starting the rotation thread: {e}"));
+        }
+    }
+
+    fn run_rotation(&self, mut st: RotationState) -> Result<(), StoreError> {
+        let rate = self.rotation_rate;
+        let mut unsaved = 0u64;
+        loop {
+            let started = std::time::Instant::now();
+            let (last, n, bytes) = self.pins.locked(|| self.store.rotate_chunks(&st, BATCH))?;
+            let Some(last) = last else { break };
+            st.resume_after = Some(last);
+            st.chunks_done += n;
+            unsaved += bytes;
+            if unsaved >= SAVE_EVERY {
+                self.store.save_rotation(&st)?;
+                unsaved = 0;
+            }
+            lock(&self.rotation).state = Some(st.clone());
+            if rate > 0 {
+                // Background work: at most `rate` bytes per second, so readers keep the disk.
+                let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                if let Some(rest) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        }
+        self.store.save_rotation(&st)?;
+        if !st.records_done {
+            {
+                let _g = lock(&self.commit_lock);
+                for cf in [Cf::Versions, Cf::Acl, Cf::Keys] {
+                    self.store.reseal_records(cf)?;
+                }
+            }
+            // Audit events are never rewritten by anyone else; new ones are sealed under the
+            // new key already.
+            self.store.reseal_records(Cf::Audit)?;
+            st.records_done = true;
+            self.store.save_rotation(&st)?;
+        }
+        self.store.finish_dek_rotation(&mut st)?;
+        self.record(vec![Draft::new(EventKind::KeyChange, "arcad")
+            .detail("action", "rotate-dek finished")
+            .detail("key", st.target.to_string())
+            .detail("chunks", st.chunks_done.to_string())]);
+        tracing::info!(
+            key = st.target,
+            chunks = st.chunks_done,
+            "data-key rotation finished"
+        );
+        lock(&self.rotation).state = Some(st);
+        Ok(())
+    }
+
+    /// `arca key rotate-kek`: a new key-encryption key at `path` (the configured rotation
+    /// path), every wrapped key rewrapped under it in one write.
+    pub fn rotate_kek(&self, c: &Caller, path: &Path) -> Result<KekRotated> {
+        self.require(c, None, Permission::Admin, "rotate the key-encryption key")?;
+        let _g = lock(&self.commit_lock);
+        let new_file = std::path::PathBuf::from(format!("{}.new", path.display()));
+        // A `.new` left by an interrupted rotation that never reached the store is stale: the
+        // store still opens with the current key, which is the one in memory.
+        let _ = std::fs::remove_file(&new_file);
+        let kek = Kek::generate_file(&new_file).map_err(StoreError::from)?;
+        let event = ev(c, EventKind::KeyChange)
+            .detail("action", "rotate-kek")
+            .detail("key_file", path.display().to_string());
+        let n = match self.store.rotate_kek(kek, &new_file, path, event) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&new_file);
+                return Err(e.into());
+            }
+        };
+        tracing::info!(key_file = %path.display(), rewrapped = n, "key-encryption key rotated");
+        Ok(KekRotated {
+            key_file: path.display().to_string(),
+            rewrapped_keys: n,
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! `arca status`: the daemon's and the store's condition in one answer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arca_core::api::{MountStatus, StatusReport};
+
+use super::{Registry, Result};
+
+impl Registry {
+    /// Anyone may ask: it holds counts, never names.
+    pub fn status(&self, mountpoint: Option<&Path>) -> Result<StatusReport> {
+        let s = self.stats()?;
+        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+        for r in self.catalog().values().flat_map(|v| v.values()) {
+            *by_status.entry(r.status.to_string()).or_default() += 1;
+        }
+        let mount = match (mountpoint, self.mount_counters()) {
+            (Some(m), Some(c)) => {
+                let looked = c.cache_hits + c.cache_misses;
+                Some(MountStatus {
+                    mountpoint: m.display().to_string(),
+                    answering: std::fs::metadata(m).is_ok_and(|x| x.is_dir()),
+                    cache_hit_rate: (looked > 0).then(|| c.cache_hits as f64 / looked as f64),
+                    counters: c,
+                })
+            }
+            _ => None,
+        };
+        let audit = self.store.audit_head_count()?;
+        Ok(StatusReport {
+            daemon_version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            environment: self.environment.clone(),
+            models: s.models,
+            versions: s.versions,
+            versions_by_status: by_status,
+            chunks: s.chunks,
+            stored_bytes: s.stored_bytes,
+            logical_bytes: s.logical_bytes,
+            dedup_ratio: if s.stored_bytes > 0 {
+                s.logical_bytes as f64 / s.stored_bytes as f64
+            } else {
+                1.0
+            },
+            disk_bytes: self.store.chunk_disk_bytes()?,
+            gc_candidates: self.store.gc_candidates()?.len() as u64,
+            mount,
+            current_data_key: self.store.keys().current_key_id(),
+            rotation: self.rotation_progress()?,
+            audit_events: audit,
+        })
+    }
+}
