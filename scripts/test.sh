@@ -3,10 +3,12 @@
 # binaries. Run as root on Debian (the e2e tests create local users and mount FUSE filesystems).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/deps.sh
+. scripts/deps.sh systemd
 # One profile for everything (RocksDB's C++ build is shared); the target directory is set in
 # .cargo/config.toml, outside the clone, so later runs reuse it.
 cargo fmt --all -- --check
+# The systemd unit: systemd-analyze verify, clean of warnings, in a staged root.
+bash scripts/check-units.sh
 cargo build --release --workspace --bins
 cargo clippy --release --workspace --all-targets -- -D warnings
 # --all-targets: unit and integration tests (the crates have no doc tests). The output is kept so

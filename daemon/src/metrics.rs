@@ -59,43 +59,43 @@ impl Collector for Live {
             counter(
                 &mut e,
                 "arca_mount_bytes_served",
-                "Bytes returned to readers by the mount.",
+                "Bytes returned to readers by the mount",
                 m.bytes_served,
             )?;
             counter(
                 &mut e,
                 "arca_mount_reads",
-                "Read requests served by the mount.",
+                "Read requests served by the mount",
                 m.reads,
             )?;
             counter(
                 &mut e,
                 "arca_mount_read_errors",
-                "Mount reads that failed (EIO).",
+                "Mount reads that failed (EIO)",
                 m.read_errors,
             )?;
             counter(
                 &mut e,
                 "arca_mount_cache_hits",
-                "Chunk reads answered by the verified-plaintext cache.",
+                "Chunk reads answered by the verified-plaintext cache",
                 m.cache_hits,
             )?;
             counter(
                 &mut e,
                 "arca_mount_cache_misses",
-                "Chunk reads that went to the store.",
+                "Chunk reads that went to the store",
                 m.cache_misses,
             )?;
             gauge(
                 &mut e,
                 "arca_mount_cache_bytes",
-                "Bytes held by the verified-plaintext cache.",
+                "Bytes held by the verified-plaintext cache",
                 m.cache_bytes as i64,
             )?;
             counter(
                 &mut e,
                 "arca_mount_integrity_failures",
-                "Chunks the mount refused because they failed verification.",
+                "Chunks the mount refused because they failed verification",
                 m.integrity_failures,
             )?;
         }
@@ -104,7 +104,7 @@ impl Collector for Live {
             let c0 = ConstCounter::new(0u64);
             let mut fam = e.encode_descriptor(
                 "arca_audit_events",
-                "Audit events appended since arcad started, by type (registration = pushes, promotion, refusal, integrity_violation, …).",
+                "Audit events appended since arcad started, by type (registration = pushes, promotion, refusal, integrity_violation, …)",
                 None,
                 c0.metric_type(),
             )?;
@@ -117,31 +117,31 @@ impl Collector for Live {
             gauge(
                 &mut e,
                 "arca_store_models",
-                "Models in the catalog.",
+                "Models in the catalog",
                 s.models as i64,
             )?;
             gauge(
                 &mut e,
                 "arca_store_versions",
-                "Versions in the catalog.",
+                "Versions in the catalog",
                 s.versions as i64,
             )?;
             gauge(
                 &mut e,
                 "arca_store_chunks",
-                "Distinct chunks the catalog references.",
+                "Distinct chunks the catalog references",
                 s.chunks as i64,
             )?;
             gauge(
                 &mut e,
                 "arca_store_stored_bytes",
-                "Sealed bytes of the referenced chunks.",
+                "Sealed bytes of the referenced chunks",
                 s.stored_bytes as i64,
             )?;
             gauge(
                 &mut e,
                 "arca_store_logical_bytes",
-                "Bytes of all files of all versions.",
+                "Bytes of all files of all versions",
                 s.logical_bytes as i64,
             )?;
         }
@@ -158,7 +158,7 @@ impl Metrics {
         });
         registry.register(
             "arca_request_duration_seconds",
-            "Control API request latency, by method, route and status.",
+            "Control API request latency, by method, route and status",
             requests.clone(),
         );
         registry.register_collector(Box::new(Live(reg)));

@@ -158,7 +158,12 @@ async fn track(
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        // `:name` rather than axum's `{name}`: braces inside label values trip up some
+        // Prometheus text parsers.
+        .map_or_else(
+            || "unmatched".to_string(),
+            |p| p.as_str().replace('{', ":").replace('}', ""),
+        );
     let method = req.method().to_string();
     let start = std::time::Instant::now();
     let resp = next.run(req).await;

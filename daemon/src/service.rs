@@ -53,9 +53,19 @@ pub async fn announce_ready(registry: Arc<Registry>, mount: Option<PathBuf>) -> 
 /// the serving path succeeded, so a daemon whose store or mount hangs stops pinging and is
 /// restarted.
 pub fn spawn_watchdog(registry: Arc<Registry>, mount: Option<PathBuf>) {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
+    // As sd_watchdog_enabled(3): WATCHDOG_USEC enables it; WATCHDOG_PID, when set, must be us.
+    // (sd-notify's helper also insists on WATCHDOG_PID being set.)
+    let usec: u64 = match std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(u) if u > 0 => u,
+        _ => return,
+    };
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return;
+        }
     }
     let every = Duration::from_micros(usec / 2);
     tracing::info!(interval = ?every, "systemd watchdog enabled");

@@ -143,6 +143,8 @@ pub struct TestEnv {
     pub daemon: Option<Child>,
     /// Extra arcad flags for the next `start`.
     pub daemon_args: Vec<String>,
+    /// Extra environment for the next `start`.
+    pub daemon_env: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -169,6 +171,7 @@ impl TestEnv {
             dir,
             daemon: None,
             daemon_args: Vec::new(),
+            daemon_env: Vec::new(),
         };
         env.start();
         env
@@ -211,6 +214,7 @@ impl TestEnv {
             .arg("--mount")
             .arg(self.mnt())
             .args(&self.daemon_args)
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

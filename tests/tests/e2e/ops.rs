@@ -273,3 +273,394 @@ fn the_mount_is_visible_from_another_mount_namespace() {
         .unwrap();
     assert!(s.starts_with(&crate::harness::sha256sum(&d.join("w.bin"))));
 }
+
+#[test]
+fn systemd_hears_ready_after_the_mount_answers_then_watchdog_pings_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let mut env = TestEnv::new();
+    env.stop();
+    let sock = env.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&sock).unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    env.daemon_env = vec![
+        ("NOTIFY_SOCKET".into(), sock.display().to_string()),
+        // A ping every 200 ms.
+        ("WATCHDOG_USEC".into(), "400000".into()),
+    ];
+    let mnt = env.mnt();
+    let recv = |l: &UnixDatagram| -> String {
+        let mut buf = [0u8; 512];
+        let n = l.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let msg = recv(&listener);
+            // What holds at the moment READY=1 arrives.
+            let answering = crate::harness::is_mounted(&mnt)
+                && std::fs::metadata(&mnt).is_ok_and(|m| m.is_dir());
+            (msg, answering)
+        });
+        env.start();
+        waiter.join().unwrap()
+    });
+    assert_eq!(first.0.trim(), "READY=1");
+    assert!(first.1, "READY=1 came before the mount answered");
+    let t = std::time::Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        let m = recv(&listener);
+        assert_eq!(m.trim(), "WATCHDOG=1", "{m}");
+        pings += 1;
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "pings come every 200 ms"
+    );
+    env.stop();
+    // Pings already in flight may arrive first; STOPPING=1 must follow.
+    let mut last = recv(&listener);
+    while last.trim() == "WATCHDOG=1" {
+        last = recv(&listener);
+    }
+    assert_eq!(last.trim(), "STOPPING=1");
+}
+
+/// GET /metrics over the socket (and over TCP when configured), parsed as Prometheus text.
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text")
+}
+
+fn value(s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
+}
+
+#[test]
+fn metrics_are_scraped_and_parsed_over_the_socket_and_tcp() {
+    let mut env = TestEnv::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.stop();
+    env.daemon_args = vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")];
+    env.start();
+    env.root_key();
+    let d = write_version(&env, "m", &[("w.bin", pseudo_random(3 * MIB, 11))]);
+    for v in ["1.0.0", "1.1.0"] {
+        env.ok(&["push", d.to_str().unwrap(), "--name", "met", "--version", v]);
+    }
+    env.ok(&["show", "met", "1.0.0"]);
+    env.ok(&["promote", "met", "1.0.0", "--to", "staging"]);
+    let _ = std::fs::read(env.mnt().join("met/1.0.0/w.bin")).unwrap();
+    env.fails(&["show", "met", "9.9.9"]);
+
+    let (status, body) = env.raw("GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    let s = scrape(&String::from_utf8(body).unwrap());
+    assert_eq!(
+        value(
+            &s,
+            "arca_audit_events_total",
+            Some(("type", "registration"))
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&s, "arca_audit_events_total", Some(("type", "promotion"))),
+        1.0
+    );
+    assert!(value(&s, "arca_mount_bytes_served_total", None) >= (3 * MIB) as f64);
+    assert_eq!(value(&s, "arca_store_versions", None), 2.0);
+    let show_route = "/v1/models/:name/versions/:version";
+    let count = s
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "arca_request_duration_seconds"
+                && x.labels.get("route") == Some(show_route)
+                && x.labels.get("status") == Some("200")
+        })
+        .and_then(|x| match &x.value {
+            // The +Inf bucket holds every observation.
+            prometheus_parse::Value::Histogram(h) => h.last().map(|b| b.count),
+            _ => None,
+        });
+    assert!(
+        count.unwrap_or(0.0) >= 1.0,
+        "the show request is in the latency histogram"
+    );
+    assert!(
+        s.samples
+            .iter()
+            .any(|x| x.metric == "arca_request_duration_seconds"
+                && x.labels.get("route") == Some(show_route)
+                && x.labels.get("status") == Some("404")),
+        "the refused lookup has its own series"
+    );
+
+    // The same text over TCP.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    let body = if resp
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One chunk is enough for this size; strip its framing.
+        body.split_once("\r\n")
+            .map(|x| x.1)
+            .unwrap_or(body)
+            .trim_end_matches("\r\n0\r\n\r\n")
+    } else {
+        body
+    };
+    let t = scrape(body);
+    assert_eq!(value(&t, "arca_store_versions", None), 2.0);
+    // Only /metrics is served over TCP.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+#[test]
+fn status_reports_the_store_the_mount_and_the_versions() {
+    let env = TestEnv::new();
+    env.root_key();
+    let d = write_version(&env, "st", &[("w.bin", pseudo_random(2 * MIB, 12))]);
+    for v in ["1.0.0", "1.1.0"] {
+        env.ok(&["push", d.to_str().unwrap(), "--name", "stm", "--version", v]);
+    }
+    env.ok(&["promote", "stm", "1.1.0", "--to", "staging"]);
+    let _ = std::fs::read(env.mnt().join("stm/1.0.0/w.bin")).unwrap();
+    let s = env.json(&["status"]);
+    assert_eq!(s["versions"], 2);
+    assert_eq!(
+        s["versions_by_status"],
+        serde_json::json!({"development": 1, "staging": 1})
+    );
+    // Two versions of the same content: stored once.
+    assert!(s["dedup_ratio"].as_f64().unwrap() > 1.9, "{s}");
+    assert_eq!(s["mount"]["answering"], true);
+    assert!(s["mount"]["cache_hit_rate"].is_number());
+    assert_eq!(s["current_data_key"], 1);
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("dedup ratio 2.00") && text.contains("answering"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_config_names_an_unknown_key_and_accepts_a_good_file() {
+    let env = TestEnv::new();
+    let bad = env.path().join("bad.toml");
+    std::fs::write(&bad, "state_dir = \"/var/tmp/x\"\ngc_intervall_secs = 5\n").unwrap();
+    let out = Command::new(crate::harness::bin("arcad"))
+        .args(["--check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gc_intervall_secs"), "{err}");
+    // The host default config, with this test's paths for what it must reach.
+    let good = env.path().join("good.toml");
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/arcad.toml"),
+    )
+    .unwrap();
+    std::fs::write(&good, shipped).unwrap();
+    let out = Command::new(crate::harness::bin("arcad"))
+        .args(["--check-config", "--config"])
+        .arg(&good)
+        .arg("--state-dir")
+        .arg(env.path().join("s2"))
+        .arg("--key-file")
+        .arg(env.path().join("kek.key"))
+        .arg("--mount")
+        .arg(env.path().join("m2"))
+        .arg("--socket")
+        .arg(env.path().join("s2.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+/// Data keys used by the chunks in the store (the daemon must be stopped): the key id is at
+/// bytes 5..9 of every sealed chunk.
+fn chunk_key_ids(env: &TestEnv) -> std::collections::BTreeMap<u32, usize> {
+    let db = env.open_db();
+    let h = db.cf_handle("chunks").unwrap();
+    let mut ids = std::collections::BTreeMap::new();
+    for r in db.iterator_cf(h, rocksdb::IteratorMode::Start) {
+        let (_, v) = r.unwrap();
+        let id = u32::from_le_bytes(v[5..9].try_into().unwrap());
+        *ids.entry(id).or_default() += 1;
+    }
+    ids
+}
+
+#[test]
+fn both_key_rotations_with_readers_and_a_kill_in_the_middle() {
+    let mut env = TestEnv::new();
+    env.stop();
+    // Slow enough that the kill lands in the middle: 96 MiB at 24 MiB/s.
+    env.daemon_args = vec!["--rotation-mib-per-sec".into(), "24".into()];
+    env.start();
+    env.root_key();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("part{i}.bin"), pseudo_random(32 * MIB, 40 + i)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let d = write_version(&env, "rot", &refs);
+    env.ok(&[
+        "push",
+        d.to_str().unwrap(),
+        "--name",
+        "rot",
+        "--version",
+        "1.0.0",
+    ]);
+    env.ok(&["role", "assign", "root", "viewer", "--model", "rot"]);
+
+    let p = env.json(&["key", "rotate-dek"]);
+    assert_eq!(p["target_key"], 2);
+    // Readers during the re-encryption: through the mount and through `get`.
+    let got = env.path().join("got");
+    std::thread::scope(|s| {
+        let mnt = env.mnt();
+        let files = &files;
+        let reader = s.spawn(move || {
+            let mut n = 0;
+            for (name, data) in files {
+                let through = std::fs::read(mnt.join("rot/1.0.0").join(name)).unwrap();
+                assert!(&through == data, "{name} changed during the rotation");
+                n += 1;
+            }
+            n
+        });
+        env.ok(&["get", "rot", "1.0.0", "--out", got.to_str().unwrap()]);
+        assert_eq!(reader.join().unwrap(), 3);
+    });
+    for (name, _) in &refs {
+        assert_eq!(
+            crate::harness::sha256sum(&got.join(name)),
+            crate::harness::sha256sum(&d.join(name))
+        );
+    }
+    let mid = env.json(&["status"]);
+    assert_eq!(
+        mid["current_data_key"], 2,
+        "new data is sealed under the new key at once"
+    );
+    assert!(
+        mid["rotation"]["finished_at"].is_null(),
+        "still running: {mid}"
+    );
+    env.kill();
+    let before = chunk_key_ids(&env);
+    assert!(
+        before.get(&1).copied().unwrap_or(0) > 0,
+        "the kill came after the rotation finished: {before:?}"
+    );
+
+    // The restart resumes it; it finishes; every chunk is under key 2 and key 1 is gone.
+    env.daemon_args.clear();
+    env.start();
+    let t = std::time::Instant::now();
+    loop {
+        let s = env.json(&["status"]);
+        if !s["rotation"]["finished_at"].is_null() {
+            assert!(s["rotation"]["records_done"].as_bool().unwrap());
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(120), "{s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    env.ok(&["verify", "rot"]);
+    env.ok(&["audit", "verify"]);
+    env.stop();
+    let after = chunk_key_ids(&env);
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [2], "{after:?}");
+    {
+        let db = env.open_db();
+        let meta = db.cf_handle("meta").unwrap();
+        assert!(
+            db.get_cf(meta, b"dek/1").unwrap().is_none(),
+            "the old data key is deleted"
+        );
+        assert!(db.get_cf(meta, b"dek/2").unwrap().is_some());
+    }
+
+    // KEK rotation: the key file changes, the store opens with the new one only.
+    env.start();
+    let old = std::fs::read_to_string(env.path().join("kek.key")).unwrap();
+    let r = env.json(&["key", "rotate-kek"]);
+    assert!(r["rewrapped_keys"].as_u64().unwrap() >= 3, "{r}");
+    let new = std::fs::read_to_string(env.path().join("kek.key")).unwrap();
+    assert_ne!(old, new);
+    env.stop();
+    env.start();
+    env.ok(&["verify", "rot"]);
+    // A crash between the rewrap and the rename: the old key in place, the new one at .new.
+    env.stop();
+    std::fs::write(env.path().join("kek.key.new"), &new).unwrap();
+    std::fs::set_permissions(
+        env.path().join("kek.key.new"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(env.path().join("kek.key"), &old).unwrap();
+    env.start();
+    assert_eq!(
+        std::fs::read_to_string(env.path().join("kek.key")).unwrap(),
+        new
+    );
+    assert!(!env.path().join("kek.key.new").exists());
+    env.ok(&["verify", "rot"]);
+    let ev = env.json(&["audit", "ls", "--type", "key_change"]);
+    let actions: Vec<&str> = ev
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"rotate-dek")
+            && actions.contains(&"rotate-dek finished")
+            && actions.contains(&"rotate-kek"),
+        "{actions:?}"
+    );
+}
