@@ -247,6 +247,47 @@ fn version_message(root: &MerkleRoot, meta: &MetadataDigest) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Project Wycheproof's Ed25519 vectors through `verify_message` (verify_strict): valid
+    /// signatures verify; every invalid one (malleable, truncated, wrong encoding, …) is refused,
+    /// whether at parsing the key or signature or at verification.
+    #[test]
+    fn wycheproof_ed25519() {
+        use wycheproof::eddsa::{TestName, TestSet};
+        use wycheproof::TestResult;
+        let set = TestSet::load(TestName::Ed25519).unwrap();
+        let (mut valid, mut invalid) = (0, 0);
+        for g in &set.test_groups {
+            let key: Option<PublicKey> = format!("{PUBLIC_PREFIX}{}", hex::encode(&g.key.pk[..]))
+                .parse()
+                .ok();
+            for t in &g.tests {
+                let sig: Option<Signature> = if t.sig.len() == 64 {
+                    hex::encode(&t.sig[..]).parse().ok()
+                } else {
+                    None
+                };
+                let ok = match (&key, &sig) {
+                    (Some(k), Some(s)) => k.verify_message(&t.msg, s).is_ok(),
+                    _ => false,
+                };
+                match t.result {
+                    TestResult::Valid => {
+                        assert!(ok, "tc {} ({}) refused", t.tc_id, t.comment);
+                        valid += 1;
+                    }
+                    _ => {
+                        assert!(!ok, "tc {} ({}) accepted", t.tc_id, t.comment);
+                        invalid += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            valid > 0 && invalid > 0,
+            "{valid} valid, {invalid} invalid vectors"
+        );
+    }
+
     #[test]
     fn sign_verify_and_tamper() {
         let k = SecretKey::generate().unwrap();

@@ -23,6 +23,9 @@ pub struct FileConfig {
     pub gc_interval_secs: Option<u64>,
     pub kek_rotation_path: Option<PathBuf>,
     pub rotation_mib_per_sec: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
+    pub request_header_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -49,6 +52,11 @@ pub struct Config {
     pub kek_rotation_path: Option<PathBuf>,
     /// How fast a data-key rotation may re-seal chunks, in MiB/s; 0: as fast as it can.
     pub rotation_mib_per_sec: u64,
+    /// Control-socket connections open at once, in all and per uid.
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    /// Seconds a connection may take to send a request's headers.
+    pub request_header_timeout_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +83,9 @@ impl Config {
             gc_interval_secs: 3600,
             kek_rotation_path: None,
             rotation_mib_per_sec: 0,
+            max_connections: 1024,
+            max_connections_per_user: 64,
+            request_header_timeout_secs: 10,
         }
     }
 
@@ -126,6 +137,15 @@ impl Config {
         }
         if let Some(v) = f.rotation_mib_per_sec {
             self.rotation_mib_per_sec = v;
+        }
+        if let Some(v) = f.max_connections {
+            self.max_connections = v;
+        }
+        if let Some(v) = f.max_connections_per_user {
+            self.max_connections_per_user = v;
+        }
+        if let Some(v) = f.request_header_timeout_secs {
+            self.request_header_timeout_secs = v;
         }
         Ok(())
     }

@@ -476,6 +476,66 @@ mod tests {
         assert_eq!(plain, data);
     }
 
+    /// Project Wycheproof's XChaCha20-Poly1305 vectors through our own construction (HChaCha20
+    /// subkey, then ring's ChaCha20-Poly1305 with the nonce's tail): every valid vector seals to
+    /// the expected ciphertext and tag and opens; every invalid one is refused.
+    #[test]
+    fn wycheproof_xchacha20_poly1305() {
+        use wycheproof::aead::{TestName, TestSet};
+        use wycheproof::TestResult;
+        let set = TestSet::load(TestName::XChaCha20Poly1305).unwrap();
+        let (mut valid, mut invalid) = (0, 0);
+        for g in &set.test_groups {
+            if g.nonce_size != 192 || g.key_size != 256 || g.tag_size != 128 {
+                // Our envelope only has 24-byte nonces, 32-byte keys and 16-byte tags.
+                continue;
+            }
+            for t in &g.tests {
+                let key: [u8; 32] = t.key[..].try_into().unwrap();
+                let nonce: [u8; 24] = t.nonce[..].try_into().unwrap();
+                let sub = SubKey::new(&SecretBytes::from_array(key), &nonce);
+                let mut buf = t.ct.to_vec();
+                let opened = sub.open(0, &t.aad, &mut buf, &t.tag);
+                match t.result {
+                    TestResult::Valid => {
+                        opened.unwrap_or_else(|e| panic!("tc {}: {e}", t.tc_id));
+                        assert_eq!(buf, *t.pt, "tc {}", t.tc_id);
+                        let mut sealed = t.pt.to_vec();
+                        let tag = sub.seal(0, &t.aad, &mut sealed).unwrap();
+                        assert_eq!((sealed, tag.to_vec()), (t.ct.to_vec(), t.tag.to_vec()));
+                        valid += 1;
+                    }
+                    _ => {
+                        assert!(opened.is_err(), "tc {} ({}) opened", t.tc_id, t.comment);
+                        invalid += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            valid > 0 && invalid > 0,
+            "{valid} valid, {invalid} invalid vectors"
+        );
+    }
+
+    /// A million chunks sealed: no nonce repeats (24 random bytes each).
+    #[test]
+    fn a_million_sealed_chunks_never_repeat_a_nonce() {
+        let k = Keyring::new(
+            vec![(1, SecretBytes::random().unwrap())],
+            1,
+            SecretBytes::random().unwrap(),
+        );
+        let data = [7u8; 32];
+        let id = k.chunk_id(&data);
+        let mut seen = std::collections::HashSet::with_capacity(1_000_000);
+        for _ in 0..1_000_000 {
+            let sealed = k.seal_chunk(&id, &data).unwrap();
+            let nonce: [u8; 24] = sealed[13..37].try_into().unwrap();
+            assert!(seen.insert(nonce), "a nonce repeated");
+        }
+    }
+
     #[test]
     fn same_plaintext_seals_differently() {
         let k = ring();

@@ -14,7 +14,7 @@ use arcad::keys::{ensure_private_dir, Kek};
 use arcad::metrics::Metrics;
 use arcad::mount::Mount;
 use arcad::registry::{Registry, RegistryOptions};
-use arcad::server::{metrics_router, router, Peer};
+use arcad::server::{metrics_router, router, serve_unix, Limits};
 use arcad::service;
 use arcad::store::{Store, StoreError};
 use clap::Parser;
@@ -61,6 +61,15 @@ struct Args {
     /// How fast a data-key rotation may re-seal chunks, in MiB/s (0: no limit).
     #[arg(long)]
     rotation_mib_per_sec: Option<u64>,
+    /// Most control-socket connections open at once.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most control-socket connections one uid may hold open.
+    #[arg(long)]
+    max_connections_per_user: Option<usize>,
+    /// Seconds a connection may take to send a request's headers (and may stay idle).
+    #[arg(long)]
+    request_header_timeout_secs: Option<u64>,
     /// Check the configuration, the key file and the state directory, print the result, exit.
     #[arg(long)]
     check_config: bool,
@@ -110,6 +119,15 @@ fn main() -> Result<()> {
     }
     if let Some(v) = args.rotation_mib_per_sec {
         cfg.rotation_mib_per_sec = v;
+    }
+    if let Some(v) = args.max_connections {
+        cfg.max_connections = v;
+    }
+    if let Some(v) = args.max_connections_per_user {
+        cfg.max_connections_per_user = v;
+    }
+    if let Some(v) = args.request_header_timeout_secs {
+        cfg.request_header_timeout_secs = v;
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -215,6 +233,11 @@ fn check_config(cfg: &Config) -> Result<()> {
             .map_or("(socket only)".into(), |a| a.to_string())
     );
     println!("  gc_interval_secs   {}", cfg.gc_interval_secs);
+    println!("  rotation_mib_per_sec {}", cfg.rotation_mib_per_sec);
+    println!(
+        "  connections        {} at most, {} per uid, {} s for headers",
+        cfg.max_connections, cfg.max_connections_per_user, cfg.request_header_timeout_secs
+    );
     println!(
         "  kek_rotation_path  {}",
         cfg.kek_rotation_path
@@ -250,6 +273,9 @@ fn open_store(cfg: &Config, kek: Kek) -> Result<Store> {
             let store = Store::open(&cfg.state_dir, Kek::load(&pending)?).with_context(ctx)?;
             std::fs::rename(&pending, &path)
                 .with_context(|| format!("putting {} in place", pending.display()))?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+            }
             tracing::warn!(key = %path.display(), "completed an interrupted key-encryption-key rotation");
             Ok(store)
         }
@@ -349,10 +375,19 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
         });
         tracing::info!(%addr, "metrics served over TCP");
     }
-    let app = router(registry.clone(), metrics).into_make_service_with_connect_info::<Peer>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let limits = Limits {
+        max_connections: cfg.max_connections,
+        per_user: cfg.max_connections_per_user,
+        header_timeout: std::time::Duration::from_secs(cfg.request_header_timeout_secs),
+        max_header_bytes: 64 << 10,
+    };
+    serve_unix(
+        listener,
+        router(registry.clone(), metrics),
+        limits,
+        shutdown_signal(),
+    )
+    .await;
     let _ = std::fs::remove_file(&cfg.socket);
     if let Some(m) = mount {
         if let Err(e) = tokio::task::spawn_blocking(move || m.stop()).await? {
@@ -363,7 +398,6 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
     if let Err(e) = registry.store().checkpoint_audit() {
         tracing::error!("writing the audit checkpoint at shutdown: {e}");
     }
-    served?;
     tracing::info!("arcad stopped");
     Ok(())
 }

@@ -38,8 +38,14 @@ struct PeerCred {
 
 impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        Peer::of(stream.io())
+    }
+}
+
+impl Peer {
+    /// The kernel's record of who is on the other end of `io`.
+    pub fn of(io: &tokio::net::UnixStream) -> Self {
         use std::os::fd::AsFd;
-        let io = stream.io();
         let cred = io.peer_cred().ok();
         // Without its groups a caller would silently lose group-granted roles: treat a failure
         // to read them like a failure to read the credentials at all.
@@ -99,6 +105,13 @@ impl From<RegistryError> for ApiError {
             RegistryError::Integrity(_) => ErrorCode::IntegrityFailure,
             RegistryError::Store(crate::store::StoreError::Busy(m)) => {
                 return ApiError(ErrorCode::AlreadyExists, m.clone())
+            }
+            RegistryError::Store(inner) if inner.no_space() => {
+                tracing::error!("store error: {inner}");
+                return ApiError(
+                    ErrorCode::Internal,
+                    "the state directory's file system is full (no space left on device): nothing was stored; free space, then restart arcad".into(),
+                );
             }
             RegistryError::Store(inner) => {
                 // Internal details go to the log; the client learns only that it failed.
@@ -627,4 +640,123 @@ async fn rotate_kek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl
 async fn rotate_dek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.rotate_dek(&c)).await?))
+}
+
+/// Limits on the control socket's connections: a local user cannot exhaust the daemon by
+/// opening connections and sending nothing, or by sending endless headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Per peer uid (root included), so one user's flood leaves room for the others.
+    pub per_user: usize,
+    /// A connection that has not sent a request's headers within this is closed (this also
+    /// ends idle keep-alive connections).
+    pub header_timeout: std::time::Duration,
+    /// Bytes of request line and headers; more is answered 431.
+    pub max_header_bytes: usize,
+}
+
+/// One connection slot of a uid, given back on drop.
+struct UserSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>,
+    uid: u32,
+}
+
+impl UserSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>,
+        uid: u32,
+        max: usize,
+    ) -> Option<Self> {
+        let mut m = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: counts.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Serves `app` on the Unix socket with `limits`, until `shutdown` completes; then stops
+/// accepting and lets requests in flight finish (up to 30 s).
+pub async fn serve_unix(
+    listener: UnixListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_user = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let peer = Peer::of(&stream);
+        let uid = peer.0.as_ref().map_or(u32::MAX, |p| p.uid);
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            tracing::warn!(
+                uid,
+                "connection refused: {} connections open",
+                limits.max_connections
+            );
+            continue;
+        };
+        let Some(slot) = UserSlot::take(&per_user, uid, limits.per_user) else {
+            tracing::warn!(
+                uid,
+                "connection refused: this uid has {} connections open",
+                limits.per_user
+            );
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes);
+        let conn = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop((permit, slot));
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
+            tracing::warn!("requests still running 30 s after shutdown began; stopping anyway");
+        }
+    }
 }

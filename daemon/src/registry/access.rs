@@ -342,8 +342,10 @@ impl Registry {
         self.store.delete_version(&rec, vec![event])?;
         self.remove_from_catalog(name, version);
         tracing::info!(model = %name, version = %version, by = %c.user, "version deleted");
-        drop(_g);
+        // Republished before the lock goes: GC (which takes it) must never find the version
+        // still exposed by the mount while its chunks are candidates.
         self.changed();
+        drop(_g);
         Ok(())
     }
 

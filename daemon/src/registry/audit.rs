@@ -120,6 +120,73 @@ impl Registry {
         self.record(vec![d]);
     }
 
+    /// Cross-checks a version record against the audit trail, which is chained and signed
+    /// where the record is only sealed: a record replayed from an earlier state (an old status,
+    /// a lost approval) or swapped in from elsewhere opens fine, but disagrees with the events
+    /// written with every change to it.
+    pub(super) fn audit_agrees(&self, rec: &crate::manifest::VersionRecord) -> Result<(), String> {
+        let (name, version) = (&rec.metadata.name, &rec.metadata.version);
+        let events = self
+            .store
+            .audit_query(&AuditFilter {
+                model: Some(name.as_str().to_owned()),
+                version: Some(version.to_string()),
+                limit: usize::MAX,
+                ..AuditFilter::default()
+            })
+            .map_err(|e| format!("reading the audit trail: {e}"))?;
+        // A version number deleted and pushed again: only the events since the deletion count.
+        let since = events
+            .iter()
+            .rposition(|e| matches!(e.kind, EventKind::Deletion | EventKind::GcRemoval))
+            .map_or(0, |i| i + 1);
+        let events = &events[since..];
+        let count = |k: EventKind| events.iter().filter(|e| e.kind == k).count();
+        let registrations: Vec<&AuditEvent> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Registration)
+            .collect();
+        if registrations.is_empty() {
+            // A version pushed before the store had an audit trail has nothing to agree with.
+            let first = self
+                .store
+                .audit_query(&AuditFilter {
+                    limit: 1,
+                    since_ms: Some(0),
+                    until_ms: Some(rec.created_at.saturating_mul(1000)),
+                    ..AuditFilter::default()
+                })
+                .map_err(|e| format!("reading the audit trail: {e}"))?;
+            if first.is_empty() {
+                tracing::debug!(%name, %version, "version predates the audit trail");
+                return Ok(());
+            }
+            return Err("the audit trail has no registration of this version".into());
+        }
+        let root = rec.merkle_root.to_string();
+        if registrations.len() > 1 || registrations[0].details.get("root") != Some(&root) {
+            return Err(
+                "the version record does not match its registration in the audit trail (root)"
+                    .into(),
+            );
+        }
+        let changes = count(EventKind::Promotion) + count(EventKind::Rollback);
+        if changes != rec.history.len() {
+            return Err(format!(
+                "the version record shows {} status changes, the audit trail {changes}: the record was replayed or edited",
+                rec.history.len()
+            ));
+        }
+        if count(EventKind::Approval) != rec.approvals.len() {
+            return Err(format!(
+                "the version record holds {} approvals, the audit trail {}: the record was replayed or edited",
+                rec.approvals.len(),
+                count(EventKind::Approval)
+            ));
+        }
+        Ok(())
+    }
+
     // ---- queries ----
 
     /// Events matching the filter. With a model: READ on it; without: admin on every model.

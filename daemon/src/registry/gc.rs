@@ -47,6 +47,11 @@ impl Registry {
             self.require(c, None, Permission::Admin, "run garbage collection")?;
         }
         let _one = lock(&self.gc_lock);
+        // The whole run holds the commit lock: the catalog, the candidate rows and the mount's
+        // snapshot cannot change under it (a deletion commits its candidate rows, leaves the
+        // catalog and republishes the mount's snapshot all under this lock), so a chunk is
+        // judged against one consistent state.
+        let _commit = lock(&self.commit_lock);
         let actor = c.map_or_else(|| "arcad".to_string(), |c| c.user.clone());
         let peer = |d: Draft| match c {
             Some(c) => d.peer(c.uid, c.pid),
@@ -69,8 +74,7 @@ impl Registry {
                 gone.extend(rec.files.iter().flat_map(|f| f.chunks.iter().map(|c| c.id)));
                 continue;
             }
-            let _g = lock(&self.commit_lock);
-            // Still there and still archived: a concurrent delete or change wins.
+            // Still there and still archived (the lock is held; this guards a stale list).
             let Some(cur) = self.version(name, version) else {
                 continue;
             };
@@ -90,6 +94,7 @@ impl Registry {
             tracing::info!(model = %name, version = %version, "retention: archived version removed");
         }
         if !report.expired_versions.is_empty() && !dry_run {
+            // The mount stops exposing them before their chunks are judged below.
             self.changed();
         }
 
@@ -155,6 +160,9 @@ impl Registry {
             if !dry_run {
                 self.store.delete_chunks(&present)?;
                 self.store.settle_candidates(&settled)?;
+                if !present.is_empty() {
+                    self.store.reclaim_chunk_space();
+                }
             }
             Ok::<(), crate::store::StoreError>(())
         });

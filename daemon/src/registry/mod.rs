@@ -858,6 +858,9 @@ impl Registry {
             if let Err(why) = check_signed(rec) {
                 fail(&mut rep, None, None, why);
             }
+            if let Err(why) = self.audit_agrees(rec) {
+                fail(&mut rep, None, None, why);
+            }
             match &rec.signer {
                 Some(s)
                     if !trusted

@@ -143,7 +143,11 @@ impl Registry {
             st.records_done = true;
             self.store.save_rotation(&st)?;
         }
-        self.store.finish_dek_rotation(&mut st)?;
+        {
+            // Not while a KEK rotation rewraps the data keys' rows.
+            let _g = lock(&self.commit_lock);
+            self.store.finish_dek_rotation(&mut st)?;
+        }
         self.record(vec![Draft::new(EventKind::KeyChange, "arcad")
             .detail("action", "rotate-dek finished")
             .detail("key", st.target.to_string())
@@ -170,13 +174,27 @@ impl Registry {
         let event = ev(c, EventKind::KeyChange)
             .detail("action", "rotate-kek")
             .detail("key_file", path.display().to_string());
-        let n = match self.store.rotate_kek(kek, &new_file, path, event) {
+        let n = match self.store.rotate_kek(kek, event) {
             Ok(n) => n,
             Err(e) => {
+                // Nothing was written: the new key is not needed.
                 let _ = std::fs::remove_file(&new_file);
                 return Err(e.into());
             }
         };
+        // From here the store needs the new key: `.new` is never removed, only renamed. If the
+        // rename fails, arcad's next start finds it there and completes it.
+        let placed = std::fs::rename(&new_file, path).and_then(|()| match path.parent() {
+            Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()),
+            None => Ok(()),
+        });
+        if let Err(e) = placed {
+            tracing::error!(new = %new_file.display(), "the keys are rewrapped, but the new key file could not be put in place: {e}");
+            return Err(RegistryError::Store(StoreError::Io {
+                path: new_file.clone(),
+                source: e,
+            }));
+        }
         tracing::info!(key_file = %path.display(), rewrapped = n, "key-encryption key rotated");
         Ok(KekRotated {
             key_file: path.display().to_string(),

@@ -20,7 +20,9 @@ impl Registry {
                 let looked = c.cache_hits + c.cache_misses;
                 Some(MountStatus {
                     mountpoint: m.display().to_string(),
-                    answering: std::fs::metadata(m).is_ok_and(|x| x.is_dir()),
+                    // From the mount table, not a stat: `status` must answer even when the
+                    // mount does not.
+                    answering: mounted(m),
                     cache_hit_rate: (looked > 0).then(|| c.cache_hits as f64 / looked as f64),
                     counters: c,
                 })
@@ -51,4 +53,13 @@ impl Registry {
             audit_events: audit,
         })
     }
+}
+
+/// Whether `path` is a mount point now (per /proc/self/mountinfo).
+fn mounted(path: &Path) -> bool {
+    let p = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }

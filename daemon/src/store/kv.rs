@@ -71,6 +71,13 @@ pub struct KvError {
     source: rocksdb::Error,
 }
 
+impl KvError {
+    /// The file system under the database is full.
+    pub fn no_space(&self) -> bool {
+        self.source.to_string().contains("No space left on device")
+    }
+}
+
 fn err(op: &'static str) -> impl FnOnce(rocksdb::Error) -> KvError {
     move |source| KvError { op, source }
 }
@@ -215,6 +222,14 @@ impl Kv {
         self.db
             .put_cf_opt(self.cf(Cf::Chunks), key, value, &wo)
             .map_err(err("replace chunk"))
+    }
+
+    /// Compacts the chunk column family's key tables, so that blob files all of whose chunks
+    /// were deleted are dropped (their space comes back); the tables hold only keys and blob
+    /// references, so this is cheap.
+    pub fn compact_chunks(&self) {
+        self.db
+            .compact_range_cf(self.cf(Cf::Chunks), None::<&[u8]>, None::<&[u8]>);
     }
 
     /// RocksDB's estimate of the keys in a column family (for progress reports only).

@@ -45,6 +45,13 @@ pub enum StoreError {
     Busy(String),
 }
 
+impl StoreError {
+    /// The store's file system is full.
+    pub fn no_space(&self) -> bool {
+        matches!(self, StoreError::Kv(k) if k.no_space())
+    }
+}
+
 /// An open store.
 pub struct Store {
     kv: Kv,
@@ -53,6 +60,8 @@ pub struct Store {
     audit_key: arca_core::sign::SecretKey,
     /// Where the audit chain stands; held across each audited commit.
     chain: std::sync::Mutex<audit::Chain>,
+    /// Held (read) while a chunk is sealed and written; taken (write) to switch data keys.
+    seal_gate: std::sync::RwLock<()>,
     /// The key-encryption key, for wrapping a new data key and for KEK rotation.
     kek: std::sync::RwLock<Kek>,
     /// Events appended since open, by `EventKind::ALL` index (for metrics).
@@ -103,6 +112,7 @@ impl Store {
             chain,
             event_counts: Default::default(),
             kek: std::sync::RwLock::new(kek),
+            seal_gate: std::sync::RwLock::new(()),
         })
     }
 
@@ -176,6 +186,10 @@ impl Store {
 
     /// Seals and writes a chunk (not yet durable: see `flush_chunks`).
     pub fn put_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<usize, StoreError> {
+        // Sealing and writing happen under the gate, so once a data-key rotation has switched
+        // keys (under the gate's write side) no chunk sealed under the old key is still being
+        // written: the rotation's scan, which starts after the switch, sees every such chunk.
+        let _gate = self.seal_gate.read().unwrap_or_else(|p| p.into_inner());
         let sealed = self
             .keys
             .seal_chunk(id, plaintext)
@@ -199,6 +213,11 @@ impl Store {
     pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
         let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
         Ok(self.kv.delete_chunks(&keys)?)
+    }
+
+    /// After deleting chunks: give back the space of blob files that are now entirely garbage.
+    pub fn reclaim_chunk_space(&self) {
+        self.kv.compact_chunks();
     }
 
     pub fn flush_chunks(&self) -> Result<(), StoreError> {

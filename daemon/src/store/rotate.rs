@@ -10,8 +10,6 @@
 //!   are deleted from `meta` (they stay in memory until the daemon stops: a reader may hold
 //!   bytes sealed under them a moment longer).
 
-use std::path::Path;
-
 use arca_core::audit::Draft;
 use arca_core::ChunkId;
 
@@ -37,13 +35,6 @@ pub struct RotationState {
     pub chunks_total: u64,
     pub records_done: bool,
     pub finished_at: Option<u64>,
-}
-
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: what.into(),
-        source,
-    }
 }
 
 impl Store {
@@ -90,6 +81,8 @@ impl Store {
         b.put(Cf::Meta, dek_label(target).as_bytes(), wrapped);
         b.put(Cf::Meta, DEK_CURRENT, target.to_le_bytes().to_vec());
         self.rotation_put(&mut b, &st)?;
+        // Chunk writers pass the gate: none is mid-way with the old key once this holds it.
+        let _gate = self.seal_gate.write().unwrap_or_else(|p| p.into_inner());
         self.commit_audited(b, vec![event], true)?;
         self.keys.add_current(target, dek);
         Ok(st)
@@ -213,16 +206,9 @@ impl Store {
         Ok(self.kv.commit(b)?)
     }
 
-    /// Rewraps every wrapped key under `new`, whose file is already at `new_file`; once the
-    /// write is durable the file is renamed to `path`. A crash between the two leaves the store
-    /// needing `new_file`: arcad's start tries it when the key file does not open the store.
-    pub fn rotate_kek(
-        &self,
-        new: Kek,
-        new_file: &Path,
-        path: &Path,
-        event: Draft,
-    ) -> Result<u64, StoreError> {
+    /// Rewraps every wrapped key under `new` (whose file the caller has already written) in one
+    /// synced write, and from then on uses `new`. An error means nothing was written.
+    pub fn rotate_kek(&self, new: Kek, event: Draft) -> Result<u64, StoreError> {
         let old = self.kek();
         let mut n = 0u64;
         let mut b = Batch::default();
@@ -238,12 +224,6 @@ impl Store {
         }
         drop(old);
         self.commit_audited(b, vec![event], true)?;
-        std::fs::rename(new_file, path).map_err(io("renaming the new key file"))?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing the key file's directory"))?;
-        }
         *self.kek.write().unwrap_or_else(|p| p.into_inner()) = new;
         Ok(n)
     }

@@ -5,6 +5,7 @@
 mod access;
 mod audit;
 mod deps;
+mod faults;
 mod harness;
 mod lifecycle;
 mod mount;
