@@ -8,8 +8,11 @@
 #   bash scripts/faults.sh --long   # 20 tries per tamper case, 200 crash restarts
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-}
+# deps.sh installs the packages named in its arguments, which a sourced script inherits.
+set --
 . scripts/deps.sh
-if [ "${1:-}" = "--long" ]; then
+if [ "$mode" = "--long" ]; then
   export ARCA_FAULT_TRIES=${ARCA_FAULT_TRIES:-20} ARCA_CRASH_TRIES=${ARCA_CRASH_TRIES:-200}
   export ARCA_LOAD_SECS=${ARCA_LOAD_SECS:-60}
 fi
