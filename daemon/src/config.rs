@@ -97,8 +97,13 @@ impl Config {
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
-        let f: FileConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
+        self.apply_str(&text, path)
+    }
+
+    /// Applies a configuration file's text (`path` only names it in errors).
+    pub fn apply_str(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let f: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
         if let Some(v) = f.state_dir {
             self.state_dir = v;
         }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chunker;
 pub mod config;
 pub mod crypt;
+pub mod fuzz;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;

@@ -159,7 +159,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Checks a record against its own signed statements: Merkle root over its entries, metadata
 /// digest, and the publisher's signature over both.
-fn check_signed(rec: &VersionRecord) -> Result<(), String> {
+pub fn check_signed(rec: &VersionRecord) -> Result<(), String> {
     let mut entries: Vec<FileEntry> = rec.files.iter().map(|f| f.entry.clone()).collect();
     let root = merkle_root(&mut entries).map_err(|e| format!("file list: {e}"))?;
     if root != rec.merkle_root {

@@ -304,18 +304,18 @@ fn crash_loop_loses_nothing_acknowledged() {
         .unwrap_or(4);
     let mut env = TestEnv::new();
     env.root_key();
-    env.ok(&[
-        "policy",
-        "set",
-        "c",
-        "--require-approval",
-        "no",
-        "--max-versions",
-        "100000",
-    ]);
-    let mut acked: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // One model per restart, so each check reads what that round wrote (not everything so far,
+    // which made long runs quadratic); the last check reads everything once more.
+    let mut acked: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
     let (mut detected, mut lost, mut corrupt) = (0u64, 0u64, 0u64);
+    let read_back = |env: &TestEnv, m: &str, v: &str, data: &[u8]| -> Result<u64, ()> {
+        std::fs::read(env.mnt().join(m).join(v).join("w.bin"))
+            .map(|b| differing(&b, data))
+            .map_err(|_| ())
+    };
     for t in 0..n {
+        let m = format!("c{t}");
+        env.ok(&["policy", "set", &m, "--require-approval", "no"]);
         let pid = nix::unistd::Pid::from_raw(env.daemon.as_ref().unwrap().id() as i32);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let new_acks = std::thread::scope(|s| {
@@ -331,16 +331,16 @@ fn crash_loop_loses_nothing_acknowledged() {
                     let data = pseudo_random(300_000 + (j as usize % 7) * 40_000, t * 10_000 + j);
                     std::fs::write(d.join("w.bin"), &data).unwrap();
                     if !env
-                        .arca(&["push", d.to_str().unwrap(), "--name", "c", "--version", &v])
+                        .arca(&["push", d.to_str().unwrap(), "--name", &m, "--version", &v])
                         .status
                         .success()
                     {
                         break;
                     }
-                    acks.push((v.clone(), data));
+                    acks.push(((m.clone(), v.clone()), data));
                     let ops: [&[&str]; 3] = [
-                        &["promote", "c", &v, "--to", "staging"],
-                        &["promote", "c", &v, "--to", "production"],
+                        &["promote", &m, &v, "--to", "staging"],
+                        &["promote", &m, &v, "--to", "production"],
                         &["gc"],
                     ];
                     for op in ops {
@@ -348,12 +348,13 @@ fn crash_loop_loses_nothing_acknowledged() {
                             return acks;
                         }
                     }
-                    if j == 2 {
+                    // A data-key rotation now and then (each re-seals the whole store).
+                    if j == 2 && t % 10 == 0 {
                         let _ = env.arca(&["key", "rotate-dek"]);
                     }
                     if j > 0 && j % 3 == 0 {
                         let prev = format!("{t}.{}.0", j - 1);
-                        let _ = env.arca(&["rollback", "c", "--to", &prev, "--reason", "drill"]);
+                        let _ = env.arca(&["rollback", &m, "--to", &prev, "--reason", "drill"]);
                     }
                 }
                 acks
@@ -365,25 +366,34 @@ fn crash_loop_loses_nothing_acknowledged() {
         });
         env.kill();
         env.start();
-        acked.extend(new_acks);
-        let mut ok = env.arca(&["verify", "c"]).status.success()
-            && env.arca(&["audit", "verify"]).status.success();
-        for (v, data) in &acked {
-            match std::fs::read(env.mnt().join("c").join(v).join("w.bin")) {
-                Ok(bytes) => corrupt += differing(&bytes, data),
-                Err(_) => {
+        let mut ok = env.arca(&["audit", "verify"]).status.success()
+            && (new_acks.is_empty() || env.arca(&["verify", &m]).status.success());
+        for ((m, v), data) in &new_acks {
+            match read_back(&env, m, v, data) {
+                Ok(c) => corrupt += c,
+                Err(()) => {
                     lost += data.len() as u64;
                     ok = false;
                 }
             }
         }
         let prod = env
-            .json(&["ls", "c"])
+            .arca(&["--json", "ls", &m])
+            .stdout
+            .pipe_json()
             .as_array()
             .map(|a| a.iter().filter(|v| v["status"] == "production").count())
             .unwrap_or(0);
         if ok && prod <= 1 {
             detected += 1;
+        }
+        acked.extend(new_acks);
+    }
+    // Everything acknowledged in every round, read once more at the end.
+    for ((m, v), data) in &acked {
+        match read_back(&env, m, v, data) {
+            Ok(c) => corrupt += c,
+            Err(()) => lost += data.len() as u64,
         }
     }
     // "detected" for a crash case: restarts after which everything checked out.
@@ -399,6 +409,17 @@ fn crash_loop_loses_nothing_acknowledged() {
         !acked.is_empty(),
         "no push was acknowledged before the kills"
     );
+}
+
+/// JSON from a command's stdout (null when it printed none).
+trait PipeJson {
+    fn pipe_json(&self) -> serde_json::Value;
+}
+
+impl PipeJson for Vec<u8> {
+    fn pipe_json(&self) -> serde_json::Value {
+        serde_json::from_slice(self).unwrap_or_default()
+    }
 }
 
 /// Reads whatever the server sends until it closes the connection or `limit` passes.
