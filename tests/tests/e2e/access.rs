@@ -103,25 +103,6 @@ fn push_root(env: &TestEnv, version: &str, seed: u64) {
     ]);
 }
 
-/// A fresh signing key for `u`, trusted by root (trust alone grants nothing).
-fn key_for(env: &TestEnv, u: &User) {
-    let key = u.home.join(".config/arca/signing.key");
-    let _ = std::fs::remove_file(&key);
-    let _ = std::fs::remove_file(key.with_extension("pub"));
-    let out = env.arca_as(u, &["key", "gen"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    env.ok(&[
-        "key",
-        "trust",
-        &u.name,
-        key.with_extension("pub").to_str().unwrap(),
-    ]);
-}
-
 /// Everything an operation could change, as root sees it.
 fn snapshot(env: &TestEnv) -> String {
     [
@@ -277,7 +258,7 @@ fn every_role_times_every_operation() {
         env.ok(&args);
     }
     for (i, c) in cases.iter().enumerate() {
-        key_for(&env, &c.who);
+        env.trusted_key_for(&c.who);
         push_root(&env, &format!("3.{i}.0"), 10 + i as u64);
         push_root(&env, &format!("6.{i}.0"), 30 + i as u64);
     }
@@ -416,7 +397,7 @@ fn policies_signing_max_versions_and_approval_count_are_enforced() {
     let env = TestEnv::new();
     env.root_key();
     let dev = user("arca-p-dev");
-    key_for(&env, &dev);
+    env.trusted_key_for(&dev);
     env.ok(&["role", "assign", &dev.name, "developer", "--model", "pol"]);
     let text = env.ok(&["policy", "show", "pol"]);
     for line in [
@@ -475,7 +456,7 @@ fn policies_signing_max_versions_and_approval_count_are_enforced() {
     env.ok(&["policy", "set", "pol", "--approvals", "2"]);
     let (a1, a2) = (user("arca-p-appr1"), user("arca-p-appr2"));
     for a in [&a1, &a2] {
-        key_for(&env, a);
+        env.trusted_key_for(a);
         env.ok(&["role", "assign", &a.name, "ml_engineer", "--model", "pol"]);
     }
     env.ok(&["promote", "pol", "2.0.0", "--to", "staging"]);

@@ -24,26 +24,13 @@ fn push(env: &TestEnv, name: &str, version: &str, seed: u64) {
     ]);
 }
 
-fn key_for(env: &TestEnv, u: &crate::harness::User) {
-    let key = u.home.join(".config/arca/signing.key");
-    let _ = std::fs::remove_file(&key);
-    let _ = std::fs::remove_file(key.with_extension("pub"));
-    assert!(env.arca_as(u, &["key", "gen"]).status.success());
-    env.ok(&[
-        "key",
-        "trust",
-        &u.name,
-        key.with_extension("pub").to_str().unwrap(),
-    ]);
-}
-
 #[test]
 fn a_scripted_scenario_yields_a_report_with_exact_counts() {
     let mut env = TestEnv::new();
     env.root_key();
     let appr = user("arca-a-appr");
     let none = user("arca-a-none");
-    key_for(&env, &appr);
+    env.trusted_key_for(&appr);
     env.ok(&[
         "role",
         "assign",

@@ -354,6 +354,26 @@ impl TestEnv {
         p
     }
 
+    /// A fresh signing key for `u` (made by `u`), trusted by root. Trust alone grants nothing.
+    pub fn trusted_key_for(&self, u: &User) -> PathBuf {
+        let key = u.home.join(".config/arca/signing.key");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("pub"));
+        let out = self.arca_as(u, &["key", "gen"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.ok(&[
+            "key",
+            "trust",
+            &u.name,
+            key.with_extension("pub").to_str().unwrap(),
+        ]);
+        key
+    }
+
     /// Opens the daemon's database directly (the daemon must be stopped), for tamper tests.
     pub fn open_db(&self) -> rocksdb::DB {
         assert!(

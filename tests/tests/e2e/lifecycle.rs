@@ -55,20 +55,7 @@ fn production_link_switches_atomically_and_open_files_keep_their_bytes() {
     let env = TestEnv::new();
     env.root_key();
     let u = user("arca-e2e-pub2");
-    let key = u.home.join(".config/arca/signing.key");
-    let _ = std::fs::remove_file(&key);
-    let out = env.arca_as(&u, &["key", "gen"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    env.ok(&[
-        "key",
-        "trust",
-        &u.name,
-        key.with_extension("pub").to_str().unwrap(),
-    ]);
+    env.trusted_key_for(&u);
     env.ok(&["role", "assign", &u.name, "developer", "--model", "llama"]);
     let v1 = push_as(&env, &u, "llama", "1.0.0", 90);
     push_as(&env, &u, "llama", "2.0.0", 91);
@@ -261,15 +248,7 @@ fn rollback_returns_to_an_earlier_production_version_and_the_link_follows() {
     let env = TestEnv::new();
     env.root_key();
     let u = user("arca-e2e-pub3");
-    let key = u.home.join(".config/arca/signing.key");
-    let _ = std::fs::remove_file(&key);
-    assert!(env.arca_as(&u, &["key", "gen"]).status.success());
-    env.ok(&[
-        "key",
-        "trust",
-        &u.name,
-        key.with_extension("pub").to_str().unwrap(),
-    ]);
+    env.trusted_key_for(&u);
     env.ok(&["role", "assign", &u.name, "ml_engineer", "--model", "rb"]);
     push_as(&env, &u, "rb", "1.0.0", 100);
     let v2 = push_as(&env, &u, "rb", "2.0.0", 101);
@@ -390,15 +369,7 @@ fn an_approval_signed_for_another_version_root_or_ticket_is_refused() {
     let env = TestEnv::new();
     let root_key = env.root_key();
     let u = user("arca-e2e-pub4");
-    let key = u.home.join(".config/arca/signing.key");
-    let _ = std::fs::remove_file(&key);
-    assert!(env.arca_as(&u, &["key", "gen"]).status.success());
-    env.ok(&[
-        "key",
-        "trust",
-        &u.name,
-        key.with_extension("pub").to_str().unwrap(),
-    ]);
+    env.trusted_key_for(&u);
     env.ok(&["role", "assign", &u.name, "developer", "--model", "forge"]);
     push_as(&env, &u, "forge", "1.0.0", 120);
     push_as(&env, &u, "forge", "2.0.0", 121);
