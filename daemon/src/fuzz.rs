@@ -99,8 +99,11 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A fuzz target: its name and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, for the fuzz binaries and the corpus replay.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [Target; 7] = [
     ("chunk_envelope", chunk_envelope),
     ("record_envelope", record_envelope),
     ("version_record", version_record),
