@@ -448,7 +448,8 @@ impl TestEnv {
     }
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
+/// The body of a chunked HTTP/1.1 response, without its framing.
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {

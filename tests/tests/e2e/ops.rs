@@ -413,40 +413,39 @@ fn metrics_are_scraped_and_parsed_over_the_socket_and_tcp() {
     );
 
     // The same text over TCP.
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::io::Write::write_all(
-        &mut tcp,
-        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut resp = String::new();
-    tcp.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap();
-    let body = if resp
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        // One chunk is enough for this size; strip its framing.
-        body.split_once("\r\n")
-            .map(|x| x.1)
-            .unwrap_or(body)
-            .trim_end_matches("\r\n0\r\n\r\n")
-    } else {
-        body
-    };
-    let t = scrape(body);
+    let (status, body) = tcp_get(port, "/metrics");
+    assert_eq!(status, 200);
+    let t = scrape(&body);
     assert_eq!(value(&t, "arca_store_versions", None), 2.0);
     // Only /metrics is served over TCP.
+    assert_eq!(tcp_get(port, "/v1/models").0, 404);
+}
+
+/// A plain HTTP/1.1 GET over TCP on localhost: (status, body).
+fn tcp_get(port: u16, path: &str) -> (u16, String) {
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::io::Write::write_all(
         &mut tcp,
-        b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
-    let mut resp = String::new();
-    tcp.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+    let mut resp = Vec::new();
+    tcp.read_to_end(&mut resp).unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http response");
+    let head = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = resp[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = crate::harness::dechunk(&body);
+    }
+    (status, String::from_utf8(body).unwrap())
 }
 
 #[test]
