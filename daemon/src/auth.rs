@@ -160,7 +160,7 @@ pub fn lookup_groups(uid: u32, gid: u32) -> Vec<u32> {
 
 /// The supplementary groups of a Unix socket's peer (SO_PEERGROUPS, Linux 4.13+): the groups
 /// the peer process had when it connected, as the kernel recorded them. nix has no wrapper for
-/// this option, hence the one unsafe call in the daemon.
+/// this option, hence an unsafe call (the others are in `alloc.rs`).
 #[allow(unsafe_code)]
 pub fn peer_groups(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
     use std::os::fd::AsRawFd;

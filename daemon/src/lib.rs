@@ -2,6 +2,7 @@
 //! these modules together. See ARCHITECTURE.md for the codemap and its invariants.
 
 pub mod access;
+pub mod alloc;
 pub mod auth;
 pub mod chunker;
 pub mod config;

@@ -79,6 +79,8 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    // Before any thread exists (see alloc.rs).
+    arcad::alloc::limit_arenas();
     let args = Args::parse();
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {

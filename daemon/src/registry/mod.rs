@@ -552,12 +552,16 @@ impl Registry {
             Ok(_) => {
                 self.pins.unpin_all(&pinned);
                 self.changed();
+                drop(up);
             }
             Err(_) => {
                 up.pinned = pinned;
                 self.discard(up);
             }
         }
+        // A push's buffers are freed by now; hand their pages back rather than keep the
+        // ingest's peak resident for the daemon's life (see alloc.rs).
+        crate::alloc::release_free_memory();
         result
     }
 
