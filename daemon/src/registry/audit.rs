@@ -65,7 +65,7 @@ impl Registry {
     /// `ls -R` would otherwise write one event per lookup).
     pub(super) fn mount_refused(&self, uid: u32, model: &ModelName, version: &ModelVersion) {
         let key = (uid, model.clone(), version.clone(), None);
-        if lock(&self.mount_seen).insert(key) {
+        if first_sighting(&mut lock(&self.mount_seen), key) {
             self.record(vec![Draft::new(EventKind::Refusal, user_name(uid))
                 .model(model)
                 .version(version)
@@ -86,7 +86,7 @@ impl Registry {
         path: &RelPath,
     ) {
         let key = (uid, model.clone(), version.clone(), Some(path.clone()));
-        if lock(&self.mount_seen).insert(key) {
+        if first_sighting(&mut lock(&self.mount_seen), key) {
             self.record(vec![Draft::new(EventKind::Access, user_name(uid))
                 .model(model)
                 .version(version)
@@ -308,3 +308,43 @@ impl Registry {
 /// What the mount has already recorded this run: (uid, model, version, file or None for a
 /// refusal).
 pub(super) type MountSeen = HashSet<(u32, ModelName, ModelVersion, Option<RelPath>)>;
+
+/// Most keys `MountSeen` holds (a few MiB). When full it is emptied: later opens are then
+/// recorded again, so the bound costs duplicate events, never a missing one.
+const MOUNT_SEEN_MAX: usize = 65_536;
+
+/// Whether `key` is new to `seen` (and so should be recorded), keeping `seen` bounded.
+fn first_sighting(
+    seen: &mut MountSeen,
+    key: (u32, ModelName, ModelVersion, Option<RelPath>),
+) -> bool {
+    if seen.contains(&key) {
+        return false;
+    }
+    if seen.len() >= MOUNT_SEEN_MAX {
+        seen.clear();
+    }
+    seen.insert(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_seen_records_each_key_once_and_stays_bounded() {
+        let name: ModelName = "m".parse().unwrap();
+        let version: ModelVersion = "1.0.0".parse().unwrap();
+        let file: RelPath = "w.bin".parse().unwrap();
+        let key = |uid| (uid, name.clone(), version.clone(), Some(file.clone()));
+        let mut seen = MountSeen::new();
+        assert!(first_sighting(&mut seen, key(1)));
+        assert!(!first_sighting(&mut seen, key(1)));
+        for uid in 2..=(MOUNT_SEEN_MAX as u32 + 10) {
+            assert!(first_sighting(&mut seen, key(uid)));
+            assert!(seen.len() <= MOUNT_SEEN_MAX);
+        }
+        // Emptied when it filled up: uid 1 is recorded again rather than never.
+        assert!(first_sighting(&mut seen, key(1)));
+    }
+}
