@@ -198,10 +198,14 @@ impl Keyring {
             .ok_or(CryptError::UnknownKey(id))
     }
 
-    /// Seals a chunk's plaintext (at most u32::MAX bytes) under the current data key.
+    /// Seals a chunk's plaintext (1 to u32::MAX bytes) under the current data key.
     pub fn seal_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>, CryptError> {
         let len =
             u32::try_from(plaintext.len()).map_err(|_| CryptError::Malformed("chunk too large"))?;
+        if len == 0 {
+            // It would have no segment, so no tag: nothing would authenticate its header.
+            return Err(CryptError::Malformed("empty chunk"));
+        }
         let key_id = self.current_key_id();
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
@@ -356,6 +360,11 @@ impl ChunkHeader {
         let mut nonce = [0u8; 24];
         nonce.copy_from_slice(&sealed[13..37]);
         let h = Self { key_id, len, nonce };
+        // An empty chunk would carry no tag, leaving its header unauthenticated; none is ever
+        // sealed (docs/format.md: L >= 1), so one found is a forgery. Found by fuzzing.
+        if len == 0 {
+            return Err(CryptError::Malformed("empty chunk"));
+        }
         if sealed.len() != sealed_chunk_len(len as usize) {
             return Err(CryptError::Malformed(
                 "chunk length does not match its header",
@@ -403,6 +412,24 @@ mod tests {
             1,
             SecretBytes::random().unwrap(),
         )
+    }
+
+    #[test]
+    fn an_empty_chunk_is_neither_sealed_nor_opened() {
+        let k = ring();
+        let id = k.chunk_id(b"");
+        assert!(k.seal_chunk(&id, b"").is_err());
+        // A forged header-only envelope (no segment, so no tag) for the empty plaintext.
+        let mut forged = CHUNK_MAGIC.to_vec();
+        forged.push(FORMAT_V1);
+        forged.extend_from_slice(&1u32.to_le_bytes());
+        forged.extend_from_slice(&0u32.to_le_bytes());
+        forged.extend_from_slice(&[9u8; 24]);
+        assert_eq!(forged.len(), sealed_chunk_len(0));
+        assert!(matches!(
+            k.open_chunk(&id, &forged),
+            Err(CryptError::Malformed("empty chunk"))
+        ));
     }
 
     #[test]
