@@ -553,6 +553,10 @@ impl Registry {
                 self.pins.unpin_all(&pinned);
                 self.changed();
                 drop(up);
+                // Only memory is at stake: the version is committed whatever happens here.
+                if let Err(e) = self.store.settle_after_push() {
+                    tracing::warn!("flushing memtables after a push failed: {e}");
+                }
             }
             Err(_) => {
                 up.pinned = pinned;

@@ -224,6 +224,12 @@ impl Store {
         Ok(self.kv.flush_chunks()?)
     }
 
+    /// After a push: moves what it left in the small records' memtables (over 1 MiB per column
+    /// family) to table files, so that memory is free again (see `Kv::flush_small_memtables`).
+    pub fn settle_after_push(&self) -> Result<(), StoreError> {
+        Ok(self.kv.flush_small_memtables(1 << 20)?)
+    }
+
     fn version_row(&self, name: &str, version: &str) -> [u8; 32] {
         self.keys
             .row_key("version", &[name.as_bytes(), version.as_bytes()])
