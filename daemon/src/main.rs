@@ -80,7 +80,7 @@ struct Args {
 
 fn main() -> Result<()> {
     // Before any thread exists (see alloc.rs).
-    arcad::alloc::limit_arenas();
+    arcad::alloc::tune();
     let args = Args::parse();
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {
@@ -364,6 +364,8 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
         registry.clone(),
         std::time::Duration::from_secs(cfg.gc_interval_secs),
     );
+    arcad::alloc::spawn_trimmer(std::time::Duration::from_secs(1))
+        .context("starting the memory trimmer thread")?;
     let metrics = Metrics::new(registry.clone());
     if let Some(addr) = cfg.metrics_addr {
         let tcp = tokio::net::TcpListener::bind(addr)
