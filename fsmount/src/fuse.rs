@@ -21,6 +21,15 @@ use crate::MountOptions;
 
 /// Reads waiting for a read worker; the kernel bounds outstanding requests well below this.
 const READ_QUEUE: usize = 1024;
+/// Largest join buffer a read worker keeps between reads. Reads are at most the kernel's
+/// max_pages (1 MiB by default); a bigger one is served and its buffer dropped.
+const MAX_SCRATCH: usize = 4 << 20;
+
+thread_local! {
+    /// Where a read worker joins a read's pieces, reused from read to read.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `st_blksize`: the average chunk, so `cp` and stdio read in chunk-sized steps.
 const BLKSIZE: u32 = 128 << 10;
 
@@ -199,7 +208,12 @@ impl Filesystem for ArcaFs {
         // the handle was authorized at open.
         let vfs = Arc::clone(&self.vfs);
         let job = Box::new(move || match vfs.read(fh.0, offset, size) {
-            Ok(buf) => reply.data(buf.as_slice()),
+            Ok(buf) => SCRATCH.with_borrow_mut(|scratch| {
+                buf.with_bytes(scratch, |bytes| reply.data(bytes));
+                if scratch.capacity() > MAX_SCRATCH {
+                    *scratch = Vec::new();
+                }
+            }),
             Err(f) => reply.error(errno(f)),
         });
         if let Err(job) = self.reads.run(job) {

@@ -104,18 +104,54 @@ pub(crate) enum Invalidation {
     Inode(Ino),
 }
 
-/// The bytes of one read: a slice of a cached chunk when the read falls inside one, else owned.
+/// The bytes of one read: a slice of a cached chunk when the read falls inside one, owned
+/// bytes from a partial chunk read, or, for a read across chunks, its pieces in order. Pieces
+/// are joined only where they are sent, into a buffer the sending thread keeps (`with_bytes`):
+/// a fresh 1 MiB buffer per read was an allocation, page faults and a free for every request.
 pub(crate) enum ReadBuf {
     Shared(Plain, Range<usize>),
     Owned(Vec<u8>),
+    Pieces(Vec<ReadBuf>),
 }
 
 impl ReadBuf {
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    pub(crate) fn len(&self) -> usize {
         match self {
-            ReadBuf::Shared(plain, range) => plain.get(range.clone()).unwrap_or_default(),
-            ReadBuf::Owned(v) => v,
+            ReadBuf::Shared(_, range) => range.len(),
+            ReadBuf::Owned(v) => v.len(),
+            ReadBuf::Pieces(pieces) => pieces.iter().map(ReadBuf::len).sum(),
         }
+    }
+
+    /// Calls `f` with the read's bytes in one slice: the buffer itself, or the pieces copied into
+    /// `scratch` (cleared first; its capacity is kept for the next read).
+    pub(crate) fn with_bytes<R>(&self, scratch: &mut Vec<u8>, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            ReadBuf::Shared(plain, range) => f(plain.get(range.clone()).unwrap_or_default()),
+            ReadBuf::Owned(v) => f(v),
+            ReadBuf::Pieces(_) => {
+                scratch.clear();
+                scratch.reserve(self.len());
+                self.append_to(scratch);
+                f(scratch)
+            }
+        }
+    }
+
+    fn append_to(&self, out: &mut Vec<u8>) {
+        match self {
+            ReadBuf::Shared(plain, range) => {
+                out.extend_from_slice(plain.get(range.clone()).unwrap_or_default())
+            }
+            ReadBuf::Owned(v) => out.extend_from_slice(v),
+            ReadBuf::Pieces(pieces) => pieces.iter().for_each(|p| p.append_to(out)),
+        }
+    }
+
+    /// The bytes as a new vector (tests).
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.with_bytes(&mut Vec::new(), <[u8]>::to_vec)
     }
 }
 
@@ -439,7 +475,7 @@ impl Vfs {
             Ok(buf) => self
                 .counters
                 .bytes_served
-                .fetch_add(buf.as_slice().len() as u64, Ordering::Relaxed),
+                .fetch_add(buf.len() as u64, Ordering::Relaxed),
             Err(_) => self.counters.read_errors.fetch_add(1, Ordering::Relaxed),
         };
         result
@@ -490,11 +526,7 @@ impl Vfs {
                 return Ok(buf);
             }
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for b in &bufs {
-            out.extend_from_slice(b.as_slice());
-        }
-        Ok(ReadBuf::Owned(out))
+        Ok(ReadBuf::Pieces(bufs))
     }
 
     /// One piece of one chunk. A piece that covers the whole chunk, or belongs to a sequential

@@ -245,7 +245,7 @@ fn ino(vfs: &Vfs, path: &str) -> Ino {
 
 fn read_all(vfs: &Vfs, path: &str, offset: u64, size: u32) -> Result<Vec<u8>, Fail> {
     let fh = vfs.open(ino(vfs, path), ROOT_USER, false)?.fh;
-    let out = vfs.read(fh, offset, size).map(|b| b.as_slice().to_vec());
+    let out = vfs.read(fh, offset, size).map(|b| b.to_vec());
     vfs.release(fh);
     out
 }
@@ -501,7 +501,7 @@ fn a_small_read_of_an_uncached_chunk_decrypts_only_its_range() {
         .fh;
 
     let got = vfs.read(fh, 100_000, 4096).unwrap();
-    assert_eq!(got.as_slice(), &content[100_000..104_096]);
+    assert_eq!(got.to_vec(), &content[100_000..104_096]);
     assert_eq!(
         fake.counts(),
         (0, 1),
@@ -509,7 +509,7 @@ fn a_small_read_of_an_uncached_chunk_decrypts_only_its_range() {
     );
     // A read straddling two uncached chunks: two ranges, still no whole chunk.
     let got = vfs.read(fh, (256 << 10) - 10, 20).unwrap();
-    assert_eq!(got.as_slice(), &content[(256 << 10) - 10..(256 << 10) + 10]);
+    assert_eq!(got.to_vec(), &content[(256 << 10) - 10..(256 << 10) + 10]);
     assert_eq!(fake.counts(), (0, 3));
 
     // A read covering a whole chunk verifies all of it and caches it...
@@ -518,13 +518,13 @@ fn a_small_read_of_an_uncached_chunk_decrypts_only_its_range() {
         .unwrap()
         .fh;
     assert_eq!(
-        vfs.read(fh2, 0, 256 << 10).unwrap().as_slice(),
+        vfs.read(fh2, 0, 256 << 10).unwrap().to_vec(),
         &content[..256 << 10]
     );
     assert_eq!(fake.counts(), (1, 3));
     // ...after which small reads of it are cache hits.
     let hits = vfs.stats().cache_hits;
-    assert_eq!(vfs.read(fh, 5, 4096).unwrap().as_slice(), &content[5..4101]);
+    assert_eq!(vfs.read(fh, 5, 4096).unwrap().to_vec(), &content[5..4101]);
     assert_eq!(fake.counts(), (1, 3));
     assert_eq!(vfs.stats().cache_hits, hits + 1);
 }
@@ -661,7 +661,7 @@ fn authorization_at_lookup_opendir_and_open() {
     assert!(w.vfs.lookup(v2, b"config.json", ROOT_USER).is_ok());
     let fh = w.vfs.open(v2_config, ROOT_USER, false).unwrap().fh;
     // Reads carry no identity: a handle opened by an authorized caller reads.
-    assert_eq!(w.vfs.read(fh, 0, 10).unwrap().as_slice().len(), 10);
+    assert_eq!(w.vfs.read(fh, 0, 10).unwrap().len(), 10);
 }
 
 #[test]
@@ -754,7 +754,7 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
     assert_eq!(resolve(&w.vfs, "bert"), Err(Fail::NotFound));
     assert_eq!(w.vfs.getattr(v1_file, None), Err(Fail::NotFound));
     // The open handle still reads, and fstat through it still works.
-    assert_eq!(w.vfs.read(fh, 0, 1000).unwrap().as_slice(), &w.weights[..]);
+    assert_eq!(w.vfs.read(fh, 0, 1000).unwrap().to_vec(), &w.weights[..]);
     assert_eq!(w.vfs.getattr(v1_file, Some(fh)).unwrap().attr.size, 221);
 
     // 1.0.0 pushed again with other content at the same second: same key, so the same inodes;
@@ -806,7 +806,7 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
     );
     // The handle opened before all this still serves the content it was opened on.
     assert_eq!(
-        w.vfs.read(fh, 200, 100).unwrap().as_slice(),
+        w.vfs.read(fh, 200, 100).unwrap().to_vec(),
         &w.weights[200..]
     );
     w.vfs.release(fh);
@@ -913,14 +913,14 @@ fn a_sequential_reader_gets_whole_chunks_prefetched() {
         .unwrap()
         .fh;
     // Two reads, the second continuing the first, ending inside chunk 2.
-    assert_eq!(vfs.read(fh, 0, 1500).unwrap().as_slice(), &content[..1500]);
+    assert_eq!(vfs.read(fh, 0, 1500).unwrap().to_vec(), &content[..1500]);
     assert_eq!(
         vfs.stats().prefetch_queued,
         0,
         "a first read never triggers prefetch"
     );
     assert_eq!(
-        vfs.read(fh, 1500, 1000).unwrap().as_slice(),
+        vfs.read(fh, 1500, 1000).unwrap().to_vec(),
         &content[1500..2500]
     );
     // Chunks 2, 3 and 4 are fetched in the background.
@@ -937,7 +937,7 @@ fn a_sequential_reader_gets_whole_chunks_prefetched() {
     let ranges_before = fake.counts().1;
     let hits = vfs.stats().cache_hits;
     assert_eq!(
-        vfs.read(fh, 2500, 2500).unwrap().as_slice(),
+        vfs.read(fh, 2500, 2500).unwrap().to_vec(),
         &content[2500..5000]
     );
     assert_eq!(
@@ -973,7 +973,7 @@ proptest! {
             let got = vfs.read(fh, offset, size).unwrap();
             let start = (offset as usize).min(content.len());
             let end = (offset as usize + size as usize).min(content.len());
-            prop_assert_eq!(got.as_slice(), &content[start..end]);
+            prop_assert_eq!(got.to_vec(), &content[start..end]);
             next = offset + size as u64;
         }
     }
