@@ -1,17 +1,18 @@
 //! Tuning of glibc's allocator, which arcad uses (no custom global allocator).
 //!
 //! Why: arcad's memory budget is the mount's plaintext cache plus a small fixed overhead
-//! (issue #3: peak RSS ≤ 64 MiB + the cache). Two glibc defaults broke that, measured on a 1 GiB
-//! file with a 256 MiB cache (bench/README.md):
+//! (issue #3: peak RSS ≤ 64 MiB + the cache). glibc's defaults broke that, measured with a
+//! 256 MiB cache (bench/README.md):
 //! - glibc gives every thread that contends for the heap its own arena, up to 8 per core. The
 //!   mount's request, decryption and prefetch threads allocate and free chunk-sized buffers
 //!   (up to 1 MiB) on about 20 threads, so freed space was stranded in many arenas: peak RSS
 //!   463 MiB after sequential and random reads, 325 MiB with one arena per core.
 //! - A push frees tens of MiB of buffers at its end, which glibc keeps mapped (80 MiB resident
 //!   after a 1 GiB push, 29 MiB after `malloc_trim`).
-//! - glibc's sliding mmap threshold put large short-lived buffers on the heap (see `tune`).
+//! - glibc's sliding mmap threshold put large short-lived buffers on the heap (see `tune`), and
+//!   the cache's churn leaves free holes resident (see `spawn_trimmer`).
 //!
-//! Both calls below are the only unsafe code in this module; they take no pointers.
+//! The unsafe calls here (mallopt, malloc_trim) take integers only, no pointers.
 
 /// Caps glibc's malloc arenas at one per core and fixes its mmap threshold at 512 KiB. Call
 /// once, first thing in `main`, before any thread exists (arenas already created are not
