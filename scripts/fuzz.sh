@@ -26,6 +26,7 @@ command -v rustup >/dev/null || { echo "fuzz: rustup is needed for a nightly too
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 ((${#targets[@]})) || mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)
+((${#targets[@]})) || { echo "fuzz: no targets (cargo fuzz list failed?)" >&2; exit 1; }
 
 target_dir=${CARGO_TARGET_DIR:-/var/tmp/arca-target}
 cargo build --release -p arca-daemon --lib
@@ -36,8 +37,10 @@ export ROCKSDB_LIB_DIR=$(dirname "$lib") ROCKSDB_STATIC=1
 cd fuzz
 cargo +nightly fuzz build -O
 jobs=${ARCA_FUZZ_JOBS:-$(nproc)}
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: ARCA_FUZZ_JOBS must be a positive number" >&2; exit 1; }
 results=$(mktemp -d)
-trap 'rm -rf "$results"' EXIT
+# Fuzzers still running when the script ends early (Ctrl-C, an error) are stopped first.
+trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$results"' EXIT
 one() { # target: runs it, writes its table line to $results/<target>
   local t=$1 log=$results/$1.log res=ok runs cov
   mkdir -p "corpus/$t"

@@ -4,8 +4,8 @@
 //! (issue #3: peak RSS ≤ 64 MiB + the cache). glibc's defaults broke that, measured with a
 //! 256 MiB cache (bench/README.md):
 //! - glibc gives every thread that contends for the heap its own arena, up to 8 per core. The
-//!   mount's request, decryption and prefetch threads allocate and free chunk-sized buffers
-//!   (up to 1 MiB) on about 20 threads, so freed space was stranded in many arenas: peak RSS
+//!   mount's request, decryption and prefetch threads allocate and free chunk-sized and
+//!   read-sized buffers (up to 1 MiB) on about 20 threads, so freed space was stranded in many arenas: peak RSS
 //!   463 MiB after sequential and random reads, 325 MiB with one arena per core.
 //! - A push frees tens of MiB of buffers at its end, which glibc keeps mapped (80 MiB resident
 //!   after a 1 GiB push, 29 MiB after `malloc_trim`).
@@ -22,10 +22,14 @@
 /// frees (up to 32 MiB), after which a push's 4 MiB read buffers and the mount's 1 MiB replies
 /// came from the heap, between long-lived cached chunks, and their holes stayed resident.
 /// Measured on a 2 GiB push and read with a 256 MiB cache: resident after the push 45 → 29 MiB,
-/// peak while reading 336 → 323 MiB. Chunks (at most 512 KiB, 32 KiB on average) stay on the
+/// peak while reading 336 → 323 MiB. Chunks (at most 128 KiB, 32 KiB on average) stay on the
 /// heap.
+///
+/// Returns the settings glibc refused (it runs before logging is set up; the caller logs them).
 #[allow(unsafe_code)]
-pub fn tune() {
+pub fn tune() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut refused = Vec::new();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -38,10 +42,11 @@ pub fn tune() {
             // serializes it against allocation. It returns 0 when it refuses a setting, which
             // costs only memory.
             if unsafe { libc::mallopt(param, value) } == 0 {
-                tracing::debug!(name, value, "glibc refused a malloc setting");
+                refused.push(name);
             }
         }
     }
+    refused
 }
 
 /// Returns the allocator's free pages to the kernel (after a push, which frees much at once).
@@ -59,7 +64,7 @@ pub fn release_free_memory() {
 }
 
 /// Starts a thread that returns free heap pages to the kernel every `every`. Why: the mount's
-/// cache replaces chunks of every size from 2 to 512 KiB, and the holes they leave between
+/// cache replaces chunks of every size up to 128 KiB, and the holes they leave between
 /// cached chunks stay resident; measured on a 2 GiB read with a 256 MiB cache, free-but-resident
 /// heap was about 27 MB (10% of the cache) without it, and resident memory after the reads
 /// 325 → 315 MiB with a trim every second. A trim with nothing to release costs microseconds.

@@ -80,7 +80,7 @@ struct Args {
 
 fn main() -> Result<()> {
     // Before any thread exists (see alloc.rs).
-    arcad::alloc::tune();
+    let refused_malloc_settings = arcad::alloc::tune();
     let args = Args::parse();
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {
@@ -140,6 +140,12 @@ fn main() -> Result<()> {
         // No colour codes in the journal or a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for name in refused_malloc_settings {
+        tracing::warn!(
+            setting = name,
+            "glibc refused a malloc setting; memory use may be higher"
+        );
+    }
     if args.check_config {
         return check_config(&cfg);
     }

@@ -21,7 +21,7 @@ use quick_cache::{OptionsBuilder, Weighter};
 pub(crate) type Plain = Arc<Vec<u8>>;
 
 /// Each shard of quick_cache is bounded separately, and a chunk heavier than a shard is never
-/// cached; shards of at least this size keep many 512 KiB (maximum) chunks each.
+/// cached; shards of at least this size keep many 128 KiB (maximum) chunks each.
 const MIN_SHARD_BYTES: u64 = 32 << 20;
 /// Average chunk size (docs/format.md, "Chunking"), to size the cache's index.
 const AVERAGE_CHUNK: u64 = 32 << 10;

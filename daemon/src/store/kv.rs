@@ -269,18 +269,23 @@ impl Kv {
     pub fn flush_small_memtables(&self, over: u64) -> Result<(), KvError> {
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
+        // One column family failing does not keep the others from being flushed.
+        let mut first_error = Ok(());
         for cf in Cf::ALL.into_iter().filter(|&cf| cf != Cf::Chunks) {
             let h = self.cf(cf);
-            let size = self
+            let flushed = self
                 .db
                 .property_int_value_cf(h, "rocksdb.cur-size-all-mem-tables")
-                .map_err(err("property"))?
-                .unwrap_or(0);
-            if size > over {
-                self.db.flush_cf_opt(h, &fo).map_err(err("flush"))?;
+                .map_err(err("property"))
+                .and_then(|size| match size {
+                    Some(size) if size > over => self.db.flush_cf_opt(h, &fo).map_err(err("flush")),
+                    _ => Ok(()),
+                });
+            if first_error.is_ok() {
+                first_error = flushed;
             }
         }
-        Ok(())
+        first_error
     }
 
     /// Applies a batch atomically and syncs the WAL before returning.
