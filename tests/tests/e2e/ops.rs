@@ -128,22 +128,16 @@ fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
     let mut env = TestEnv::new();
     env.root_key();
     let small = write_version(&env, "small", &[("a.bin", pseudo_random(2 * MIB, 7))]);
-    env.ok(&[
-        "push",
-        small.to_str().unwrap(),
-        "--name",
-        "ret",
-        "--version",
-        "1.0.0",
-    ]);
-    env.ok(&[
-        "push",
-        small.to_str().unwrap(),
-        "--name",
-        "ret",
-        "--version",
-        "1.1.0",
-    ]);
+    for v in ["1.0.0", "1.1.0"] {
+        env.ok(&[
+            "push",
+            small.to_str().unwrap(),
+            "--name",
+            "ret",
+            "--version",
+            v,
+        ]);
+    }
 
     // A push killed halfway leaves chunks no version references.
     let big = write_version(&env, "big", &[("b.bin", pseudo_random(192 * MIB, 8))]);
