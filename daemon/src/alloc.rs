@@ -5,12 +5,12 @@
 //! 256 MiB cache (bench/README.md):
 //! - glibc gives every thread that contends for the heap its own arena, up to 8 per core. The
 //!   mount's request, decryption and prefetch threads allocate and free chunk-sized and
-//!   read-sized buffers (up to 1 MiB) on about 20 threads, so freed space was stranded in many arenas: peak RSS
-//!   463 MiB after sequential and random reads, 325 MiB with one arena per core.
-//! - A push frees tens of MiB of buffers at its end, which glibc keeps mapped (80 MiB resident
-//!   after a 1 GiB push, 29 MiB after `malloc_trim`).
-//! - glibc's sliding mmap threshold put large short-lived buffers on the heap (see `tune`), and
-//!   the cache's churn leaves free holes resident (see `spawn_trimmer`).
+//!   read-sized buffers (up to 1 MiB) on about 20 threads, so freed space was stranded in many
+//!   arenas: peak RSS 463 MiB after sequential and random reads, 325 MiB with one arena per core.
+//! - glibc's sliding mmap threshold put large short-lived buffers on the heap (see `tune`).
+//! - Free memory stays resident until trimmed: a push's buffers (80 MiB resident after a 1 GiB
+//!   push, 29 MiB after `malloc_trim`) and the holes the cache's churn leaves (see
+//!   `spawn_trimmer`, which trims every second and so covers both).
 //!
 //! The unsafe calls here (mallopt, malloc_trim) take integers only, no pointers.
 
@@ -49,10 +49,10 @@ pub fn tune() -> Vec<&'static str> {
     refused
 }
 
-/// Returns the allocator's free pages to the kernel (after a push, which frees much at once).
-/// Costs a walk of the heap's free lists: up to a few milliseconds, not for hot paths.
+/// Returns the allocator's free pages to the kernel. Costs a walk of the heap's free lists: up
+/// to a few milliseconds, not for hot paths.
 #[allow(unsafe_code)]
-pub fn release_free_memory() {
+fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim takes an integer (the padding to keep) and only returns whole free

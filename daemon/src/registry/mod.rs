@@ -552,7 +552,6 @@ impl Registry {
             Ok(_) => {
                 self.pins.unpin_all(&pinned);
                 self.changed();
-                drop(up);
                 // Only memory is at stake: the version is committed whatever happens here.
                 if let Err(e) = self.store.settle_after_push() {
                     tracing::warn!("flushing memtables after a push failed: {e}");
@@ -563,9 +562,6 @@ impl Registry {
                 self.discard(up);
             }
         }
-        // A push's buffers are freed by now; hand their pages back rather than keep the
-        // ingest's peak resident for the daemon's life (see alloc.rs).
-        crate::alloc::release_free_memory();
         result
     }
 
