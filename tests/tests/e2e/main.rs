@@ -7,6 +7,7 @@ mod audit;
 mod deps;
 mod faults;
 mod harness;
+mod insider;
 mod lifecycle;
 mod mount;
 mod offline;
