@@ -25,6 +25,9 @@ pub enum KeyCmd {
     },
     /// Trust a public key for a user (admin only).
     Trust { user: String, pubkey_file: PathBuf },
+    /// Stop trusting a user's key (admin only): versions it signed then fail `verify`, and its
+    /// approvals no longer count. KEY is a fingerprint (from `arca key ls`) or a public key file.
+    Untrust { user: String, key: String },
     /// List trusted keys.
     Ls,
     /// Replace the daemon's key-encryption key and rewrap its keys (admin on every model).
@@ -152,6 +155,31 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                         pub_path.display()
                     ),
                 }
+            }
+            Ok(0)
+        }
+        KeyCmd::Untrust { user, key } => {
+            let fingerprint = match std::fs::read_to_string(&key) {
+                Ok(text) => text
+                    .parse::<PublicKey>()
+                    .with_context(|| key.clone())?
+                    .fingerprint(),
+                Err(_) => key,
+            };
+            let t: TrustedKey = client
+                .json(
+                    Method::POST,
+                    "/v1/keys/untrust",
+                    Some(&arca_core::api::UntrustKey { user, fingerprint }),
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&t)?);
+            } else {
+                println!(
+                    "no longer trusting key {} for {} (uid {})",
+                    t.fingerprint, t.user, t.uid
+                );
             }
             Ok(0)
         }

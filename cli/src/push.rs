@@ -230,15 +230,18 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
             Some(s) => format!("signed by {} ({})", s.user, s.public_key.fingerprint()),
             None => "UNSIGNED".into(),
         };
+        let added = match (c.new_stored_bytes, c.new_chunks) {
+            (Some(b), Some(n)) => format!("; added {b} stored bytes in {n} new chunks"),
+            // Withheld by the daemon: they would reveal content of models we cannot read.
+            _ => String::new(),
+        };
         println!(
-            "pushed {} {}: {} files, {} bytes, root {}\n{signed}; added {} stored bytes in {} new chunks",
+            "pushed {} {}: {} files, {} bytes, root {}\n{signed}{added}",
             v.metadata.name,
             v.metadata.version,
             v.files.len(),
             v.total_size,
             v.merkle_root,
-            c.new_stored_bytes,
-            c.new_chunks
         );
     }
     Ok(0)

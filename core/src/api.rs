@@ -45,9 +45,13 @@ pub struct FileQuery {
 pub struct FileStored {
     pub entry: FileEntry,
     pub chunks: u64,
-    /// Chunks (and their sealed bytes) that were not in the store before this file.
-    pub new_chunks: u64,
-    pub new_stored_bytes: u64,
+    /// Chunks (and their sealed bytes) that were not in the store before this file. Withheld
+    /// (absent) unless the caller may read every model that holds the file's other chunks:
+    /// otherwise they would tell whether content exists in models the caller cannot read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_chunks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_stored_bytes: Option<u64>,
 }
 
 /// `POST /v1/uploads/{id}/commit`: what the publisher computed and signed.
@@ -222,8 +226,12 @@ pub struct History {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
     pub version: VersionInfo,
-    pub new_chunks: u64,
-    pub new_stored_bytes: u64,
+    /// As in `FileStored`: absent when they would reveal content of models the caller cannot
+    /// read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_chunks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_stored_bytes: Option<u64>,
 }
 
 /// One line of `arca ls`.
@@ -272,6 +280,13 @@ pub struct VerifyReport {
 pub struct TrustKey {
     pub user: String,
     pub public_key: PublicKey,
+}
+
+/// `POST /v1/keys/untrust`: stop trusting a user's key, named by its fingerprint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UntrustKey {
+    pub user: String,
+    pub fingerprint: String,
 }
 
 /// One trusted publisher key.

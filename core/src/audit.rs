@@ -35,10 +35,13 @@ pub enum EventKind {
     /// A chunk or record failed verification (verify, get or the mount).
     IntegrityViolation,
     GcRemoval,
+    /// The store itself: its creation (event 1, naming the audit public key) and format
+    /// upgrades.
+    Store,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Registration,
         EventKind::Access,
         EventKind::Approval,
@@ -51,6 +54,7 @@ impl EventKind {
         EventKind::Refusal,
         EventKind::IntegrityViolation,
         EventKind::GcRemoval,
+        EventKind::Store,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl EventKind {
             EventKind::Refusal => "refusal",
             EventKind::IntegrityViolation => "integrity_violation",
             EventKind::GcRemoval => "gc_removal",
+            EventKind::Store => "store",
         }
     }
 }
@@ -103,6 +108,21 @@ pub struct Draft {
     pub uid: Option<u32>,
     pub pid: Option<i32>,
     pub details: BTreeMap<String, String>,
+    /// The sealed records this event's write put or deleted (filled in by the store).
+    pub records: Vec<RecordWrite>,
+}
+
+/// One sealed record written (or deleted) by the change an event records: the record's column
+/// family and row key (a keyed hash, so it names nothing in the clear). Each such record carries
+/// the seq and hash of the newest event that wrote its row, inside its seal; a record that does
+/// not match the newest event for its row in the chain is stale (replayed) and is not used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordWrite {
+    pub cf: String,
+    pub row: crate::id::RowKey,
+    /// The row was deleted (no record may stand there after this event).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl Draft {
@@ -115,6 +135,7 @@ impl Draft {
             uid: None,
             pid: None,
             details: BTreeMap::new(),
+            records: Vec::new(),
         }
     }
 
@@ -155,6 +176,10 @@ pub struct AuditEvent {
     pub uid: Option<u32>,
     pub pid: Option<i32>,
     pub details: BTreeMap<String, String>,
+    /// The sealed records the change wrote (store format 2; empty for events that change no
+    /// record, and for every event written before format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordWrite>,
     pub prev: EventHash,
     pub hash: EventHash,
 }
@@ -201,6 +226,7 @@ impl AuditEvent {
             uid: d.uid,
             pid: d.pid,
             details: d.details,
+            records: d.records,
             prev,
             hash: GENESIS,
         };
@@ -227,6 +253,16 @@ impl AuditEvent {
             put_str(&mut out, v);
         }
         out.extend_from_slice(self.prev.as_bytes());
+        // Appended only when present, so events written before records were named keep their
+        // hashes; everything before is length-prefixed, so the encoding stays unambiguous.
+        if !self.records.is_empty() {
+            out.extend_from_slice(&(self.records.len() as u32).to_be_bytes());
+            for r in &self.records {
+                put_str(&mut out, &r.cf);
+                out.extend_from_slice(r.row.as_bytes());
+                out.push(u8::from(r.deleted));
+            }
+        }
         out
     }
 

@@ -85,6 +85,11 @@ id_type!(
     /// BLAKE3 of an audit event's canonical encoding (which includes the previous event's hash).
     EventHash
 );
+id_type!(
+    /// The row key of a sealed record in the store: BLAKE3 keyed with the store's id key over the
+    /// record's kind and natural key (model name and version, model, uid and key, …).
+    RowKey
+);
 
 #[cfg(test)]
 mod tests {

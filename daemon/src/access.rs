@@ -47,6 +47,13 @@ pub struct StoredPolicy {
 pub struct AccessTable {
     pub assignments: Vec<RoleAssignment>,
     pub policies: BTreeMap<ModelName, StoredPolicy>,
+    /// Models whose stored policy failed its audit check (a replayed or unbound record): until
+    /// an admin sets the policy again, nobody but a bootstrap admin holds any permission on
+    /// them, no environment serves them and retention removes nothing of them.
+    pub locked: BTreeSet<ModelName>,
+    /// What was wrong with the stored records this table was built from (for `verify`): the
+    /// model a fault concerns, or `None` for the role assignments.
+    pub faults: Vec<(Option<ModelName>, String)>,
 }
 
 fn scope_covers(scope: &Option<ModelName>, model: Option<&ModelName>) -> bool {
@@ -74,9 +81,10 @@ impl AccessTable {
     /// store-wide operations such as trusting a key need).
     pub fn allows(&self, s: &Subject, model: Option<&ModelName>, p: Permission) -> bool {
         s.bootstrap_admin
-            || self
-                .applicable(s, model)
-                .any(|a| a.role.permissions().contains(&p))
+            || (!model.is_some_and(|m| self.locked.contains(m))
+                && self
+                    .applicable(s, model)
+                    .any(|a| a.role.permissions().contains(&p)))
     }
 
     /// The permissions of `s` on `model`, and the assignments they come from.
@@ -90,6 +98,13 @@ impl AccessTable {
         }
         let mut perms = BTreeSet::new();
         let mut via = Vec::new();
+        if model.is_some_and(|m| self.locked.contains(m)) {
+            return EffectivePermissions {
+                model: model.cloned(),
+                permissions: Vec::new(),
+                via: vec!["none: the model's policy record failed its audit check".into()],
+            };
+        }
         for a in self.applicable(s, model) {
             perms.extend(a.role.permissions().iter().copied());
             via.push(format!(
@@ -133,6 +148,13 @@ impl AccessTable {
     }
 
     pub fn policy(&self, model: &ModelName) -> Policy {
+        if self.locked.contains(model) {
+            return Policy {
+                environments: Vec::new(),
+                retention_days: u32::MAX,
+                ..Policy::default()
+            };
+        }
         self.policies
             .get(model)
             .map(|p| p.policy.clone())
@@ -154,7 +176,7 @@ impl AccessTable {
     /// was not given one and serves every model).
     pub fn serves(&self, model: &ModelName, environment: Option<&str>) -> bool {
         match environment {
-            None => true,
+            None => !self.locked.contains(model),
             Some(env) => self.policy(model).environments.iter().any(|e| e == env),
         }
     }

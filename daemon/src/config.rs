@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub max_connections_per_user: Option<usize>,
     pub request_header_timeout_secs: Option<u64>,
+    pub audit_public_key: Option<String>,
 }
 
 /// The resolved configuration.
@@ -57,6 +58,9 @@ pub struct Config {
     pub max_connections_per_user: usize,
     /// Seconds a connection may take to send a request's headers.
     pub request_header_timeout_secs: u64,
+    /// The audit public key the store must sign its trail with (`arca audit verify` prints
+    /// it): pinned, arcad refuses a store whose audit key was replaced.
+    pub audit_public_key: Option<arca_core::sign::PublicKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,7 @@ impl Config {
             max_connections: 1024,
             max_connections_per_user: 64,
             request_header_timeout_secs: 10,
+            audit_public_key: None,
         }
     }
 
@@ -139,6 +144,11 @@ impl Config {
         }
         if let Some(v) = f.kek_rotation_path {
             self.kek_rotation_path = Some(v);
+        }
+        if let Some(v) = f.audit_public_key {
+            self.audit_public_key = Some(v.parse().map_err(|e| {
+                ConfigError::Parse(path.to_owned(), format!("audit_public_key {v:?}: {e}"))
+            })?);
         }
         if let Some(v) = f.rotation_mib_per_sec {
             self.rotation_mib_per_sec = v;

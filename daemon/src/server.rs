@@ -254,6 +254,7 @@ fn api(reg: Arc<Registry>) -> Router {
         .route("/v1/keys", get(list_keys).post(trust_key))
         .route("/v1/gc", post(gc))
         .route("/v1/status", get(status))
+        .route("/v1/keys/untrust", post(untrust_key))
         .route("/v1/keys/rotate-kek", post(rotate_kek))
         .route("/v1/keys/rotate-dek", post(rotate_dek))
         .route("/v1/audit", get(audit_ls))
@@ -466,6 +467,15 @@ async fn trust_key(
 ) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.trust_key(&c, req)).await?))
+}
+
+async fn untrust_key(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Json(req): Json<arca_core::api::UntrustKey>,
+) -> ApiResult<impl IntoResponse> {
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.untrust_key(&c, req)).await?))
 }
 
 async fn stats(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {

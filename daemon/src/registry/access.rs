@@ -158,6 +158,8 @@ impl Registry {
         }
         self.store
             .put_roles(&next.assignments, vec![role_event(c, "assign", &a)])?;
+        // A fresh, bound record: whatever was wrong with the stored one no longer applies.
+        next.faults.retain(|(m, _)| m.is_some());
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(principal = %a.principal, role = %a.role, model = ?a.model.as_ref().map(|m| m.to_string()), by = %c.user, "role assigned");
         self.access_changed();
@@ -180,6 +182,7 @@ impl Registry {
             })?;
         self.store
             .put_roles(&next.assignments, vec![role_event(c, "revoke", &removed)])?;
+        next.faults.retain(|(m, _)| m.is_some());
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(principal = %removed.principal, role = %removed.role, by = %c.user, "role revoked");
         self.access_changed();
@@ -258,7 +261,15 @@ impl Registry {
     pub fn set_policy(&self, c: &Caller, name: &ModelName, u: PolicyUpdate) -> Result<PolicyInfo> {
         self.require(c, Some(name), Permission::Admin, "set its policy")?;
         let _g = lock(&self.commit_lock);
-        let mut p = self.access().policy(name);
+        // A locked model (its stored policy failed its audit check) starts again from the
+        // defaults, not from the lock's deny-everything stand-in.
+        let mut p = {
+            let t = self.access();
+            match t.locked.contains(name) {
+                true => arca_core::api::Policy::default(),
+                false => t.policy(name),
+            }
+        };
         if let Some(v) = u.require_approval {
             p.require_approval = v;
         }
@@ -291,6 +302,9 @@ impl Registry {
         let info = {
             let mut t = self.access.write().unwrap_or_else(|p| p.into_inner());
             t.policies.insert(name.clone(), stored);
+            // Setting the policy again is how an admin unlocks a model whose record was stale.
+            t.locked.remove(name);
+            t.faults.retain(|(m, _)| m.as_ref() != Some(name));
             t.policy_info(name)
         };
         tracing::info!(model = %name, by = %c.user, "policy set");

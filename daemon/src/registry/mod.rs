@@ -24,7 +24,7 @@ use crate::chunker::{ingest, IngestError, IngestFailure};
 use crate::crypt::{sealed_chunk_len, CryptError};
 use crate::manifest::{StoredFile, VersionRecord, RECORD_FORMAT};
 use crate::pins::Pins;
-use crate::store::{Store, StoreError};
+use crate::store::{BadVersion, Store, StoreError};
 
 mod access;
 pub mod audit;
@@ -95,9 +95,10 @@ type Catalog = BTreeMap<ModelName, BTreeMap<ModelVersion, Arc<VersionRecord>>>;
 pub struct Registry {
     store: Store,
     catalog: RwLock<Catalog>,
-    /// Version records that did not open or did not match their signed root at start: never
-    /// served, always reported by `verify`.
-    broken: Vec<String>,
+    /// Version records that did not open, failed their audit check or did not match their
+    /// signed root at start: never served, reported by `verify` of their model (or of every
+    /// model when the record does not say whose it is).
+    broken: Vec<BadVersion>,
     uploads: Mutex<HashMap<String, Upload>>,
     pins: Pins,
     /// Serialises commits so that "version exists?" and "write version" are one step.
@@ -198,12 +199,15 @@ impl Registry {
                     Err(why) => {
                         let what = format!("{} {}: {why}", rec.metadata.name, rec.metadata.version);
                         tracing::error!("not serving version {what}");
-                        broken.push(what);
+                        broken.push(BadVersion {
+                            version: Some((rec.metadata.name.clone(), rec.metadata.version)),
+                            why: what,
+                        });
                     }
                 },
-                Err(why) => {
-                    tracing::error!("not serving a version: {why}");
-                    broken.push(why);
+                Err(bad) => {
+                    tracing::error!("not serving a version: {}", bad.why);
+                    broken.push(bad);
                 }
             }
         }
@@ -415,6 +419,29 @@ impl Registry {
         }
     }
 
+    /// Whether `c` may learn how many of an upload's chunks were new: only when every served
+    /// version holding one of the chunks that already existed (`pinned` less `written`) is one
+    /// `c` may read. Otherwise "no new chunk" would confirm that content exists in a model `c`
+    /// cannot read. Admins may read everything, so they always see the figures.
+    fn may_see_dedup(&self, c: &Caller, pinned: &[ChunkId], written: &[ChunkId]) -> bool {
+        let written: HashSet<&ChunkId> = written.iter().collect();
+        let existing: HashSet<&ChunkId> =
+            pinned.iter().filter(|id| !written.contains(id)).collect();
+        if existing.is_empty() {
+            return true;
+        }
+        let cat = self.catalog();
+        cat.values()
+            .flat_map(|vs| vs.values())
+            .filter(|r| !self.may_read(c, r))
+            .all(|r| {
+                !r.files
+                    .iter()
+                    .flat_map(|f| f.chunks.iter())
+                    .any(|ch| existing.contains(&ch.id))
+            })
+    }
+
     fn check_upload_owner(&self, c: &Caller, id: &str) -> Result<()> {
         match lock(&self.uploads).get(id) {
             Some(u) if u.owner_uid == c.uid => Ok(()),
@@ -486,11 +513,12 @@ impl Registry {
             sha256: ing.digests.sha256,
             blake3: ing.digests.blake3,
         };
+        let shown = self.may_see_dedup(c, &ing.pinned, &ing.written);
         let stored = FileStored {
             entry: entry.clone(),
             chunks: ing.chunks.len() as u64,
-            new_chunks: ing.written.len() as u64,
-            new_stored_bytes: ing.new_stored_bytes,
+            new_chunks: shown.then_some(ing.written.len() as u64),
+            new_stored_bytes: shown.then_some(ing.new_stored_bytes),
         };
         let mut uploads = lock(&self.uploads);
         let Some(u) = uploads.get_mut(id) else {
@@ -536,7 +564,13 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound("no such upload".into()))?;
         let files = std::mem::take(&mut up.files);
         let pinned = std::mem::take(&mut up.pinned);
-        let result = self.commit_files(c, &up, files, req);
+        let result = self.commit_files(c, &up, files, req).map(|mut done| {
+            if !self.may_see_dedup(c, &pinned, &up.written) {
+                done.new_chunks = None;
+                done.new_stored_bytes = None;
+            }
+            done
+        });
         if let Err(
             e @ (RegistryError::SignatureMismatch(_)
             | RegistryError::UntrustedSigner(_)
@@ -691,8 +725,8 @@ impl Registry {
         tracing::info!(model = %name, version = %version, user = %c.user, "version committed");
         Ok(Committed {
             version: info,
-            new_chunks: up.written.len() as u64,
-            new_stored_bytes: up.new_stored_bytes,
+            new_chunks: Some(up.written.len() as u64),
+            new_stored_bytes: Some(up.new_stored_bytes),
         })
     }
 
@@ -822,15 +856,15 @@ impl Registry {
             Some(v) => vec![self.readable_version(c, name, v)?],
             None => {
                 let cat = self.catalog();
-                let all = cat
+                let mine: Vec<_> = cat
                     .get(name)
-                    .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
-                let mine: Vec<_> = all
-                    .values()
+                    .into_iter()
+                    .flat_map(|all| all.values())
                     .filter(|r| self.may_read(c, r))
                     .cloned()
                     .collect();
-                if mine.is_empty() {
+                // A model whose every record is unusable still gets its report.
+                if mine.is_empty() && !self.broken.iter().any(|b| b.concerns(name)) {
                     return Err(RegistryError::NotFound(format!("no model named {name}")));
                 }
                 mine
@@ -862,7 +896,8 @@ impl Registry {
             if let Err(why) = check_signed(rec) {
                 fail(&mut rep, None, None, why);
             }
-            if let Err(why) = self.audit_agrees(rec) {
+            // The record in the store is the one served, and the newest its audit trail knows.
+            if let Err(why) = self.store.check_version(rec) {
                 fail(&mut rep, None, None, why);
             }
             match &rec.signer {
@@ -924,15 +959,61 @@ impl Registry {
                 }
             }
         }
-        if !self.broken.is_empty() {
-            for b in &self.broken {
-                rep.failures.push(VerifyFailure {
-                    version: recs[0].metadata.version.clone(),
+        // Problems that belong to no served version are filed under the first version at hand.
+        let fallback = recs
+            .first()
+            .map(|r| r.metadata.version.clone())
+            .or_else(|| {
+                self.broken
+                    .iter()
+                    .find_map(|b| b.version.as_ref().filter(|(m, _)| m == name))
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|| "0.0.0".parse().expect("a valid version"));
+        let store_wide = |rep: &mut VerifyReport, problem: String| {
+            rep.failures.push(VerifyFailure {
+                version: fallback.clone(),
+                file: None,
+                chunk: None,
+                problem,
+            })
+        };
+        for b in self.broken.iter().filter(|b| b.concerns(name)) {
+            let problem = format!(
+                "the store holds a version record that is not served: {}",
+                b.why
+            );
+            match &b.version {
+                Some((_, v)) => rep.failures.push(VerifyFailure {
+                    version: v.clone(),
                     file: None,
                     chunk: None,
-                    problem: format!("the store holds a version record that is not served: {b}"),
-                });
+                    problem,
+                }),
+                None => store_wide(&mut rep, problem),
             }
+        }
+        // Records the audit trail vouches for that are gone, or that failed their audit check:
+        // the model's own and the store-wide ones (role assignments, trusted keys).
+        for (m, v, why) in self.store.missing_versions()? {
+            if m.as_ref().is_none_or(|m| m == name) {
+                let what = v.map_or(String::new(), |v| format!(" ({name} {v})"));
+                store_wide(&mut rep, format!("{why}{what}"));
+            }
+        }
+        for (m, why) in &self.access().faults {
+            if m.as_ref().is_none_or(|m| m == name) {
+                store_wide(&mut rep, why.clone());
+            }
+        }
+        for why in self.store.trusted_keys_checked()?.1 {
+            store_wide(&mut rep, why);
+        }
+        if let Some(at) = self.store.trail_broken_at() {
+            store_wide(
+                &mut rep,
+                format!("the audit trail was broken at event {at} when arcad started: no version, role, policy or key record is trusted until it is restored (`arca audit verify`)"),
+            );
         }
         for f in &rep.failures {
             self.integrity_event(
@@ -982,6 +1063,33 @@ impl Registry {
             .detail("fingerprint", k.fingerprint.clone());
         self.store.put_trusted_key(&k, vec![event])?;
         tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
+        Ok(k)
+    }
+
+    /// Stops trusting a key: versions it signed then fail `verify` ("no longer trusted"), and
+    /// its approvals no longer count at promotion.
+    pub fn untrust_key(&self, c: &Caller, req: arca_core::api::UntrustKey) -> Result<TrustedKey> {
+        self.require(c, None, Permission::Admin, "untrust signing keys")?;
+        let _g = lock(&self.commit_lock);
+        let (uid, _) = resolve_user(&req.user)
+            .ok_or_else(|| RegistryError::NotFound(format!("no user named {}", req.user)))?;
+        let k = self
+            .store
+            .trusted_keys()?
+            .into_iter()
+            .find(|k| k.uid == uid && k.fingerprint == req.fingerprint)
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no key {} is trusted for {}",
+                    req.fingerprint, req.user
+                ))
+            })?;
+        let event = audit::ev(c, EventKind::KeyChange)
+            .detail("action", "untrust")
+            .detail("key_user", k.user.clone())
+            .detail("fingerprint", k.fingerprint.clone());
+        self.store.delete_trusted_key(&k, vec![event])?;
+        tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key untrusted");
         Ok(k)
     }
 

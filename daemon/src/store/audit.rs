@@ -19,8 +19,13 @@ use arca_core::audit::{
 };
 use arca_core::sign::{PublicKey, SecretKey};
 
+use arca_core::audit::RecordWrite;
+use arca_core::id::RowKey;
+use arca_core::ModelName;
+
+use super::binding::{Binding, Bindings};
 use super::kv::{Batch, Cf};
-use super::{Store, StoreError};
+use super::{RecordPut, Store, StoreError};
 
 /// Where `meta` keeps the audit signing key's seed, wrapped by the KEK.
 pub(super) const AUDIT_KEY_LABEL: &str = "audit-signing-key";
@@ -221,12 +226,31 @@ impl Store {
 
     /// Commits `b` with `drafts` appended to the trail, in one atomic write: no change without
     /// its events, no events without their change. Returns the placed events.
+    ///
+    /// `records` are the mutable records the change writes: the batch's last event names them
+    /// all, and each is sealed bound to that event (`binding.rs`).
     pub(super) fn commit_audited(
         &self,
         mut b: Batch,
-        drafts: Vec<Draft>,
+        mut drafts: Vec<Draft>,
+        records: Vec<RecordPut>,
         sync: bool,
     ) -> Result<Vec<AuditEvent>, StoreError> {
+        if !records.is_empty() {
+            let Some(last) = drafts.last_mut() else {
+                return Err(StoreError::Corrupt(
+                    "a record write without the audit event that records it".into(),
+                ));
+            };
+            last.records = records
+                .iter()
+                .map(|r| RecordWrite {
+                    cf: r.cf.name().into(),
+                    row: RowKey(r.row),
+                    deleted: r.json.is_none(),
+                })
+                .collect();
+        }
         let mut chain = self.chain();
         let mut next = chain.clone();
         let mut events = Vec::with_capacity(drafts.len());
@@ -243,6 +267,24 @@ impl Store {
             next.last_at = at;
             events.push(e);
         }
+        if let Some(last) = events.last() {
+            let binding = Binding::of(last);
+            for r in &records {
+                match &r.json {
+                    Some(json) => {
+                        let sealed = self
+                            .keys
+                            .seal_record(r.cf.name(), &r.row, &binding.wrap(json))
+                            .map_err(|source| StoreError::Crypt {
+                                what: format!("sealing a {} record", r.cf.name()),
+                                source,
+                            })?;
+                        b.put(r.cf, &r.row, sealed);
+                    }
+                    None => b.delete(r.cf, &r.row),
+                }
+            }
+        }
         if !events.is_empty() {
             let count = next.next - 1;
             let (cp_count, cp_at) = next.last_checkpoint;
@@ -256,6 +298,12 @@ impl Store {
         }
         self.kv.commit_opt(b, sync)?;
         *chain = next;
+        if !records.is_empty() {
+            let mut bindings = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+            for e in &events {
+                bindings.apply(e);
+            }
+        }
         for e in &events {
             if let Some(i) = EventKind::ALL.iter().position(|k| *k == e.kind) {
                 self.event_counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -268,7 +316,7 @@ impl Store {
     /// write is not synced: a daemon crash loses none of it; a power loss may lose the newest
     /// such events, and with them the head that covered them, never a part of a chain.
     pub fn append_audit(&self, drafts: Vec<Draft>) -> Result<Vec<AuditEvent>, StoreError> {
-        self.commit_audited(Batch::default(), drafts, false)
+        self.commit_audited(Batch::default(), drafts, Vec::new(), false)
     }
 
     /// Writes a signed checkpoint of the current head (at shutdown).
@@ -366,24 +414,56 @@ impl Store {
         Ok(out)
     }
 
-    /// Checks every event, link and checkpoint (see `arca_core::audit::check_chain`).
-    pub fn audit_verify(&self) -> Result<ChainReport, StoreError> {
-        let key = self.audit_key.public();
-        let unreadable = |seq: u64, problem: String| ChainReport {
-            events: 0,
-            checkpoints: 0,
-            head: None,
-            fault: Some(ChainFault { seq, problem }),
-            public_key: key,
+    /// Walks the whole chain as `audit_verify` does and maps every record row to the newest
+    /// event that wrote it, counting only events before the chain's first fault.
+    pub(super) fn scan_bindings(&self) -> Result<Bindings, StoreError> {
+        let (checkpoints, head) = match self.signed_checkpoints()? {
+            Ok(c) => c,
+            Err(fault) => return Ok(Bindings::from_chain([], Some(&fault))),
         };
+        let mut writers: Vec<AuditEvent> = Vec::new();
+        let events = self
+            .kv
+            .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
+            .map(|item| match item {
+                Ok((k, v)) => self.open_event(&k, &v),
+                Err(e) => Err((0, e.to_string())),
+            })
+            .inspect(|e| {
+                if let Ok(e) = e {
+                    if !e.records.is_empty() {
+                        writers.push(e.clone());
+                    }
+                }
+            });
+        let fault = check_chain(
+            events,
+            &checkpoints,
+            head.as_ref(),
+            &self.audit_key.public(),
+        )
+        .err()
+        .or_else(|| self.creation_fault());
+        let upto = fault.as_ref().map_or(u64::MAX, |f| f.seq);
+        Ok(Bindings::from_chain(
+            writers.iter().filter(|e| e.seq < upto),
+            fault.as_ref(),
+        ))
+    }
+
+    /// The kept checkpoints and the head, or the fault that makes them unreadable.
+    #[allow(clippy::type_complexity)]
+    fn signed_checkpoints(
+        &self,
+    ) -> Result<Result<(Vec<Checkpoint>, Option<Checkpoint>), ChainFault>, StoreError> {
         let head: Option<Checkpoint> = match self.kv.get(Cf::Audit, HEAD)? {
             Some(v) => match serde_json::from_slice(&v) {
                 Ok(h) => Some(h),
                 Err(e) => {
-                    return Ok(unreadable(
-                        0,
-                        format!("the signed head cannot be read: {e}"),
-                    ))
+                    return Ok(Err(ChainFault {
+                        seq: 0,
+                        problem: format!("the signed head cannot be read: {e}"),
+                    }))
                 }
             },
             None => None,
@@ -403,13 +483,60 @@ impl Store {
             match serde_json::from_slice::<Checkpoint>(&v) {
                 Ok(c) => checkpoints.push(c),
                 Err(e) => {
-                    return Ok(unreadable(
+                    return Ok(Err(ChainFault {
                         seq,
-                        format!("the checkpoint at event {seq} cannot be read: {e}"),
-                    ))
+                        problem: format!("the checkpoint at event {seq} cannot be read: {e}"),
+                    }))
                 }
             }
         }
+        Ok(Ok((checkpoints, head)))
+    }
+
+    /// Event 1 of a store created with format 2 records the audit public key; a daemon signing
+    /// with another key is running on a trail that is not its own.
+    fn creation_fault(&self) -> Option<ChainFault> {
+        let v = self.kv.get(Cf::Audit, &event_row(1)).ok()??;
+        let e = self.open_event(&event_row(1), &v).ok()?;
+        let recorded = e.details.get("audit_public_key")?;
+        let ours = self.audit_key.public().to_string();
+        (e.kind == EventKind::Store && *recorded != ours).then(|| ChainFault {
+            seq: 1,
+            problem: format!(
+                "event 1 records audit key {recorded}, but the trail is signed with {ours}: the audit key was replaced"
+            ),
+        })
+    }
+
+    /// The model and version named by event `seq`, if it opens.
+    pub(super) fn event_subject(
+        &self,
+        seq: u64,
+    ) -> Result<(Option<ModelName>, Option<arca_core::ModelVersion>), StoreError> {
+        let row = event_row(seq);
+        Ok(match self.kv.get(Cf::Audit, &row)? {
+            Some(v) => match self.open_event(&row, &v) {
+                Ok(e) => (e.model, e.version),
+                Err(_) => (None, None),
+            },
+            None => (None, None),
+        })
+    }
+
+    /// Checks every event, link and checkpoint (see `arca_core::audit::check_chain`).
+    pub fn audit_verify(&self) -> Result<ChainReport, StoreError> {
+        let key = self.audit_key.public();
+        let unreadable = |seq: u64, problem: String| ChainReport {
+            events: 0,
+            checkpoints: 0,
+            head: None,
+            fault: Some(ChainFault { seq, problem }),
+            public_key: key,
+        };
+        let (checkpoints, head) = match self.signed_checkpoints()? {
+            Ok(c) => c,
+            Err(f) => return Ok(unreadable(f.seq, f.problem)),
+        };
         let events = self
             .kv
             .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
@@ -419,7 +546,10 @@ impl Store {
             });
         let result = check_chain(events, &checkpoints, head.as_ref(), &key);
         let (events, fault) = match result {
-            Ok((n, _)) => (n, None),
+            Ok((n, _)) => match self.creation_fault() {
+                None => (n, None),
+                Some(f) => (0, Some(f)),
+            },
             Err(f) => (f.seq.saturating_sub(1), Some(f)),
         };
         Ok(ChainReport {
@@ -431,7 +561,11 @@ impl Store {
         })
     }
 
-    /// The audit signing key, created on first use and kept wrapped by the KEK in `meta`.
+    /// The audit signing key, kept wrapped by the KEK in `meta`. It is made when the store is
+    /// created (`Store::initialise`). A store that holds versions, roles, keys or any audit row
+    /// but no audit key had it removed, and making a new one would let whoever removed it start
+    /// a fresh trail that verifies: refused. (Only a store that holds nothing yet, made before
+    /// the key was part of creation, gets one here.)
     pub(super) fn audit_signing_key(
         kv: &super::kv::Kv,
         kek: &crate::keys::Kek,
@@ -440,6 +574,14 @@ impl Store {
         let seed = match kv.get(Cf::Meta, LABEL.as_bytes())? {
             Some(w) => kek.unwrap_key(LABEL, &w)?,
             None => {
+                for cf in [Cf::Versions, Cf::Acl, Cf::Keys, Cf::Audit] {
+                    if kv.scan(cf).next().transpose()?.is_some() {
+                        return Err(StoreError::Refused(format!(
+                            "the store holds {} records but its audit signing key is gone: the audit trail was tampered with; arcad will not start a new trail over it (restore the state directory from a backup)",
+                            cf.name()
+                        )));
+                    }
+                }
                 let s = crate::keys::SecretBytes::random()?;
                 let mut b = Batch::default();
                 b.put(Cf::Meta, LABEL.as_bytes(), kek.wrap(LABEL, &s)?);
@@ -535,8 +677,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(last.len(), 20);
-        // Event ids start at 1: draft i is event i + 1, and the last i with i % 100 == 7 is total - 93.
-        assert_eq!(last.last().unwrap().seq, total - 92);
+        // Event 1 records the store's creation, so draft i is event i + 2, and the last i with
+        // i % 100 == 7 is total - 93.
+        assert_eq!(last.last().unwrap().seq, total - 91);
         println!("audit: newest 20 of one model in {:.1?}", t.elapsed());
     }
 
@@ -552,21 +695,24 @@ mod tests {
         s.append_audit((10..12).map(draft).collect()).unwrap();
         let r = s.audit_verify().unwrap();
         assert!(r.fault.is_none(), "{:?}", r.fault);
-        assert_eq!((r.events, r.head.unwrap().count), (12, 12));
+        // Twelve drafts after event 1, the store's creation.
+        assert_eq!((r.events, r.head.unwrap().count), (13, 13));
         // Drop the last three events as someone with the database but not the key would.
         let mut b = Batch::default();
-        for seq in 10..=12 {
+        for seq in 11..=13 {
             b.delete(Cf::Audit, &event_row(seq));
         }
         s.kv.commit(b).unwrap();
         let f = s.audit_verify().unwrap().fault.unwrap();
-        assert_eq!(f.seq, 10);
+        assert_eq!(f.seq, 11);
         assert!(f.problem.contains("truncated"), "{f:?}");
         drop(s);
-        // New events after a restart continue after the gap, so it stays detectable.
+        // New events after a restart continue after the gap, so it stays detectable, and the
+        // broken trail vouches for no record.
         let s = open(dir.path());
+        assert_eq!(s.trail_broken_at(), Some(11));
         s.append_audit(vec![draft(99)]).unwrap();
         let f = s.audit_verify().unwrap().fault.unwrap();
-        assert_eq!(f.seq, 10, "{f:?}");
+        assert_eq!(f.seq, 11, "{f:?}");
     }
 }

@@ -3,13 +3,14 @@
 //! appears in the database, and seals every value it writes.
 
 pub mod audit;
+pub mod binding;
 pub mod kv;
 pub mod rotate;
 
 use std::path::{Path, PathBuf};
 
 use arca_core::api::{RoleAssignment, TrustedKey};
-use arca_core::audit::Draft;
+use arca_core::audit::{Draft, EventKind};
 use arca_core::{ChunkId, ModelName};
 
 use crate::access::{AccessTable, StoredPolicy};
@@ -17,10 +18,14 @@ use crate::access::{AccessTable, StoredPolicy};
 use crate::crypt::{CryptError, Keyring};
 use crate::keys::{Kek, KeyError, SecretBytes};
 use crate::manifest::VersionRecord;
+use binding::{Binding, Bindings, Stale};
 use kv::{Batch, Cf, Kv, KvError};
 
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT_VALUE: &[u8] = b"arca-store-v1";
+/// Format 2: mutable records carry their audit binding (`binding.rs`); format 1 stores are
+/// upgraded at open (`upgrade_v1`).
+const FORMAT_VALUE: &[u8] = b"arca-store-v2";
+const FORMAT_V1: &[u8] = b"arca-store-v1";
 const DEK_CURRENT: &[u8] = b"dek-current";
 const ID_KEY: &str = "idk";
 
@@ -43,6 +48,37 @@ pub enum StoreError {
     /// An operation that cannot run now (another is in progress).
     #[error("{0}")]
     Busy(String),
+    /// The state directory was tampered with in a way that makes it unsafe to open.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A mutable record written by an audited commit: sealed there, bound to the batch's last
+/// event, which names it (`binding.rs`). `json: None` deletes the row.
+pub(crate) struct RecordPut {
+    pub cf: Cf,
+    pub row: [u8; 32],
+    pub json: Option<Vec<u8>>,
+}
+
+impl RecordPut {
+    fn put<T: serde::Serialize>(cf: Cf, row: [u8; 32], value: &T) -> Result<Self, StoreError> {
+        let json = serde_json::to_vec(value)
+            .map_err(|e| StoreError::Corrupt(format!("encoding a {} record: {e}", cf.name())))?;
+        Ok(Self {
+            cf,
+            row,
+            json: Some(json),
+        })
+    }
+
+    fn delete(cf: Cf, row: [u8; 32]) -> Self {
+        Self {
+            cf,
+            row,
+            json: None,
+        }
+    }
 }
 
 impl StoreError {
@@ -66,6 +102,26 @@ pub struct Store {
     kek: std::sync::RwLock<Kek>,
     /// Events appended since open, by `EventKind::ALL` index (for metrics).
     event_counts: [std::sync::atomic::AtomicU64; arca_core::audit::EventKind::ALL.len()],
+    /// Row → newest event that wrote it; updated under the chain lock.
+    bindings: std::sync::RwLock<Bindings>,
+}
+
+/// A version row the audit trail vouches for that is gone: the model and version its newest
+/// event names, and the text `verify` shows.
+pub type MissingVersion = (Option<ModelName>, Option<arca_core::ModelVersion>, String);
+
+/// A version record that is not served, and why; `version` names it when the record opened.
+#[derive(Debug, Clone)]
+pub struct BadVersion {
+    pub version: Option<(ModelName, arca_core::ModelVersion)>,
+    pub why: String,
+}
+
+impl BadVersion {
+    /// Whether `verify` of `model` reports it: its own, or one that names no model.
+    pub fn concerns(&self, model: &ModelName) -> bool {
+        self.version.as_ref().is_none_or(|(m, _)| m == model)
+    }
 }
 
 /// A policy as stored: the model's name is inside the sealed value (the row key is its hash).
@@ -94,9 +150,22 @@ impl Store {
                 .map_err(io)?;
         }
         let kv = Kv::open(&state_dir.join("db"))?;
-        let keys = match kv.get(Cf::Meta, FORMAT_KEY)? {
-            None => Self::initialise(&kv, kek_ref)?,
-            Some(f) if f == FORMAT_VALUE => Self::load_keys(&kv, kek_ref)?,
+        let format = kv.get(Cf::Meta, FORMAT_KEY)?;
+        let created = format.is_none();
+        let keys = match format.as_deref() {
+            None => {
+                // A store is created only where there is nothing: a missing format marker on a
+                // database that holds records means someone removed it, and creating keys now
+                // would overwrite the wrapped data keys.
+                if let Some(cf) = Self::first_nonempty(&kv)? {
+                    return Err(StoreError::Refused(format!(
+                        "the state directory holds {} records but no format marker: it was tampered with; restore it from a backup",
+                        cf.name()
+                    )));
+                }
+                Self::initialise(&kv, kek_ref)?
+            }
+            Some(f) if f == FORMAT_VALUE || f == FORMAT_V1 => Self::load_keys(&kv, kek_ref)?,
             Some(_) => {
                 return Err(StoreError::Corrupt(
                     "state directory holds an unknown store format".into(),
@@ -105,7 +174,7 @@ impl Store {
         };
         let audit_key = Self::audit_signing_key(&kv, kek_ref)?;
         let chain = std::sync::Mutex::new(Self::load_chain(&kv, &keys)?);
-        Ok(Self {
+        let store = Self {
             kv,
             keys,
             audit_key,
@@ -113,7 +182,82 @@ impl Store {
             event_counts: Default::default(),
             kek: std::sync::RwLock::new(kek),
             seal_gate: std::sync::RwLock::new(()),
-        })
+            bindings: Default::default(),
+        };
+        if created {
+            store.record_creation()?;
+        }
+        if format.as_deref() == Some(FORMAT_V1) {
+            store.upgrade_v1()?;
+        }
+        let bindings = store.scan_bindings()?;
+        if let Some(at) = bindings.broken_at() {
+            tracing::error!(
+                event = at,
+                "the audit trail is broken: no version, role, policy or key record can be checked for replay, so none is used; `arca audit verify` names the fault"
+            );
+        }
+        *store.bindings.write().unwrap_or_else(|p| p.into_inner()) = bindings;
+        Ok(store)
+    }
+
+    /// The first column family holding records that only an existing store has.
+    fn first_nonempty(kv: &Kv) -> Result<Option<Cf>, StoreError> {
+        for cf in [Cf::Versions, Cf::Acl, Cf::Keys, Cf::Audit, Cf::Chunks] {
+            if kv.scan(cf).next().transpose()?.is_some() {
+                return Ok(Some(cf));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Event 1 of a new store: its creation, with the audit public key it will sign with, so
+    /// the key that `audit verify` checks against is itself in the chain.
+    fn record_creation(&self) -> Result<(), StoreError> {
+        let d = Draft::new(EventKind::Store, "arcad")
+            .detail("action", "created")
+            .detail("audit_public_key", self.audit_key.public().to_string());
+        self.commit_audited(Batch::default(), vec![d], Vec::new(), true)?;
+        Ok(())
+    }
+
+    /// Format 1 → 2: one audited, synced write that re-seals every version, role, policy and
+    /// trusted-key record bound to a `store` event naming them all. Records that do not open are
+    /// left as they are (they stay unusable and `verify` names them). What the store held at the
+    /// upgrade is taken as current: replays from before it cannot be told apart.
+    fn upgrade_v1(&self) -> Result<(), StoreError> {
+        let mut puts = Vec::new();
+        for cf in [Cf::Versions, Cf::Acl, Cf::Keys] {
+            for item in self.kv.scan(cf) {
+                let (k, v) = item?;
+                let (Ok(row), Ok(json)) = (
+                    <[u8; 32]>::try_from(&*k),
+                    self.keys.open_record(cf.name(), &k, &v),
+                ) else {
+                    tracing::error!(
+                        "format upgrade: a {} record does not open; left as it is",
+                        cf.name()
+                    );
+                    continue;
+                };
+                puts.push(RecordPut {
+                    cf,
+                    row,
+                    json: Some(json),
+                });
+            }
+        }
+        let n = puts.len();
+        let d = Draft::new(EventKind::Store, "arcad")
+            .detail("action", "upgraded")
+            .detail("format", "2")
+            .detail("records", n.to_string())
+            .detail("audit_public_key", self.audit_key.public().to_string());
+        let mut b = Batch::default();
+        b.put(Cf::Meta, FORMAT_KEY, FORMAT_VALUE.to_vec());
+        self.commit_audited(b, vec![d], puts, true)?;
+        tracing::info!(records = n, "store upgraded to format 2");
+        Ok(())
     }
 
     /// First open: new data key 1 and id key, wrapped, written with the format marker in one batch.
@@ -128,6 +272,13 @@ impl Store {
         );
         b.put(Cf::Meta, ID_KEY.as_bytes(), kek.wrap(ID_KEY, &idk)?);
         b.put(Cf::Meta, DEK_CURRENT, 1u32.to_le_bytes().to_vec());
+        // The audit signing key is made here and only here (`audit_signing_key`).
+        let audit = SecretBytes::random()?;
+        b.put(
+            Cf::Meta,
+            audit::AUDIT_KEY_LABEL.as_bytes(),
+            kek.wrap(audit::AUDIT_KEY_LABEL, &audit)?,
+        );
         b.put(Cf::Meta, FORMAT_KEY, FORMAT_VALUE.to_vec());
         kv.commit(b)?;
         Ok(Keyring::new(vec![(1, dek)], 1, idk))
@@ -257,28 +408,73 @@ impl Store {
         for id in settled {
             b.delete(Cf::Gc, id.as_bytes());
         }
+        let mut puts = Vec::with_capacity(recs.len());
         for rec in recs {
             let row = self.version_row(
                 rec.metadata.name.as_str(),
                 &rec.metadata.version.to_string(),
             );
-            let json = serde_json::to_vec(rec)
-                .map_err(|e| StoreError::Corrupt(format!("encoding version record: {e}")))?;
-            let sealed = self
-                .keys
-                .seal_record(Cf::Versions.name(), &row, &json)
-                .map_err(|source| StoreError::Crypt {
-                    what: "sealing version record".into(),
-                    source,
-                })?;
-            b.put(Cf::Versions, &row, sealed);
+            puts.push(RecordPut::put(Cf::Versions, row, rec)?);
         }
-        self.commit_audited(b, events, true).map(|_| ())
+        self.commit_audited(b, events, puts, true).map(|_| ())
     }
 
-    /// Every version record. A record that does not open or decode is returned as an error item
-    /// (with its row key in hex) so callers can refuse to expose it without hiding the others.
-    pub fn versions(&self) -> Result<Vec<Result<VersionRecord, String>>, StoreError> {
+    /// Opens a mutable record and checks its audit binding: the JSON, or why it is not used.
+    fn open_bound(&self, cf: Cf, row: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let mut plain = self
+            .keys
+            .open_record(cf.name(), row, sealed)
+            .map_err(|e| format!("{} record {}: {e}", cf.name(), hex::encode(row)))?;
+        let found = Binding::split(&plain).map(|(b, _)| b);
+        self.bindings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(cf, row, found)
+            .map_err(|e: Stale| {
+                format!("{} record {} is not used: {e}", cf.name(), hex::encode(row))
+            })?;
+        plain.drain(..binding::PREFIX_LEN);
+        Ok(plain)
+    }
+
+    /// Rows of `cf` that the audit trail says hold a record but that are not in the store (a
+    /// deletion no event recorded).
+    pub fn missing_records(&self, cf: Cf) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .missing_rows(cf)?
+            .into_iter()
+            .map(|(row, seq)| missing_text(cf, &row, seq))
+            .collect())
+    }
+
+    fn missing_rows(&self, cf: Cf) -> Result<Vec<(arca_core::id::RowKey, u64)>, StoreError> {
+        let mut live = self
+            .bindings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .live_rows(cf);
+        live.sort_by_key(|(_, seq)| *seq);
+        let mut out = Vec::new();
+        for (row, seq) in live {
+            if self.kv.get(cf, row.as_bytes())?.is_none() {
+                out.push((row, seq));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The event where the audit trail broke, when it was found broken at open.
+    pub fn trail_broken_at(&self) -> Option<u64> {
+        self.bindings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .broken_at()
+    }
+
+    /// Every version record. A record that does not open, decode or pass its audit check is
+    /// returned as an error item (naming the version when the record opened, else its row key)
+    /// so callers can refuse to expose it without hiding the others.
+    pub fn versions(&self) -> Result<Vec<Result<VersionRecord, BadVersion>>, StoreError> {
         let mut out = Vec::new();
         for item in self.kv.scan(Cf::Versions) {
             let (k, v) = item?;
@@ -287,13 +483,18 @@ impl Store {
         Ok(out)
     }
 
-    fn open_version(&self, row: &[u8], sealed: &[u8]) -> Result<VersionRecord, String> {
+    fn open_version(&self, row: &[u8], sealed: &[u8]) -> Result<VersionRecord, BadVersion> {
+        let unnamed = |why: String| BadVersion { version: None, why };
         let plain = self
             .keys
             .open_record(Cf::Versions.name(), row, sealed)
-            .map_err(|e| format!("version record {}: {e}", hex::encode(row)))?;
-        let rec: VersionRecord = serde_json::from_slice(&plain)
-            .map_err(|e| format!("version record {}: {e}", hex::encode(row)))?;
+            .map_err(|e| unnamed(format!("version record {}: {e}", hex::encode(row))))?;
+        let (found, json) = match Binding::split(&plain) {
+            Some((b, json)) => (Some(b), json),
+            None => (None, &plain[..]),
+        };
+        let rec: VersionRecord = serde_json::from_slice(json)
+            .map_err(|e| unnamed(format!("version record {}: {e}", hex::encode(row))))?;
         // The row key is derived from name and version; a record moved to another row opens
         // (the AEAD binds the row) only if it is the same version, but check anyway.
         if self
@@ -304,12 +505,57 @@ impl Store {
             .as_slice()
             != row
         {
-            return Err(format!(
+            return Err(unnamed(format!(
                 "version record {} is stored under the wrong key",
                 hex::encode(row)
-            ));
+            )));
         }
+        self.bindings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(Cf::Versions, row, found)
+            .map_err(|e| BadVersion {
+                why: format!(
+                    "{} {}: the version record is not used: {e}",
+                    rec.metadata.name, rec.metadata.version
+                ),
+                version: Some((rec.metadata.name.clone(), rec.metadata.version.clone())),
+            })?;
         Ok(rec)
+    }
+
+    /// Reads a version's record from the store again and checks it as at open: it opens, it
+    /// matches the newest event for its row, and it is the record the catalog serves.
+    pub fn check_version(&self, rec: &VersionRecord) -> Result<(), String> {
+        let row = self.version_row(
+            rec.metadata.name.as_str(),
+            &rec.metadata.version.to_string(),
+        );
+        let sealed = self
+            .kv
+            .get(Cf::Versions, &row)
+            .map_err(|e| format!("reading the version record: {e}"))?
+            .ok_or("the version record is gone from the store")?;
+        let stored = self.open_version(&row, &sealed).map_err(|b| b.why)?;
+        if stored.merkle_root != rec.merkle_root
+            || stored.status != rec.status
+            || stored.history.len() != rec.history.len()
+            || stored.approvals.len() != rec.approvals.len()
+        {
+            return Err("the stored version record differs from the one being served".into());
+        }
+        Ok(())
+    }
+
+    /// Version rows the audit trail says exist but the store lacks, with the model and version
+    /// their newest event names.
+    pub fn missing_versions(&self) -> Result<Vec<MissingVersion>, StoreError> {
+        let mut out = Vec::new();
+        for (row, seq) in self.missing_rows(Cf::Versions)? {
+            let (m, v) = self.event_subject(seq)?;
+            out.push((m, v, missing_text(Cf::Versions, &row, seq)));
+        }
+        Ok(out)
     }
 
     /// Removes a version record; its chunks become GC candidates in the same write.
@@ -323,13 +569,13 @@ impl Store {
             &rec.metadata.version.to_string(),
         );
         let mut b = Batch::default();
-        b.delete(Cf::Versions, &row);
         for f in &rec.files {
             for c in &f.chunks {
                 b.put(Cf::Gc, c.id.as_bytes(), Vec::new());
             }
         }
-        self.commit_audited(b, events, true).map(|_| ())
+        let puts = vec![RecordPut::delete(Cf::Versions, row)];
+        self.commit_audited(b, events, puts, true).map(|_| ())
     }
 
     fn key_row(&self, uid: u32, key: &arca_core::sign::PublicKey) -> [u8; 32] {
@@ -339,44 +585,47 @@ impl Store {
 
     pub fn put_trusted_key(&self, k: &TrustedKey, events: Vec<Draft>) -> Result<(), StoreError> {
         let row = self.key_row(k.uid, &k.public_key);
-        let json = serde_json::to_vec(k)
-            .map_err(|e| StoreError::Corrupt(format!("encoding key record: {e}")))?;
-        let sealed = self
-            .keys
-            .seal_record(Cf::Keys.name(), &row, &json)
-            .map_err(|source| StoreError::Crypt {
-                what: "sealing key record".into(),
-                source,
-            })?;
-        let mut b = Batch::default();
-        b.put(Cf::Keys, &row, sealed);
-        self.commit_audited(b, events, true).map(|_| ())
+        let puts = vec![RecordPut::put(Cf::Keys, row, k)?];
+        self.commit_audited(Batch::default(), events, puts, true)
+            .map(|_| ())
     }
 
-    /// Every trusted key. A record that fails to open is an error: trust decisions must not be
-    /// made on a partial list.
-    pub fn trusted_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
+    /// Removes a trusted key's record (`arca key untrust`).
+    pub fn delete_trusted_key(&self, k: &TrustedKey, events: Vec<Draft>) -> Result<(), StoreError> {
+        let row = self.key_row(k.uid, &k.public_key);
+        let puts = vec![RecordPut::delete(Cf::Keys, row)];
+        self.commit_audited(Batch::default(), events, puts, true)
+            .map(|_| ())
+    }
+
+    /// Every trusted key whose record opens and passes its audit check, and what was wrong with
+    /// the others: a record that fails is not trusted (trust falls back to "no").
+    pub fn trusted_keys_checked(&self) -> Result<(Vec<TrustedKey>, Vec<String>), StoreError> {
         let mut out = Vec::new();
+        let mut faults = Vec::new();
         for item in self.kv.scan(Cf::Keys) {
             let (k, v) = item?;
-            let plain = self
-                .keys
-                .open_record(Cf::Keys.name(), &k, &v)
-                .map_err(|source| StoreError::Crypt {
-                    what: format!("key record {}", hex::encode(&k)),
-                    source,
-                })?;
-            let rec: TrustedKey = serde_json::from_slice(&plain)
-                .map_err(|e| StoreError::Corrupt(format!("key record {}: {e}", hex::encode(&k))))?;
-            if self.key_row(rec.uid, &rec.public_key).as_slice() != &*k {
-                return Err(StoreError::Corrupt(format!(
+            let rec = self.open_bound(Cf::Keys, &k, &v).and_then(|plain| {
+                serde_json::from_slice::<TrustedKey>(&plain)
+                    .map_err(|e| format!("key record {}: {e}", hex::encode(&k)))
+            });
+            match rec {
+                Ok(rec) if self.key_row(rec.uid, &rec.public_key).as_slice() == &*k => {
+                    out.push(rec)
+                }
+                Ok(_) => faults.push(format!(
                     "key record {} is stored under the wrong key",
                     hex::encode(&k)
-                )));
+                )),
+                Err(why) => faults.push(why),
             }
-            out.push(rec);
         }
-        Ok(out)
+        Ok((out, faults))
+    }
+
+    /// The trusted keys whose records pass their checks (see `trusted_keys_checked`).
+    pub fn trusted_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
+        Ok(self.trusted_keys_checked()?.0)
     }
 
     fn seal_json<T: serde::Serialize>(
@@ -428,9 +677,9 @@ impl Store {
         events: Vec<Draft>,
     ) -> Result<(), StoreError> {
         let row = self.roles_row();
-        let mut b = Batch::default();
-        b.put(Cf::Acl, &row, self.seal_json(Cf::Acl, &row, &roles)?);
-        self.commit_audited(b, events, true).map(|_| ())
+        let puts = vec![RecordPut::put(Cf::Acl, row, &roles)?];
+        self.commit_audited(Batch::default(), events, puts, true)
+            .map(|_| ())
     }
 
     pub fn put_policy(
@@ -440,43 +689,88 @@ impl Store {
         events: Vec<Draft>,
     ) -> Result<(), StoreError> {
         let row = self.policy_row(model);
-        let mut b = Batch::default();
-        b.put(
-            Cf::Acl,
-            &row,
-            self.seal_json(
-                Cf::Acl,
-                &row,
-                &PolicyRecord {
-                    model: model.clone(),
-                    stored: p.clone(),
-                },
-            )?,
-        );
-        self.commit_audited(b, events, true).map(|_| ())
+        let rec = PolicyRecord {
+            model: model.clone(),
+            stored: p.clone(),
+        };
+        let puts = vec![RecordPut::put(Cf::Acl, row, &rec)?];
+        self.commit_audited(Batch::default(), events, puts, true)
+            .map(|_| ())
     }
 
-    /// The role assignments and policies. Any record that fails to open is an error: access
-    /// decisions must not be made on a partial table.
+    /// The role assignments and policies. A record that does not open is an error: access
+    /// decisions must not be made on a partial table. A record that opens but fails its audit
+    /// check falls back to "deny": stale role assignments are dropped (no one but bootstrap
+    /// admins holds a role), a model with a stale policy is locked (`AccessTable::locked`); both
+    /// are listed in `faults`.
     pub fn access_table(&self) -> Result<AccessTable, StoreError> {
         let mut t = AccessTable::default();
         let roles_row = self.roles_row();
         for item in self.kv.scan(Cf::Acl) {
             let (k, v) = item?;
+            let stale = match self.open_bound(Cf::Acl, &k, &v) {
+                Ok(plain) => {
+                    if *k == roles_row {
+                        t.assignments = self.decode(Cf::Acl, &k, &plain)?;
+                        continue;
+                    }
+                    let rec: PolicyRecord = self.decode(Cf::Acl, &k, &plain)?;
+                    if self.policy_row(&rec.model).as_slice() != &*k {
+                        return Err(StoreError::Corrupt(format!(
+                            "policy record {} is stored under the wrong key",
+                            hex::encode(&k)
+                        )));
+                    }
+                    t.policies.insert(rec.model, rec.stored);
+                    continue;
+                }
+                Err(why) => why,
+            };
+            // Which record it was: the binding failed, but the value itself is authentic (it
+            // opened), so it can still say which model it belongs to.
+            let plain = self
+                .keys
+                .open_record(Cf::Acl.name(), &k, &v)
+                .map_err(|source| StoreError::Crypt {
+                    what: format!("acl record {}", hex::encode(&k)),
+                    source,
+                })?;
+            let json = Binding::split(&plain).map_or(&plain[..], |(_, j)| j);
             if *k == roles_row {
-                t.assignments = self.open_json(Cf::Acl, &k, &v)?;
-                continue;
+                t.faults.push((None, format!("role assignments: {stale}")));
+            } else if let Ok(rec) = serde_json::from_slice::<PolicyRecord>(json) {
+                t.faults
+                    .push((Some(rec.model.clone()), format!("policy: {stale}")));
+                t.locked.insert(rec.model);
+            } else {
+                t.faults.push((None, stale));
             }
-            let rec: PolicyRecord = self.open_json(Cf::Acl, &k, &v)?;
-            if self.policy_row(&rec.model).as_slice() != &*k {
-                return Err(StoreError::Corrupt(format!(
-                    "policy record {} is stored under the wrong key",
-                    hex::encode(&k)
-                )));
+        }
+        for (row, seq) in self.missing_rows(Cf::Acl)? {
+            let why = missing_text(Cf::Acl, &row, seq);
+            // A removed policy would fall back to the defaults, which may be weaker: lock the
+            // model its event names instead.
+            let model = match row.as_bytes() == &roles_row {
+                true => None,
+                false => self.event_subject(seq)?.0,
+            };
+            if let Some(m) = &model {
+                t.locked.insert(m.clone());
             }
-            t.policies.insert(rec.model, rec.stored);
+            t.faults.push((model, why));
         }
         Ok(t)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        row: &[u8],
+        json: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(json).map_err(|e| {
+            StoreError::Corrupt(format!("{} record {}: {e}", cf.name(), hex::encode(row)))
+        })
     }
 
     /// Chunk ids that may be unreferenced (see `Cf::Gc`).
@@ -504,5 +798,173 @@ impl Store {
     /// Bytes on disk of the chunk column family (blob and table files).
     pub fn chunk_disk_bytes(&self) -> Result<u64, StoreError> {
         Ok(self.kv.disk_bytes(Cf::Chunks)?)
+    }
+}
+
+fn missing_text(cf: Cf, row: &arca_core::id::RowKey, seq: u64) -> String {
+    format!(
+        "{} record {row} written by audit event {seq} is missing: removed behind the daemon's back",
+        cf.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::StoredPolicy;
+    use arca_core::api::{Policy, Principal, Role};
+
+    fn kek(dir: &Path) -> Kek {
+        match Kek::load(&dir.join("kek")) {
+            Ok(k) => k,
+            Err(_) => Kek::generate_file(&dir.join("kek")).unwrap(),
+        }
+    }
+
+    fn roles(user: &str) -> Vec<RoleAssignment> {
+        vec![RoleAssignment {
+            principal: Principal::User {
+                name: user.into(),
+                uid: 4242,
+            },
+            role: Role::MlAdmin,
+            model: None,
+            granted_by: "root".into(),
+            granted_at: 1,
+        }]
+    }
+
+    fn policy() -> StoredPolicy {
+        StoredPolicy {
+            policy: Policy::default(),
+            updated_by: "root".into(),
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn a_new_store_records_its_audit_key_in_event_1() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let s = Store::open(&dir.path().join("state"), kek(dir.path())).unwrap();
+        let e = s.audit_query(&audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        });
+        let e = e.unwrap();
+        assert_eq!(e[0].seq, 1);
+        assert_eq!(e[0].kind, EventKind::Store);
+        assert_eq!(
+            e[0].details["audit_public_key"],
+            s.audit_public_key().to_string()
+        );
+        assert!(s.audit_verify().unwrap().fault.is_none());
+    }
+
+    #[test]
+    fn a_format_1_store_is_upgraded_and_its_records_bound() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let state = dir.path().join("state");
+        let model: ModelName = "up".parse().unwrap();
+        {
+            let s = Store::open(&state, kek(dir.path())).unwrap();
+            s.put_roles(
+                &roles("alice"),
+                vec![Draft::new(EventKind::RoleChange, "root")],
+            )
+            .unwrap();
+            s.put_policy(
+                &model,
+                &policy(),
+                vec![Draft::new(EventKind::PolicyChange, "root")],
+            )
+            .unwrap();
+            // Rewrite every record as format 1 held it: the JSON alone in the envelope.
+            let mut b = Batch::default();
+            for cf in [Cf::Acl] {
+                for item in s.kv.scan(cf) {
+                    let (k, v) = item.unwrap();
+                    let plain = s.keys.open_record(cf.name(), &k, &v).unwrap();
+                    let (_, json) = Binding::split(&plain).unwrap();
+                    b.put(cf, &k, s.keys.seal_record(cf.name(), &k, json).unwrap());
+                }
+            }
+            b.put(Cf::Meta, FORMAT_KEY, FORMAT_V1.to_vec());
+            s.kv.commit(b).unwrap();
+        }
+        let s = Store::open(&state, kek(dir.path())).unwrap();
+        assert_eq!(
+            s.kv.get(Cf::Meta, FORMAT_KEY).unwrap().as_deref(),
+            Some(FORMAT_VALUE)
+        );
+        let t = s.access_table().unwrap();
+        assert!(t.faults.is_empty(), "{:?}", t.faults);
+        assert_eq!(t.assignments.len(), 1);
+        assert!(t.policies.contains_key(&model));
+        let up = s
+            .audit_query(&audit::AuditFilter {
+                kind: Some(EventKind::Store),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(up.last().unwrap().details["action"], "upgraded");
+        assert_eq!(up.last().unwrap().records.len(), 2);
+        assert!(s.audit_verify().unwrap().fault.is_none());
+    }
+
+    #[test]
+    fn an_older_record_put_back_is_not_used() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let state = dir.path().join("state");
+        let old;
+        {
+            let s = Store::open(&state, kek(dir.path())).unwrap();
+            s.put_roles(
+                &roles("alice"),
+                vec![Draft::new(EventKind::RoleChange, "root")],
+            )
+            .unwrap();
+            old = s.kv.scan(Cf::Acl).next().unwrap().unwrap();
+            s.put_roles(&[], vec![Draft::new(EventKind::RoleChange, "root")])
+                .unwrap();
+            assert!(s.access_table().unwrap().faults.is_empty());
+            let mut b = Batch::default();
+            b.put(Cf::Acl, &old.0, old.1.to_vec());
+            s.kv.commit(b).unwrap();
+            // Caught at once, not only after a restart.
+            let t = s.access_table().unwrap();
+            assert!(t.assignments.is_empty());
+            assert_eq!(t.faults.len(), 1, "{:?}", t.faults);
+        }
+        let s = Store::open(&state, kek(dir.path())).unwrap();
+        let t = s.access_table().unwrap();
+        assert!(t.assignments.is_empty(), "the revoked role came back");
+        assert!(
+            t.faults[0].1.contains("an older record put back"),
+            "{:?}",
+            t.faults
+        );
+    }
+
+    #[test]
+    fn no_audit_key_on_a_store_with_records_refuses_to_open() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let state = dir.path().join("state");
+        {
+            let s = Store::open(&state, kek(dir.path())).unwrap();
+            s.put_roles(
+                &roles("alice"),
+                vec![Draft::new(EventKind::RoleChange, "root")],
+            )
+            .unwrap();
+            let mut b = Batch::default();
+            b.delete(Cf::Meta, audit::AUDIT_KEY_LABEL.as_bytes());
+            s.kv.commit(b).unwrap();
+        }
+        match Store::open(&state, kek(dir.path())) {
+            Err(StoreError::Refused(why)) => assert!(why.contains("audit signing key is gone")),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a store whose audit key was removed"),
+        }
     }
 }

@@ -83,7 +83,7 @@ impl Store {
         self.rotation_put(&mut b, &st)?;
         // Chunk writers pass the gate: none is mid-way with the old key once this holds it.
         let _gate = self.seal_gate.write().unwrap_or_else(|p| p.into_inner());
-        self.commit_audited(b, vec![event], true)?;
+        self.commit_audited(b, vec![event], Vec::new(), true)?;
         self.keys.add_current(target, dek);
         Ok(st)
     }
@@ -223,7 +223,7 @@ impl Store {
             n += 1;
         }
         drop(old);
-        self.commit_audited(b, vec![event], true)?;
+        self.commit_audited(b, vec![event], Vec::new(), true)?;
         *self.kek.write().unwrap_or_else(|p| p.into_inner()) = new;
         Ok(n)
     }

@@ -206,8 +206,10 @@ fn tamper_matrix_every_reader_detects_and_serves_nothing_false() {
     });
 }
 
-/// Version-record damage: the version must not be served at all (or, for a replayed record,
-/// verify must name the disagreement with the audit trail), and no byte of it may be wrong.
+/// Version-record damage: the version must not be served at all where `must_hide` (an edited
+/// record may still be served when its damage is caught only by its signature), verify must name
+/// it, and no byte of it may be wrong. A replayed record opens, but names an older audit event
+/// than the newest one for its row (docs/format.md, "Audit binding"): not served.
 fn record_case(name: &str, n: u64, damage: impl Fn(&mut TestEnv, &Originals), must_hide: bool) {
     let (mut detected, mut corrupt) = (0, 0);
     for t in 0..n {
@@ -289,8 +291,43 @@ fn tamper_matrix_version_records() {
             put_version_row(env, &k, &old);
             env.start();
         },
-        false,
+        true,
     );
+}
+
+/// Issue #8: the replay and wipe cases beyond version records, each as the state-directory
+/// attacker of `insider::store` makes them (a revoked role and a weakened policy put back; the
+/// audit key and trail deleted). Detected means refused at start or named by `verify`, with the
+/// stale record not used.
+#[test]
+fn tamper_matrix_acl_records_and_audit_trail() {
+    let n = tries(1);
+    let cases: [(&str, crate::insider::Attack); 3] = [
+        (
+            "acl record replayed (revoked ml_admin)",
+            crate::insider::store::replay_acl,
+        ),
+        (
+            "policy record replayed (signing off)",
+            crate::insider::store::replay_policy,
+        ),
+        (
+            "audit key and trail deleted",
+            crate::insider::store::audit_wipe,
+        ),
+    ];
+    for (name, case) in cases {
+        let mut detected = 0;
+        for _ in 0..n {
+            // Each case asserts its outcome itself; a row comes back only when it held.
+            let rows = case();
+            if !rows.is_empty() {
+                detected += 1;
+            }
+        }
+        row(name, n, detected, 0, 0);
+        assert_eq!(detected, n, "{name}");
+    }
 }
 
 /// Crash consistency: SIGKILL at a different moment in each try while pushes, promotions,

@@ -8,7 +8,7 @@
 mod cli;
 mod mount;
 mod ops;
-mod store;
+pub mod store;
 
 /// How an attack ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +59,22 @@ impl Row {
 }
 
 pub const DEVELOPER: &str = "developer on one model";
+#[allow(dead_code)] // the socket and mount attacks use these
 pub const NO_ROLE: &str = "local user, no role";
 pub const STATE_WRITER: &str = "writes the state dir, no KEK";
+#[allow(dead_code)]
 pub const SOCKET_PEER: &str = "hostile socket peer";
 
-type Attack = fn() -> Vec<Row>;
+pub type Attack = fn() -> Vec<Row>;
 
 /// Every attack, in table order.
-const ATTACKS: &[(&str, Attack)] = &[];
+const ATTACKS: &[(&str, Attack)] = &[
+    ("audit_wipe", store::audit_wipe),
+    ("replay_acl", store::replay_acl),
+    ("replay_policy", store::replay_policy),
+    ("replay_version", store::replay_version),
+    ("dedup_probe", store::dedup_probe),
+];
 
 #[test]
 fn insider_attacks_table() {
@@ -79,29 +87,31 @@ fn insider_attacks_table() {
         eprintln!("insider: {name}");
         rows.extend(attack());
     }
-    println!(
-        "{:<30} {:<62} {:<20} {}",
-        "foothold", "attack", "outcome", "state"
-    );
+    let state = |r: &Row| match r.state_unchanged {
+        Some(true) => "unchanged",
+        Some(false) => "CHANGED",
+        None => "-",
+    };
     for r in &rows {
-        let state = match r.state_unchanged {
-            Some(true) => "unchanged",
-            Some(false) => "CHANGED",
-            None => "-",
-        };
         println!(
             "ATTACK|{}|{}|{}|{}",
             r.foothold,
             r.attack,
             r.outcome.as_str(),
-            state
+            state(r)
         );
+    }
+    println!(
+        "\n{:<30} {:<66} {:<20} state",
+        "foothold", "attack", "outcome"
+    );
+    for r in &rows {
         println!(
-            "{:<30} {:<62} {:<20} {}",
+            "{:<30} {:<66} {:<20} {}",
             r.foothold,
             r.attack,
             r.outcome.as_str(),
-            state
+            state(r)
         );
     }
     assert!(rows.iter().all(|r| r.state_unchanged != Some(false)));

@@ -1,4 +1,410 @@
-//! Issue #8 attacks: see `mod.rs`.
+//! Issue #8 attacks on the state directory (items 2, 3 and 7): wiping the audit trail and its
+//! key, replaying older sealed records (roles, a policy, version records), and using dedup as
+//! an oracle. The state-directory attacker edits RocksDB directly, as someone with write access
+//! to the directory but without the KEK would.
 
-#[allow(unused_imports)]
-use super::{Outcome, Row};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Outcome, Row, DEVELOPER, STATE_WRITER};
+use crate::harness::{bin, pseudo_random, user, TestEnv};
+
+type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Every row of column family `cf` (the daemon must be stopped).
+fn rows(env: &TestEnv, cf: &str) -> Rows {
+    let db = env.open_db();
+    let h = db.cf_handle(cf).expect("column family");
+    db.iterator_cf(h, rocksdb::IteratorMode::Start)
+        .map(|r| r.expect("iterate"))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+/// Puts `old` back into `cf` over whatever is there now, as a replay would.
+fn put_back(env: &TestEnv, cf: &str, old: &Rows) {
+    let db = env.open_db();
+    let h = db.cf_handle(cf).expect("column family");
+    for (k, v) in old {
+        db.put_cf(h, k, v).expect("put");
+    }
+    db.flush_cf(h).expect("flush");
+}
+
+/// Makes `cf` hold exactly `old` again (events appended since included, gone).
+fn restore(env: &TestEnv, cf: &str, old: &Rows) {
+    let now = rows(env, cf);
+    let db = env.open_db();
+    let h = db.cf_handle(cf).expect("column family");
+    for k in now.keys() {
+        db.delete_cf(h, k).expect("delete");
+    }
+    drop(db);
+    put_back(env, cf, old);
+}
+
+/// Starts arcad on `env`'s directory and expects it to refuse: returns what it printed.
+fn start_refused(env: &TestEnv) -> String {
+    let mut child = Command::new(bin("arcad"))
+        .arg("--state-dir")
+        .arg(env.state_dir())
+        .arg("--socket")
+        .arg(env.socket())
+        .arg("--key-file")
+        .arg(env.path().join("kek.key"))
+        .arg("--no-mount")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn arcad");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!st.success(), "arcad started on a tampered store:\n{err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("arcad kept running on a store it should refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn small_model(env: &TestEnv, tag: &str, seed: u64) -> String {
+    let d = env.path().join(format!("src-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("w.bin"), pseudo_random(200_000, seed)).unwrap();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        d.join("w.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    d.to_str().unwrap().to_owned()
+}
+
+fn push(env: &TestEnv, name: &str, version: &str, seed: u64) {
+    let d = small_model(env, &format!("{name}-{version}"), seed);
+    env.ok(&["push", &d, "--name", name, "--version", version]);
+}
+
+/// What root sees of a model: its versions and statuses, its policy, every role.
+fn snapshot(env: &TestEnv, model: &str) -> String {
+    [
+        env.arca(&["--json", "ls", model]).stdout,
+        env.arca(&["--json", "policy", "show", model]).stdout,
+        env.arca(&["--json", "role", "ls"]).stdout,
+    ]
+    .map(|o| String::from_utf8_lossy(&o).into_owned())
+    .join("\n")
+}
+
+/// Item 2: the audit key and trail removed, then a restart.
+pub fn audit_wipe() -> Vec<Row> {
+    let mut env = TestEnv::new();
+    env.root_key();
+    push(&env, "wipe", "1.0.0", 1);
+    env.stop();
+    let audit = rows(&env, "audit");
+    let idx = rows(&env, "audit_idx");
+    let meta_key = {
+        let db = env.open_db();
+        let h = db.cf_handle("meta").unwrap();
+        let k = db.get_cf(h, b"audit-signing-key").unwrap();
+        assert!(k.is_some(), "a new store has its audit key");
+        // Everything: events, checkpoints, head, index keys and the key itself.
+        let a = db.cf_handle("audit").unwrap();
+        for k in audit.keys() {
+            db.delete_cf(a, k).unwrap();
+        }
+        let i = db.cf_handle("audit_idx").unwrap();
+        for k in idx.keys() {
+            db.delete_cf(i, k).unwrap();
+        }
+        db.delete_cf(h, b"audit-signing-key").unwrap();
+        for cf in ["audit", "audit_idx", "meta"] {
+            db.flush_cf(db.cf_handle(cf).unwrap()).unwrap();
+        }
+        k.unwrap()
+    };
+    let err = start_refused(&env);
+    assert!(err.contains("audit signing key is gone"), "{err}");
+    let mut out = vec![Row::new(
+        STATE_WRITER,
+        "delete the audit key and every audit row, restart",
+        Outcome::Refused,
+    )
+    .unchanged()];
+
+    // The key back, the trail still gone: arcad starts, but no record is vouched for by the
+    // (now empty) trail, so none is used, and verify names them.
+    {
+        let db = env.open_db();
+        let h = db.cf_handle("meta").unwrap();
+        db.put_cf(h, b"audit-signing-key", &meta_key).unwrap();
+        db.flush_cf(h).unwrap();
+    }
+    env.start();
+    let ls = env.arca(&["ls", "wipe"]);
+    assert!(
+        !ls.status.success(),
+        "a version was served without its trail"
+    );
+    let err = env.fails(&["verify", "wipe"]);
+    assert!(
+        err.contains("not used") && err.contains("no event in the audit trail wrote it"),
+        "{err}"
+    );
+    out.push(Row::new(
+        STATE_WRITER,
+        "delete every audit row (key kept), restart",
+        Outcome::Detected,
+    ));
+    env.stop();
+
+    // The format marker removed: arcad must not "create" a store over the old one (new keys
+    // would overwrite the wrapped data keys).
+    restore(&env, "audit", &audit);
+    restore(&env, "audit_idx", &idx);
+    {
+        let db = env.open_db();
+        let h = db.cf_handle("meta").unwrap();
+        db.delete_cf(h, b"format").unwrap();
+        db.flush_cf(h).unwrap();
+    }
+    let err = start_refused(&env);
+    assert!(err.contains("no format marker"), "{err}");
+    out.push(
+        Row::new(
+            STATE_WRITER,
+            "delete the format marker, restart (re-create keys)",
+            Outcome::Refused,
+        )
+        .unchanged(),
+    );
+    {
+        let db = env.open_db();
+        let h = db.cf_handle("meta").unwrap();
+        db.put_cf(h, b"format", b"arca-store-v2").unwrap();
+        db.flush_cf(h).unwrap();
+    }
+    env.start();
+    assert!(env.ok(&["verify", "wipe"]).starts_with("OK"));
+    assert!(env.ok(&["audit", "verify"]).contains("audit trail intact"));
+    out
+}
+
+/// Item 3: a revoked `ml_admin` put back by replaying the older `acl` value.
+pub fn replay_acl() -> Vec<Row> {
+    let mut env = TestEnv::new();
+    env.root_key();
+    push(&env, "racl", "1.0.0", 2);
+    let mallory = user("arca-t-ins-racl");
+    env.ok(&[
+        "role",
+        "assign",
+        &mallory.name,
+        "ml_admin",
+        "--model",
+        "racl",
+    ]);
+    env.stop();
+    let old = rows(&env, "acl");
+    env.start();
+    env.ok(&[
+        "role",
+        "revoke",
+        &mallory.name,
+        "ml_admin",
+        "--model",
+        "racl",
+    ]);
+    env.stop();
+    put_back(&env, "acl", &old);
+    env.start();
+    let before = snapshot(&env, "racl");
+    let o = env.arca_as(
+        &mallory,
+        &["policy", "set", "racl", "--retention-days", "1"],
+    );
+    assert!(
+        !o.status.success(),
+        "the replayed role was honoured: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = env.arca_as(&mallory, &["delete", "racl", "1.0.0"]);
+    assert!(!o.status.success(), "the replayed role was honoured");
+    assert_eq!(
+        snapshot(&env, "racl"),
+        before,
+        "a refused request changed state"
+    );
+    let err = env.fails(&["verify", "racl"]);
+    assert!(
+        err.contains("role assignments") && err.contains("an older record put back"),
+        "{err}"
+    );
+    vec![Row::new(
+        STATE_WRITER,
+        "replay the acl value from before an ml_admin revocation",
+        Outcome::Detected,
+    )
+    .unchanged()]
+}
+
+/// Item 3: `signing_required = false` put back over a later `true`.
+pub fn replay_policy() -> Vec<Row> {
+    let mut env = TestEnv::new();
+    env.root_key();
+    push(&env, "rpol", "1.0.0", 3);
+    let dev = user("arca-t-ins-rpol");
+    env.ok(&["role", "assign", &dev.name, "developer", "--model", "rpol"]);
+    env.ok(&["policy", "set", "rpol", "--signing-required", "no"]);
+    env.stop();
+    let old = rows(&env, "acl");
+    env.start();
+    env.ok(&["policy", "set", "rpol", "--signing-required", "yes"]);
+    env.stop();
+    put_back(&env, "acl", &old);
+    env.start();
+    let before = snapshot(&env, "rpol");
+    let d = small_model(&env, "rpol-dev", 33);
+    let o = env.arca_as(
+        &dev,
+        &[
+            "push",
+            &d,
+            "--name",
+            "rpol",
+            "--version",
+            "2.0.0",
+            "--unsigned",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "an unsigned push went through on a replayed policy"
+    );
+    assert_eq!(
+        snapshot(&env, "rpol"),
+        before,
+        "a refused push changed state"
+    );
+    let err = env.fails(&["verify", "rpol"]);
+    assert!(
+        err.contains("policy") && err.contains("an older record put back"),
+        "{err}"
+    );
+    // The model stays locked until an admin sets its policy again.
+    env.ok(&["policy", "set", "rpol", "--signing-required", "yes"]);
+    env.ok(&["verify", "rpol"]);
+    vec![Row::new(
+        STATE_WRITER,
+        "replay a policy with signing_required=false",
+        Outcome::Detected,
+    )
+    .unchanged()]
+}
+
+/// Item 3: version records from before a promotion put back, to move `production` back.
+pub fn replay_version() -> Vec<Row> {
+    let mut env = TestEnv::new();
+    env.root_key();
+    env.ok(&["policy", "set", "rver", "--require-approval", "no"]);
+    push(&env, "rver", "1.0.0", 4);
+    push(&env, "rver", "2.0.0", 5);
+    for to in ["staging", "production"] {
+        env.ok(&["promote", "rver", "1.0.0", "--to", to]);
+    }
+    env.stop();
+    let old = rows(&env, "versions");
+    env.start();
+    for to in ["staging", "production"] {
+        env.ok(&["promote", "rver", "2.0.0", "--to", to]);
+    }
+    let link = env.mnt().join("rver/production");
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("2.0.0"));
+    env.stop();
+    // Only the rows that changed since: 1.0.0 in production, 2.0.0 in development.
+    let now = rows(&env, "versions");
+    let replayed: Rows = old
+        .into_iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .collect();
+    assert_eq!(replayed.len(), 2, "both records changed with the promotion");
+    put_back(&env, "versions", &replayed);
+    env.start();
+    // Neither replayed record is served: production does not move back to 1.0.0.
+    let ls = env.arca(&["--json", "ls", "rver"]);
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        !listed.contains("1.0.0"),
+        "a replayed version is served: {listed}"
+    );
+    assert!(
+        std::fs::read_link(&link).map_or(true, |t| t.to_str() != Some("1.0.0")),
+        "production moved back to 1.0.0"
+    );
+    let err = env.fails(&["verify", "rver"]);
+    assert!(
+        err.contains("1.0.0") && err.contains("an older record put back"),
+        "{err}"
+    );
+    vec![Row::new(
+        STATE_WRITER,
+        "replay version records from before a promotion",
+        Outcome::Detected,
+    )]
+}
+
+/// Item 7: a developer on one model probes whether content exists in a model they cannot read.
+pub fn dedup_probe() -> Vec<Row> {
+    let env = TestEnv::new();
+    env.root_key();
+    push(&env, "secret", "1.0.0", 77);
+    let dev = user("arca-t-ins-dedup");
+    env.ok(&["role", "assign", &dev.name, "developer", "--model", "open"]);
+    env.trusted_key_for(&dev);
+    let probe = |version: &str, seed: u64| -> serde_json::Value {
+        let d = dev.home.join(format!("probe-{version}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("w.bin"), pseudo_random(200_000, seed)).unwrap();
+        for p in [&d, &d.join("w.bin")] {
+            nix::unistd::chown(p.as_path(), Some(dev.uid.into()), Some(dev.gid.into())).unwrap();
+        }
+        let o = env.arca_as(
+            &dev,
+            &[
+                "--json",
+                "push",
+                d.to_str().unwrap(),
+                "--name",
+                "open",
+                "--version",
+                version,
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // The secret model's exact bytes: the figures that would say "already stored" are withheld.
+    let guess = probe("1.0.0", 77);
+    assert!(
+        guess.get("new_chunks").is_none() && guess.get("new_stored_bytes").is_none(),
+        "dedup figures shown for content of an unreadable model: {guess}"
+    );
+    // Content of its own: the figures are there.
+    let own = probe("2.0.0", 78);
+    assert!(own["new_chunks"].as_u64().unwrap() > 0, "{own}");
+    vec![Row::new(
+        DEVELOPER,
+        "dedup probe: push another model's bytes, read new_chunks",
+        Outcome::NotExploitable,
+    )]
+}
