@@ -267,6 +267,20 @@ fn rotation_path(cfg: &Config) -> PathBuf {
 /// interrupted KEK rotation exists, that one is tried and, when it opens the store, put in
 /// place (the rotation's durable write had happened; only the rename had not).
 fn open_store(cfg: &Config, kek: Kek) -> Result<Store> {
+    let store = open_store_with_kek(cfg, kek)?;
+    if let Some(pinned) = &cfg.audit_public_key {
+        let ours = store.audit_public_key();
+        if ours != *pinned {
+            bail!(
+                "the store in {} signs its audit trail with {ours}, but the config pins audit_public_key {pinned}: its audit key was replaced; restore the state directory from a backup",
+                cfg.state_dir.display()
+            );
+        }
+    }
+    Ok(store)
+}
+
+fn open_store_with_kek(cfg: &Config, kek: Kek) -> Result<Store> {
     let ctx = || format!("opening the store in {}", cfg.state_dir.display());
     match Store::open(&cfg.state_dir, kek) {
         Ok(s) => Ok(s),
@@ -332,6 +346,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
+    // Handlers first: a SIGTERM that arrives as soon as the socket answers (systemd stopping a
+    // unit that just started) must shut down cleanly, not kill the process mid-start.
+    let signals = Signals::install();
     let listener = bind_socket(&cfg.socket)?;
     let mount = match &cfg.mount {
         Some(dir) => {
@@ -395,7 +412,7 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
         listener,
         router(registry.clone(), metrics),
         limits,
-        shutdown_signal(),
+        signals.shutdown(),
     )
     .await;
     let _ = std::fs::remove_file(&cfg.socket);
@@ -412,18 +429,32 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop arcad with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, caught from the moment `install` returns.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop arcad with SIGKILL");
+                Self(None)
+            }
+        }
     }
-    service::notify_stopping();
+
+    async fn shutdown(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        service::notify_stopping();
+    }
 }

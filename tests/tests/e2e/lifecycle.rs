@@ -161,6 +161,7 @@ fn production_link_switches_atomically_and_open_files_keep_their_bytes() {
     env.ok(&["promote", "llama", "2.0.0", "--to", "staging"]);
     env.ok(&["approve", "llama", "2.0.0", "--ticket", "T-2"]);
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let (looked, first_look) = std::sync::mpsc::channel();
     let seen = std::thread::scope(|s| {
         let watcher = s.spawn(|| {
             let mut seen: Vec<String> = Vec::new();
@@ -171,10 +172,13 @@ fn production_link_switches_atomically_and_open_files_keep_their_bytes() {
                 };
                 if seen.last() != Some(&now) {
                     seen.push(now);
+                    let _ = looked.send(());
                 }
             }
             seen
         });
+        // The switch only once the watcher has looked (on a loaded machine it may start late).
+        first_look.recv().unwrap();
         env.ok(&[
             "promote",
             "llama",
