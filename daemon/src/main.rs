@@ -81,6 +81,10 @@ struct Args {
 fn main() -> Result<()> {
     // Before any thread exists (see alloc.rs).
     let refused_malloc_settings = arcad::alloc::tune();
+    // Before any key is read: no core dump, and no ptrace or /proc/PID/mem by other processes
+    // of arcad's user, may ever hold the keys or cached plaintext (docs/operations.md).
+    nix::sys::prctl::set_dumpable(false)
+        .context("making arcad not dumpable (prctl PR_SET_DUMPABLE 0)")?;
     let args = Args::parse();
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {
