@@ -96,8 +96,8 @@ pub struct Registry {
     store: Store,
     catalog: RwLock<Catalog>,
     /// Version records that did not open or did not match their signed root at start: never
-    /// served, always reported by `verify`.
-    broken: Vec<String>,
+    /// served, reported by `verify` to those who may read them.
+    broken: Vec<Broken>,
     uploads: Mutex<HashMap<String, Upload>>,
     pins: Pins,
     /// Serialises commits so that "version exists?" and "write version" are one step.
@@ -125,6 +125,13 @@ pub struct Registry {
     started: Instant,
     mountpoint: Option<std::path::PathBuf>,
     kek_rotation_path: Option<std::path::PathBuf>,
+}
+
+/// A version record that is not served. `model` is `None` when the record did not open (its
+/// model is unknown): only readers of every model are told of those.
+struct Broken {
+    model: Option<(ModelName, ModelVersion)>,
+    what: String,
 }
 
 /// How the daemon was configured, as far as the registry cares.
@@ -198,12 +205,18 @@ impl Registry {
                     Err(why) => {
                         let what = format!("{} {}: {why}", rec.metadata.name, rec.metadata.version);
                         tracing::error!("not serving version {what}");
-                        broken.push(what);
+                        broken.push(Broken {
+                            model: Some((rec.metadata.name.clone(), rec.metadata.version.clone())),
+                            what,
+                        });
                     }
                 },
                 Err(why) => {
                     tracing::error!("not serving a version: {why}");
-                    broken.push(why);
+                    broken.push(Broken {
+                        model: None,
+                        what: why,
+                    });
                 }
             }
         }
@@ -924,15 +937,25 @@ impl Registry {
                 }
             }
         }
-        if !self.broken.is_empty() {
-            for b in &self.broken {
-                rep.failures.push(VerifyFailure {
-                    version: recs[0].metadata.version.clone(),
-                    file: None,
-                    chunk: None,
-                    problem: format!("the store holds a version record that is not served: {b}"),
-                });
-            }
+        // Records that are not served: this model's, and, to readers of every model, those
+        // whose model is unknown. Never another model's: verify shows only what the caller
+        // may read.
+        let sees_all = self.allows(c, None, Permission::Read);
+        for b in &self.broken {
+            let version = match &b.model {
+                Some((m, v)) if m == name => v.clone(),
+                None if sees_all => recs[0].metadata.version.clone(),
+                _ => continue,
+            };
+            rep.failures.push(VerifyFailure {
+                version,
+                file: None,
+                chunk: None,
+                problem: format!(
+                    "the store holds a version record that is not served: {}",
+                    b.what
+                ),
+            });
         }
         for f in &rep.failures {
             self.integrity_event(
@@ -985,12 +1008,21 @@ impl Registry {
         Ok(k)
     }
 
-    pub fn list_keys(&self) -> Result<Vec<TrustedKey>> {
+    /// Trusted keys name the users who may sign: told only to callers with some role.
+    pub fn list_keys(&self, c: &Caller) -> Result<Vec<TrustedKey>> {
+        self.require_some_role(c, "list the trusted keys")?;
         Ok(self.store.trusted_keys()?)
     }
 
     // ---- stats ----
 
+    /// `arca stats`: store-wide figures, for callers with some role.
+    pub fn store_stats(&self, c: &Caller) -> Result<StoreStats> {
+        self.require_some_role(c, "read the store's figures")?;
+        self.stats()
+    }
+
+    /// The store-wide figures, unchecked (for `status`, the metrics and the mount).
     pub fn stats(&self) -> Result<StoreStats> {
         let cat = self.catalog();
         let mut seen: HashSet<ChunkId> = HashSet::new();
