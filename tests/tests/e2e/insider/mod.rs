@@ -66,7 +66,14 @@ pub const SOCKET_PEER: &str = "hostile socket peer";
 type Attack = fn() -> Vec<Row>;
 
 /// Every attack, in table order.
-const ATTACKS: &[(&str, Attack)] = &[];
+const ATTACKS: &[(&str, Attack)] = &[
+    ("ops_dev_base", ops::dev_base_prepared_by_another_user),
+    ("ops_socket_symlink", ops::socket_path_symlink),
+    ("ops_retention", ops::promote_to_archived_then_gc),
+    ("ops_store_wide_reads", ops::store_wide_reads_without_a_role),
+    ("ops_not_dumpable", ops::arcad_memory_from_its_own_user),
+    ("ops_old_kek", ops::old_kek_after_rotation),
+];
 
 #[test]
 fn insider_attacks_table() {
@@ -80,8 +87,8 @@ fn insider_attacks_table() {
         rows.extend(attack());
     }
     println!(
-        "{:<30} {:<62} {:<20} {}",
-        "foothold", "attack", "outcome", "state"
+        "{:<30} {:<62} {:<20} state",
+        "foothold", "attack", "outcome"
     );
     for r in &rows {
         let state = match r.state_unchanged {
