@@ -31,7 +31,13 @@ pub enum KeyCmd {
     /// List trusted keys.
     Ls,
     /// Replace the daemon's key-encryption key and rewrap its keys (admin on every model).
-    RotateKek,
+    /// This does not re-encrypt data: after a KEK leak, rotate the data key too (--with-dek).
+    RotateKek {
+        /// Then also start a data-key rotation (as `arca key rotate-dek`), so that the old KEK
+        /// and an old copy of the state directory or a backup no longer decrypt the data.
+        #[arg(long)]
+        with_dek: bool,
+    },
     /// Start re-encrypting every chunk and record under a new data key, in the background
     /// (admin on every model); progress in `arca status`.
     RotateDek,
@@ -62,17 +68,45 @@ pub fn load_secret(path: &Path) -> Result<SecretKey> {
 
 pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
     match cmd {
-        KeyCmd::RotateKek => {
+        KeyCmd::RotateKek { with_dek } => {
             let r: arca_core::api::KekRotated = client
                 .json(hyper::Method::POST, "/v1/keys/rotate-kek", None::<&()>)
                 .await?;
+            let dek: Option<arca_core::api::RotationProgress> = if with_dek {
+                Some(
+                    client
+                        .json(hyper::Method::POST, "/v1/keys/rotate-dek", None::<&()>)
+                        .await
+                        .context("the key-encryption key was rotated, but starting the data-key rotation failed (run `arca key rotate-dek`)")?,
+                )
+            } else {
+                None
+            };
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                match &dek {
+                    Some(d) => println!(
+                        "{}",
+                        serde_json::json!({"kek_rotated": r, "dek_rotation": d})
+                    ),
+                    None => println!("{}", serde_json::to_string(&r)?),
+                }
             } else {
                 println!(
                     "key-encryption key rotated: {} keys rewrapped; the new key is {}",
                     r.rewrapped_keys, r.key_file
                 );
+                if let Some(d) = &dek {
+                    println!(
+                        "data-key rotation to key {}: running in the background (see `arca status`)",
+                        d.target_key
+                    );
+                }
+            }
+            if !r.old_wraps_purged {
+                eprintln!("warning: the keys wrapped under the old KEK could not be compacted out of the state directory's files (see the daemon's log)");
+            }
+            if dek.is_none() {
+                eprintln!("hint: a KEK rotation re-encrypts no data. If the old KEK may have leaked, anyone holding it and an old copy of the state directory or a backup can still unwrap the data keys: rotate them too with `arca key rotate-dek` (or next time `arca key rotate-kek --with-dek`).");
             }
             Ok(0)
         }

@@ -683,6 +683,10 @@ pub struct KekRotated {
     /// Where the new key-encryption key now is.
     pub key_file: String,
     pub rewrapped_keys: u64,
+    /// Whether the keys wrapped under the old KEK were compacted out of the state directory's
+    /// table and log files (false: the compaction failed; see the daemon's log).
+    #[serde(default)]
+    pub old_wraps_purged: bool,
 }
 
 /// `GET /v1/status`: how the daemon and its store are doing.

@@ -87,6 +87,11 @@ impl AccessTable {
                     .any(|a| a.role.permissions().contains(&p)))
     }
 
+    /// Whether `s` holds any role at all, on some model or on `*`.
+    pub fn has_any_role(&self, s: &Subject) -> bool {
+        s.bootstrap_admin || self.assignments.iter().any(|a| s.matches(&a.principal))
+    }
+
     /// The permissions of `s` on `model`, and the assignments they come from.
     pub fn effective(&self, s: &Subject, model: Option<&ModelName>) -> EffectivePermissions {
         if s.bootstrap_admin {
@@ -252,6 +257,23 @@ mod tests {
         };
         assert!(t.allows(&admin, Some(&m), Permission::Admin));
         assert!(t.allows(&admin, None, Permission::Admin));
+        assert!(!t.has_any_role(&subject(1000, &[1000])));
+        assert!(t.has_any_role(&admin));
+    }
+
+    #[test]
+    fn any_role_counts_for_some_role() {
+        let mut t = AccessTable::default();
+        t.assign(assignment(
+            Principal::Group {
+                gid: 50,
+                name: "ml".into(),
+            },
+            Role::Viewer,
+            Some("a"),
+        ));
+        assert!(t.has_any_role(&subject(1000, &[1000, 50])));
+        assert!(!t.has_any_role(&subject(1001, &[1001])));
     }
 
     #[test]

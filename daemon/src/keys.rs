@@ -157,13 +157,6 @@ fn wrap_aad(label: &str) -> Vec<u8> {
     aad
 }
 
-/// Makes sure the KEK file's directory exists with owner-only permissions (used only for the
-/// embedded default key).
-pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

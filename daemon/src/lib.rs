@@ -12,6 +12,7 @@ pub mod keys;
 pub mod manifest;
 pub mod metrics;
 pub mod mount;
+pub mod paths;
 pub mod pins;
 pub mod registry;
 pub mod server;

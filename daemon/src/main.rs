@@ -1,18 +1,19 @@
 //! `arcad`: opens the store, serves the control API on a Unix socket, and shuts down cleanly on
 //! SIGTERM or SIGINT.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arca_fsmount::MountOptions;
 use arcad::auth::Admins;
-use arcad::config::Config;
+use arcad::config::{Config, DEV_BASE};
+use arcad::keys::Kek;
 use arcad::keys::KeyError;
-use arcad::keys::{ensure_private_dir, Kek};
 use arcad::metrics::Metrics;
 use arcad::mount::Mount;
+use arcad::paths;
 use arcad::registry::{Registry, RegistryOptions};
 use arcad::server::{metrics_router, router, serve_unix, Limits};
 use arcad::service;
@@ -81,6 +82,10 @@ struct Args {
 fn main() -> Result<()> {
     // Before any thread exists (see alloc.rs).
     let refused_malloc_settings = arcad::alloc::tune();
+    // Before any key is read: no core dump, and no ptrace or /proc/PID/mem by other processes
+    // of arcad's user, may ever hold the keys or cached plaintext (docs/operations.md).
+    nix::sys::prctl::set_dumpable(false)
+        .context("making arcad not dumpable (prctl PR_SET_DUMPABLE 0)")?;
     let args = Args::parse();
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {
@@ -150,6 +155,7 @@ fn main() -> Result<()> {
         return check_config(&cfg);
     }
 
+    prepare_dirs(&cfg)?;
     let kek = load_or_create_kek(&cfg)?;
     let store = open_store(&cfg, kek)?;
     let admins = Admins::new(&cfg.admins).map_err(anyhow::Error::msg)?;
@@ -198,6 +204,7 @@ fn check_config(cfg: &Config) -> Result<()> {
         nix::unistd::access(d, nix::unistd::AccessFlags::W_OK)
             .with_context(|| format!("{} is not writable (for {})", d.display(), p.display()))
     };
+    check_dirs(cfg)?;
     writable_dir(&cfg.state_dir)?;
     if let Some(dir) = cfg.socket.parent() {
         writable_dir(dir)?;
@@ -256,6 +263,61 @@ fn check_config(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Whether any configured path lies in the development base (`/var/tmp/arca-dev`).
+fn uses_dev_base(cfg: &Config) -> bool {
+    let base = Path::new(DEV_BASE);
+    [&cfg.state_dir, &cfg.socket, &cfg.key_file]
+        .into_iter()
+        .chain(cfg.mount.as_ref())
+        .any(|p| p.starts_with(base))
+}
+
+/// The directory of the socket (`.` for a bare file name).
+fn socket_dir(cfg: &Config) -> &Path {
+    match cfg.socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates or checks every directory arcad keeps files in before any is used (rules in
+/// paths.rs): one line naming the first directory refused, and nothing created inside it.
+fn prepare_dirs(cfg: &Config) -> Result<()> {
+    if uses_dev_base(cfg) {
+        paths::own_dir(Path::new(DEV_BASE), 0o755)?;
+    }
+    // Any local user may reach the socket, so its directory is traversable.
+    paths::own_dir(socket_dir(cfg), 0o755)?;
+    paths::own_dir(&cfg.state_dir, 0o700)?;
+    if cfg.key_file_is_default() {
+        if let Some(dir) = cfg.key_file.parent() {
+            paths::own_dir(dir, 0o700)?;
+        }
+    } else {
+        paths::check_above(&cfg.key_file)?;
+    }
+    paths::check_above(&rotation_path(cfg))?;
+    Ok(())
+}
+
+/// `prepare_dirs` for `--check-config`: the same rules, creating nothing.
+fn check_dirs(cfg: &Config) -> Result<()> {
+    if uses_dev_base(cfg) {
+        paths::check_own_dir(Path::new(DEV_BASE))?;
+    }
+    paths::check_own_dir(socket_dir(cfg))?;
+    paths::check_own_dir(&cfg.state_dir)?;
+    if cfg.key_file_is_default() {
+        if let Some(dir) = cfg.key_file.parent() {
+            paths::check_own_dir(dir)?;
+        }
+    } else {
+        paths::check_above(&cfg.key_file)?;
+    }
+    paths::check_above(&rotation_path(cfg))?;
+    Ok(())
+}
+
 /// The rotation path of the KEK (where `rotate-kek` writes): the key file unless configured.
 fn rotation_path(cfg: &Config) -> PathBuf {
     cfg.kek_rotation_path
@@ -309,9 +371,7 @@ fn load_or_create_kek(cfg: &Config) -> Result<Kek> {
     if cfg.key_file.exists() || !cfg.key_file_is_default() {
         return Kek::load(&cfg.key_file).context("loading the key-encryption key");
     }
-    if let Some(dir) = cfg.key_file.parent() {
-        ensure_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    // Its directory was made (or found) private and arcad's own by `prepare_dirs`.
     let kek = Kek::generate_file(&cfg.key_file)?;
     tracing::warn!(
         "GENERATED A DEVELOPMENT KEY-ENCRYPTION KEY at {}. It protects every model in {}: anyone who reads it and the state directory can decrypt them. Fine for a trial; on a real host, create the key yourself and pass --key-file.",
@@ -321,11 +381,9 @@ fn load_or_create_kek(cfg: &Config) -> Result<Kek> {
     Ok(kek)
 }
 
-/// Binds the socket, refusing to steal one that a live daemon is serving and removing a stale one.
+/// Binds the socket, refusing to steal one that a live daemon is serving and removing a stale
+/// one. Its directory was checked by `prepare_dirs`: arcad's own, writable by nobody else.
 fn bind_socket(path: &Path) -> Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             bail!(
@@ -341,7 +399,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     }
     let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     // Any local user may connect; every request is authorised by the caller's peer credentials.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    // Set on the bound socket itself, never through a link planted at its path.
+    paths::set_socket_mode(path, 0o666)?;
     Ok(l)
 }
 

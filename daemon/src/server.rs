@@ -214,9 +214,28 @@ pub fn metrics_router(m: Arc<Metrics>) -> Router {
 }
 
 pub fn router(reg: Arc<Registry>, m: Arc<Metrics>) -> Router {
+    let socket_metrics = Router::new()
+        .route("/metrics", get(metrics_on_socket))
+        .with_state((reg.clone(), m.clone()));
     api(reg)
-        .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
-        .merge(metrics_router(m))
+        .route_layer(axum::middleware::from_fn_with_state(m, track))
+        .merge(socket_metrics)
+}
+
+/// `GET /metrics` on the control socket: the same text, for callers with some role (the store's
+/// figures are store-wide). The TCP listener has no caller to ask; docs/operations.md says so.
+async fn metrics_on_socket(
+    State((reg, m)): State<(Arc<Registry>, Arc<Metrics>)>,
+    ConnectInfo(p): PeerInfo,
+) -> Response {
+    let allowed = match caller(&reg, &p) {
+        Ok(c) => blocking(move || reg.require_some_role(&c, "read the metrics")).await,
+        Err(e) => Err(e),
+    };
+    match allowed {
+        Ok(()) => metrics_text(State(m)).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 fn api(reg: Arc<Registry>) -> Router {
@@ -456,8 +475,8 @@ async fn verify(
 }
 
 async fn list_keys(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    caller(&reg, &p)?;
-    Ok(Json(blocking(move || reg.list_keys()).await?))
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.list_keys(&c)).await?))
 }
 
 async fn trust_key(
@@ -479,8 +498,8 @@ async fn untrust_key(
 }
 
 async fn stats(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    caller(&reg, &p)?;
-    Ok(Json(blocking(move || reg.stats()).await?))
+    let c = caller(&reg, &p)?;
+    Ok(Json(blocking(move || reg.store_stats(&c)).await?))
 }
 
 async fn delete_version(
@@ -631,9 +650,11 @@ async fn gc(
 }
 
 async fn status(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
-    caller(&reg, &p)?;
+    let c = caller(&reg, &p)?;
     let mount = reg.mountpoint();
-    Ok(Json(blocking(move || reg.status(mount.as_deref())).await?))
+    Ok(Json(
+        blocking(move || reg.status(&c, mount.as_deref())).await?,
+    ))
 }
 
 async fn rotate_kek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {

@@ -77,6 +77,25 @@ impl Registry {
         ))
     }
 
+    /// Refuses a caller who holds no role at all, on any model or on `*` (bootstrap admins
+    /// pass). What reading store-wide information needs: the trusted keys, `stats`, `status`
+    /// and the metrics on the socket.
+    pub fn require_some_role(&self, c: &Caller, what: &str) -> Result<()> {
+        if self.access().has_any_role(&self.subject(c)) {
+            return Ok(());
+        }
+        Err(self.refuse(
+            c,
+            None,
+            None,
+            "permission",
+            format!(
+                "permission denied: {} holds no role on any model (needed to {what})",
+                c.user
+            ),
+        ))
+    }
+
     pub(super) fn may_read(&self, c: &Caller, rec: &VersionRecord) -> bool {
         self.allows(c, Some(&rec.metadata.name), Permission::Read)
     }

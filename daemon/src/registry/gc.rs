@@ -1,16 +1,17 @@
-//! Retention and garbage collection. Archived versions older than their model's retention are
-//! removed (with a `gc_removal` event in the same write); then the chunks recorded as possibly
-//! unreferenced (`Cf::Gc`) are examined under the pin lock and deleted unless a version in the
-//! catalog uses them, an upload pins them, or a file open in the mount reads them.
+//! Retention and garbage collection. Versions archived for longer than their model's retention
+//! are removed (with a `gc_removal` event in the same write), unless a version that stays names
+//! them as its parent; then the chunks recorded as possibly unreferenced (`Cf::Gc`) are examined
+//! under the pin lock and deleted unless a version in the catalog uses them, an upload pins
+//! them, or a file open in the mount reads them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arca_core::api::{GcReport, Permission, Status, VersionRef};
 use arca_core::audit::{Draft, EventKind};
-use arca_core::ChunkId;
+use arca_core::{ChunkId, ModelName, ModelVersion};
 
-use super::{lock, now, Registry, Result};
+use super::{lock, now, Catalog, Registry, Result};
 use crate::auth::Caller;
 use crate::manifest::VersionRecord;
 
@@ -24,20 +25,8 @@ impl Registry {
     }
 
     fn expired(&self) -> Vec<Arc<VersionRecord>> {
-        let t = now();
         let access = self.access();
-        self.catalog()
-            .iter()
-            .flat_map(|(name, vs)| {
-                let days = u64::from(access.policy(name).retention_days);
-                vs.values()
-                    .filter(move |r| {
-                        r.status == Status::Archived && r.created_at + days * 86_400 <= t
-                    })
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        expired_in(&self.catalog(), |m| access.policy(m).retention_days, now())
     }
 
     /// One collection. `c` is the caller of `arca gc` (admin on every model), or `None` for the
@@ -88,7 +77,8 @@ impl Registry {
                 .detail(
                     "retention_days",
                     self.access().policy(name).retention_days.to_string(),
-                );
+                )
+                .detail("archived_at", archived_at(&cur, now()).to_string());
             self.store.delete_version(&cur, vec![event])?;
             self.remove_from_catalog(name, version);
             tracing::info!(model = %name, version = %version, "retention: archived version removed");
@@ -184,5 +174,151 @@ impl Registry {
             );
         }
         Ok(report)
+    }
+}
+
+/// Archived versions whose retention has run out at `t`, counted from when they were archived
+/// (not created: `promote`, which a user may hold without `delete`, must not be able to make an
+/// old version disappear at the next run), less every parent of a version that stays.
+fn expired_in(
+    cat: &Catalog,
+    retention_days: impl Fn(&ModelName) -> u32,
+    t: u64,
+) -> Vec<Arc<VersionRecord>> {
+    let mut doomed: BTreeMap<(ModelName, ModelVersion), Arc<VersionRecord>> = BTreeMap::new();
+    for (name, vs) in cat {
+        let days = u64::from(retention_days(name));
+        for r in vs.values() {
+            if r.status == Status::Archived && archived_at(r, t).saturating_add(days * 86_400) <= t
+            {
+                doomed.insert((name.clone(), r.metadata.version.clone()), r.clone());
+            }
+        }
+    }
+    // A parent stays while a version that stays names it; that may keep its own parent.
+    loop {
+        let kept_parents: Vec<(ModelName, ModelVersion)> = cat
+            .iter()
+            .flat_map(|(name, vs)| vs.values().map(move |r| (name, r)))
+            .filter(|(name, r)| {
+                !doomed.contains_key(&((*name).clone(), r.metadata.version.clone()))
+            })
+            .filter_map(|(name, r)| r.metadata.parent_version.clone().map(|p| (name.clone(), p)))
+            .collect();
+        let before = doomed.len();
+        for k in kept_parents {
+            doomed.remove(&k);
+        }
+        if doomed.len() == before {
+            break;
+        }
+    }
+    doomed.into_values().collect()
+}
+
+/// When `r` was archived: its newest transition to `archived`. A record without one (written
+/// before histories were kept) counts as archived now, so retention never removes it early.
+fn archived_at(r: &VersionRecord, now: u64) -> u64 {
+    r.history
+        .iter()
+        .rev()
+        .find(|h| h.to == Status::Archived)
+        .map_or(now, |h| h.at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arca_core::api::Transition;
+    use arca_core::metadata::PublishedMetadata;
+    use arca_core::{MerkleRoot, MetadataDigest};
+
+    const DAY: u64 = 86_400;
+
+    fn rec(v: &str, created: u64, archived: Option<u64>, parent: Option<&str>) -> VersionRecord {
+        let mut metadata = PublishedMetadata::new("m".parse().unwrap(), v.parse().unwrap());
+        metadata.parent_version = parent.map(|p| p.parse().unwrap());
+        let history = archived
+            .map(|at| {
+                vec![Transition {
+                    from: Status::Deprecated,
+                    to: Status::Archived,
+                    by: "u".into(),
+                    by_uid: 1,
+                    at,
+                    ticket: None,
+                    reason: None,
+                    seq: 1,
+                }]
+            })
+            .unwrap_or_default();
+        VersionRecord {
+            format: crate::manifest::RECORD_FORMAT,
+            metadata,
+            created_by: "u".into(),
+            created_by_uid: 1,
+            created_at: created,
+            status: if archived.is_some() {
+                Status::Archived
+            } else {
+                Status::Development
+            },
+            merkle_root: MerkleRoot([0; 32]),
+            metadata_digest: MetadataDigest([0; 32]),
+            signer: None,
+            files: Vec::new(),
+            history,
+            approvals: Vec::new(),
+        }
+    }
+
+    fn catalog(recs: Vec<VersionRecord>) -> Catalog {
+        let mut c = Catalog::new();
+        for r in recs {
+            c.entry(r.metadata.name.clone())
+                .or_default()
+                .insert(r.metadata.version.clone(), Arc::new(r));
+        }
+        c
+    }
+
+    fn names(v: Vec<Arc<VersionRecord>>) -> Vec<String> {
+        v.iter().map(|r| r.metadata.version.to_string()).collect()
+    }
+
+    #[test]
+    fn retention_counts_from_archiving_and_keeps_parents() {
+        let now = 1000 * DAY;
+        // Created 900 days ago, archived a day ago: kept under 30 days' retention.
+        let c = catalog(vec![rec("1.0.0", now - 900 * DAY, Some(now - DAY), None)]);
+        assert!(names(expired_in(&c, |_| 30, now)).is_empty());
+        // Archived 31 days ago: removed.
+        let c = catalog(vec![rec(
+            "1.0.0",
+            now - 900 * DAY,
+            Some(now - 31 * DAY),
+            None,
+        )]);
+        assert_eq!(names(expired_in(&c, |_| 30, now)), ["1.0.0"]);
+        // Archived, but no transition recorded: counts from now (kept under any retention
+        // but 0, which removes a version as soon as it is archived).
+        let mut r = rec("1.0.0", 0, Some(0), None);
+        r.history.clear();
+        assert!(names(expired_in(&catalog(vec![r]), |_| 1, now)).is_empty());
+        // 1 <- 2 <- 3: 3 stays (development), so 2 stays, so 1 stays; 4 (no child) goes.
+        let old = Some(now - 400 * DAY);
+        let c = catalog(vec![
+            rec("1.0.0", 0, old, None),
+            rec("2.0.0", 0, old, Some("1.0.0")),
+            rec("3.0.0", 0, None, Some("2.0.0")),
+            rec("4.0.0", 0, old, Some("1.0.0")),
+        ]);
+        assert_eq!(names(expired_in(&c, |_| 30, now)), ["4.0.0"]);
+        // Without 3, the whole archived chain goes.
+        let c = catalog(vec![
+            rec("1.0.0", 0, old, None),
+            rec("2.0.0", 0, old, Some("1.0.0")),
+        ]);
+        assert_eq!(names(expired_in(&c, |_| 30, now)), ["1.0.0", "2.0.0"]);
     }
 }

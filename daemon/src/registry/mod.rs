@@ -959,7 +959,11 @@ impl Registry {
                 }
             }
         }
-        // Problems that belong to no served version are filed under the first version at hand.
+        // Records that are not served: this model's, and, to readers of every model, those
+        // whose model is unknown. Never another model's: verify shows only what the caller
+        // may read. Problems that belong to no served version are filed under the first
+        // version at hand.
+        let sees_all = self.allows(c, None, Permission::Read);
         let fallback = recs
             .first()
             .map(|r| r.metadata.version.clone())
@@ -978,19 +982,20 @@ impl Registry {
                 problem,
             })
         };
-        for b in self.broken.iter().filter(|b| b.concerns(name)) {
+        for b in &self.broken {
             let problem = format!(
                 "the store holds a version record that is not served: {}",
                 b.why
             );
             match &b.version {
-                Some((_, v)) => rep.failures.push(VerifyFailure {
+                Some((m, v)) if m == name => rep.failures.push(VerifyFailure {
                     version: v.clone(),
                     file: None,
                     chunk: None,
                     problem,
                 }),
-                None => store_wide(&mut rep, problem),
+                None if sees_all => store_wide(&mut rep, problem),
+                _ => {}
             }
         }
         // Records the audit trail vouches for that are gone, or that failed their audit check:
@@ -1093,12 +1098,21 @@ impl Registry {
         Ok(k)
     }
 
-    pub fn list_keys(&self) -> Result<Vec<TrustedKey>> {
+    /// Trusted keys name the users who may sign: told only to callers with some role.
+    pub fn list_keys(&self, c: &Caller) -> Result<Vec<TrustedKey>> {
+        self.require_some_role(c, "list the trusted keys")?;
         Ok(self.store.trusted_keys()?)
     }
 
     // ---- stats ----
 
+    /// `arca stats`: store-wide figures, for callers with some role.
+    pub fn store_stats(&self, c: &Caller) -> Result<StoreStats> {
+        self.require_some_role(c, "read the store's figures")?;
+        self.stats()
+    }
+
+    /// The store-wide figures, unchecked (for `status`, the metrics and the mount).
     pub fn stats(&self) -> Result<StoreStats> {
         let cat = self.catalog();
         let mut seen: HashSet<ChunkId> = HashSet::new();

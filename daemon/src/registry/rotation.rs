@@ -148,6 +148,12 @@ impl Registry {
             let _g = lock(&self.commit_lock);
             self.store.finish_dek_rotation(&mut st)?;
         }
+        // The old data keys' wrapped rows are deleted: out of the files too. And the chunks'
+        // key tables compacted, so blob files left holding only the old sealing can be dropped.
+        if let Err(e) = self.store.purge_old_wraps() {
+            tracing::error!("compacting the old data keys' rows out of the state directory: {e}");
+        }
+        self.store.reclaim_chunk_space();
         self.record(vec![Draft::new(EventKind::KeyChange, "arcad")
             .detail("action", "rotate-dek finished")
             .detail("key", st.target.to_string())
@@ -195,10 +201,20 @@ impl Registry {
                 source: e,
             }));
         }
-        tracing::info!(key_file = %path.display(), rewrapped = n, "key-encryption key rotated");
+        // The old wraps would still open with the old KEK: leave them in no file of ours. The
+        // rotation itself is complete either way.
+        let purged = match self.store.purge_old_wraps() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("the key-encryption key is rotated, but compacting the old wrapped keys out of the state directory failed: {e}");
+                false
+            }
+        };
+        tracing::info!(key_file = %path.display(), rewrapped = n, purged, "key-encryption key rotated");
         Ok(KekRotated {
             key_file: path.display().to_string(),
             rewrapped_keys: n,
+            old_wraps_purged: purged,
         })
     }
 }

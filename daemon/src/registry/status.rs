@@ -1,4 +1,4 @@
-//! `arca status`: the daemon's and the store's condition in one answer.
+//! `arca status`: the daemon's and the store's condition in one answer, for callers with a role.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,10 +6,12 @@ use std::path::Path;
 use arca_core::api::{MountStatus, StatusReport};
 
 use super::{Registry, Result};
+use crate::auth::Caller;
 
 impl Registry {
-    /// Anyone may ask: it holds counts, never names.
-    pub fn status(&self, mountpoint: Option<&Path>) -> Result<StatusReport> {
+    /// Counts, never names; still store-wide, so a caller needs some role (as for `stats`).
+    pub fn status(&self, c: &Caller, mountpoint: Option<&Path>) -> Result<StatusReport> {
+        self.require_some_role(c, "read the store's status")?;
         let s = self.stats()?;
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
         for r in self.catalog().values().flat_map(|v| v.values()) {

@@ -9,8 +9,9 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, FlushOptions,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamilyDescriptor, CompactOptions,
+    DBCompressionType, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+    DB,
 };
 
 /// Column families, one per record kind (see docs/format.md for their keys and values).
@@ -230,6 +231,39 @@ impl Kv {
     pub fn compact_chunks(&self) {
         self.db
             .compact_range_cf(self.cf(Cf::Chunks), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// Leaves no file under the database holding a value of `cf` that was overwritten or
+    /// deleted before this call (a wrapped key after a key rotation). How: every column
+    /// family's memtable is flushed, so every earlier write-ahead log file becomes obsolete;
+    /// `cf` is compacted down to and including its last level, which drops older versions of a
+    /// key (no snapshot is ever held); then RocksDB deletes the obsolete table and log files at
+    /// once (re-enabling file deletions purges them before returning, rather than whenever the
+    /// next background job runs). Blocks, but `cf` should be small.
+    pub fn purge_overwritten(&self, cf: Cf) -> Result<(), KvError> {
+        self.db
+            .disable_file_deletions()
+            .map_err(err("disable file deletions"))?;
+        let done = (|| {
+            let mut fo = FlushOptions::default();
+            fo.set_wait(true);
+            for c in Cf::ALL {
+                self.db
+                    .flush_cf_opt(self.cf(c), &fo)
+                    .map_err(err("flush"))?;
+            }
+            let mut co = CompactOptions::default();
+            co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+            self.db
+                .compact_range_cf_opt(self.cf(cf), None::<&[u8]>, None::<&[u8]>, &co);
+            Ok(())
+        })();
+        // Always re-enabled, or arcad would never delete an obsolete file again.
+        let enabled = self
+            .db
+            .enable_file_deletions()
+            .map_err(err("enable file deletions"));
+        done.and(enabled)
     }
 
     /// RocksDB's estimate of the keys in a column family (for progress reports only).

@@ -2,7 +2,9 @@
 //!
 //! - KEK rotation rewraps every wrapped key in `meta` (data keys, the id key, the audit signing
 //!   key) under a new key-encryption key in one synced write. Nothing else changes: the data
-//!   is sealed under data keys, not under the KEK.
+//!   is sealed under data keys, not under the KEK. Then `purge_old_wraps` compacts `meta` so the
+//!   old wraps are in no table or log file of the state directory (docs/operations.md says what
+//!   that does and does not protect).
 //! - DEK rotation adds a new data key and makes it current (one synced write with its audit
 //!   event and a `rotation` row in `meta`), then re-seals every chunk and every sealed record
 //!   under it in the background. Progress is saved only after the re-sealed chunks are flushed,
@@ -192,7 +194,7 @@ impl Store {
     }
 
     /// Ends a DEK rotation: everything is under the target key and durable; the old data keys'
-    /// rows go from `meta`.
+    /// rows go from `meta` (and, by `purge_old_wraps` afterwards, from its files).
     pub fn finish_dek_rotation(&self, st: &mut RotationState) -> Result<(), StoreError> {
         self.kv.flush_chunks()?;
         st.finished_at = Some(super::audit::now_ms() / 1000);
@@ -226,5 +228,12 @@ impl Store {
         self.commit_audited(b, vec![event], Vec::new(), true)?;
         *self.kek.write().unwrap_or_else(|p| p.into_inner()) = new;
         Ok(n)
+    }
+
+    /// Removes overwritten and deleted wrapped keys from the files of the state directory: after
+    /// a KEK rotation, the keys wrapped under the old KEK; after a DEK rotation, the old data
+    /// keys' rows. Only `meta` holds wrapped keys.
+    pub fn purge_old_wraps(&self) -> Result<(), StoreError> {
+        Ok(self.kv.purge_overwritten(Cf::Meta)?)
     }
 }

@@ -69,11 +69,17 @@ pub type Attack = fn() -> Vec<Row>;
 
 /// Every attack, in table order.
 const ATTACKS: &[(&str, Attack)] = &[
-    ("audit_wipe", store::audit_wipe),
-    ("replay_acl", store::replay_acl),
-    ("replay_policy", store::replay_policy),
-    ("replay_version", store::replay_version),
-    ("dedup_probe", store::dedup_probe),
+    ("ops_dev_base", ops::dev_base_prepared_by_another_user),
+    ("ops_socket_symlink", ops::socket_path_symlink),
+    ("ops_retention", ops::promote_to_archived_then_gc),
+    ("ops_store_wide_reads", ops::store_wide_reads_without_a_role),
+    ("ops_not_dumpable", ops::arcad_memory_from_its_own_user),
+    ("ops_old_kek", ops::old_kek_after_rotation),
+    ("store_audit_wipe", store::audit_wipe),
+    ("store_replay_acl", store::replay_acl),
+    ("store_replay_policy", store::replay_policy),
+    ("store_replay_version", store::replay_version),
+    ("store_dedup_probe", store::dedup_probe),
 ];
 
 #[test]
