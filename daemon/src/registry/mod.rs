@@ -498,15 +498,20 @@ impl Registry {
             self.release(&ing.pinned, &ing.written);
             return Err(RegistryError::NotFound("the upload was aborted".into()));
         };
-        u.pinned.extend(ing.pinned);
-        u.written.extend(ing.written);
-        u.new_stored_bytes += ing.new_stored_bytes;
-        u.touched = Instant::now();
         if u.files.contains_key(&path) {
+            // Two requests raced on one path and the other won. This file's chunks are released
+            // here, not kept in the upload: the commit takes `written` off the GC list, and
+            // chunks no version references would then be garbage GC never looks at.
+            drop(uploads);
+            self.release(&ing.pinned, &ing.written);
             return Err(RegistryError::BadRequest(format!(
                 "file {path} was already uploaded"
             )));
         }
+        u.pinned.extend(ing.pinned);
+        u.written.extend(ing.written);
+        u.new_stored_bytes += ing.new_stored_bytes;
+        u.touched = Instant::now();
         u.files.insert(
             path,
             StoredFile {
@@ -679,8 +684,21 @@ impl Registry {
         // in between leaves only unreferenced chunks.
         self.store.flush_chunks()?;
         // The upload's new chunks are referenced from this write on: off the GC list in it.
+        // Only those the version references: anything else the upload wrote stays a candidate,
+        // so GC still finds it.
+        let used: HashSet<ChunkId> = rec
+            .files
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .collect();
+        let settled: Vec<ChunkId> = up
+            .written
+            .iter()
+            .filter(|id| used.contains(id))
+            .copied()
+            .collect();
         self.store
-            .put_versions_settling(&[&rec], vec![event], &up.written)?;
+            .put_versions_settling(&[&rec], vec![event], &settled)?;
         let info = rec.info();
         self.catalog
             .write()
