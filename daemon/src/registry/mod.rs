@@ -23,7 +23,7 @@ use crate::auth::{resolve_user, Admins, Caller, GroupCache};
 use crate::chunker::{ingest, IngestError, IngestFailure};
 use crate::crypt::{sealed_chunk_len, CryptError};
 use crate::manifest::{StoredFile, VersionRecord, RECORD_FORMAT};
-use crate::pins::Pins;
+use crate::pins::{PinGuard, Pins};
 use crate::store::{Store, StoreError};
 
 mod access;
@@ -99,7 +99,8 @@ pub struct Registry {
     /// served, always reported by `verify`.
     broken: Vec<String>,
     uploads: Mutex<HashMap<String, Upload>>,
-    pins: Pins,
+    /// Chunks uploads and streams rely on (shared with the streams' guards).
+    pins: Arc<Pins>,
     /// Serialises commits so that "version exists?" and "write version" are one step.
     commit_lock: Mutex<()>,
     /// Called after every catalog change (the mount republishes its snapshot).
@@ -213,7 +214,7 @@ impl Registry {
             catalog: RwLock::new(catalog),
             broken,
             uploads: Mutex::new(HashMap::new()),
-            pins: Pins::default(),
+            pins: Arc::new(Pins::default()),
             commit_lock: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
             mount_counters: std::sync::OnceLock::new(),
@@ -762,30 +763,39 @@ impl Registry {
         Ok(self.readable_version(c, name, version)?.info())
     }
 
-    /// The chunks of one file, for streaming it out; checks READ first.
+    /// The chunks of one file, for streaming it out; checks READ first. The chunks stay pinned
+    /// until the returned guard drops, so a deletion and a collection while the file streams
+    /// cannot take them away (the look-up and the pin are one step: see `Pins::pin_found`).
     pub fn file_chunks(
         &self,
         c: &Caller,
         name: &ModelName,
         version: &ModelVersion,
         path: &RelPath,
-    ) -> Result<StoredFile> {
-        let rec = self.readable_version(c, name, version)?;
+    ) -> Result<(StoredFile, PinGuard)> {
+        self.require(c, Some(name), Permission::Read, "read it")?;
         self.require_served(c, name)?;
-        let f = rec
-            .files
-            .iter()
-            .find(|f| &f.entry.path == path)
-            .cloned()
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!("{name} {version} has no file {path}"))
+        let (f, pins) = self.pins.pin_found(|| {
+            let rec = self.version(name, version).ok_or_else(|| {
+                RegistryError::NotFound(format!("no version {version} of model {name}"))
             })?;
+            let f = rec
+                .files
+                .iter()
+                .find(|f| &f.entry.path == path)
+                .cloned()
+                .ok_or_else(|| {
+                    RegistryError::NotFound(format!("{name} {version} has no file {path}"))
+                })?;
+            let ids = f.chunks.iter().map(|c| c.id).collect();
+            Ok::<_, RegistryError>((f, ids))
+        })?;
         self.record(vec![audit::ev(c, EventKind::Access)
             .model(name)
             .version(version)
             .detail("file", path.as_str())
             .detail("via", "get")]);
-        Ok(f)
+        Ok((f, pins))
     }
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
@@ -836,24 +846,37 @@ impl Registry {
         version: Option<&ModelVersion>,
     ) -> Result<VerifyReport> {
         self.require(c, Some(name), Permission::Read, "verify it")?;
-        let recs: Vec<Arc<VersionRecord>> = match version {
-            Some(v) => vec![self.readable_version(c, name, v)?],
-            None => {
-                let cat = self.catalog();
-                let all = cat
-                    .get(name)
-                    .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
-                let mine: Vec<_> = all
-                    .values()
-                    .filter(|r| self.may_read(c, r))
-                    .cloned()
-                    .collect();
-                if mine.is_empty() {
-                    return Err(RegistryError::NotFound(format!("no model named {name}")));
+        // The versions and their chunks are found and pinned in one step and stay pinned until
+        // the report is done: a deletion and a collection meanwhile cannot make a chunk vanish
+        // under the check and pass for damage.
+        let (recs, _pins) = self.pins.pin_found(|| {
+            let recs: Vec<Arc<VersionRecord>> = match version {
+                Some(v) => vec![self.version(name, v).ok_or_else(|| {
+                    RegistryError::NotFound(format!("no version {v} of model {name}"))
+                })?],
+                None => {
+                    let cat = self.catalog();
+                    let all = cat
+                        .get(name)
+                        .ok_or_else(|| RegistryError::NotFound(format!("no model named {name}")))?;
+                    let mine: Vec<_> = all
+                        .values()
+                        .filter(|r| self.may_read(c, r))
+                        .cloned()
+                        .collect();
+                    if mine.is_empty() {
+                        return Err(RegistryError::NotFound(format!("no model named {name}")));
+                    }
+                    mine
                 }
-                mine
-            }
-        };
+            };
+            let ids = recs
+                .iter()
+                .flat_map(|r| r.files.iter())
+                .flat_map(|f| f.chunks.iter().map(|c| c.id))
+                .collect();
+            Ok((recs, ids))
+        })?;
         let trusted = self.store.trusted_keys()?;
         let mut rep = VerifyReport {
             ok: true,
@@ -881,7 +904,20 @@ impl Registry {
                 fail(&mut rep, None, None, why);
             }
             if let Err(why) = self.audit_agrees(rec) {
-                fail(&mut rep, None, None, why);
+                // A version deleted since it was pinned has a deletion as its newest event: that
+                // is the trail being right about a change, not the record disagreeing with it.
+                // A record replaced meanwhile (a promotion) is checked as it is now.
+                match self.version(name, v) {
+                    Some(cur) if Arc::ptr_eq(&cur, rec) => fail(&mut rep, None, None, why),
+                    Some(cur) => {
+                        if let Err(why) = self.audit_agrees(&cur) {
+                            fail(&mut rep, None, None, why);
+                        }
+                    }
+                    None => {
+                        tracing::info!(model = %name, version = %v, "version deleted while it was verified")
+                    }
+                }
             }
             match &rec.signer {
                 Some(s)
