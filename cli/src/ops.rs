@@ -25,7 +25,7 @@ pub async fn gc(client: &Client, dry_run: bool, json: bool) -> Result<i32> {
         );
     }
     println!(
-        "{verb} {} chunks ({} bytes) of {} candidates; {} still referenced, {} held by uploads, {} held by open files in the mount",
+        "{verb} {} chunks ({} bytes) of {} candidates; {} still referenced, {} held by uploads, gets and verifies, {} held by open files in the mount",
         r.deleted_chunks, r.deleted_bytes, r.candidates, r.referenced, r.pinned, r.open_in_mount
     );
     Ok(0)

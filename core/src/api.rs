@@ -655,7 +655,7 @@ pub struct GcReport {
     pub deleted_bytes: u64,
     /// Candidates a version in the catalog still uses (taken off the list).
     pub referenced: u64,
-    /// Candidates an upload in progress holds (examined again next time).
+    /// Candidates an upload in progress, a `get` or a `verify` holds (examined again next time).
     pub pinned: u64,
     /// Candidates only a file open in the mount still uses (examined again next time).
     pub open_in_mount: u64,

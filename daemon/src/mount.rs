@@ -50,6 +50,14 @@ impl ChunkSource for RegistrySource {
         self.registry.may_read_uid(uid, gid, model, version)
     }
 
+    fn may_list(&self, uid: u32, gid: u32, model: &ModelName) -> bool {
+        self.registry.may_list_uid(uid, gid, model)
+    }
+
+    fn list_refused(&self, uid: u32, model: &ModelName) {
+        self.registry.mount_refused(uid, model, None);
+    }
+
     fn integrity_failure(
         &self,
         model: &ModelName,
@@ -95,6 +103,7 @@ impl SnapshotBuilder {
             let entry = self.entries.remove(&key).unwrap_or_else(|| {
                 Arc::new(VersionEntry {
                     created_at: r.created_at,
+                    merkle_root: r.merkle_root,
                     files: r
                         .files
                         .iter()

@@ -361,7 +361,9 @@ struct PathQuery {
 }
 
 /// Streams a file's plaintext. Every chunk is fully verified before it is sent; if one fails the
-/// stream is cut (the client sees an incomplete body, and its own digest check fails too).
+/// stream is cut (the client sees an incomplete body, and its own digest check fails too). The
+/// file's chunks stay pinned until the stream ends or its client goes away, so a deletion and a
+/// collection meanwhile neither cut it nor pass for damage.
 async fn read_file(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -370,10 +372,11 @@ async fn read_file(
 ) -> ApiResult<Response> {
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
     let c = caller(&reg, &p)?;
-    let file = reg.file_chunks(&c, &name, &version, &q.path)?;
+    let (file, pins) = reg.file_chunks(&c, &name, &version, &q.path)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
     let path = file.entry.path.clone();
     tokio::task::spawn_blocking(move || {
+        let _pins = pins;
         for cr in &file.chunks {
             let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
                 tracing::error!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");

@@ -176,8 +176,8 @@ impl Filesystem for ArcaFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.vfs.readlink(ino.0) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0, caller(req)) {
             Ok(target) => reply.data(&target),
             Err(f) => reply.error(errno(f)),
         }

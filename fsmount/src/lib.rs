@@ -22,8 +22,19 @@
 //! the AEAD of every 64 KiB segment touched). A failed chunk fails the whole read with `EIO`,
 //! never a short read, and is reported once through [`ChunkSource::integrity_failure`].
 //!
-//! Additions to the API in the brief (nothing was removed or reshaped): `Default` for
-//! [`MountOptions`], [`Snapshot`], [`ModelEntry`] and [`VersionEntry`]; `Debug`/`Clone`/
+//! **Authorization** is asked of the [`ChunkSource`] with the requester's uid at lookup, opendir,
+//! readlink and open, never on read: the root lists, and lets anyone look up, only the models
+//! [`ChunkSource::may_list`] allows them (a root listing is filtered at opendir, for that handle
+//! alone); everything in a version needs [`ChunkSource::may_read`]. The kernel never keeps what
+//! the root or a model directory answered (entry and attribute TTL 0, listings not cached), so
+//! an answer given to one user is never reused for another; what it does keep (a version's
+//! directories and files, for an hour) is reached only through a model directory, which every
+//! path walk looks up again as its own caller, and every open is authorised again.
+//!
+//! Additions to the API in the brief: `Default` for [`MountOptions`], [`Snapshot`] and
+//! [`ModelEntry`]; [`VersionEntry::merkle_root`] (inode numbers, issue #8);
+//! [`ChunkSource::may_list`] and [`ChunkSource::list_refused`] (listings authorised per caller,
+//! issue #8); `Debug`/`Clone`/
 //! `PartialEq` derives on the snapshot types (the mount compares version entries to decide what
 //! to invalidate in the kernel); [`MountStats`] has more counters than asked for and is
 //! `#[non_exhaustive]`, as is [`MountError`]; [`MountHandle::mountpoint`].
@@ -46,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
+use arca_core::{ChunkId, MerkleRoot, ModelName, ModelVersion, RelPath};
 
 /// What the daemon provides: verified chunk reads and authorization.
 pub trait ChunkSource: Send + Sync + 'static {
@@ -63,6 +74,15 @@ pub trait ChunkSource: Send + Sync + 'static {
     /// May this caller read this version? Checked at lookup, opendir and open (never rely on the
     /// uid of a read: the kernel issues readahead and page faults on behalf of nobody in particular).
     fn may_read(&self, uid: u32, gid: u32, model: &ModelName, version: &ModelVersion) -> bool;
+    /// May this caller see the model at all: find it in the root's listing, look it up, list its
+    /// directory and read its `production`/`staging` links? Asked with the requester's uid at
+    /// lookup, opendir, readlink and for each model of a root listing, for names that exist or
+    /// not (the answer must not depend on whether the model exists). Records nothing: a listing
+    /// asks it about every model. Reading a version still needs [`ChunkSource::may_read`].
+    fn may_list(&self, uid: u32, gid: u32, model: &ModelName) -> bool;
+    /// Told when `may_list` refused a lookup, opendir or readlink of a model that exists (for the
+    /// audit trail); never about the models a listing left out.
+    fn list_refused(&self, _uid: u32, _model: &ModelName) {}
     /// Told about every failed chunk fetch once it has been turned into EIO (for logs, audit,
     /// counters). `error` is the [`ChunkError`]'s text, so "missing", "integrity" and "I/O" stay
     /// distinguishable. Failures during background prefetch are not reported: the read that needs
@@ -116,10 +136,14 @@ pub struct ModelEntry {
 }
 
 /// One committed (immutable) version.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionEntry {
     /// Unix seconds; shown as mtime/ctime/atime of everything in the version.
     pub created_at: u64,
+    /// The version's signed Merkle root: part of the inode numbers of everything in it, so a
+    /// version pushed again with other content never gets the inodes (and the kernel's cached
+    /// pages) of the old one.
+    pub merkle_root: MerkleRoot,
     pub files: Vec<MountFile>,
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use arca_core::ChunkId;
+use arca_core::{ChunkId, ModelName};
 
 use crate::cache::{ChunkCache, Plain};
 use crate::prefetch::{Prefetcher, Stream};
@@ -164,7 +164,16 @@ enum Handle {
     File(Arc<OpenFile>),
     /// A directory listing reads from the table current at opendir, so it stays consistent
     /// while the catalog changes.
-    Dir(Arc<Table>, Ino),
+    Dir(Arc<Table>, Ino, Listing),
+}
+
+/// What a directory handle lists besides `.` and `..`.
+enum Listing {
+    /// Every child of the node (a model directory or a directory in a version: who may list it
+    /// was decided at opendir).
+    All,
+    /// The root, as its caller may see it: only the models `may_list` allowed at opendir.
+    Only(Arc<[(String, Ino)]>),
 }
 
 struct OpenFile {
@@ -273,6 +282,18 @@ impl Vfs {
         }
     }
 
+    /// May `caller` see `model` (root listing, lookup, model directory, alias link)? A refusal
+    /// of a model that exists in `t` is reported once to the source, for the audit trail.
+    fn authorize_model(&self, caller: Caller, t: &Table, model: &ModelName) -> Result<(), Fail> {
+        if self.source.may_list(caller.uid, caller.gid, model) {
+            return Ok(());
+        }
+        if t.models.contains_key(model) {
+            self.source.list_refused(caller.uid, model);
+        }
+        Err(Fail::Access)
+    }
+
     fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, handle);
@@ -341,7 +362,17 @@ impl Vfs {
         if let Some(scope) = p.scope() {
             self.authorize(caller, scope)?;
         }
+        // Anything in a model directory needs the right to see that model.
+        if let Some(model) = p.model() {
+            self.authorize_model(caller, &t, model)?;
+        }
         let name = std::str::from_utf8(name).map_err(|_| Fail::NotFound)?;
+        // A model, looked up in the root: refused by the caller's roles alone, whether it exists
+        // or not, so a refusal tells nothing about which models exist.
+        if parent == ROOT && name != "." && name != ".." {
+            let model: ModelName = name.parse().map_err(|_| Fail::NotFound)?;
+            self.authorize_model(caller, &t, &model)?;
+        }
         let ino = match name {
             "." => parent,
             ".." => p.parent,
@@ -370,9 +401,13 @@ impl Vfs {
         self.table().entry(ino)
     }
 
-    pub(crate) fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Fail> {
-        match &self.table().node(ino)?.kind {
-            NodeKind::Alias { target } => Ok(target.as_bytes().to_vec()),
+    pub(crate) fn readlink(&self, ino: Ino, caller: Caller) -> Result<Vec<u8>, Fail> {
+        let t = self.table();
+        match &t.node(ino)?.kind {
+            NodeKind::Alias { model, target } => {
+                self.authorize_model(caller, &t, model)?;
+                Ok(target.as_bytes().to_vec())
+            }
             _ => Err(Fail::Invalid),
         }
     }
@@ -380,16 +415,33 @@ impl Vfs {
     pub(crate) fn opendir(&self, ino: Ino, caller: Caller) -> Result<Opened, Fail> {
         let t = self.table();
         let node = t.node(ino)?;
-        if node.children().is_none() {
-            return Err(Fail::NotDir);
-        }
+        let children = node.children().ok_or(Fail::NotDir)?;
         let scope = node.scope();
         if let Some(scope) = scope {
             self.authorize(caller, scope)?;
         }
+        if let Some(model) = node.model() {
+            self.authorize_model(caller, &t, model)?;
+        }
+        // The root lists, for this handle, the models its caller may see. Its listing is never
+        // cached by the kernel (no KEEP_CACHE below), so each opendir asks again, as its caller.
+        let listing = if ino == ROOT {
+            Listing::Only(
+                children
+                    .iter()
+                    .filter(|(name, _)| {
+                        name.parse::<ModelName>()
+                            .is_ok_and(|m| self.source.may_list(caller.uid, caller.gid, &m))
+                    })
+                    .cloned()
+                    .collect(),
+            )
+        } else {
+            Listing::All
+        };
         let keep_cache = scope.is_some();
         Ok(Opened {
-            fh: self.add_handle(Handle::Dir(t, ino)),
+            fh: self.add_handle(Handle::Dir(t, ino, listing)),
             keep_cache,
         })
     }
@@ -403,12 +455,18 @@ impl Vfs {
         offset: u64,
         mut add: impl FnMut(Ino, u64, Kind, &str) -> bool,
     ) -> Result<(), Fail> {
-        let (t, ino) = match lock(&self.handles).get(&fh) {
-            Some(Handle::Dir(t, ino)) => (Arc::clone(t), *ino),
+        let (t, ino, only) = match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir(t, ino, Listing::All)) => (Arc::clone(t), *ino, None),
+            Some(Handle::Dir(t, ino, Listing::Only(v))) => {
+                (Arc::clone(t), *ino, Some(Arc::clone(v)))
+            }
             _ => return Err(Fail::BadHandle),
         };
         let node = t.node(ino)?;
-        let children = node.children().ok_or(Fail::NotDir)?;
+        let children = match &only {
+            None => node.children().ok_or(Fail::NotDir)?,
+            Some(visible) => visible,
+        };
         let dots = [(ino, "."), (node.parent, "..")];
         let all = dots
             .into_iter()
@@ -439,6 +497,21 @@ impl Vfs {
             return Err(Fail::ReadOnly);
         }
         self.authorize(caller, &file.scope)?;
+        let handle = Handle::File(Arc::new(OpenFile {
+            file: Arc::clone(&file),
+            stream: Stream::default(),
+        }));
+        let fh = self.add_handle(handle);
+        // GC keeps the chunks of open handles (`open_chunks`), but `t` may predate a deletion
+        // whose collection read the handles before this one was added. So: the handle first,
+        // then the table again. If the version is still published, any later collection sees
+        // the handle, and any earlier one ran while the version was in the catalog (deletion
+        // publishes before GC may run). If it is gone, the open fails as if it came a moment
+        // later, and no read can find its chunks missing and report damage that is not there.
+        if !Arc::ptr_eq(&self.table(), &t) && !self.still_published(&file) {
+            self.release(fh);
+            return Err(Fail::NotFound);
+        }
         self.source.opened(
             caller.uid,
             caller.pid,
@@ -446,13 +519,18 @@ impl Vfs {
             &file.scope.version,
             &file.file().path,
         );
-        let handle = Handle::File(Arc::new(OpenFile {
-            file,
-            stream: Stream::default(),
-        }));
         Ok(Opened {
-            fh: self.add_handle(handle),
+            fh,
             keep_cache: true,
+        })
+    }
+
+    /// Whether the current table still holds `file`'s version with the same content.
+    fn still_published(&self, file: &FileNode) -> bool {
+        let t = self.table();
+        let key = (file.scope.model.clone(), file.scope.version.clone());
+        t.versions.get(&key).is_some_and(|v| {
+            Arc::ptr_eq(&v.entry, file.entry()) || v.entry.as_ref() == file.entry().as_ref()
         })
     }
 

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
+use arca_core::{ChunkId, MerkleRoot, ModelName, ModelVersion, RelPath};
 use arca_fsmount::{
     clear_stale_mount, mount, ChunkError, ChunkSource, ModelEntry, MountFile, MountHandle,
     MountOptions, Snapshot, VersionEntry,
@@ -35,6 +35,8 @@ struct Fake {
     gate: Condvar,
     waiting_at_gate: AtomicUsize,
     denied: Mutex<HashSet<(u32, String)>>,
+    /// (uid, model) that `may_list` refuses.
+    hidden: Mutex<HashSet<(u32, String)>>,
     reports: Mutex<Vec<(String, String, String, ChunkId)>>,
 }
 
@@ -82,12 +84,21 @@ impl ChunkSource for Fake {
         Ok(plain[offset as usize..(offset + size) as usize].to_vec())
     }
 
-    fn may_read(&self, uid: u32, _gid: u32, _model: &ModelName, version: &ModelVersion) -> bool {
+    fn may_read(&self, uid: u32, gid: u32, model: &ModelName, version: &ModelVersion) -> bool {
         !self
             .denied
             .lock()
             .unwrap()
             .contains(&(uid, version.to_string()))
+            && self.may_list(uid, gid, model)
+    }
+
+    fn may_list(&self, uid: u32, _gid: u32, model: &ModelName) -> bool {
+        !self
+            .hidden
+            .lock()
+            .unwrap()
+            .contains(&(uid, model.to_string()))
     }
 
     fn integrity_failure(
@@ -171,10 +182,12 @@ fn catalog() -> Catalog {
     let (c2, config2) = file(&fake, "config.json", 0o644, 3, &[500]);
     let v1 = Arc::new(VersionEntry {
         created_at: T1,
+        merkle_root: MerkleRoot([1; 32]),
         files: vec![c1, w],
     });
     let v2 = Arc::new(VersionEntry {
         created_at: T2,
+        merkle_root: MerkleRoot([2; 32]),
         files: vec![c2],
     });
     Catalog {
@@ -532,6 +545,7 @@ fn a_slow_reader_does_not_stall_listings_or_other_readers() {
     c.fake.gated.lock().unwrap().insert(slow_id);
     let v3 = Arc::new(VersionEntry {
         created_at: T2,
+        merkle_root: MerkleRoot([3; 32]),
         files: vec![slow],
     });
     let m = Mounted::new(
@@ -613,6 +627,77 @@ fn access_is_decided_per_caller() {
     // Root is not refused, and nobody's refusal left nothing behind for root to trip on.
     assert_eq!(
         fs::read(m.path("resnet/1.1.0/config.json")).unwrap(),
+        c.config2
+    );
+}
+
+#[test]
+fn listings_and_links_are_decided_per_caller_whatever_the_kernel_cached() {
+    let c = catalog();
+    let nobody = 65_534;
+    c.fake
+        .hidden
+        .lock()
+        .unwrap()
+        .insert((nobody, "secret".into()));
+    let mut snap = snapshot(&[("1.0.0", &c.v1)], Some("1.0.0"));
+    let secret = ModelEntry {
+        versions: [("2.0.0".parse().unwrap(), Arc::clone(&c.v2))].into(),
+        production: Some("2.0.0".parse().unwrap()),
+        staging: None,
+    };
+    snap.models.insert("secret".parse().unwrap(), secret);
+    let m = Mounted::new(Arc::clone(&c.fake), snap, true);
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) is needed for this test")
+    };
+    // Root walks everything first, so the kernel holds the dentries and attributes of the
+    // version directory and file (cached for an hour) and the root listing.
+    assert_eq!(names(&m.root()), ["resnet", "secret"]);
+    assert_eq!(
+        fs::read(m.path("secret/2.0.0/config.json")).unwrap(),
+        c.config2
+    );
+    assert_eq!(
+        fs::read_link(m.path("secret/production")).unwrap(),
+        Path::new("2.0.0")
+    );
+    // nobody lists only what it may see, and gets nothing of the other model through the
+    // kernel's caches: not its directory, its link, its version or its file's attributes.
+    let ls = as_nobody(&["ls", "-a", m.root().to_str().unwrap()]);
+    assert!(ls.status.success(), "{ls:?}");
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), ".\n..\nresnet\n");
+    for (cmd, path) in [
+        ("ls", "secret"),
+        ("stat", "secret/2.0.0"),
+        ("stat", "secret/2.0.0/config.json"),
+        ("cat", "secret/2.0.0/config.json"),
+        ("readlink -v", "secret/production"),
+        ("cat", "secret/production/config.json"),
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        let full = m.path(path);
+        args.push(full.to_str().unwrap());
+        let out = as_nobody(&args);
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{cmd} {path}: {out:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{cmd} {path}: {out:?}"
+        );
+    }
+    // The model nobody may read is still served to it, and root still sees both.
+    let ok = as_nobody(&["cat", m.path("resnet/1.0.0/config.json").to_str().unwrap()]);
+    assert_eq!(ok.stdout, c.config1, "{ok:?}");
+    assert_eq!(names(&m.root()), ["resnet", "secret"]);
+    assert_eq!(
+        fs::read(m.path("secret/production/config.json")).unwrap(),
         c.config2
     );
 }

@@ -120,9 +120,16 @@ impl Registry {
     pub fn may_read_uid(&self, uid: u32, gid: u32, name: &ModelName, v: &ModelVersion) -> bool {
         let ok = self.serves(name) && self.uid_allows(uid, gid, name, Permission::Read);
         if !ok {
-            self.mount_refused(uid, name, v);
+            self.mount_refused(uid, name, Some(v));
         }
         ok
+    }
+
+    /// Whether the mount shows model `name` to `uid` at all (root listing, lookup, model
+    /// directory, alias links): READ on it, from the roles alone, so the answer is the same
+    /// whether the model exists or not. Records nothing (a listing asks about every model).
+    pub fn may_list_uid(&self, uid: u32, gid: u32, name: &ModelName) -> bool {
+        self.uid_allows(uid, gid, name, Permission::Read)
     }
 
     /// Whether this daemon's environment (`--environment`) may serve `model`.

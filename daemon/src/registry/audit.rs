@@ -61,18 +61,20 @@ impl Registry {
         self.record(vec![d]);
     }
 
-    /// The mount refused a reader: recorded once per uid and version per daemon run (a refused
-    /// `ls -R` would otherwise write one event per lookup).
-    pub(super) fn mount_refused(&self, uid: u32, model: &ModelName, version: &ModelVersion) {
-        let key = (uid, model.clone(), version.clone(), None);
+    /// The mount refused a reader a version, or (`None`) a model's directory or links:
+    /// recorded once per uid and version (or model) per daemon run (a refused `ls -R` would
+    /// otherwise write one event per lookup).
+    pub fn mount_refused(&self, uid: u32, model: &ModelName, version: Option<&ModelVersion>) {
+        let key = (uid, model.clone(), version.cloned(), None);
         if first_sighting(&mut lock(&self.mount_seen), key) {
-            self.record(vec![Draft::new(EventKind::Refusal, user_name(uid))
+            let mut d = Draft::new(EventKind::Refusal, user_name(uid))
                 .model(model)
-                .version(version)
                 .peer(uid, None)
                 .detail("reason", "permission")
                 .detail("message", "read refused through the mount")
-                .detail("via", "mount")]);
+                .detail("via", "mount");
+            d.version = version.cloned();
+            self.record(vec![d]);
         }
     }
 
@@ -85,7 +87,12 @@ impl Registry {
         version: &ModelVersion,
         path: &RelPath,
     ) {
-        let key = (uid, model.clone(), version.clone(), Some(path.clone()));
+        let key = (
+            uid,
+            model.clone(),
+            Some(version.clone()),
+            Some(path.clone()),
+        );
         if first_sighting(&mut lock(&self.mount_seen), key) {
             self.record(vec![Draft::new(EventKind::Access, user_name(uid))
                 .model(model)
@@ -238,9 +245,9 @@ impl Registry {
     }
 }
 
-/// What the mount has already recorded this run: (uid, model, version, file or None for a
-/// refusal).
-pub(super) type MountSeen = HashSet<(u32, ModelName, ModelVersion, Option<RelPath>)>;
+/// What the mount has already recorded this run: (uid, model, version or None for a model's
+/// directory, file or None for a refusal).
+pub(super) type MountSeen = HashSet<(u32, ModelName, Option<ModelVersion>, Option<RelPath>)>;
 
 /// Most keys `MountSeen` holds (a few MiB). When full it is emptied: later opens are then
 /// recorded again, so the bound costs duplicate events, never a missing one.
@@ -249,7 +256,7 @@ const MOUNT_SEEN_MAX: usize = 65_536;
 /// Whether `key` is new to `seen` (and so should be recorded), keeping `seen` bounded.
 fn first_sighting(
     seen: &mut MountSeen,
-    key: (u32, ModelName, ModelVersion, Option<RelPath>),
+    key: (u32, ModelName, Option<ModelVersion>, Option<RelPath>),
 ) -> bool {
     if seen.contains(&key) {
         return false;
@@ -269,7 +276,7 @@ mod tests {
         let name: ModelName = "m".parse().unwrap();
         let version: ModelVersion = "1.0.0".parse().unwrap();
         let file: RelPath = "w.bin".parse().unwrap();
-        let key = |uid| (uid, name.clone(), version.clone(), Some(file.clone()));
+        let key = |uid| (uid, name.clone(), Some(version.clone()), Some(file.clone()));
         let mut seen = MountSeen::new();
         assert!(first_sighting(&mut seen, key(1)));
         assert!(!first_sighting(&mut seen, key(1)));

@@ -23,7 +23,7 @@ use crate::auth::{resolve_user, Admins, Caller, GroupCache};
 use crate::chunker::{ingest, IngestError, IngestFailure};
 use crate::crypt::{sealed_chunk_len, CryptError};
 use crate::manifest::{StoredFile, VersionRecord, RECORD_FORMAT};
-use crate::pins::Pins;
+use crate::pins::{PinGuard, Pins};
 use crate::store::{BadVersion, Store, StoreError};
 
 mod access;
@@ -100,7 +100,8 @@ pub struct Registry {
     /// model when the record does not say whose it is).
     broken: Vec<BadVersion>,
     uploads: Mutex<HashMap<String, Upload>>,
-    pins: Pins,
+    /// Chunks uploads and streams rely on (shared with the streams' guards).
+    pins: Arc<Pins>,
     /// Serialises commits so that "version exists?" and "write version" are one step.
     commit_lock: Mutex<()>,
     /// Called after every catalog change (the mount republishes its snapshot).
@@ -217,7 +218,7 @@ impl Registry {
             catalog: RwLock::new(catalog),
             broken,
             uploads: Mutex::new(HashMap::new()),
-            pins: Pins::default(),
+            pins: Arc::new(Pins::default()),
             commit_lock: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
             mount_counters: std::sync::OnceLock::new(),
@@ -526,15 +527,20 @@ impl Registry {
             self.release(&ing.pinned, &ing.written);
             return Err(RegistryError::NotFound("the upload was aborted".into()));
         };
-        u.pinned.extend(ing.pinned);
-        u.written.extend(ing.written);
-        u.new_stored_bytes += ing.new_stored_bytes;
-        u.touched = Instant::now();
         if u.files.contains_key(&path) {
+            // Two requests raced on one path and the other won. This file's chunks are released
+            // here, not kept in the upload: the commit takes `written` off the GC list, and
+            // chunks no version references would then be garbage GC never looks at.
+            drop(uploads);
+            self.release(&ing.pinned, &ing.written);
             return Err(RegistryError::BadRequest(format!(
                 "file {path} was already uploaded"
             )));
         }
+        u.pinned.extend(ing.pinned);
+        u.written.extend(ing.written);
+        u.new_stored_bytes += ing.new_stored_bytes;
+        u.touched = Instant::now();
         u.files.insert(
             path,
             StoredFile {
@@ -713,8 +719,21 @@ impl Registry {
         // in between leaves only unreferenced chunks.
         self.store.flush_chunks()?;
         // The upload's new chunks are referenced from this write on: off the GC list in it.
+        // Only those the version references: anything else the upload wrote stays a candidate,
+        // so GC still finds it.
+        let used: HashSet<ChunkId> = rec
+            .files
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .collect();
+        let settled: Vec<ChunkId> = up
+            .written
+            .iter()
+            .filter(|id| used.contains(id))
+            .copied()
+            .collect();
         self.store
-            .put_versions_settling(&[&rec], vec![event], &up.written)?;
+            .put_versions_settling(&[&rec], vec![event], &settled)?;
         let info = rec.info();
         self.catalog
             .write()
@@ -778,30 +797,39 @@ impl Registry {
         Ok(self.readable_version(c, name, version)?.info())
     }
 
-    /// The chunks of one file, for streaming it out; checks READ first.
+    /// The chunks of one file, for streaming it out; checks READ first. The chunks stay pinned
+    /// until the returned guard drops, so a deletion and a collection while the file streams
+    /// cannot take them away (the look-up and the pin are one step: see `Pins::pin_found`).
     pub fn file_chunks(
         &self,
         c: &Caller,
         name: &ModelName,
         version: &ModelVersion,
         path: &RelPath,
-    ) -> Result<StoredFile> {
-        let rec = self.readable_version(c, name, version)?;
+    ) -> Result<(StoredFile, PinGuard)> {
+        self.require(c, Some(name), Permission::Read, "read it")?;
         self.require_served(c, name)?;
-        let f = rec
-            .files
-            .iter()
-            .find(|f| &f.entry.path == path)
-            .cloned()
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!("{name} {version} has no file {path}"))
+        let (f, pins) = self.pins.pin_found(|| {
+            let rec = self.version(name, version).ok_or_else(|| {
+                RegistryError::NotFound(format!("no version {version} of model {name}"))
             })?;
+            let f = rec
+                .files
+                .iter()
+                .find(|f| &f.entry.path == path)
+                .cloned()
+                .ok_or_else(|| {
+                    RegistryError::NotFound(format!("{name} {version} has no file {path}"))
+                })?;
+            let ids = f.chunks.iter().map(|c| c.id).collect();
+            Ok::<_, RegistryError>((f, ids))
+        })?;
         self.record(vec![audit::ev(c, EventKind::Access)
             .model(name)
             .version(version)
             .detail("file", path.as_str())
             .detail("via", "get")]);
-        Ok(f)
+        Ok((f, pins))
     }
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
@@ -852,24 +880,37 @@ impl Registry {
         version: Option<&ModelVersion>,
     ) -> Result<VerifyReport> {
         self.require(c, Some(name), Permission::Read, "verify it")?;
-        let recs: Vec<Arc<VersionRecord>> = match version {
-            Some(v) => vec![self.readable_version(c, name, v)?],
-            None => {
-                let cat = self.catalog();
-                let mine: Vec<_> = cat
-                    .get(name)
-                    .into_iter()
-                    .flat_map(|all| all.values())
-                    .filter(|r| self.may_read(c, r))
-                    .cloned()
-                    .collect();
-                // A model whose every record is unusable still gets its report.
-                if mine.is_empty() && !self.broken.iter().any(|b| b.concerns(name)) {
-                    return Err(RegistryError::NotFound(format!("no model named {name}")));
+        // The versions and their chunks are found and pinned in one step and stay pinned until
+        // the report is done: a deletion and a collection meanwhile cannot make a chunk vanish
+        // under the check and pass for damage.
+        let (recs, _pins) = self.pins.pin_found(|| {
+            let recs: Vec<Arc<VersionRecord>> = match version {
+                Some(v) => vec![self.version(name, v).ok_or_else(|| {
+                    RegistryError::NotFound(format!("no version {v} of model {name}"))
+                })?],
+                None => {
+                    let cat = self.catalog();
+                    let mine: Vec<_> = cat
+                        .get(name)
+                        .into_iter()
+                        .flat_map(|all| all.values())
+                        .filter(|r| self.may_read(c, r))
+                        .cloned()
+                        .collect();
+                    // A model whose every record is unusable still gets its report.
+                    if mine.is_empty() && !self.broken.iter().any(|b| b.concerns(name)) {
+                        return Err(RegistryError::NotFound(format!("no model named {name}")));
+                    }
+                    mine
                 }
-                mine
-            }
-        };
+            };
+            let ids = recs
+                .iter()
+                .flat_map(|r| r.files.iter())
+                .flat_map(|f| f.chunks.iter().map(|c| c.id))
+                .collect();
+            Ok((recs, ids))
+        })?;
         let trusted = self.store.trusted_keys()?;
         let mut rep = VerifyReport {
             ok: true,
@@ -898,7 +939,20 @@ impl Registry {
             }
             // The record in the store is the one served, and the newest its audit trail knows.
             if let Err(why) = self.store.check_version(rec) {
-                fail(&mut rep, None, None, why);
+                // A version deleted since it was pinned has a deletion as its newest event: that
+                // is the trail being right about a change, not the record disagreeing with it.
+                // A record replaced meanwhile (a promotion) is checked as it is now.
+                match self.version(name, v) {
+                    Some(cur) if Arc::ptr_eq(&cur, rec) => fail(&mut rep, None, None, why),
+                    Some(cur) => {
+                        if let Err(why) = self.store.check_version(&cur) {
+                            fail(&mut rep, None, None, why);
+                        }
+                    }
+                    None => {
+                        tracing::info!(model = %name, version = %v, "version deleted while it was verified")
+                    }
+                }
             }
             match &rec.signer {
                 Some(s)

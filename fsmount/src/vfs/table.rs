@@ -3,12 +3,15 @@
 //!
 //! **Inode numbers** are the first 8 bytes (little-endian) of a domain-separated BLAKE3 hash of
 //! what the node is, with the top bit cleared (some tools treat inode numbers as signed):
-//! `BLAKE3-derive-key("arca 2026 mount inode v1", kind || (u64 LE len || field)*)`, where kind is
-//! 1 model (name), 2 version directory (model, version, created_at), 3 directory inside a version
-//! and 4 file (model, version, created_at, path), 5 alias link (model, alias; not the target, so a switch keeps the inode). They are
-//! therefore the same on every mount of the same catalog. `created_at` is in the key so that a
-//! version deleted and pushed again with other content gets new inodes, and the kernel's page
-//! cache of the old content can never be served for the new one. A collision (two keys, one
+//! `BLAKE3-derive-key("arca 2026 mount inode v2", kind || (u64 LE len || field)*)`, where kind is
+//! 1 model (name), 2 version directory (model, version, created_at, Merkle root), 3 directory
+//! inside a version (model, version, created_at, Merkle root, path) and 4 file (model, version,
+//! created_at, Merkle root, path), 5 alias link (model, alias; not the target, so a switch keeps
+//! the inode). They are therefore the same on every mount of the same catalog. The Merkle root
+//! (which covers every path, size, mode and digest) is in the key so that a version deleted and
+//! pushed again with other content gets new inodes even within the same second (`created_at`
+//! alone has one-second steps): the kernel keeps an inode's pages while anyone holds it
+//! (`KEEP_CACHE`), and a reused number would serve the old content for the new. A collision (two keys, one
 //! number) is resolved first come, first served: the later key probes
 //! `BLAKE3-derive-key("arca 2026 mount inode probe v1", key || u32 LE i)` for i = 1, 2, … until
 //! a free number. The [`Registry`] remembers every number it ever handed out for as long as the
@@ -59,6 +62,11 @@ impl FileNode {
         &self.version.files[self.index]
     }
 
+    /// The version this file belongs to, as it was when the node was built.
+    pub(super) fn entry(&self) -> &Arc<VersionEntry> {
+        &self.version
+    }
+
     pub(super) fn attr(&self) -> Attr {
         let f = self.file();
         Attr {
@@ -106,6 +114,7 @@ pub(super) enum NodeKind {
         children: Vec<(String, Ino)>,
     },
     Model {
+        model: ModelName,
         children: Vec<(String, Ino)>,
     },
     /// A version directory or a directory inside one.
@@ -115,6 +124,8 @@ pub(super) enum NodeKind {
     },
     File(Arc<FileNode>),
     Alias {
+        /// The model whose directory holds the link (what reading it is authorised against).
+        model: ModelName,
         target: String,
     },
 }
@@ -131,7 +142,7 @@ impl Node {
     pub(super) fn children(&self) -> Option<&[(String, Ino)]> {
         match &self.kind {
             NodeKind::Root { children }
-            | NodeKind::Model { children }
+            | NodeKind::Model { children, .. }
             | NodeKind::Dir { children, .. } => Some(children),
             NodeKind::File(_) | NodeKind::Alias { .. } => None,
         }
@@ -148,7 +159,7 @@ impl Node {
     pub(super) fn attr(&self, ino: Ino) -> Attr {
         let (kind, size, perm) = match &self.kind {
             NodeKind::File(f) => return f.attr(),
-            NodeKind::Alias { target } => (Kind::Symlink, target.len() as u64, 0o777),
+            NodeKind::Alias { target, .. } => (Kind::Symlink, target.len() as u64, 0o777),
             _ => (Kind::Dir, 0, 0o555),
         };
         Attr {
@@ -165,6 +176,14 @@ impl Node {
         match &self.kind {
             NodeKind::Dir { .. } | NodeKind::File(_) => IMMUTABLE_TTL,
             NodeKind::Root { .. } | NodeKind::Model { .. } | NodeKind::Alias { .. } => DYNAMIC_TTL,
+        }
+    }
+
+    /// The model a model directory or alias link belongs to: what `may_list` is asked about.
+    pub(super) fn model(&self) -> Option<&ModelName> {
+        match &self.kind {
+            NodeKind::Model { model, .. } | NodeKind::Alias { model, .. } => Some(model),
+            _ => None,
         }
     }
 
@@ -253,7 +272,7 @@ pub(super) fn ino_from(bytes: [u8; 8]) -> Ino {
 }
 
 pub(super) fn node_key(kind: u8, fields: &[&[u8]]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("arca 2026 mount inode v1");
+    let mut h = blake3::Hasher::new_derive_key("arca 2026 mount inode v2");
     h.update(&[kind]);
     for f in fields {
         h.update(&(f.len() as u64).to_le_bytes());
@@ -321,6 +340,7 @@ impl Table {
                     nlink: 1,
                     time: entry.created_at,
                     kind: NodeKind::Alias {
+                        model: model.clone(),
                         target: target_name,
                     },
                 };
@@ -340,6 +360,7 @@ impl Table {
                 nlink,
                 time,
                 kind: NodeKind::Model {
+                    model: model.clone(),
                     children: children.into_iter().collect(),
                 },
             };
@@ -347,12 +368,13 @@ impl Table {
             models.insert(model.clone(), ModelInfo { ino: mino, aliases });
             root_children.push((model.as_str().to_owned(), mino));
         }
-        let nlink = 2 + root_children.len() as u32;
+        // 1 ("unknown", as for file systems that do not count): the number of models differs
+        // from caller to caller, and the link count must not give away those one may not see.
         b.nodes.insert(
             ROOT,
             Node {
                 parent: ROOT,
-                nlink,
+                nlink: 1,
                 time: mounted_at,
                 kind: NodeKind::Root {
                     children: root_children,
@@ -399,9 +421,10 @@ impl Builder<'_> {
         let model = scope.model.as_str().as_bytes();
         let vname = scope.version.to_string();
         let created = entry.created_at.to_le_bytes();
+        let root = entry.merkle_root.as_bytes();
         let vino = self.registry.assign(&node_key(
             KIND_VERSION,
-            &[model, vname.as_bytes(), &created],
+            &[model, vname.as_bytes(), &created, root],
         ));
         // Directories by path inside the version ("" is the version directory itself).
         let mut dirs: HashMap<String, DirBuild> = HashMap::new();
@@ -433,7 +456,7 @@ impl Builder<'_> {
                 if !dirs.contains_key(dir) {
                     let ino = self.registry.assign(&node_key(
                         KIND_DIR,
-                        &[model, vname.as_bytes(), &created, dir.as_bytes()],
+                        &[model, vname.as_bytes(), &created, root, dir.as_bytes()],
                     ));
                     let parent = match dirs.get_mut(parent_path) {
                         Some(p) => {
@@ -461,7 +484,7 @@ impl Builder<'_> {
             }
             let ino = self.registry.assign(&node_key(
                 KIND_FILE,
-                &[model, vname.as_bytes(), &created, path.as_bytes()],
+                &[model, vname.as_bytes(), &created, root, path.as_bytes()],
             ));
             let name = path.rsplit('/').next().unwrap_or(path);
             let parent = match dirs.get_mut(parent_path) {

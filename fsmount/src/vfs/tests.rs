@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::table::{ino_from, node_key, KIND_FILE, KIND_MODEL};
 use super::*;
 use crate::{ModelEntry, MountFile, VersionEntry};
-use arca_core::{ModelName, ModelVersion, RelPath};
+use arca_core::{MerkleRoot, ModelName, ModelVersion, RelPath};
 
 /// How the fake source misbehaves for one chunk.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +29,12 @@ struct Fake {
     bad: Mutex<HashMap<ChunkId, Bad>>,
     /// (uid, model, version) that `may_read` refuses.
     denied: Mutex<HashSet<(u32, String, String)>>,
+    /// (uid, model) that `may_list` refuses.
+    hidden: Mutex<HashSet<(u32, String)>>,
+    /// (uid, model) as given to `list_refused`.
+    list_refusals: Mutex<Vec<(u32, String)>>,
+    /// Run once, inside the next `may_read`: what happens elsewhere while an open is decided.
+    during_may_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     whole: AtomicUsize,
     ranges: AtomicUsize,
     reports: Mutex<Vec<Report>>,
@@ -48,6 +54,11 @@ impl Fake {
 
     fn deny(&self, uid: u32, model: &str, version: &str) {
         lock(&self.denied).insert((uid, model.into(), version.into()));
+    }
+
+    /// `uid` may not see `model` (nor read any version of it).
+    fn hide(&self, uid: u32, model: &str) {
+        lock(&self.hidden).insert((uid, model.into()));
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -93,7 +104,20 @@ impl ChunkSource for Fake {
     }
 
     fn may_read(&self, uid: u32, _gid: u32, model: &ModelName, version: &ModelVersion) -> bool {
+        let meanwhile = lock(&self.during_may_read).take();
+        if let Some(f) = meanwhile {
+            f();
+        }
         !lock(&self.denied).contains(&(uid, model.to_string(), version.to_string()))
+            && !lock(&self.hidden).contains(&(uid, model.to_string()))
+    }
+
+    fn may_list(&self, uid: u32, _gid: u32, model: &ModelName) -> bool {
+        !lock(&self.hidden).contains(&(uid, model.to_string()))
+    }
+
+    fn list_refused(&self, uid: u32, model: &ModelName) {
+        lock(&self.list_refusals).push((uid, model.to_string()));
     }
 
     fn integrity_failure(
@@ -154,8 +178,24 @@ fn file(fake: &Fake, path: &str, mode: u32, seed: u64, sizes: &[u32]) -> (MountF
     )
 }
 
+/// A version whose Merkle root stands for its content (a hash of its paths, sizes, modes and
+/// chunks), as the daemon's signed root does: other content, other root.
 fn version(created_at: u64, files: Vec<MountFile>) -> Arc<VersionEntry> {
-    Arc::new(VersionEntry { created_at, files })
+    let mut h = blake3::Hasher::new();
+    for f in &files {
+        h.update(f.path.as_str().as_bytes());
+        h.update(&f.size.to_le_bytes());
+        h.update(&f.mode.to_le_bytes());
+        for (id, len) in &f.chunks {
+            h.update(id.as_bytes());
+            h.update(&len.to_le_bytes());
+        }
+    }
+    Arc::new(VersionEntry {
+        created_at,
+        merkle_root: MerkleRoot(*h.finalize().as_bytes()),
+        files,
+    })
 }
 
 fn model(
@@ -268,7 +308,7 @@ fn layout_and_attributes() {
     let root = resolve(&w.vfs, "").unwrap();
     assert_eq!(
         (root.attr.kind, root.attr.perm, root.attr.nlink, root.ttl),
-        (Kind::Dir, 0o555, 4, DYNAMIC_TTL)
+        (Kind::Dir, 0o555, 1, DYNAMIC_TTL)
     );
 
     let m = resolve(&w.vfs, "resnet").unwrap();
@@ -288,7 +328,7 @@ fn layout_and_attributes() {
         (p.attr.kind, p.attr.size, p.ttl),
         (Kind::Symlink, 5, DYNAMIC_TTL)
     );
-    assert_eq!(w.vfs.readlink(p.attr.ino).unwrap(), b"1.0.0");
+    assert_eq!(w.vfs.readlink(p.attr.ino, ROOT_USER).unwrap(), b"1.0.0");
     assert_eq!(resolve(&w.vfs, "resnet/staging"), Err(Fail::NotFound));
 
     let f = resolve(&w.vfs, "resnet/1.0.0/weights/model.bin").unwrap();
@@ -329,7 +369,7 @@ fn layout_and_attributes() {
     );
     assert_eq!(resolve(&w.vfs, "resnet/2.0.0"), Err(Fail::NotFound));
     assert_eq!(resolve(&w.vfs, "nope"), Err(Fail::NotFound));
-    assert_eq!(w.vfs.readlink(f.attr.ino), Err(Fail::Invalid));
+    assert_eq!(w.vfs.readlink(f.attr.ino, ROOT_USER), Err(Fail::Invalid));
     assert_eq!(w.vfs.getattr(12345, None), Err(Fail::NotFound));
     assert_eq!(resolve(&w.vfs, "bert").unwrap().attr.nlink, 2);
     assert_eq!(w.vfs.usage(), (40 + 221 + 30, 10));
@@ -692,6 +732,7 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
     let model_ino = ino(&w.vfs, "resnet");
     let old_link = ino(&w.vfs, "resnet/production");
     let v1_file = ino(&w.vfs, "resnet/1.0.0/weights/model.bin");
+    let v1_weights_dir = ino(&w.vfs, "resnet/1.0.0/weights");
     let v2_dir = ino(&w.vfs, "resnet/1.1.0");
     // A reader holding a file of 1.0.0 open across every update below.
     let fh = w.vfs.open(v1_file, ROOT_USER, false).unwrap().fh;
@@ -719,14 +760,16 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
         vec![entry(model_ino, "production"), entry(model_ino, "staging")]
     );
     let link = resolve(&w.vfs, "resnet/production").unwrap().attr.ino;
-    assert_eq!(w.vfs.readlink(link).unwrap(), b"1.1.0");
+    assert_eq!(w.vfs.readlink(link, ROOT_USER).unwrap(), b"1.1.0");
     assert_eq!(
         link, old_link,
         "a switched link keeps its inode, so a walk that resolved it before the switch reads the new target"
     );
-    assert_eq!(w.vfs.readlink(old_link).unwrap(), b"1.1.0");
+    assert_eq!(w.vfs.readlink(old_link, ROOT_USER).unwrap(), b"1.1.0");
     assert_eq!(
-        w.vfs.readlink(ino(&w.vfs, "resnet/staging")).unwrap(),
+        w.vfs
+            .readlink(ino(&w.vfs, "resnet/staging"), ROOT_USER)
+            .unwrap(),
         b"1.0.0"
     );
     assert_eq!(
@@ -757,10 +800,12 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
     assert_eq!(w.vfs.read(fh, 0, 1000).unwrap().to_vec(), &w.weights[..]);
     assert_eq!(w.vfs.getattr(v1_file, Some(fh)).unwrap().attr.size, 221);
 
-    // 1.0.0 pushed again with other content at the same second: same key, so the same inodes;
-    // the kernel must drop their cached pages and attributes.
-    let (other, other_bytes) = file(&w.fake, "weights/model.bin", 0o644, 77, &[30]);
+    // 1.0.0 pushed again with other content of the same size at the same second: the kernel
+    // still holds the old file's inode (its page cache included) for the open handle above, so
+    // the new file must get another inode, or its readers would be served the old pages.
+    let (other, other_bytes) = file(&w.fake, "weights/model.bin", 0o755, 77, &[221]);
     let again = version(T1, vec![w.v1.files[0].clone(), other]);
+    assert_ne!(again.merkle_root, w.v1.merkle_root);
     let repushed = snapshot(vec![(
         "resnet",
         model(
@@ -771,18 +816,26 @@ fn update_switches_aliases_and_says_what_to_invalidate() {
     )]);
     assert!(
         w.vfs.update(repushed).is_empty(),
-        "1.0.0 was absent, so nothing of it can be cached"
+        "1.0.0 was absent, so no name of it can be cached"
     );
-    assert_eq!(ino(&w.vfs, "resnet/1.0.0/weights/model.bin"), v1_file);
+    let new_file = ino(&w.vfs, "resnet/1.0.0/weights/model.bin");
+    assert_ne!(new_file, v1_file, "other content, other inode");
+    assert_ne!(ino(&w.vfs, "resnet/1.0.0/weights"), v1_weights_dir);
     assert_eq!(
-        read_all(&w.vfs, "resnet/1.0.0/weights/model.bin", 0, 100).unwrap(),
+        read_all(&w.vfs, "resnet/1.0.0/weights/model.bin", 0, 1000).unwrap(),
         other_bytes
     );
-    let changed = version(T1, vec![w.v1.files[0].clone()]);
+    // The same content published as another entry (same root): same inodes, and should its
+    // entry differ (it cannot, from the daemon) the kernel is told to drop what it cached.
+    let same_root = Arc::new(VersionEntry {
+        created_at: T1,
+        merkle_root: again.merkle_root,
+        files: vec![w.v1.files[0].clone()],
+    });
     let inval = w.vfs.update(snapshot(vec![(
         "resnet",
         model(
-            vec![("1.0.0", changed), ("1.1.0", w.v2.clone())],
+            vec![("1.0.0", same_root), ("1.1.0", w.v2.clone())],
             Some("1.1.0"),
             None,
         ),
@@ -822,6 +875,159 @@ fn a_version_created_at_another_time_gets_new_inodes() {
         model(vec![("1.0.0", later)], None, None),
     )]));
     assert_ne!(ino(&w.vfs, "resnet/1.0.0/config.json"), before);
+}
+
+#[test]
+fn a_version_pushed_again_with_other_content_in_the_same_second_gets_new_inodes() {
+    let w = world();
+    let paths = [
+        "resnet/1.0.0",
+        "resnet/1.0.0/weights",
+        "resnet/1.0.0/weights/model.bin",
+        "resnet/1.0.0/config.json",
+    ];
+    let before: Vec<Ino> = paths.iter().map(|p| ino(&w.vfs, p)).collect();
+    // Same name, version, second, paths and sizes; other bytes in one file.
+    let (other, _) = file(&w.fake, "weights/model.bin", 0o755, 99, &[100, 50, 1, 70]);
+    let again = version(T1, vec![w.v1.files[0].clone(), other]);
+    w.vfs.update(snapshot(vec![(
+        "resnet",
+        model(vec![("1.0.0", again)], None, None),
+    )]));
+    for (path, old) in paths.iter().zip(&before) {
+        assert_ne!(ino(&w.vfs, path), *old, "{path} kept its inode");
+    }
+    // The same content again is the same inodes: nothing cached for it can be wrong.
+    w.vfs.update(snapshot(vec![(
+        "resnet",
+        model(vec![("1.0.0", w.v1.clone())], None, None),
+    )]));
+    let back: Vec<Ino> = paths.iter().map(|p| ino(&w.vfs, p)).collect();
+    assert_eq!(back, before);
+}
+
+#[test]
+fn listings_and_lookups_show_only_the_models_the_caller_may_see() {
+    let w = world();
+    w.fake.hide(ALICE.uid, "resnet");
+    let names = |caller: Caller, ino: Ino| -> Result<Vec<String>, Fail> {
+        let fh = w.vfs.opendir(ino, caller)?.fh;
+        let mut out = Vec::new();
+        w.vfs
+            .readdir(fh, 0, |_, _, _, name| {
+                out.push(name.to_owned());
+                false
+            })
+            .unwrap();
+        w.vfs.release(fh);
+        Ok(out)
+    };
+    // The root lists, per caller, what that caller may see; the count of models is not given
+    // away by the link count either.
+    assert_eq!(
+        names(ROOT_USER, ROOT).unwrap(),
+        [".", "..", "bert", "resnet"]
+    );
+    assert_eq!(names(ALICE, ROOT).unwrap(), [".", "..", "bert"]);
+    assert_eq!(w.vfs.getattr(ROOT, None).unwrap().attr.nlink, 1);
+    // Resuming a listing keeps to the caller's view.
+    let fh = w.vfs.opendir(ROOT, ALICE).unwrap().fh;
+    let mut rest = Vec::new();
+    w.vfs
+        .readdir(fh, 2, |_, next, _, name| {
+            rest.push((name.to_owned(), next));
+            false
+        })
+        .unwrap();
+    assert_eq!(rest, [("bert".to_owned(), 3)]);
+    w.vfs.release(fh);
+
+    // Lookups: refused for a hidden model and for a name that does not exist alike (the
+    // refusal depends on roles alone), found for the caller who may see it.
+    assert_eq!(w.vfs.lookup(ROOT, b"resnet", ALICE), Err(Fail::Access));
+    w.fake.hide(ALICE.uid, "nope");
+    assert_eq!(w.vfs.lookup(ROOT, b"nope", ALICE), Err(Fail::Access));
+    assert_eq!(w.vfs.lookup(ROOT, b"nope2", ALICE), Err(Fail::NotFound));
+    assert!(w.vfs.lookup(ROOT, b"bert", ALICE).is_ok());
+    assert!(w.vfs.lookup(ROOT, b"resnet", ROOT_USER).is_ok());
+    // Inodes learnt by another caller do not open the model to Alice: its directory, its
+    // entries, its links and its versions are all refused.
+    let model = ino(&w.vfs, "resnet");
+    let link = ino(&w.vfs, "resnet/production");
+    let v1 = ino(&w.vfs, "resnet/1.0.0");
+    assert_eq!(w.vfs.opendir(model, ALICE), Err(Fail::Access));
+    assert_eq!(names(ALICE, model), Err(Fail::Access));
+    assert_eq!(w.vfs.lookup(model, b"1.0.0", ALICE), Err(Fail::Access));
+    assert_eq!(w.vfs.lookup(model, b"production", ALICE), Err(Fail::Access));
+    assert_eq!(w.vfs.readlink(link, ALICE), Err(Fail::Access));
+    assert_eq!(w.vfs.opendir(v1, ALICE), Err(Fail::Access));
+    assert_eq!(
+        w.vfs
+            .open(ino(&w.vfs, "resnet/1.0.0/config.json"), ALICE, false),
+        Err(Fail::Access)
+    );
+    // The root user is unaffected.
+    assert_eq!(w.vfs.readlink(link, ROOT_USER).unwrap(), b"1.0.0");
+    assert_eq!(
+        names(ROOT_USER, model).unwrap(),
+        [".", "..", "1.0.0", "1.1.0", "production"]
+    );
+    // Refusals of a model that exists are reported (for the audit trail); a name that does not
+    // exist, and the models a listing leaves out, are not.
+    let refusals = lock(&w.fake.list_refusals).clone();
+    assert!(!refusals.is_empty());
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r == &(ALICE.uid, "resnet".to_owned())),
+        "{refusals:?}"
+    );
+}
+
+#[test]
+fn an_open_racing_a_deletion_fails_instead_of_holding_a_vanished_file() {
+    let fake = Arc::new(Fake::default());
+    let (config, _) = file(&fake, "config.json", 0o644, 1, &[40]);
+    let (other, _) = file(&fake, "other.json", 0o644, 2, &[40]);
+    let v1 = version(T1, vec![config]);
+    let v2 = version(T2, vec![other]);
+    let both = snapshot(vec![(
+        "m",
+        model(
+            vec![("1.0.0", v1.clone()), ("2.0.0", v2.clone())],
+            None,
+            None,
+        ),
+    )]);
+    let vfs = Arc::new(Vfs::new(fake.clone(), both.clone(), &opts(1 << 20, 0)).unwrap());
+    let file_ino = ino(&vfs, "m/1.0.0/config.json");
+    // 1.0.0 is deleted (and its deletion published) after open found the file in the table
+    // and before it registered the handle: a collection may already have read the open
+    // handles without this one, so the open must fail rather than hold a file whose chunks
+    // may be gone (its reads would fail and be reported as damage).
+    let weak = Arc::downgrade(&vfs);
+    let without_v1 = snapshot(vec![("m", model(vec![("2.0.0", v2.clone())], None, None))]);
+    *lock(&fake.during_may_read) = Some(Box::new(move || {
+        if let Some(vfs) = weak.upgrade() {
+            vfs.update(without_v1);
+        }
+    }));
+    assert_eq!(vfs.open(file_ino, ROOT_USER, false), Err(Fail::NotFound));
+    assert!(vfs.open_chunks().is_empty(), "no handle was left behind");
+    // A change elsewhere in the catalog meanwhile does not fail an open.
+    vfs.update(both);
+    let other_ino = ino(&vfs, "m/2.0.0/other.json");
+    let weak = Arc::downgrade(&vfs);
+    let only_1 = snapshot(vec![("m", model(vec![("1.0.0", v1.clone())], None, None))]);
+    *lock(&fake.during_may_read) = Some(Box::new(move || {
+        if let Some(vfs) = weak.upgrade() {
+            vfs.update(only_1);
+        }
+    }));
+    let fh = vfs.open(file_ino, ROOT_USER, false).unwrap().fh;
+    assert_eq!(vfs.open_chunks().len(), 1);
+    vfs.release(fh);
+    assert_eq!(vfs.open(other_ino, ROOT_USER, false), Err(Fail::NotFound));
 }
 
 #[test]

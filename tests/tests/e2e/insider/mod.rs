@@ -80,6 +80,19 @@ const ATTACKS: &[(&str, Attack)] = &[
     ("store_replay_policy", store::replay_policy),
     ("store_replay_version", store::replay_version),
     ("store_dedup_probe", store::dedup_probe),
+    ("mnt_gc_racing_get_and_verify", mount::gc_racing_a_get),
+    (
+        "mnt_uploads_racing_on_one_path",
+        mount::uploads_racing_on_one_path,
+    ),
+    (
+        "mnt_repushed_version_cached_pages",
+        mount::repushed_version_under_cached_pages,
+    ),
+    (
+        "mnt_listing_as_outsiders",
+        mount::mount_listing_as_outsiders,
+    ),
 ];
 
 #[test]
