@@ -11,6 +11,7 @@ use clap::Subcommand;
 use hyper::Method;
 
 use crate::client::Client;
+use crate::escape::Term;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
@@ -138,18 +139,18 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                     serde_json::json!({"key": path, "public_key_file": pub_path, "public_key": sk.public(), "trusted": trusted})
                 );
             } else {
-                println!("secret key: {}", path.display());
+                println!("secret key: {}", Term(path.display()));
                 println!(
                     "public key: {} ({})",
-                    pub_path.display(),
+                    Term(pub_path.display()),
                     sk.public().fingerprint()
                 );
                 match trusted {
-                    Some(_) => println!("trusted for {} (you are an admin)", me.user),
+                    Some(_) => println!("trusted for {} (you are an admin)", Term(&me.user)),
                     None => println!(
                         "not trusted yet: ask an admin to run `arca key trust {} {}`",
-                        me.user,
-                        pub_path.display()
+                        Term(&me.user),
+                        Term(pub_path.display())
                     ),
                 }
             }
@@ -173,7 +174,9 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
             } else {
                 println!(
                     "trusted key {} for {} (uid {})",
-                    t.fingerprint, t.user, t.uid
+                    t.fingerprint,
+                    Term(&t.user),
+                    t.uid
                 );
             }
             Ok(0)
@@ -186,7 +189,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 let mut t =
                     crate::show::table(&["USER", "UID", "FINGERPRINT", "ADDED BY", "ADDED"]);
                 for k in keys {
-                    t.add_row(vec![
+                    t.row([
                         k.user,
                         k.uid.to_string(),
                         k.fingerprint,

@@ -8,6 +8,7 @@ use arca_core::sign::ApprovalMessage;
 use hyper::Method;
 
 use crate::client::{enc, Client};
+use crate::escape::Term;
 
 /// Signs consent that `name` `version`, with the Merkle root the daemon reports, goes to
 /// production under `ticket`, and sends it. The root comes from the daemon, but the signature
@@ -49,8 +50,9 @@ pub async fn approve(
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!(
-            "approved {name} {version} (root {}) for production under ticket {ticket}; {} approval(s) recorded",
+            "approved {name} {version} (root {}) for production under ticket {}; {} approval(s) recorded",
             &out.merkle_root.to_string()[..16],
+            Term(ticket),
             out.approvals.len()
         );
     }
@@ -110,7 +112,7 @@ pub async fn history(client: &Client, name: &str, json: bool) -> Result<i32> {
     let mut t = crate::show::table(&["TIME", "VERSION", "FROM", "TO", "BY", "TICKET", "REASON"]);
     for e in &h.events {
         let tr = &e.transition;
-        t.add_row(vec![
+        t.row([
             crate::show::time(tr.at),
             e.version.to_string(),
             tr.from.to_string(),
