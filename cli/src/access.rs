@@ -120,7 +120,7 @@ pub async fn role(client: &Client, cmd: RoleCmd, json: bool) -> Result<i32> {
             };
             let l: RoleListing = client.get(&path).await?;
             if json {
-                println!("{}", serde_json::to_string(&l)?);
+                println!("{}", crate::escape::json(&l, false)?);
                 return Ok(0);
             }
             let mut t = table(&["PRINCIPAL", "ROLE", "MODEL", "GRANTED BY", "AT"]);
@@ -171,7 +171,7 @@ async fn change(
     };
     let a: RoleAssignment = client.json(Method::POST, path, Some(&req)).await?;
     if json {
-        println!("{}", serde_json::to_string(&a)?);
+        println!("{}", crate::escape::json(&a, false)?);
     } else {
         println!(
             "{done}: {} {} on {}",
@@ -226,7 +226,7 @@ pub async fn policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<i32> 
         }
     };
     if json {
-        println!("{}", serde_json::to_string(&info)?);
+        println!("{}", crate::escape::json(&info, false)?);
         return Ok(0);
     }
     let p = &info.policy;
@@ -260,7 +260,10 @@ pub async fn delete(client: &Client, name: &str, version: &str, json: bool) -> R
     if json {
         println!(
             "{}",
-            serde_json::json!({"deleted": {"name": name, "version": version}})
+            crate::escape::json(
+                &serde_json::json!({"deleted": {"name": name, "version": version}}),
+                false
+            )?
         );
     } else {
         println!(

@@ -108,7 +108,7 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
             }
             let events: Vec<AuditEvent> = client.get(&format!("/v1/audit?{}", q.join("&"))).await?;
             if json {
-                println!("{}", serde_json::to_string(&events)?);
+                println!("{}", crate::escape::json(&events, false)?);
                 return Ok(0);
             }
             let mut t = table(&["ID", "TIME", "TYPE", "MODEL", "VERSION", "USER", "DETAILS"]);
@@ -139,7 +139,7 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
                 .json(Method::POST, "/v1/audit/verify", None::<&()>)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                println!("{}", crate::escape::json(&r, false)?);
             } else if let Some(f) = &r.fault {
                 eprintln!(
                     "audit trail BROKEN at event {}: {}",
@@ -176,7 +176,7 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
                 .await?;
             match (json, format) {
                 (true, _) | (_, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&r)?)
+                    println!("{}", crate::escape::json(&r, true)?)
                 }
                 (_, Format::Md) => print!("{}", markdown(&r)),
                 (_, Format::Html) => print!("{}", html(&r)),

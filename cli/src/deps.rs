@@ -160,7 +160,10 @@ pub async fn verify(
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": ok, "checked": v.metadata.dependencies.len(), "problems": problems})
+            crate::escape::json(
+                &serde_json::json!({"ok": ok, "checked": v.metadata.dependencies.len(), "problems": problems}),
+                false
+            )?
         );
     } else {
         for p in &problems {

@@ -9,7 +9,9 @@
 //! zero-width characters, line and paragraph separators, the BOM, tag characters) are written as
 //! `\n`, `\r`, `\t`, `\x1b` or `\u{202e}`, and a backslash as `\\`, so the escaped form is never
 //! ambiguous. Markdown also escapes `|`, `[`, `]` and `` ` `` with a backslash and `<`, `>`, `&`
-//! as entities; HTML escapes `<`, `>`, `&`, `"` and `'` as entities.
+//! as entities; HTML escapes `<`, `>`, `&`, `"` and `'` as entities. JSON output (`--json`) keeps
+//! its values but writes DEL, C1 controls and the invisible characters as `\uXXXX` escapes, which
+//! serde_json leaves raw (it escapes only C0).
 
 use std::fmt::{self, Write};
 
@@ -88,6 +90,32 @@ pub fn html(s: &str) -> String {
     out
 }
 
+/// `v` as one line of JSON (`pretty`: indented) in which every character a terminal could act on
+/// is a `\u` escape. serde_json already escapes C0 controls inside strings, so a raw one can only
+/// be the structural whitespace of the pretty form, which stays.
+pub fn json(v: &impl serde::Serialize, pretty: bool) -> serde_json::Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(v)?
+    } else {
+        serde_json::to_string(v)?
+    };
+    let unsafe_char = |c: char| (c.is_control() && c as u32 >= 0x7f) || is_hidden(c);
+    if !text.chars().any(unsafe_char) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +192,15 @@ mod tests {
         assert_eq!(html("a\x1bb\u{202e}"), "a\\x1bb\\u{202e}");
     }
 
+    #[test]
+    fn json_escapes_what_serde_json_leaves_raw() {
+        let v = serde_json::json!({"t": "a\u{9b}31m\u{7f}\u{202e}\u{e0041}\x1b"});
+        assert_eq!(
+            json(&v, false).unwrap(),
+            r#"{"t":"a\u009b31m\u007f\u202e\udb40\udc41\u001b"}"#
+        );
+    }
+
     proptest! {
         #[test]
         fn no_output_holds_a_raw_control_char(s in "\\PC*|[\\x00-\\x{A0}\\u{2000}-\\u{2070}\\u{E0000}-\\u{E0080}\\\\|<>&\"'`\\[\\]]*") {
@@ -182,6 +219,13 @@ mod tests {
             prop_assert!(!bare.contains(['|', '[', ']', '`', '<', '>']), "{:?}", m);
             let h = html(&s);
             prop_assert!(!h.contains(['<', '>', '"', '\'']), "{:?}", h);
+            // JSON keeps the value and holds nothing raw but structural whitespace.
+            for pretty in [false, true] {
+                let j = json(&serde_json::json!({"s": s, "l": [s]}), pretty).unwrap();
+                prop_assert!(!j.chars().any(|c| is_raw_unsafe(c) && !matches!(c, '\n' | ' ')), "{:?}", j);
+                let back: serde_json::Value = serde_json::from_str(&j).unwrap();
+                prop_assert_eq!(back["s"].as_str(), Some(s.as_str()));
+            }
             prop_assert_eq!(h.matches('&').count(), h.matches("&lt;").count() + h.matches("&gt;").count()
                 + h.matches("&amp;").count() + h.matches("&quot;").count() + h.matches("&#39;").count());
         }

@@ -42,7 +42,10 @@ pub async fn run(
     if json {
         println!(
             "{}",
-            serde_json::json!({"name": name, "version": version, "out": out, "files": info.files.len(), "bytes": info.total_size})
+            crate::escape::json(
+                &serde_json::json!({"name": name, "version": version, "out": out, "files": info.files.len(), "bytes": info.total_size}),
+                false
+            )?
         );
     } else {
         println!(

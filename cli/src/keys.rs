@@ -65,7 +65,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 .json(hyper::Method::POST, "/v1/keys/rotate-kek", None::<&()>)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                println!("{}", crate::escape::json(&r, false)?);
             } else {
                 println!(
                     "key-encryption key rotated: {} keys rewrapped; the new key is {}",
@@ -79,7 +79,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 .json(hyper::Method::POST, "/v1/keys/rotate-dek", None::<&()>)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                println!("{}", crate::escape::json(&r, false)?);
             } else {
                 println!(
                     "data-key rotation to key {}: {} of about {} chunks re-sealed so far, running in the background (see `arca status`)",
@@ -136,7 +136,10 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"key": path, "public_key_file": pub_path, "public_key": sk.public(), "trusted": trusted})
+                    crate::escape::json(
+                        &serde_json::json!({"key": path, "public_key_file": pub_path, "public_key": sk.public(), "trusted": trusted}),
+                        false
+                    )?
                 );
             } else {
                 println!("secret key: {}", Term(path.display()));
@@ -170,7 +173,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 )
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&t)?);
+                println!("{}", crate::escape::json(&t, false)?);
             } else {
                 println!(
                     "trusted key {} for {} (uid {})",
@@ -184,7 +187,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
         KeyCmd::Ls => {
             let keys: Vec<TrustedKey> = client.get("/v1/keys").await?;
             if json {
-                println!("{}", serde_json::to_string(&keys)?);
+                println!("{}", crate::escape::json(&keys, false)?);
             } else {
                 let mut t =
                     crate::show::table(&["USER", "UID", "FINGERPRINT", "ADDED BY", "ADDED"]);

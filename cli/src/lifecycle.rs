@@ -47,7 +47,7 @@ pub async fn approve(
         .json(Method::POST, &format!("{base}/approvals"), Some(&req))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&out)?);
+        println!("{}", crate::escape::json(&out, false)?);
     } else {
         println!(
             "approved {name} {version} (root {}) for production under ticket {}; {} approval(s) recorded",
@@ -72,7 +72,7 @@ pub async fn promote(
         .json(Method::POST, &path, Some(&Promote { to, ticket }))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&out)?);
+        println!("{}", crate::escape::json(&out, false)?);
     } else {
         println!("{name} {version} is now {}", out.status);
     }
@@ -94,7 +94,7 @@ pub async fn rollback(
     };
     let out: VersionInfo = client.json(Method::POST, &path, Some(&req)).await?;
     if json {
-        println!("{}", serde_json::to_string(&out)?);
+        println!("{}", crate::escape::json(&out, false)?);
     } else {
         println!("{name} {} is in production again", out.metadata.version);
     }
@@ -106,7 +106,7 @@ pub async fn history(client: &Client, name: &str, json: bool) -> Result<i32> {
         .get(&format!("/v1/models/{}/history", enc(name)))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&h)?);
+        println!("{}", crate::escape::json(&h, false)?);
         return Ok(0);
     }
     let mut t = crate::show::table(&["TIME", "VERSION", "FROM", "TO", "BY", "TICKET", "REASON"]);

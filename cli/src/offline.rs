@@ -57,7 +57,7 @@ pub async fn export(client: &Client, name: &str, version: &str) -> Result<i32> {
         public_key: signer.public_key,
         signature: signer.signature,
     };
-    println!("{}", serde_json::to_string_pretty(&m)?);
+    println!("{}", crate::escape::json(&m, true)?);
     Ok(0)
 }
 
@@ -143,7 +143,10 @@ pub fn verify_dir(dir: &Path, manifest: &Path, trust: Option<&Path>, json: bool)
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": ok, "files": m.files.len(), "problems": problems})
+            crate::escape::json(
+                &serde_json::json!({"ok": ok, "files": m.files.len(), "problems": problems}),
+                false
+            )?
         );
     } else {
         for p in &problems {

@@ -15,7 +15,7 @@ pub async fn gc(client: &Client, dry_run: bool, json: bool) -> Result<i32> {
     };
     let r: GcReport = client.json(Method::POST, path, None::<&()>).await?;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", crate::escape::json(&r, false)?);
         return Ok(0);
     }
     let verb = if dry_run { "would remove" } else { "removed" };
@@ -50,7 +50,7 @@ fn bytes(n: u64) -> String {
 pub async fn status(client: &Client, json: bool) -> Result<i32> {
     let s: StatusReport = client.get("/v1/status").await?;
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        println!("{}", crate::escape::json(&s, false)?);
         return Ok(0);
     }
     println!(

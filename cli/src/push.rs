@@ -275,7 +275,7 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
     }
     let c = result?;
     if json {
-        println!("{}", serde_json::to_string(&c)?);
+        println!("{}", crate::escape::json(&c, false)?);
     } else {
         let v = &c.version;
         let signed = match &v.signer {

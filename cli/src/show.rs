@@ -45,7 +45,7 @@ pub async fn ls(client: &Client, name: Option<&str>, json: bool) -> Result<i32> 
         None => {
             let models: Vec<ModelSummary> = client.get("/v1/models").await?;
             if json {
-                println!("{}", serde_json::to_string(&models)?);
+                println!("{}", crate::escape::json(&models, false)?);
                 return Ok(0);
             }
             let mut t = table(&["MODEL", "VERSIONS", "LATEST", "PRODUCTION"]);
@@ -63,7 +63,7 @@ pub async fn ls(client: &Client, name: Option<&str>, json: bool) -> Result<i32> 
             let versions: Vec<VersionSummary> =
                 client.get(&format!("/v1/models/{}", enc(n))).await?;
             if json {
-                println!("{}", serde_json::to_string(&versions)?);
+                println!("{}", crate::escape::json(&versions, false)?);
                 return Ok(0);
             }
             let mut t = table(&[
@@ -101,7 +101,7 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
         ))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", crate::escape::json(&v, false)?);
         return Ok(0);
     }
     let m = &v.metadata;
@@ -206,7 +206,7 @@ pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bo
     }
     let r: VerifyReport = client.json(Method::POST, &path, None::<&()>).await?;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", crate::escape::json(&r, false)?);
     } else {
         for f in &r.failures {
             let mut what = format!("FAILED {name} {}", f.version);
@@ -234,7 +234,7 @@ pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bo
 pub async fn whoami(client: &Client, json: bool) -> Result<i32> {
     let w: WhoAmI = client.get("/v1/whoami").await?;
     if json {
-        println!("{}", serde_json::to_string(&w)?);
+        println!("{}", crate::escape::json(&w, false)?);
     } else {
         println!(
             "{} (uid {}, gid {}){}",
@@ -250,7 +250,7 @@ pub async fn whoami(client: &Client, json: bool) -> Result<i32> {
 pub async fn stats(client: &Client, json: bool) -> Result<i32> {
     let s: StoreStats = client.get("/v1/store/stats").await?;
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        println!("{}", crate::escape::json(&s, false)?);
     } else {
         println!(
             "models {}  versions {}  chunks {}  stored bytes {}  logical bytes {}",

@@ -620,6 +620,7 @@ pub fn escaped_strings() -> Vec<Row> {
     };
     let show = env.ok(&["show", "esc", "1.0.0"]);
     clean("show", &show);
+    clean("show --json", &env.ok(&["--json", "show", "esc", "1.0.0"]));
     assert!(
         show.contains("evil\\x1b[2J\\x1b]0;pwned\\x07\\u{202e}txt.bin|\\n| 2099"),
         "{show}"
