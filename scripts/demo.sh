@@ -10,6 +10,8 @@ cargo build --release --bins
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 base=/var/tmp/arca-dev
 mkdir -p "$base"
+# The trial daemon's socket, named so that the CLI uses it even on a host with a system arcad.
+export ARCA_SOCKET=$base/arcad.sock
 
 if ! "$bin/arca" whoami >/dev/null 2>&1; then
   echo "starting arcad (log: $base/arcad.log)"

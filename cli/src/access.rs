@@ -7,6 +7,7 @@ use clap::Subcommand;
 use hyper::Method;
 
 use crate::client::{empty, enc, Client};
+use crate::escape::Term;
 use crate::show::{table, time};
 
 #[derive(Subcommand, Debug)]
@@ -119,12 +120,12 @@ pub async fn role(client: &Client, cmd: RoleCmd, json: bool) -> Result<i32> {
             };
             let l: RoleListing = client.get(&path).await?;
             if json {
-                println!("{}", serde_json::to_string(&l)?);
+                println!("{}", crate::escape::json(&l, false)?);
                 return Ok(0);
             }
             let mut t = table(&["PRINCIPAL", "ROLE", "MODEL", "GRANTED BY", "AT"]);
             for a in &l.assignments {
-                t.add_row(vec![
+                t.row([
                     a.principal.to_string(),
                     a.role.to_string(),
                     scope(&a.model),
@@ -137,7 +138,7 @@ pub async fn role(client: &Client, cmd: RoleCmd, json: bool) -> Result<i32> {
                 let mut t = table(&["MODEL", "EFFECTIVE PERMISSIONS", "VIA"]);
                 for e in &l.effective {
                     let perms: Vec<&str> = e.permissions.iter().map(|p| p.as_str()).collect();
-                    t.add_row(vec![
+                    t.row([
                         scope(&e.model),
                         if perms.is_empty() {
                             "(none)".into()
@@ -147,7 +148,7 @@ pub async fn role(client: &Client, cmd: RoleCmd, json: bool) -> Result<i32> {
                         e.via.join("; "),
                     ]);
                 }
-                println!("effective permissions of {u}:\n{t}");
+                println!("effective permissions of {}:\n{t}", Term(u));
             }
             Ok(0)
         }
@@ -170,9 +171,14 @@ async fn change(
     };
     let a: RoleAssignment = client.json(Method::POST, path, Some(&req)).await?;
     if json {
-        println!("{}", serde_json::to_string(&a)?);
+        println!("{}", crate::escape::json(&a, false)?);
     } else {
-        println!("{done}: {} {} on {}", a.principal, a.role, scope(&a.model));
+        println!(
+            "{done}: {} {} on {}",
+            Term(&a.principal),
+            a.role,
+            scope(&a.model)
+        );
     }
     Ok(0)
 }
@@ -220,7 +226,7 @@ pub async fn policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<i32> 
         }
     };
     if json {
-        println!("{}", serde_json::to_string(&info)?);
+        println!("{}", crate::escape::json(&info, false)?);
         return Ok(0);
     }
     let p = &info.policy;
@@ -228,14 +234,14 @@ pub async fn policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<i32> 
     println!("model:             {}", info.model);
     println!("require approval:  {}", yn(p.require_approval));
     println!("approvals:         {}", p.approvals);
-    println!("environments:      {}", p.environments.join(","));
+    println!("environments:      {}", Term(p.environments.join(",")));
     println!("retention days:    {}", p.retention_days);
     println!("max versions:      {}", p.max_versions);
     println!("signing required:  {}", yn(p.signing_required));
     println!("encryption:        always");
     match (&info.updated_by, info.updated_at) {
         (Some(by), Some(at)) if info.explicit => {
-            println!("set by:            {by} at {}", time(at))
+            println!("set by:            {} at {}", Term(by), time(at))
         }
         _ => println!("set by:            (defaults)"),
     }
@@ -254,7 +260,10 @@ pub async fn delete(client: &Client, name: &str, version: &str, json: bool) -> R
     if json {
         println!(
             "{}",
-            serde_json::json!({"deleted": {"name": name, "version": version}})
+            crate::escape::json(
+                &serde_json::json!({"deleted": {"name": name, "version": version}}),
+                false
+            )?
         );
     } else {
         println!(

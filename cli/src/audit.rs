@@ -7,6 +7,7 @@ use clap::{Subcommand, ValueEnum};
 use hyper::Method;
 
 use crate::client::{enc, Client};
+use crate::escape::{html as esc, md, Term};
 use crate::show::table;
 
 #[derive(Subcommand, Debug)]
@@ -107,14 +108,14 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
             }
             let events: Vec<AuditEvent> = client.get(&format!("/v1/audit?{}", q.join("&"))).await?;
             if json {
-                println!("{}", serde_json::to_string(&events)?);
+                println!("{}", crate::escape::json(&events, false)?);
                 return Ok(0);
             }
             let mut t = table(&["ID", "TIME", "TYPE", "MODEL", "VERSION", "USER", "DETAILS"]);
             for e in &events {
                 let details: Vec<String> =
                     e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                t.add_row(vec![
+                t.row([
                     e.seq.to_string(),
                     time_ms(e.at_ms),
                     e.kind.to_string(),
@@ -138,9 +139,13 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
                 .json(Method::POST, "/v1/audit/verify", None::<&()>)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                println!("{}", crate::escape::json(&r, false)?);
             } else if let Some(f) = &r.fault {
-                eprintln!("audit trail BROKEN at event {}: {}", f.seq, f.problem);
+                eprintln!(
+                    "audit trail BROKEN at event {}: {}",
+                    f.seq,
+                    Term(&f.problem)
+                );
             } else {
                 println!(
                     "audit trail intact: {} events, {} checkpoints; signed head covers {} events (hash {}); daemon key {}",
@@ -171,7 +176,7 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
                 .await?;
             match (json, format) {
                 (true, _) | (_, Format::Json) => {
-                    println!("{}", serde_json::to_string_pretty(&r)?)
+                    println!("{}", crate::escape::json(&r, true)?)
                 }
                 (_, Format::Md) => print!("{}", markdown(&r)),
                 (_, Format::Html) => print!("{}", html(&r)),
@@ -181,10 +186,13 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
     }
 }
 
+/// The report as Markdown. Every string from the trail is escaped (`escape::md`): a ticket or
+/// reason cannot add a table row, a link or HTML.
 fn markdown(r: &ComplianceReport) -> String {
+    let opt = |v: Option<&str>| md(v.unwrap_or(""));
     let mut s = format!(
         "# Compliance report: {}\n\nPeriod: {} to {}  \nGenerated: {}  \nAudit chain: {}\n\n",
-        r.model,
+        md(r.model.as_str()),
         time_ms(r.from_ms),
         time_ms(r.to_ms),
         time_ms(r.generated_at_ms),
@@ -193,7 +201,7 @@ fn markdown(r: &ComplianceReport) -> String {
         } else {
             format!(
                 "BROKEN ({})",
-                r.chain_fault.as_deref().unwrap_or("unknown fault")
+                md(r.chain_fault.as_deref().unwrap_or("unknown fault"))
             )
         }
     );
@@ -201,28 +209,25 @@ fn markdown(r: &ComplianceReport) -> String {
         "## Summary\n\n- Events: {}\n- Unique users: {} ({})\n- Versions affected: {} ({})\n\n",
         r.total_events,
         r.unique_users.len(),
-        r.unique_users.join(", "),
+        md(&r.unique_users.join(", ")),
         r.versions_affected.len(),
-        r.versions_affected.join(", ")
+        md(&r.versions_affected.join(", "))
     ));
     s.push_str("## Events by type\n\n| type | count |\n|---|---|\n");
     for (k, v) in &r.events_by_type {
-        s.push_str(&format!("| {k} | {v} |\n"));
+        s.push_str(&format!("| {} | {v} |\n", md(k)));
     }
     s.push_str("\n## Production history\n\n| time | version | from | to | by | ticket | reason |\n|---|---|---|---|---|---|---|\n");
     for p in &r.production_history {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
             time_ms(p.at_ms),
-            p.version
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            p.from,
-            p.to,
-            p.by,
-            p.ticket.as_deref().unwrap_or(""),
-            p.reason.as_deref().unwrap_or("")
+            opt(p.version.as_ref().map(|v| v.to_string()).as_deref()),
+            md(&p.from),
+            md(&p.to),
+            md(&p.by),
+            opt(p.ticket.as_deref()),
+            opt(p.reason.as_deref())
         ));
     }
     s.push_str("\n## Approvals\n\n| time | version | approver | ticket |\n|---|---|---|---|\n");
@@ -230,24 +235,15 @@ fn markdown(r: &ComplianceReport) -> String {
         s.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             time_ms(a.at_ms),
-            a.version
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            a.approver,
-            a.ticket.as_deref().unwrap_or("")
+            opt(a.version.as_ref().map(|v| v.to_string()).as_deref()),
+            md(&a.approver),
+            opt(a.ticket.as_deref())
         ));
     }
     s
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
+/// The report as HTML; every string from the trail goes through `escape::html`.
 fn html(r: &ComplianceReport) -> String {
     let row = |cells: Vec<String>| {
         format!(

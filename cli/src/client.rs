@@ -1,7 +1,6 @@
-//! A small HTTP/1.1 client for arcad's Unix socket (hyper). One connection per command; errors
-//! from the daemon come back as `ErrorBody` and become one-line messages.
-
-use std::path::{Path, PathBuf};
+//! A small HTTP/1.1 client for arcad's Unix socket (hyper). One connection per request, each
+//! checked to be served by a trusted uid before anything is sent (`socket.rs`); errors from the
+//! daemon come back as `ErrorBody` and become one-line messages.
 
 use anyhow::{anyhow, bail, Context, Result};
 use arca_core::api::ErrorBody;
@@ -12,10 +11,13 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
+use crate::socket::{Socket, TrustedPeers};
+
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 
 pub struct Client {
-    socket: PathBuf,
+    socket: Socket,
+    peers: TrustedPeers,
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
@@ -38,10 +40,8 @@ pub fn empty() -> ReqBody {
 }
 
 impl Client {
-    pub fn new(socket: &Path) -> Self {
-        Self {
-            socket: socket.to_owned(),
-        }
+    pub fn new(socket: Socket, peers: TrustedPeers) -> Self {
+        Self { socket, peers }
     }
 
     /// Sends one request and returns the response if its status is a success.
@@ -52,14 +52,20 @@ impl Client {
         body: ReqBody,
         content_type: &str,
     ) -> Result<Response<Incoming>> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
+        let sock = &self.socket.path;
+        let stream = tokio::net::UnixStream::connect(sock)
             .await
             .with_context(|| {
                 format!(
-                    "cannot reach arcad at {} (is it running? set --socket or ARCA_SOCKET)",
-                    self.socket.display()
+                    "cannot reach arcad at {} ({}; is arcad running? name another socket with --socket or ARCA_SOCKET)",
+                    sock.display(),
+                    self.socket.why
                 )
             })?;
+        let peer = stream
+            .peer_cred()
+            .with_context(|| format!("reading the credentials of {}", sock.display()))?;
+        self.peers.check(sock, peer.uid())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("talking to arcad")?;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use arca_core::api::VersionInfo;
 
 use crate::client::{enc, Client};
+use crate::escape::Term;
 
 /// PEP 503 normalisation: case-insensitive, runs of `-`, `_` and `.` are equal.
 pub fn normalize(name: &str) -> String {
@@ -159,18 +160,21 @@ pub async fn verify(
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": ok, "checked": v.metadata.dependencies.len(), "problems": problems})
+            crate::escape::json(
+                &serde_json::json!({"ok": ok, "checked": v.metadata.dependencies.len(), "problems": problems}),
+                false
+            )?
         );
     } else {
         for p in &problems {
-            eprintln!("FAILED {p}");
+            eprintln!("FAILED {}", Term(p));
         }
         let verdict = if ok { "OK" } else { "FAILED" };
         println!(
             "{verdict}: {} of {} dependencies of {name} {version} match {}",
             v.metadata.dependencies.len() - problems.len(),
             v.metadata.dependencies.len(),
-            python.display()
+            Term(python.display())
         );
     }
     Ok(if ok { 0 } else { 1 })

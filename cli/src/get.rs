@@ -2,9 +2,13 @@
 //! temporary name beside its destination, checked against the manifest's size, SHA-256 and
 //! BLAKE3, synced, and only then renamed into place: a failed or corrupt transfer leaves no
 //! file under the destination name.
+//!
+//! A file is created with the manifest's mode masked to 0o755 and then by the process umask, as
+//! `open(2)` does: never setuid, setgid, sticky or group/world-writable, whatever an older
+//! record says, so a `get` by root cannot plant a privilege.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::Method;
 
 use crate::client::{empty, enc, Client};
+use crate::escape::Term;
 
 pub async fn run(
     client: &Client,
@@ -37,14 +42,17 @@ pub async fn run(
     if json {
         println!(
             "{}",
-            serde_json::json!({"name": name, "version": version, "out": out, "files": info.files.len(), "bytes": info.total_size})
+            crate::escape::json(
+                &serde_json::json!({"name": name, "version": version, "out": out, "files": info.files.len(), "bytes": info.total_size}),
+                false
+            )?
         );
     } else {
         println!(
             "wrote {} files ({} bytes) of {name} {version} to {}, all verified",
             info.files.len(),
             info.total_size,
-            out.display()
+            Term(out.display())
         );
     }
     Ok(0)
@@ -97,8 +105,16 @@ async fn fetch_into(
         .send(Method::GET, &url, empty(), "application/json")
         .await?;
     let mut body = resp.into_body();
-    let mut file =
-        std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // A stale temporary name (or a link put there) is removed; create_new then refuses whatever
+    // appears in its place instead of writing through it.
+    let _ = std::fs::remove_file(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(f.mode & 0o755)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     let mut h = FileHasher::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.with_context(|| {
@@ -117,7 +133,6 @@ async fn fetch_into(
     if d.size != f.size || d.sha256 != f.sha256 || d.blake3 != f.blake3 {
         bail!("{}: received {} of {} bytes, or the content does not match the signed digests; nothing written", f.path, d.size, f.size);
     }
-    file.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
     file.sync_all()?;
     Ok(())
 }

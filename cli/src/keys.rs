@@ -11,6 +11,7 @@ use clap::Subcommand;
 use hyper::Method;
 
 use crate::client::Client;
+use crate::escape::Term;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
@@ -86,9 +87,12 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 match &dek {
                     Some(d) => println!(
                         "{}",
-                        serde_json::json!({"kek_rotated": r, "dek_rotation": d})
+                        crate::escape::json(
+                            &serde_json::json!({"kek_rotated": r, "dek_rotation": d}),
+                            false
+                        )?
                     ),
-                    None => println!("{}", serde_json::to_string(&r)?),
+                    None => println!("{}", crate::escape::json(&r, false)?),
                 }
             } else {
                 println!(
@@ -115,7 +119,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 .json(hyper::Method::POST, "/v1/keys/rotate-dek", None::<&()>)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                println!("{}", crate::escape::json(&r, false)?);
             } else {
                 println!(
                     "data-key rotation to key {}: {} of about {} chunks re-sealed so far, running in the background (see `arca status`)",
@@ -172,21 +176,24 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"key": path, "public_key_file": pub_path, "public_key": sk.public(), "trusted": trusted})
+                    crate::escape::json(
+                        &serde_json::json!({"key": path, "public_key_file": pub_path, "public_key": sk.public(), "trusted": trusted}),
+                        false
+                    )?
                 );
             } else {
-                println!("secret key: {}", path.display());
+                println!("secret key: {}", Term(path.display()));
                 println!(
                     "public key: {} ({})",
-                    pub_path.display(),
+                    Term(pub_path.display()),
                     sk.public().fingerprint()
                 );
                 match trusted {
-                    Some(_) => println!("trusted for {} (you are an admin)", me.user),
+                    Some(_) => println!("trusted for {} (you are an admin)", Term(&me.user)),
                     None => println!(
                         "not trusted yet: ask an admin to run `arca key trust {} {}`",
-                        me.user,
-                        pub_path.display()
+                        Term(&me.user),
+                        Term(pub_path.display())
                     ),
                 }
             }
@@ -208,11 +215,13 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 )
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&t)?);
+                println!("{}", crate::escape::json(&t, false)?);
             } else {
                 println!(
                     "no longer trusting key {} for {} (uid {})",
-                    t.fingerprint, t.user, t.uid
+                    Term(&t.fingerprint),
+                    Term(&t.user),
+                    t.uid
                 );
             }
             Ok(0)
@@ -231,11 +240,13 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
                 )
                 .await?;
             if json {
-                println!("{}", serde_json::to_string(&t)?);
+                println!("{}", crate::escape::json(&t, false)?);
             } else {
                 println!(
                     "trusted key {} for {} (uid {})",
-                    t.fingerprint, t.user, t.uid
+                    t.fingerprint,
+                    Term(&t.user),
+                    t.uid
                 );
             }
             Ok(0)
@@ -243,12 +254,12 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<i32> {
         KeyCmd::Ls => {
             let keys: Vec<TrustedKey> = client.get("/v1/keys").await?;
             if json {
-                println!("{}", serde_json::to_string(&keys)?);
+                println!("{}", crate::escape::json(&keys, false)?);
             } else {
                 let mut t =
                     crate::show::table(&["USER", "UID", "FINGERPRINT", "ADDED BY", "ADDED"]);
                 for k in keys {
-                    t.add_row(vec![
+                    t.row([
                         k.user,
                         k.uid.to_string(),
                         k.fingerprint,

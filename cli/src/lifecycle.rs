@@ -8,6 +8,7 @@ use arca_core::sign::ApprovalMessage;
 use hyper::Method;
 
 use crate::client::{enc, Client};
+use crate::escape::Term;
 
 /// Signs consent that `name` `version`, with the Merkle root the daemon reports, goes to
 /// production under `ticket`, and sends it. The root comes from the daemon, but the signature
@@ -46,11 +47,12 @@ pub async fn approve(
         .json(Method::POST, &format!("{base}/approvals"), Some(&req))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&out)?);
+        println!("{}", crate::escape::json(&out, false)?);
     } else {
         println!(
-            "approved {name} {version} (root {}) for production under ticket {ticket}; {} approval(s) recorded",
+            "approved {name} {version} (root {}) for production under ticket {}; {} approval(s) recorded",
             &out.merkle_root.to_string()[..16],
+            Term(ticket),
             out.approvals.len()
         );
     }
@@ -70,7 +72,7 @@ pub async fn promote(
         .json(Method::POST, &path, Some(&Promote { to, ticket }))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&out)?);
+        println!("{}", crate::escape::json(&out, false)?);
     } else {
         println!("{name} {version} is now {}", out.status);
     }
@@ -92,7 +94,7 @@ pub async fn rollback(
     };
     let out: VersionInfo = client.json(Method::POST, &path, Some(&req)).await?;
     if json {
-        println!("{}", serde_json::to_string(&out)?);
+        println!("{}", crate::escape::json(&out, false)?);
     } else {
         println!("{name} {} is in production again", out.metadata.version);
     }
@@ -104,13 +106,13 @@ pub async fn history(client: &Client, name: &str, json: bool) -> Result<i32> {
         .get(&format!("/v1/models/{}/history", enc(name)))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&h)?);
+        println!("{}", crate::escape::json(&h, false)?);
         return Ok(0);
     }
     let mut t = crate::show::table(&["TIME", "VERSION", "FROM", "TO", "BY", "TICKET", "REASON"]);
     for e in &h.events {
         let tr = &e.transition;
-        t.add_row(vec![
+        t.row([
             crate::show::time(tr.at),
             e.version.to_string(),
             tr.from.to_string(),

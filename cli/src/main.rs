@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod client;
 mod deps;
+mod escape;
 mod get;
 mod keys;
 mod lifecycle;
@@ -12,6 +13,7 @@ mod offline;
 mod ops;
 mod push;
 mod show;
+mod socket;
 
 use std::path::PathBuf;
 
@@ -22,9 +24,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
-    /// arcad's socket [default: /run/arca/arcad.sock if it exists, else /var/tmp/arca-dev/arcad.sock]
+    /// arcad's socket [default: the one /etc/arca/arcad.toml names if that file exists, else
+    /// /run/arca/arcad.sock if it exists, else /var/tmp/arca-dev/arcad.sock]
     #[arg(long, global = true, env = "ARCA_SOCKET")]
     socket: Option<PathBuf>,
+    /// The uid (or user name) arcad runs as when it is not root. A socket served by anyone but
+    /// root, you or this user is refused.
+    #[arg(long, global = true, env = "ARCA_DAEMON_UID")]
+    daemon_uid: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -137,18 +144,6 @@ enum DepsCmd {
     },
 }
 
-fn socket_path(cli: &Cli) -> PathBuf {
-    if let Some(s) = &cli.socket {
-        return s.clone();
-    }
-    let system = PathBuf::from("/run/arca/arcad.sock");
-    if system.exists() {
-        system
-    } else {
-        PathBuf::from("/var/tmp/arca-dev/arcad.sock")
-    }
-}
-
 fn main() {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -165,7 +160,8 @@ fn main() {
     match rt.block_on(run(cli)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("arca: {e:#}");
+            // Errors quote paths, names and the daemon's messages: escaped like any output.
+            eprintln!("arca: {}", escape::Term(format_args!("{e:#}")));
             std::process::exit(1);
         }
     }
@@ -173,8 +169,20 @@ fn main() {
 
 /// Runs one command; the returned code is the process's exit status.
 async fn run(cli: Cli) -> Result<i32> {
-    let client = client::Client::new(&socket_path(&cli));
     let json = cli.json;
+    if let Cmd::VerifyDir {
+        dir,
+        manifest,
+        trust,
+    } = &cli.cmd
+    {
+        // Needs no daemon, so no socket either.
+        return offline::verify_dir(dir, manifest, trust.as_deref(), json);
+    }
+    let client = client::Client::new(
+        socket::choose(cli.socket.as_deref())?,
+        socket::TrustedPeers::new(cli.daemon_uid.as_deref())?,
+    );
     match cli.cmd {
         Cmd::Push(a) => push::run(&client, a, json).await,
         Cmd::Ls { name } => show::ls(&client, name.as_deref(), json).await,
@@ -197,11 +205,7 @@ async fn run(cli: Cli) -> Result<i32> {
             python,
         }) => deps::verify(&client, &name, &version, &python, json).await,
         Cmd::Manifest { name, version } => offline::export(&client, &name, &version).await,
-        Cmd::VerifyDir {
-            dir,
-            manifest,
-            trust,
-        } => offline::verify_dir(&dir, &manifest, trust.as_deref(), json),
+        Cmd::VerifyDir { .. } => unreachable!("answered above"),
         Cmd::Rollback { name, to, reason } => {
             lifecycle::rollback(&client, &name, &to, &reason, json).await
         }

@@ -16,6 +16,7 @@ use arca_core::sign::{PublicKey, Signature};
 use arca_core::{MerkleRoot, MetadataDigest, RelPath};
 
 use crate::client::{enc, Client};
+use crate::escape::Term;
 
 const FORMAT: &str = "arca-manifest-v1";
 
@@ -56,7 +57,7 @@ pub async fn export(client: &Client, name: &str, version: &str) -> Result<i32> {
         public_key: signer.public_key,
         signature: signer.signature,
     };
-    println!("{}", serde_json::to_string_pretty(&m)?);
+    println!("{}", crate::escape::json(&m, true)?);
     Ok(0)
 }
 
@@ -107,17 +108,24 @@ pub fn verify_dir(dir: &Path, manifest: &Path, trust: Option<&Path>, json: bool)
     }
 
     // The directory against the entries.
-    let found: BTreeMap<RelPath, std::path::PathBuf> = crate::push::collect(dir)?
+    let found: BTreeMap<RelPath, crate::push::Source> = crate::push::collect(dir)?
         .into_iter()
-        .map(|s| (s.rel, s.disk))
+        .map(|s| (s.rel.clone(), s))
         .collect();
     let expected: BTreeMap<&RelPath, &FileEntry> = m.files.iter().map(|e| (&e.path, e)).collect();
     for (rel, e) in &expected {
-        let Some(disk) = found.get(*rel) else {
+        let Some(src) = found.get(*rel) else {
             problems.push(format!("{rel}: missing"));
             continue;
         };
-        let d = hash_file(disk)?;
+        if !mode_matches(src.mode, e.mode) {
+            problems.push(format!(
+                "{rel}: mode 0{:o} differs from the manifest's 0{:o}",
+                src.mode, e.mode
+            ));
+        }
+        let d =
+            hash_file(&src.open()?).with_context(|| format!("reading {}", src.disk.display()))?;
         if d.size != e.size {
             problems.push(format!("{rel}: size {} differs from {}", d.size, e.size));
         } else if d.sha256 != e.sha256 || d.blake3 != e.blake3 {
@@ -135,26 +143,29 @@ pub fn verify_dir(dir: &Path, manifest: &Path, trust: Option<&Path>, json: bool)
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": ok, "files": m.files.len(), "problems": problems})
+            crate::escape::json(
+                &serde_json::json!({"ok": ok, "files": m.files.len(), "problems": problems}),
+                false
+            )?
         );
     } else {
         for p in &problems {
-            eprintln!("FAILED {p}");
+            eprintln!("FAILED {}", Term(p));
         }
         let name = format!("{} {}", m.metadata.name, m.metadata.version);
         if ok {
             println!(
                 "OK: {} matches {name}: {} files, root {}, signed by {} ({})",
-                dir.display(),
+                Term(dir.display()),
                 m.files.len(),
                 m.merkle_root,
-                m.signer,
+                Term(&m.signer),
                 m.public_key.fingerprint()
             );
         } else {
             println!(
                 "FAILED: {} does not match {name}: {} problems",
-                dir.display(),
+                Term(dir.display()),
                 problems.len()
             );
         }
@@ -162,17 +173,50 @@ pub fn verify_dir(dir: &Path, manifest: &Path, trust: Option<&Path>, json: bool)
     Ok(if ok { 0 } else { 1 })
 }
 
-fn hash_file(p: &Path) -> Result<arca_core::digest::FileDigests> {
-    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+/// Whether a copy's mode is the manifest's, up to what a umask takes away: the copy may grant
+/// nothing the manifest does not (no setuid, setgid or sticky bit, no extra write or execute) and
+/// must keep the owner's execute bit exactly. A `get` under umask 077 matches; a copy made
+/// world-writable or setuid does not.
+fn mode_matches(disk: u32, manifest: u32) -> bool {
+    disk & !manifest == 0 && disk & 0o100 == manifest & 0o100
+}
+
+fn hash_file(mut f: &std::fs::File) -> Result<arca_core::digest::FileDigests> {
     let mut h = FileHasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", p.display()))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             return Ok(h.finish());
         }
         h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_matches;
+
+    #[test]
+    fn a_copy_may_lose_bits_to_a_umask_but_gain_none() {
+        for (disk, manifest) in [
+            (0o644, 0o644),
+            (0o755, 0o755),
+            (0o600, 0o644),
+            (0o700, 0o755),
+            (0o750, 0o755),
+        ] {
+            assert!(mode_matches(disk, manifest), "{disk:o} vs {manifest:o}");
+        }
+        for (disk, manifest) in [
+            (0o4755, 0o755),
+            (0o777, 0o755),
+            (0o666, 0o644),
+            (0o755, 0o644),
+            (0o644, 0o755),
+            (0o1644, 0o644),
+        ] {
+            assert!(!mode_matches(disk, manifest), "{disk:o} vs {manifest:o}");
+        }
     }
 }

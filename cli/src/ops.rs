@@ -5,6 +5,7 @@ use arca_core::api::{GcReport, StatusReport};
 use hyper::Method;
 
 use crate::client::Client;
+use crate::escape::Term;
 
 pub async fn gc(client: &Client, dry_run: bool, json: bool) -> Result<i32> {
     let path = if dry_run {
@@ -14,7 +15,7 @@ pub async fn gc(client: &Client, dry_run: bool, json: bool) -> Result<i32> {
     };
     let r: GcReport = client.json(Method::POST, path, None::<&()>).await?;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", crate::escape::json(&r, false)?);
         return Ok(0);
     }
     let verb = if dry_run { "would remove" } else { "removed" };
@@ -49,14 +50,14 @@ fn bytes(n: u64) -> String {
 pub async fn status(client: &Client, json: bool) -> Result<i32> {
     let s: StatusReport = client.get("/v1/status").await?;
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        println!("{}", crate::escape::json(&s, false)?);
         return Ok(0);
     }
     println!(
         "arcad {}  up {}s  environment {}",
-        s.daemon_version,
+        Term(&s.daemon_version),
         s.uptime_secs,
-        s.environment.as_deref().unwrap_or("(all)")
+        Term(s.environment.as_deref().unwrap_or("(all)"))
     );
     let by: Vec<String> = s
         .versions_by_status
@@ -81,7 +82,7 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
     match &s.mount {
         Some(m) => println!(
             "mount     {} {}; {} served in {} reads, {} errors, {} integrity failures; cache hit rate {}",
-            m.mountpoint,
+            Term(&m.mountpoint),
             if m.answering { "answering" } else { "NOT ANSWERING" },
             bytes(m.counters.bytes_served),
             m.counters.reads,
@@ -100,7 +101,7 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
             r.chunks_estimate,
             if r.records_done { ", records done" } else { "" },
             match (&r.error, r.running) {
-                (Some(e), _) => format!(", STOPPED: {e}"),
+                (Some(e), _) => format!(", STOPPED: {}", Term(e)),
                 (None, true) => ", running".into(),
                 (None, false) => ", waiting to resume".into(),
             }

@@ -1,14 +1,20 @@
 //! `arca push`: stream every file to the daemon while hashing it, compare the daemon's digests
 //! with ours, then sign the Merkle root and metadata digest of what we read and commit.
+//!
+//! Modes are normalised to 0644 or 0755 before anything is signed (the daemon refuses others).
+//! Each file is opened without following a symlink and must still be the file the scan saw
+//! (device, inode, type, size): a file swapped for a link to a secret between the scan and the
+//! read is refused, not uploaded.
 
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arca_core::api::{CommitUpload, Committed, CreateUpload, FileStored, UploadCreated};
 use arca_core::digest::FileHasher;
-use arca_core::manifest::{merkle_root, FileEntry};
+use arca_core::manifest::{merkle_root, normalise_mode, FileEntry};
 use arca_core::metadata::PublishedMetadata;
 use arca_core::RelPath;
 use bytes::Bytes;
@@ -19,6 +25,7 @@ use hyper::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::{empty, enc, Client};
+use crate::escape::Term;
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -57,12 +64,63 @@ pub struct PushArgs {
     unsigned: bool,
 }
 
-/// A file to push: where it is on disk and its path inside the version.
+/// A file to push as the scan saw it: where it is on disk, its path inside the version, and
+/// what the open before reading must find again.
 pub struct Source {
     pub disk: PathBuf,
     pub rel: RelPath,
+    /// The permission bits on disk (up to 0o7777), before normalisation.
     pub mode: u32,
     pub size: u64,
+    dev: u64,
+    ino: u64,
+}
+
+impl Source {
+    fn scanned(disk: PathBuf, rel: RelPath, m: &std::fs::Metadata) -> Self {
+        Self {
+            disk,
+            rel,
+            mode: m.permissions().mode() & 0o7777,
+            size: m.len(),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+
+    /// Opens the file the scan saw, for reading: never through a symlink (O_NOFOLLOW), never
+    /// blocking on a FIFO put in its place (O_NONBLOCK), and only if the open file is still a
+    /// regular file with the scanned device, inode and size. Anything else was swapped or changed
+    /// after the scan, and is refused in one line.
+    pub fn open(&self) -> Result<File> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&self.disk);
+        let changed = |what: &str| {
+            anyhow::anyhow!(
+                "{}: {what} since the directory was scanned",
+                self.disk.display()
+            )
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(changed("replaced by a symbolic link"))
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {}", self.disk.display())),
+        };
+        let m = file
+            .metadata()
+            .with_context(|| format!("{}", self.disk.display()))?;
+        if !m.is_file() || m.dev() != self.dev || m.ino() != self.ino {
+            return Err(changed("replaced by another file"));
+        }
+        if m.len() != self.size {
+            return Err(changed("changed size"));
+        }
+        Ok(file)
+    }
 }
 
 /// Collects regular files under `root`, refusing anything else (symlinks are not followed: a
@@ -74,12 +132,7 @@ pub fn collect(root: &Path) -> Result<Vec<Source>> {
             .file_name()
             .and_then(|n| n.to_str())
             .context("the file name is not UTF-8")?;
-        return Ok(vec![Source {
-            disk: root.to_owned(),
-            rel: name.parse()?,
-            mode: meta.permissions().mode() & 0o7777,
-            size: meta.len(),
-        }]);
+        return Ok(vec![Source::scanned(root.to_owned(), name.parse()?, &meta)]);
     }
     if !meta.is_dir() {
         bail!(
@@ -97,16 +150,12 @@ pub fn collect(root: &Path) -> Result<Vec<Source>> {
             if m.is_dir() {
                 stack.push(p);
             } else if m.is_file() {
-                let rel = p
+                let rel: RelPath = p
                     .strip_prefix(root)?
                     .to_str()
-                    .with_context(|| format!("{} is not a UTF-8 path", p.display()))?;
-                out.push(Source {
-                    rel: rel.parse()?,
-                    disk: p,
-                    mode: m.permissions().mode() & 0o7777,
-                    size: m.len(),
-                });
+                    .with_context(|| format!("{} is not a UTF-8 path", p.display()))?
+                    .parse()?;
+                out.push(Source::scanned(p, rel, &m));
             } else if m.file_type().is_symlink() {
                 bail!("{} is a symbolic link; arca stores regular files only (copy the target in instead)", p.display());
             } else {
@@ -197,6 +246,9 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
         Some(crate::keys::load_secret(&key_path)?)
     };
     let files = collect(&a.path)?;
+    if let Some(n) = mode_notice(&files) {
+        eprintln!("{}", Term(n));
+    }
     let total: u64 = files.iter().map(|f| f.size).sum();
 
     let created: UploadCreated = client
@@ -223,11 +275,15 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
     }
     let c = result?;
     if json {
-        println!("{}", serde_json::to_string(&c)?);
+        println!("{}", crate::escape::json(&c, false)?);
     } else {
         let v = &c.version;
         let signed = match &v.signer {
-            Some(s) => format!("signed by {} ({})", s.user, s.public_key.fingerprint()),
+            Some(s) => format!(
+                "signed by {} ({})",
+                Term(&s.user),
+                s.public_key.fingerprint()
+            ),
             None => "UNSIGNED".into(),
         };
         let added = match (c.new_stored_bytes, c.new_chunks) {
@@ -247,6 +303,32 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// One line naming the files whose mode `normalise_mode` changes, or `None`.
+fn mode_notice(files: &[Source]) -> Option<String> {
+    const SHOWN: usize = 3;
+    let changed: Vec<&Source> = files
+        .iter()
+        .filter(|f| normalise_mode(f.mode) != f.mode)
+        .collect();
+    if changed.is_empty() {
+        return None;
+    }
+    let mut list: Vec<String> = changed
+        .iter()
+        .take(SHOWN)
+        .map(|f| format!("{} (was 0{:o})", f.rel, f.mode))
+        .collect();
+    if changed.len() > SHOWN {
+        list.push(format!("and {} more", changed.len() - SHOWN));
+    }
+    Some(format!(
+        "normalised the mode of {} file{} to 0644/0755: {}",
+        changed.len(),
+        if changed.len() == 1 { "" } else { "s" },
+        list.join(", ")
+    ))
+}
+
 async fn upload_and_commit(
     client: &Client,
     id: &str,
@@ -264,7 +346,7 @@ async fn upload_and_commit(
     );
     let mut entries = Vec::with_capacity(files.len());
     for f in files {
-        bar.set_message(f.rel.to_string());
+        bar.set_message(Term(&f.rel).to_string());
         let local = send_file(client, id, f, bar.clone()).await?;
         entries.push(local);
     }
@@ -289,41 +371,36 @@ async fn upload_and_commit(
 /// Streams one file, hashing what it reads, and checks the daemon computed the same digests.
 async fn send_file(client: &Client, id: &str, f: &Source, bar: ProgressBar) -> Result<FileEntry> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-    let disk = f.disk.clone();
-    let reader = tokio::task::spawn_blocking(move || -> Result<arca_core::digest::FileDigests> {
-        let mut file =
-            std::fs::File::open(&disk).with_context(|| format!("opening {}", disk.display()))?;
-        let mut h = FileHasher::new();
-        loop {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", disk.display()))?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            h.update(&buf);
-            bar.inc(n as u64);
-            if tx.blocking_send(Ok(Frame::data(Bytes::from(buf)))).is_err() {
-                bail!("arcad stopped reading {}", disk.display());
-            }
-        }
-        Ok(h.finish())
-    });
+    let reader = {
+        let file = f
+            .open()
+            .context("nothing was pushed (push again once the directory is stable)")?;
+        let disk = f.disk.clone();
+        tokio::task::spawn_blocking(move || -> Result<arca_core::digest::FileDigests> {
+            read_into(file, &disk, &tx, &bar)
+        })
+    };
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     let body = StreamBody::new(stream).boxed();
+    let mode = normalise_mode(f.mode);
     let path = format!(
-        "/v1/uploads/{id}/files?path={}&mode={}",
+        "/v1/uploads/{id}/files?path={}&mode={mode}",
         enc(f.rel.as_str()),
-        f.mode
     );
     let sent = client
         .send(Method::PUT, &path, body, "application/octet-stream")
         .await;
     let local = reader.await.context("reader thread")??;
     let resp = sent?;
+    if local.size != f.size {
+        bail!(
+            "{}: {} bytes were read where the scan saw {}: the file changed during the push",
+            f.rel,
+            local.size,
+            f.size
+        );
+    }
     let bytes = resp.into_body().collect().await?.to_bytes();
     let stored: FileStored =
         serde_json::from_slice(&bytes).context("arcad's answer does not parse")?;
@@ -334,8 +411,126 @@ async fn send_file(client: &Client, id: &str, f: &Source, bar: ProgressBar) -> R
     Ok(FileEntry {
         path: f.rel.clone(),
         size: local.size,
-        mode: f.mode,
+        mode,
         sha256: local.sha256,
         blake3: local.blake3,
     })
+}
+
+/// Reads an opened file to its end, hashing it and handing each buffer to the upload.
+fn read_into(
+    mut file: File,
+    disk: &Path,
+    tx: &tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+    bar: &ProgressBar,
+) -> Result<arca_core::digest::FileDigests> {
+    let mut h = FileHasher::new();
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", disk.display()))?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        buf.truncate(n);
+        h.update(&buf);
+        bar.inc(n as u64);
+        if tx.blocking_send(Ok(Frame::data(Bytes::from(buf)))).is_err() {
+            bail!("arcad stopped reading {}", disk.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn scan_one(dir: &Path) -> Source {
+        let mut v = collect(dir).unwrap();
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    #[test]
+    fn open_finds_the_scanned_file_or_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, b"the secret").unwrap();
+        let tree = d.path().join("model");
+        std::fs::create_dir(&tree).unwrap();
+        let f = tree.join("weights.bin");
+        std::fs::write(&f, b"weights!!!").unwrap();
+
+        let s = scan_one(&tree);
+        let mut text = String::new();
+        s.open().unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "weights!!!");
+
+        // Swapped for a symlink to a secret (same size, so only the link and inode tell).
+        std::fs::remove_file(&f).unwrap();
+        symlink(&secret, &f).unwrap();
+        let e = s.open().unwrap_err().to_string();
+        assert!(e.contains("replaced by a symbolic link"), "{e}");
+        assert!(!e.contains('\n'));
+
+        // Swapped for another file, hard-linked or renamed in: another inode.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::hard_link(&secret, &f).unwrap();
+        let e = s.open().unwrap_err().to_string();
+        assert!(e.contains("replaced by another file"), "{e}");
+
+        // A parent directory swapped for a symlink to one holding a same-named file.
+        let s = scan_one(&tree);
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::copy(&f, elsewhere.join("weights.bin")).unwrap();
+        std::fs::rename(&tree, d.path().join("moved")).unwrap();
+        symlink(&elsewhere, &tree).unwrap();
+        let e = s.open().unwrap_err().to_string();
+        assert!(e.contains("replaced by another file"), "{e}");
+        std::fs::remove_file(&tree).unwrap();
+        std::fs::rename(d.path().join("moved"), &tree).unwrap();
+
+        // A FIFO in its place does not block the open.
+        std::fs::remove_file(&f).unwrap();
+        nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = s.open().unwrap_err().to_string();
+        assert!(e.contains("replaced by another file"), "{e}");
+
+        // The same file, grown.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, b"weights").unwrap();
+        let s = scan_one(&tree);
+        std::fs::write(&f, b"weights and more").unwrap();
+        let e = s.open().unwrap_err().to_string();
+        assert!(e.contains("changed size"), "{e}");
+    }
+
+    #[test]
+    fn modes_are_normalised_and_said_in_one_line() {
+        let d = tempfile::tempdir().unwrap();
+        let modes = [
+            ("a", 0o644),
+            ("bin/tool", 0o4755),
+            ("c", 0o777),
+            ("d", 0o600),
+            ("e", 0o755),
+            ("f", 0o2775),
+        ];
+        for (name, mode) in modes {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, name).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let files = collect(d.path()).unwrap();
+        let n = mode_notice(&files).unwrap();
+        assert_eq!(
+            n,
+            "normalised the mode of 4 files to 0644/0755: bin/tool (was 04755), c (was 0777), d (was 0600), and 1 more"
+        );
+        assert!(mode_notice(&files[..1]).is_none());
+    }
 }

@@ -1,4 +1,5 @@
-//! Read-only commands and their text output: ls, show, verify, whoami, stats.
+//! Read-only commands and their text output: ls, show, verify, whoami, stats; and `TextTable`,
+//! the table every command prints through.
 
 use anyhow::Result;
 use arca_core::api::{ModelSummary, StoreStats, VerifyReport, VersionInfo, VersionSummary, WhoAmI};
@@ -6,11 +7,31 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use hyper::Method;
 
 use crate::client::{enc, Client};
+use crate::escape::Term;
 
-pub fn table(header: &[&str]) -> Table {
+/// A text table whose cells are escaped for the terminal: its rows hold other people's strings.
+pub struct TextTable(Table);
+
+impl TextTable {
+    pub fn row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        let cells: Vec<String> = cells
+            .into_iter()
+            .map(|c| Term(c.as_ref()).to_string())
+            .collect();
+        self.0.add_row(cells);
+    }
+}
+
+impl std::fmt::Display for TextTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+pub fn table(header: &[&str]) -> TextTable {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
-    t
+    TextTable(t)
 }
 
 /// Seconds since the epoch as RFC 3339 (UTC).
@@ -24,12 +45,12 @@ pub async fn ls(client: &Client, name: Option<&str>, json: bool) -> Result<i32> 
         None => {
             let models: Vec<ModelSummary> = client.get("/v1/models").await?;
             if json {
-                println!("{}", serde_json::to_string(&models)?);
+                println!("{}", crate::escape::json(&models, false)?);
                 return Ok(0);
             }
             let mut t = table(&["MODEL", "VERSIONS", "LATEST", "PRODUCTION"]);
             for m in models {
-                t.add_row(vec![
+                t.row([
                     m.name.to_string(),
                     m.versions.to_string(),
                     m.latest.to_string(),
@@ -42,7 +63,7 @@ pub async fn ls(client: &Client, name: Option<&str>, json: bool) -> Result<i32> 
             let versions: Vec<VersionSummary> =
                 client.get(&format!("/v1/models/{}", enc(n))).await?;
             if json {
-                println!("{}", serde_json::to_string(&versions)?);
+                println!("{}", crate::escape::json(&versions, false)?);
                 return Ok(0);
             }
             let mut t = table(&[
@@ -55,7 +76,7 @@ pub async fn ls(client: &Client, name: Option<&str>, json: bool) -> Result<i32> 
                 "ROOT",
             ]);
             for v in versions {
-                t.add_row(vec![
+                t.row([
                     v.version.to_string(),
                     v.status.to_string(),
                     v.files.to_string(),
@@ -80,7 +101,7 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
         ))
         .await?;
     if json {
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", crate::escape::json(&v, false)?);
         return Ok(0);
     }
     let m = &v.metadata;
@@ -91,31 +112,35 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
         serde_json::to_value(m.model_type)?.as_str().unwrap_or("?")
     );
     if !m.framework.is_empty() {
-        println!("framework:    {}", m.framework);
+        println!("framework:    {}", Term(&m.framework));
     }
     if !m.description.is_empty() {
-        println!("description:  {}", m.description);
+        println!("description:  {}", Term(&m.description));
     }
     if let Some(p) = &m.parent_version {
         println!("parent:       {p}");
     }
     if !m.tags.is_empty() {
-        println!("tags:         {}", m.tags.join(", "));
+        println!("tags:         {}", Term(m.tags.join(", ")));
     }
     for (k, val) in &m.dependencies {
-        println!("dependency:   {k}=={val}");
+        println!("dependency:   {}=={}", Term(k), Term(val));
     }
     for (k, val) in &m.metrics {
-        println!("metric:       {k} = {val}");
+        println!("metric:       {} = {val}", Term(k));
     }
-    println!("created by:   {} (uid {})", v.created_by, v.created_by_uid);
+    println!(
+        "created by:   {} (uid {})",
+        Term(&v.created_by),
+        v.created_by_uid
+    );
     println!("created at:   {}", time(v.created_at));
     println!("merkle root:  {}", v.merkle_root);
     println!("metadata:     {}", v.metadata_digest);
     match &v.signer {
         Some(s) => println!(
             "signer:       {} key {}",
-            s.user,
+            Term(&s.user),
             s.public_key.fingerprint()
         ),
         None => println!("signer:       none (pushed unsigned)"),
@@ -138,30 +163,32 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
         println!(
-            "history:      {} {} -> {} by {}{ticket}{reason}",
+            "history:      {} {} -> {} by {}{}{}",
             time(h.at),
             h.from,
             h.to,
-            h.by
+            Term(&h.by),
+            Term(ticket),
+            Term(reason)
         );
     }
     for a in &v.approvals {
         println!(
             "approval:     {} by {} ticket {} key {}{}",
             time(a.at),
-            a.approver,
-            a.ticket,
+            Term(&a.approver),
+            Term(&a.ticket),
             a.public_key.fingerprint(),
             if a.comment.is_empty() {
                 String::new()
             } else {
-                format!(": {}", a.comment)
+                format!(": {}", Term(&a.comment))
             }
         );
     }
     let mut t = table(&["FILE", "SIZE", "MODE", "SHA-256"]);
     for f in &v.files {
-        t.add_row(vec![
+        t.row([
             f.path.to_string(),
             f.size.to_string(),
             format!("{:o}", f.mode),
@@ -179,7 +206,7 @@ pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bo
     }
     let r: VerifyReport = client.json(Method::POST, &path, None::<&()>).await?;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", crate::escape::json(&r, false)?);
     } else {
         for f in &r.failures {
             let mut what = format!("FAILED {name} {}", f.version);
@@ -189,7 +216,7 @@ pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bo
             if let Some(c) = &f.chunk {
                 what.push_str(&format!(" chunk {}", &c.to_string()[..16]));
             }
-            eprintln!("{what}: {}", f.problem);
+            eprintln!("{}: {}", Term(what), Term(&f.problem));
         }
         let verdict = if r.ok { "OK" } else { "FAILED" };
         println!(
@@ -207,11 +234,11 @@ pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bo
 pub async fn whoami(client: &Client, json: bool) -> Result<i32> {
     let w: WhoAmI = client.get("/v1/whoami").await?;
     if json {
-        println!("{}", serde_json::to_string(&w)?);
+        println!("{}", crate::escape::json(&w, false)?);
     } else {
         println!(
             "{} (uid {}, gid {}){}",
-            w.user,
+            Term(&w.user),
             w.uid,
             w.gid,
             if w.admin { ", admin" } else { "" }
@@ -223,7 +250,7 @@ pub async fn whoami(client: &Client, json: bool) -> Result<i32> {
 pub async fn stats(client: &Client, json: bool) -> Result<i32> {
     let s: StoreStats = client.get("/v1/store/stats").await?;
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        println!("{}", crate::escape::json(&s, false)?);
     } else {
         println!(
             "models {}  versions {}  chunks {}  stored bytes {}  logical bytes {}",

@@ -14,7 +14,8 @@ use crate::name::RelPath;
 pub struct FileEntry {
     pub path: RelPath,
     pub size: u64,
-    /// Unix permission bits (0o7777 at most); arca stores regular files only.
+    /// Unix permission bits: 0o644 or 0o755 (`FILE_MODES`) for every version committed since
+    /// that rule; older records may hold any mode up to 0o7777, which readers mask (docs/format.md).
     pub mode: u32,
     pub sha256: Sha256Digest,
     pub blake3: Blake3Digest,
@@ -31,6 +32,21 @@ pub enum ManifestError {
     FileIsDirectory(String),
     #[error("file {0}: mode {1:o} has bits beyond 0o7777")]
     BadMode(String, u32),
+}
+
+/// The only modes a new version's file may carry: a plain file or an executable one. No setuid,
+/// setgid or sticky bit, no group or world write, nothing a copy made by root could turn into a
+/// privilege.
+pub const FILE_MODES: [u32; 2] = [0o644, 0o755];
+
+/// The allowed mode closest to `mode`: 0o755 if the owner may execute the file, else 0o644 (as
+/// git records modes).
+pub fn normalise_mode(mode: u32) -> u32 {
+    if mode & 0o100 != 0 {
+        0o755
+    } else {
+        0o644
+    }
 }
 
 const LEAF_PREFIX: u8 = 0x00;
@@ -163,6 +179,27 @@ mod tests {
             merkle_root(&mut [entry("a", 1), entry("a/b", 2)]),
             Err(ManifestError::FileIsDirectory(_))
         ));
+    }
+
+    #[test]
+    fn modes_normalise_to_the_two_allowed() {
+        for (m, want) in [
+            (0o644, 0o644),
+            (0o755, 0o755),
+            (0o4755, 0o755),
+            (0o2711, 0o755),
+            (0o1777, 0o755),
+            (0o777, 0o755),
+            (0o666, 0o644),
+            (0o600, 0o644),
+            (0o070, 0o644),
+            (0o0, 0o644),
+        ] {
+            assert_eq!(normalise_mode(m), want, "{m:o}");
+        }
+        for m in 0..=0o7777 {
+            assert!(FILE_MODES.contains(&normalise_mode(m)));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use arca_core::api::{
 };
 use arca_core::audit::EventKind;
 use arca_core::digest::FileHasher;
-use arca_core::manifest::{merkle_root, FileEntry};
+use arca_core::manifest::{merkle_root, FileEntry, FILE_MODES};
 use arca_core::metadata::PublishedMetadata;
 use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
 
@@ -465,9 +465,9 @@ impl Registry {
         body: impl Read + Send,
     ) -> Result<FileStored> {
         self.check_upload_owner(c, id)?;
-        if mode & !0o7777 != 0 {
+        if !FILE_MODES.contains(&mode) {
             return Err(RegistryError::BadRequest(format!(
-                "file {path}: mode {mode:o} is not a permission mode"
+                "file {path}: mode 0{mode:o} refused: a version's files are 0644 or 0755 (`arca push` normalises modes)"
             )));
         }
         {

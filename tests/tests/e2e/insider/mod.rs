@@ -93,6 +93,19 @@ const ATTACKS: &[(&str, Attack)] = &[
         "mnt_listing_as_outsiders",
         mount::mount_listing_as_outsiders,
     ),
+    (
+        "cli::setuid_push_then_root_get",
+        cli::setuid_push_then_root_get,
+    ),
+    (
+        "cli::rogue_listener_on_the_socket",
+        cli::rogue_listener_on_the_socket,
+    ),
+    (
+        "cli::symlink_swap_during_push",
+        cli::symlink_swap_during_push,
+    ),
+    ("cli::escaped_strings", cli::escaped_strings),
 ];
 
 #[test]
