@@ -70,14 +70,18 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
         s.versions,
         by.join(", ")
     );
+    // Without read on every model the daemon counts only what we may read and withholds the
+    // store-wide disk figures.
+    let disk = match (s.disk_bytes, s.gc_candidates) {
+        (Some(d), Some(g)) => format!("; {} on disk; {g} GC candidates", bytes(d)),
+        _ => " (the versions you may read)".into(),
+    };
     println!(
-        "store     {} chunks, {} stored for {} of files: dedup ratio {:.2}; {} on disk; {} GC candidates",
+        "store     {} chunks, {} stored for {} of files: dedup ratio {:.2}{disk}",
         s.chunks,
         bytes(s.stored_bytes),
         bytes(s.logical_bytes),
         s.dedup_ratio,
-        bytes(s.disk_bytes),
-        s.gc_candidates
     );
     match &s.mount {
         Some(m) => println!(

@@ -45,9 +45,9 @@ pub struct FileQuery {
 pub struct FileStored {
     pub entry: FileEntry,
     pub chunks: u64,
-    /// Chunks (and their sealed bytes) that were not in the store before this file. Withheld
-    /// (absent) unless the caller may read every model that holds the file's other chunks:
-    /// otherwise they would tell whether content exists in models the caller cannot read.
+    /// Chunks (and their sealed bytes) that were not in the store before this file. Absent
+    /// unless the caller may read every model: otherwise they would tell whether content exists
+    /// in models the caller cannot read (docs/format.md, "What the chunker seed hides").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_chunks: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,8 +226,7 @@ pub struct History {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
     pub version: VersionInfo,
-    /// As in `FileStored`: absent when they would reveal content of models the caller cannot
-    /// read.
+    /// As in `FileStored`: absent unless the caller may read every model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_chunks: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -706,9 +705,14 @@ pub struct StatusReport {
     pub logical_bytes: u64,
     /// logical / stored: how much deduplication saves (1.0 = nothing shared).
     pub dedup_ratio: f64,
-    /// Bytes of the chunk column family on disk (including what GC has not reclaimed yet).
-    pub disk_bytes: u64,
-    pub gc_candidates: u64,
+    /// Bytes of the chunk column family on disk (including what GC has not reclaimed yet), and
+    /// the GC candidates: store-wide, so absent for callers who may not read every model (they
+    /// would show whether a push wrote new chunks). The figures above count, for such callers,
+    /// only the versions they may read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_candidates: Option<u64>,
     pub mount: Option<MountStatus>,
     pub current_data_key: u32,
     pub rotation: Option<RotationProgress>,

@@ -222,14 +222,16 @@ pub fn router(reg: Arc<Registry>, m: Arc<Metrics>) -> Router {
         .merge(socket_metrics)
 }
 
-/// `GET /metrics` on the control socket: the same text, for callers with some role (the store's
-/// figures are store-wide). The TCP listener has no caller to ask; docs/operations.md says so.
+/// `GET /metrics` on the control socket: the same text, for callers with read on every model
+/// (the store's figures are store-wide, and a pusher comparing them before and after a push
+/// would learn whether its content was already stored). The TCP listener has no caller to ask;
+/// docs/operations.md says so.
 async fn metrics_on_socket(
     State((reg, m)): State<(Arc<Registry>, Arc<Metrics>)>,
     ConnectInfo(p): PeerInfo,
 ) -> Response {
     let allowed = match caller(&reg, &p) {
-        Ok(c) => blocking(move || reg.require_some_role(&c, "read the metrics")).await,
+        Ok(c) => blocking(move || reg.require_read_all(&c, "read the metrics")).await,
         Err(e) => Err(e),
     };
     match allowed {

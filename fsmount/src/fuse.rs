@@ -299,8 +299,10 @@ impl Filesystem for ArcaFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, inodes) = self.vfs.usage();
-        reply.statfs(bytes.div_ceil(4096), 0, 0, inodes, 0, 4096, 255, 4096);
+        // No totals: statfs has no per-model answer, and the catalog's size and node count
+        // would tell any local user, with or without a role, how much is stored and when
+        // pushes land. `df` shows the mount as empty; `arca status` has the figures.
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -649,12 +649,6 @@ impl Vfs {
         );
     }
 
-    /// (total file bytes, inode count) for statfs.
-    pub(crate) fn usage(&self) -> (u64, u64) {
-        let t = self.table();
-        (t.total_bytes, t.nodes.len() as u64)
-    }
-
     /// Every chunk of every file that is open now (for GC: never delete what a reader holds).
     pub(crate) fn open_chunks(&self) -> std::collections::HashSet<ChunkId> {
         lock(&self.handles)

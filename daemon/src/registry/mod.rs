@@ -420,27 +420,12 @@ impl Registry {
         }
     }
 
-    /// Whether `c` may learn how many of an upload's chunks were new: only when every served
-    /// version holding one of the chunks that already existed (`pinned` less `written`) is one
-    /// `c` may read. Otherwise "no new chunk" would confirm that content exists in a model `c`
-    /// cannot read. Admins may read everything, so they always see the figures.
-    fn may_see_dedup(&self, c: &Caller, pinned: &[ChunkId], written: &[ChunkId]) -> bool {
-        let written: HashSet<&ChunkId> = written.iter().collect();
-        let existing: HashSet<&ChunkId> =
-            pinned.iter().filter(|id| !written.contains(id)).collect();
-        if existing.is_empty() {
-            return true;
-        }
-        let cat = self.catalog();
-        cat.values()
-            .flat_map(|vs| vs.values())
-            .filter(|r| !self.may_read(c, r))
-            .all(|r| {
-                !r.files
-                    .iter()
-                    .flat_map(|f| f.chunks.iter())
-                    .any(|ch| existing.contains(&ch.id))
-            })
+    /// Whether `c` may learn how many of an upload's chunks were new: only a reader of every
+    /// model (admins included). Deciding from the content instead (shown unless a chunk already
+    /// stored is in a model `c` cannot read) would make the figures' absence the answer to
+    /// "is this content in a model I cannot read?", so the decision depends on roles alone.
+    fn may_see_dedup(&self, c: &Caller) -> bool {
+        self.allows(c, None, Permission::Read)
     }
 
     fn check_upload_owner(&self, c: &Caller, id: &str) -> Result<()> {
@@ -514,7 +499,7 @@ impl Registry {
             sha256: ing.digests.sha256,
             blake3: ing.digests.blake3,
         };
-        let shown = self.may_see_dedup(c, &ing.pinned, &ing.written);
+        let shown = self.may_see_dedup(c);
         let stored = FileStored {
             entry: entry.clone(),
             chunks: ing.chunks.len() as u64,
@@ -571,7 +556,7 @@ impl Registry {
         let files = std::mem::take(&mut up.files);
         let pinned = std::mem::take(&mut up.pinned);
         let result = self.commit_files(c, &up, files, req).map(|mut done| {
-            if !self.may_see_dedup(c, &pinned, &up.written) {
+            if !self.may_see_dedup(c) {
                 done.new_chunks = None;
                 done.new_stored_bytes = None;
             }
@@ -938,7 +923,13 @@ impl Registry {
                 fail(&mut rep, None, None, why);
             }
             // The record in the store is the one served, and the newest its audit trail knows.
-            if let Err(why) = self.store.check_version(rec) {
+            // Under the commit lock: a change writes the store and then the catalog, and a
+            // check between the two would see them disagree.
+            let checked = {
+                let _g = lock(&self.commit_lock);
+                self.store.check_version(rec)
+            };
+            if let Err(why) = checked {
                 // A version deleted since it was pinned has a deletion as its newest event: that
                 // is the trail being right about a change, not the record disagreeing with it.
                 // A record replaced meanwhile (a promotion) is checked as it is now.
@@ -1163,16 +1154,30 @@ impl Registry {
     /// `arca stats`: store-wide figures, for callers with some role.
     pub fn store_stats(&self, c: &Caller) -> Result<StoreStats> {
         self.require_some_role(c, "read the store's figures")?;
-        self.stats()
+        // Store-wide chunk and byte counts would tell a pusher whether their push wrote new
+        // chunks, i.e. whether its content was already in a model they cannot read (the dedup
+        // oracle, docs/format.md): such callers get the figures of what they may read.
+        if self.allows(c, None, Permission::Read) {
+            self.stats()
+        } else {
+            self.stats_of(|r| self.may_read(c, r))
+        }
     }
 
     /// The store-wide figures, unchecked (for `status`, the metrics and the mount).
     pub fn stats(&self) -> Result<StoreStats> {
+        self.stats_of(|_| true)
+    }
+
+    fn stats_of(&self, counts: impl Fn(&VersionRecord) -> bool) -> Result<StoreStats> {
         let cat = self.catalog();
         let mut seen: HashSet<ChunkId> = HashSet::new();
         let (mut versions, mut stored, mut logical) = (0u64, 0u64, 0u64);
+        let mut models = 0u64;
         for recs in cat.values() {
-            for rec in recs.values() {
+            let mut any = false;
+            for rec in recs.values().filter(|r| counts(r)) {
+                any = true;
                 versions += 1;
                 for f in &rec.files {
                     logical += f.entry.size;
@@ -1183,9 +1188,10 @@ impl Registry {
                     }
                 }
             }
+            models += u64::from(any);
         }
         Ok(StoreStats {
-            models: cat.len() as u64,
+            models,
             versions,
             chunks: seen.len() as u64,
             stored_bytes: stored,

@@ -12,9 +12,15 @@ impl Registry {
     /// Counts, never names; still store-wide, so a caller needs some role (as for `stats`).
     pub fn status(&self, c: &Caller, mountpoint: Option<&Path>) -> Result<StatusReport> {
         self.require_some_role(c, "read the store's status")?;
-        let s = self.stats()?;
+        let s = self.store_stats(c)?;
+        let all = self.allows(c, None, arca_core::api::Permission::Read);
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-        for r in self.catalog().values().flat_map(|v| v.values()) {
+        for r in self
+            .catalog()
+            .values()
+            .flat_map(|v| v.values())
+            .filter(|r| all || self.may_read(c, r))
+        {
             *by_status.entry(r.status.to_string()).or_default() += 1;
         }
         let mount = match (mountpoint, self.mount_counters()) {
@@ -47,8 +53,10 @@ impl Registry {
             } else {
                 1.0
             },
-            disk_bytes: self.store.chunk_disk_bytes()?,
-            gc_candidates: self.store.gc_candidates()?.len() as u64,
+            disk_bytes: all.then(|| self.store.chunk_disk_bytes()).transpose()?,
+            gc_candidates: all
+                .then(|| self.store.gc_candidates().map(|g| g.len() as u64))
+                .transpose()?,
             mount,
             current_data_key: self.store.keys().current_key_id(),
             rotation: self.rotation_progress()?,

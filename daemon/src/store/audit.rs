@@ -227,8 +227,8 @@ impl Store {
     /// Commits `b` with `drafts` appended to the trail, in one atomic write: no change without
     /// its events, no events without their change. Returns the placed events.
     ///
-    /// `records` are the mutable records the change writes: the batch's last event names them
-    /// all, and each is sealed bound to that event (`binding.rs`).
+    /// `records` are the mutable records the change writes: each is named by one event (its
+    /// `by`, else the batch's last) and sealed bound to that event (`binding.rs`).
     pub(super) fn commit_audited(
         &self,
         mut b: Batch,
@@ -236,20 +236,19 @@ impl Store {
         records: Vec<RecordPut>,
         sync: bool,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        if !records.is_empty() {
-            let Some(last) = drafts.last_mut() else {
-                return Err(StoreError::Corrupt(
-                    "a record write without the audit event that records it".into(),
-                ));
-            };
-            last.records = records
-                .iter()
-                .map(|r| RecordWrite {
-                    cf: r.cf.name().into(),
-                    row: RowKey(r.row),
-                    deleted: r.json.is_none(),
-                })
-                .collect();
+        let owner = |r: &RecordPut| r.by.unwrap_or(drafts.len().wrapping_sub(1));
+        if records.iter().any(|r| owner(r) >= drafts.len()) {
+            return Err(StoreError::Corrupt(
+                "a record write without the audit event that records it".into(),
+            ));
+        }
+        let owners: Vec<usize> = records.iter().map(owner).collect();
+        for (r, i) in records.iter().zip(&owners) {
+            drafts[*i].records.push(RecordWrite {
+                cf: r.cf.name().into(),
+                row: RowKey(r.row),
+                deleted: r.json.is_none(),
+            });
         }
         let mut chain = self.chain();
         let mut next = chain.clone();
@@ -267,9 +266,9 @@ impl Store {
             next.last_at = at;
             events.push(e);
         }
-        if let Some(last) = events.last() {
-            let binding = Binding::of(last);
-            for r in &records {
+        for (r, i) in records.iter().zip(&owners) {
+            let binding = Binding::of(&events[*i]);
+            {
                 match &r.json {
                     Some(json) => {
                         let sealed = self
@@ -296,14 +295,16 @@ impl Store {
             let head = self.sign_head(count, next.prev, next.last_at, true);
             b.put(Cf::Audit, HEAD, to_json(&head)?);
         }
-        self.kv.commit_opt(b, sync)?;
-        *chain = next;
-        if !records.is_empty() {
+        // The bindings are held across the write, so a reader never sees a record newer than
+        // the map it is checked against (it would look replayed).
+        {
             let mut bindings = self.bindings.write().unwrap_or_else(|p| p.into_inner());
-            for e in &events {
+            self.kv.commit_opt(b, sync)?;
+            for e in events.iter().filter(|e| !e.records.is_empty()) {
                 bindings.apply(e);
             }
         }
+        *chain = next;
         for e in &events {
             if let Some(i) = EventKind::ALL.iter().position(|k| *k == e.kind) {
                 self.event_counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -378,6 +379,9 @@ impl Store {
             }
         };
         let mut out = Vec::new();
+        // Index keys are not authenticated: a key inserted with another time or a second key
+        // for the same event must not move or repeat it, so both are checked on the event.
+        let mut seen = std::collections::HashSet::new();
         for item in self.kv.range(Cf::AuditIdx, &from, &to, true) {
             let (k, _) = item?;
             let Some(seq) = k
@@ -394,10 +398,12 @@ impl Store {
             let e = self
                 .open_event(&row, &v)
                 .map_err(|(_, why)| StoreError::Corrupt(format!("audit event {seq}: {why}")))?;
-            let keep = f
-                .model
-                .as_deref()
-                .is_none_or(|m| e.model.as_ref().is_some_and(|x| x.as_str() == m))
+            let keep = seen.insert(e.seq)
+                && f.since_ms.is_none_or(|s| e.at_ms >= s)
+                && f.until_ms.is_none_or(|u| e.at_ms <= u)
+                && f.model
+                    .as_deref()
+                    .is_none_or(|m| e.model.as_ref().is_some_and(|x| x.as_str() == m))
                 && f.version
                     .as_deref()
                     .is_none_or(|v| e.version.as_ref().is_some_and(|x| x.to_string() == v))
@@ -416,12 +422,17 @@ impl Store {
 
     /// Walks the whole chain as `audit_verify` does and maps every record row to the newest
     /// event that wrote it, counting only events before the chain's first fault.
-    pub(super) fn scan_bindings(&self) -> Result<Bindings, StoreError> {
+    /// `upgraded`: false only for a format-1 store not yet upgraded (its trail has no `store`
+    /// event yet).
+    pub(super) fn scan_bindings(&self, upgraded: bool) -> Result<Bindings, StoreError> {
         let (checkpoints, head) = match self.signed_checkpoints()? {
             Ok(c) => c,
             Err(fault) => return Ok(Bindings::from_chain([], Some(&fault))),
         };
-        let mut writers: Vec<AuditEvent> = Vec::new();
+        // Applied as the walk goes (events are not kept): with a fault the map is not used at
+        // all (no record is trusted while the trail is broken), so what the walk applied up to
+        // the fault does not matter.
+        let mut bindings = Bindings::default();
         let events = self
             .kv
             .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
@@ -431,9 +442,7 @@ impl Store {
             })
             .inspect(|e| {
                 if let Ok(e) = e {
-                    if !e.records.is_empty() {
-                        writers.push(e.clone());
-                    }
+                    bindings.apply(e);
                 }
             });
         let fault = check_chain(
@@ -443,12 +452,11 @@ impl Store {
             &self.audit_key.public(),
         )
         .err()
-        .or_else(|| self.creation_fault());
-        let upto = fault.as_ref().map_or(u64::MAX, |f| f.seq);
-        Ok(Bindings::from_chain(
-            writers.iter().filter(|e| e.seq < upto),
-            fault.as_ref(),
-        ))
+        .or_else(|| self.start_fault(bindings.saw_store_event() || !upgraded));
+        if let Some(f) = fault {
+            bindings.set_broken(f.seq);
+        }
+        Ok(bindings)
     }
 
     /// The kept checkpoints and the head, or the fault that makes them unreadable.
@@ -493,9 +501,21 @@ impl Store {
         Ok(Ok((checkpoints, head)))
     }
 
-    /// Event 1 of a store created with format 2 records the audit public key; a daemon signing
-    /// with another key is running on a trail that is not its own.
-    fn creation_fault(&self) -> Option<ChainFault> {
+    /// Faults in how the trail starts, which `check_chain` cannot see: every format-2 store's
+    /// trail holds a `store` event (its creation as event 1, or its upgrade), so a store holding
+    /// records whose trail has none had its events removed (a fresh, empty or restarted trail
+    /// verifies by itself); and event 1, when it is the creation, names the audit public key,
+    /// so a daemon signing with another key is running on a trail that is not its own.
+    fn start_fault(&self, saw_store_event: bool) -> Option<ChainFault> {
+        if !saw_store_event {
+            let holds = [Cf::Versions, Cf::Acl, Cf::Keys]
+                .into_iter()
+                .any(|cf| matches!(self.kv.scan(cf).next(), Some(Ok(_))));
+            return holds.then(|| ChainFault {
+                seq: 1,
+                problem: "the audit trail holds neither the store's creation nor its upgrade, yet the store holds records: its events were removed".into(),
+            });
+        }
         let v = self.kv.get(Cf::Audit, &event_row(1)).ok()??;
         let e = self.open_event(&event_row(1), &v).ok()?;
         let recorded = e.details.get("audit_public_key")?;
@@ -537,16 +557,20 @@ impl Store {
             Ok(c) => c,
             Err(f) => return Ok(unreadable(f.seq, f.problem)),
         };
+        let mut saw_store_event = false;
         let events = self
             .kv
             .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
             .map(|item| match item {
                 Ok((k, v)) => self.open_event(&k, &v),
                 Err(e) => Err((0, e.to_string())),
+            })
+            .inspect(|e| {
+                saw_store_event |= matches!(e, Ok(e) if e.kind == EventKind::Store);
             });
         let result = check_chain(events, &checkpoints, head.as_ref(), &key);
         let (events, fault) = match result {
-            Ok((n, _)) => match self.creation_fault() {
+            Ok((n, _)) => match self.start_fault(saw_store_event) {
                 None => (n, None),
                 Some(f) => (0, Some(f)),
             },

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use arca_core::audit::{AuditEvent, ChainFault, EventHash, RecordWrite};
+use arca_core::audit::{AuditEvent, ChainFault, EventHash, EventKind, RecordWrite};
 use arca_core::id::RowKey;
 
 use super::kv::Cf;
@@ -86,6 +86,10 @@ pub struct Bindings {
     newest: HashMap<(&'static str, RowKey), Newest>,
     /// The first fault of the chain found at open (its seq), if any.
     broken_at: Option<u64>,
+    /// The chain holds an event only format 2 writes (a `store` event, or one naming records).
+    format2: bool,
+    /// The chain holds a `store` event (the creation or the upgrade).
+    store_event: bool,
 }
 
 fn cf_name(name: &str) -> Option<&'static str> {
@@ -96,8 +100,10 @@ fn cf_name(name: &str) -> Option<&'static str> {
 }
 
 impl Bindings {
-    /// Records what `e` wrote (call in chain order).
+    /// Records what `e` wrote (call in chain order, for every event).
     pub fn apply(&mut self, e: &AuditEvent) {
+        self.store_event |= e.kind == EventKind::Store;
+        self.format2 |= self.store_event || !e.records.is_empty();
         for RecordWrite { cf, row, deleted } in &e.records {
             if let Some(cf) = cf_name(cf) {
                 self.newest.insert(
@@ -129,6 +135,19 @@ impl Bindings {
 
     pub fn broken_at(&self) -> Option<u64> {
         self.broken_at
+    }
+
+    /// Marks the chain broken at `seq` (after a walk that `apply`d its events).
+    pub fn set_broken(&mut self, seq: u64) {
+        self.broken_at = Some(seq);
+    }
+
+    pub fn format2(&self) -> bool {
+        self.format2
+    }
+
+    pub fn saw_store_event(&self) -> bool {
+        self.store_event
     }
 
     /// Checks a record's binding against the newest event for its row.

@@ -53,12 +53,14 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// A mutable record written by an audited commit: sealed there, bound to the batch's last
-/// event, which names it (`binding.rs`). `json: None` deletes the row.
+/// A mutable record written by an audited commit: sealed there, bound to the event that names
+/// it (`binding.rs`): the draft at index `by`, or the batch's last one. `json: None` deletes the
+/// row.
 pub(crate) struct RecordPut {
     pub cf: Cf,
     pub row: [u8; 32],
     pub json: Option<Vec<u8>>,
+    pub by: Option<usize>,
 }
 
 impl RecordPut {
@@ -69,6 +71,7 @@ impl RecordPut {
             cf,
             row,
             json: Some(json),
+            by: None,
         })
     }
 
@@ -77,6 +80,7 @@ impl RecordPut {
             cf,
             row,
             json: None,
+            by: None,
         }
     }
 }
@@ -187,10 +191,12 @@ impl Store {
         if created {
             store.record_creation()?;
         }
-        if format.as_deref() == Some(FORMAT_V1) {
-            store.upgrade_v1()?;
+        let v1 = format.as_deref() == Some(FORMAT_V1);
+        let mut bindings = store.scan_bindings(!v1)?;
+        if v1 {
+            store.upgrade_v1(&bindings)?;
+            bindings = store.scan_bindings(true)?;
         }
-        let bindings = store.scan_bindings()?;
         if let Some(at) = bindings.broken_at() {
             tracing::error!(
                 event = at,
@@ -222,11 +228,29 @@ impl Store {
     }
 
     /// Format 1 → 2: one audited, synced write that re-seals every version, role, policy and
-    /// trusted-key record bound to a `store` event naming them all. Records that do not open are
-    /// left as they are (they stay unusable and `verify` names them). What the store held at the
-    /// upgrade is taken as current: replays from before it cannot be told apart.
-    fn upgrade_v1(&self) -> Result<(), StoreError> {
+    /// trusted-key record bound to a `store` event naming them (each policy by an event of its
+    /// own that names its model, so a policy row removed later still locks its model). Records
+    /// that do not open are left as they are (they stay unusable and `verify` names them). What
+    /// the store held at the upgrade is taken as current: replays from before it cannot be told
+    /// apart. `format` is not authenticated, so a marker set back to 1 on a format-2 store is
+    /// refused: its trail already holds format-2 writes (`Bindings::format2`), and a record that
+    /// already carries a binding is never wrapped again.
+    fn upgrade_v1(&self, seen: &Bindings) -> Result<(), StoreError> {
+        if let Some(at) = seen.broken_at() {
+            return Err(StoreError::Refused(format!(
+                "the store is marked format 1 but its audit trail is broken at event {at}: not upgrading records the trail cannot vouch for; restore the state directory from a backup"
+            )));
+        }
+        if seen.format2() {
+            return Err(StoreError::Refused(
+                "the store is marked format 1, but its audit trail holds format-2 writes: the format marker was set back; restore the state directory from a backup".into(),
+            ));
+        }
         let mut puts = Vec::new();
+        let mut drafts = vec![Draft::new(EventKind::Store, "arcad")
+            .detail("action", "upgraded")
+            .detail("format", "2")
+            .detail("audit_public_key", self.audit_key.public().to_string())];
         for cf in [Cf::Versions, Cf::Acl, Cf::Keys] {
             for item in self.kv.scan(cf) {
                 let (k, v) = item?;
@@ -240,22 +264,44 @@ impl Store {
                     );
                     continue;
                 };
+                // Format 1 plaintext is JSON (an object or a list); a bound one starts with the
+                // big-endian seq, whose first byte is 0 for any real trail.
+                if !matches!(json.first(), Some(b'{' | b'[')) {
+                    return Err(StoreError::Refused(format!(
+                        "the store is marked format 1, but {} record {} already carries an audit binding: the format marker was set back",
+                        cf.name(),
+                        hex::encode(row)
+                    )));
+                }
+                let mut by = None;
+                if cf == Cf::Acl {
+                    if let Ok(p) = serde_json::from_slice::<PolicyRecord>(&json) {
+                        drafts.push(
+                            Draft::new(EventKind::Store, "arcad")
+                                .model(&p.model)
+                                .detail("action", "upgraded")
+                                .detail("record", "policy"),
+                        );
+                        by = Some(drafts.len() - 1);
+                    }
+                }
                 puts.push(RecordPut {
                     cf,
                     row,
                     json: Some(json),
+                    by,
                 });
             }
         }
         let n = puts.len();
-        let d = Draft::new(EventKind::Store, "arcad")
-            .detail("action", "upgraded")
-            .detail("format", "2")
-            .detail("records", n.to_string())
-            .detail("audit_public_key", self.audit_key.public().to_string());
+        drafts[0].details.insert("records".into(), n.to_string());
         let mut b = Batch::default();
         b.put(Cf::Meta, FORMAT_KEY, FORMAT_VALUE.to_vec());
-        self.commit_audited(b, vec![d], puts, true)?;
+        // The upgrade event names the records no policy event names.
+        for p in puts.iter_mut().filter(|p| p.by.is_none()) {
+            p.by = Some(0);
+        }
+        self.commit_audited(b, drafts, puts, true)?;
         tracing::info!(records = n, "store upgraded to format 2");
         Ok(())
     }
@@ -878,8 +924,12 @@ mod tests {
                 vec![Draft::new(EventKind::PolicyChange, "root")],
             )
             .unwrap();
-            // Rewrite every record as format 1 held it: the JSON alone in the envelope.
+            // Rewrite every record as format 1 held it (the JSON alone in the envelope), with a
+            // trail of format 1 (here: none; its events named no record and no `store` event).
             let mut b = Batch::default();
+            for item in s.kv.scan(Cf::Audit) {
+                b.delete(Cf::Audit, &item.unwrap().0);
+            }
             for cf in [Cf::Acl] {
                 for item in s.kv.scan(cf) {
                     let (k, v) = item.unwrap();
@@ -907,9 +957,64 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(up.last().unwrap().details["action"], "upgraded");
-        assert_eq!(up.last().unwrap().records.len(), 2);
+        // One upgrade event for the roles, one naming the model for its policy.
+        assert_eq!(up.len(), 2, "{up:?}");
+        assert!(up.iter().all(|e| e.details["action"] == "upgraded"));
+        assert_eq!(up[1].model.as_ref(), Some(&model));
+        assert_eq!(up[0].records.len() + up[1].records.len(), 2);
         assert!(s.audit_verify().unwrap().fault.is_none());
+    }
+
+    #[test]
+    fn a_format_marker_set_back_to_1_is_refused() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let state = dir.path().join("state");
+        {
+            let s = Store::open(&state, kek(dir.path())).unwrap();
+            s.put_roles(
+                &roles("alice"),
+                vec![Draft::new(EventKind::RoleChange, "root")],
+            )
+            .unwrap();
+            let mut b = Batch::default();
+            b.put(Cf::Meta, FORMAT_KEY, FORMAT_V1.to_vec());
+            s.kv.commit(b).unwrap();
+        }
+        match Store::open(&state, kek(dir.path())) {
+            Err(StoreError::Refused(why)) => assert!(why.contains("set back"), "{why}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("re-upgraded a format-2 store"),
+        }
+    }
+
+    #[test]
+    fn a_trail_emptied_under_records_is_broken() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let state = dir.path().join("state");
+        {
+            let s = Store::open(&state, kek(dir.path())).unwrap();
+            s.put_roles(
+                &roles("alice"),
+                vec![Draft::new(EventKind::RoleChange, "root")],
+            )
+            .unwrap();
+            let mut b = Batch::default();
+            for item in s.kv.scan(Cf::Audit) {
+                b.delete(Cf::Audit, &item.unwrap().0);
+            }
+            s.kv.commit(b).unwrap();
+        }
+        let s = Store::open(&state, kek(dir.path())).unwrap();
+        assert_eq!(s.trail_broken_at(), Some(1));
+        // Events appended afterwards (a refusal, say) do not make it whole again.
+        s.append_audit(vec![Draft::new(EventKind::Refusal, "bob")])
+            .unwrap();
+        let f = s.audit_verify().unwrap().fault.unwrap();
+        assert!(f.problem.contains("events were removed"), "{f:?}");
+        drop(s);
+        let s = Store::open(&state, kek(dir.path())).unwrap();
+        assert_eq!(s.trail_broken_at(), Some(1));
+        assert!(s.access_table().unwrap().assignments.is_empty());
     }
 
     #[test]

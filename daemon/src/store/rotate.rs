@@ -195,7 +195,18 @@ impl Store {
 
     /// Ends a DEK rotation: everything is under the target key and durable; the old data keys'
     /// rows go from `meta` (and, by `purge_old_wraps` afterwards, from its files).
+    ///
+    /// The `rotation` row is plain JSON that anyone who can write the state directory can edit:
+    /// a forged `target` must not make arcad delete the data key everything is sealed under. So
+    /// the rotation finishes only towards the current data key, which is never deleted.
     pub fn finish_dek_rotation(&self, st: &mut RotationState) -> Result<(), StoreError> {
+        let current = self.keys.current_key_id();
+        if st.target != current {
+            return Err(StoreError::Refused(format!(
+                "the data-key rotation names key {} as its target, but the current data key is {current}: the rotation record was altered; not deleting any data key",
+                st.target
+            )));
+        }
         self.kv.flush_chunks()?;
         st.finished_at = Some(super::audit::now_ms() / 1000);
         let mut b = Batch::default();

@@ -215,7 +215,6 @@ pub(super) struct Table {
     pub(super) nodes: HashMap<Ino, Node>,
     pub(super) models: BTreeMap<ModelName, ModelInfo>,
     pub(super) versions: HashMap<(ModelName, ModelVersion), VersionInfo>,
-    pub(super) total_bytes: u64,
 }
 
 /// Every inode number handed out during this mount's life, and to what (see the module doc).
@@ -285,7 +284,6 @@ pub(super) fn node_key(kind: u8, fields: &[&[u8]]) -> [u8; 32] {
 struct Builder<'r> {
     registry: &'r mut Registry,
     nodes: HashMap<Ino, Node>,
-    total_bytes: u64,
 }
 
 impl Table {
@@ -293,7 +291,6 @@ impl Table {
         let mut b = Builder {
             registry,
             nodes: HashMap::new(),
-            total_bytes: 0,
         };
         let mut models = BTreeMap::new();
         let mut versions = HashMap::new();
@@ -385,7 +382,6 @@ impl Table {
             nodes: b.nodes,
             models,
             versions,
-            total_bytes: b.total_bytes,
         }
     }
 
@@ -496,7 +492,6 @@ impl Builder<'_> {
             };
             files.insert(path);
             inos.push(ino);
-            self.total_bytes += f.size;
             let file = FileNode {
                 ino,
                 scope: Arc::clone(&scope),

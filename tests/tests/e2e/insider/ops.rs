@@ -492,11 +492,17 @@ pub fn store_wide_reads_without_a_role() -> Vec<Row> {
     assert_eq!(refusals(&env, &nr), r0 + tries, "one refusal event each");
     assert_eq!(env.ok(&["--json", "ls"]), models_before);
 
-    // A developer still reads what their role covers.
+    // A developer still reads what their role covers, but not the store-wide metrics (their
+    // chunk and byte gauges would be a dedup oracle), and `status` counts only their model.
     let out = env.arca_as(&dev, &["key", "ls"]);
     assert!(out.status.success());
-    let (status, _) = raw_as(&env, &dev, "/metrics");
-    assert_eq!(status, 200);
+    let (status, text) = raw_as(&env, &dev, "/metrics");
+    assert_eq!(status, 403, "{text}");
+    let st = env.arca_as(&dev, &["--json", "status"]);
+    assert!(st.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["models"], 1, "{st}");
+    assert!(st.get("disk_bytes").is_none(), "{st}");
 
     // A record that does not open (a copy under another row: its AEAD binds the row), of a
     // model nobody can name without the keys.

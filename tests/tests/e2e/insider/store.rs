@@ -141,8 +141,8 @@ pub fn audit_wipe() -> Vec<Row> {
     )
     .unchanged()];
 
-    // The key back, the trail still gone: arcad starts, but no record is vouched for by the
-    // (now empty) trail, so none is used, and verify names them.
+    // The key back, the trail still gone: arcad starts, but the trail is broken (a store with
+    // records and no creation event), so no record is used; verify and audit verify name it.
     {
         let db = env.open_db();
         let h = db.cf_handle("meta").unwrap();
@@ -157,9 +157,11 @@ pub fn audit_wipe() -> Vec<Row> {
     );
     let err = env.fails(&["verify", "wipe"]);
     assert!(
-        err.contains("not used") && err.contains("no event in the audit trail wrote it"),
+        err.contains("not used") && err.contains("audit trail is broken at event 1"),
         "{err}"
     );
+    let err = env.fails(&["audit", "verify"]);
+    assert!(err.contains("events were removed"), "{err}");
     out.push(Row::new(
         STATE_WRITER,
         "delete every audit row (key kept), restart",
@@ -363,23 +365,36 @@ pub fn replay_version() -> Vec<Row> {
 }
 
 /// Item 7: a developer on one model probes whether content exists in a model they cannot read.
+/// The figures are never shown to them, whatever the content, so neither their value nor their
+/// absence answers; a reader of every model sees them.
 pub fn dedup_probe() -> Vec<Row> {
     let env = TestEnv::new();
     env.root_key();
     push(&env, "secret", "1.0.0", 77);
     let dev = user("arca-t-ins-dedup");
+    let auditor = user("arca-t-ins-dedup-all");
     env.ok(&["role", "assign", &dev.name, "developer", "--model", "open"]);
+    env.ok(&["role", "assign", &auditor.name, "viewer"]);
+    env.ok(&[
+        "role",
+        "assign",
+        &auditor.name,
+        "developer",
+        "--model",
+        "open",
+    ]);
     env.trusted_key_for(&dev);
-    let probe = |version: &str, seed: u64| -> serde_json::Value {
-        let d = dev.home.join(format!("probe-{version}"));
+    env.trusted_key_for(&auditor);
+    let probe = |who: &crate::harness::User, version: &str, seed: u64| -> serde_json::Value {
+        let d = who.home.join(format!("probe-{version}"));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("w.bin"), pseudo_random(200_000, seed)).unwrap();
         for p in [&d, &d.join("w.bin")] {
-            nix::unistd::chown(p.as_path(), Some(dev.uid.into()), Some(dev.gid.into())).unwrap();
+            nix::unistd::chown(p.as_path(), Some(who.uid.into()), Some(who.gid.into())).unwrap();
         }
         let o = env.arca_as(
-            &dev,
+            who,
             &[
                 "--json",
                 "push",
@@ -393,18 +408,36 @@ pub fn dedup_probe() -> Vec<Row> {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
     };
-    // The secret model's exact bytes: the figures that would say "already stored" are withheld.
-    let guess = probe("1.0.0", 77);
-    assert!(
-        guess.get("new_chunks").is_none() && guess.get("new_stored_bytes").is_none(),
-        "dedup figures shown for content of an unreadable model: {guess}"
-    );
-    // Content of its own: the figures are there.
-    let own = probe("2.0.0", 78);
-    assert!(own["new_chunks"].as_u64().unwrap() > 0, "{own}");
+    let hidden = |v: &serde_json::Value| {
+        v.get("new_chunks").is_none() && v.get("new_stored_bytes").is_none()
+    };
+    let stats = |who: Option<&crate::harness::User>| -> serde_json::Value {
+        let o = match who {
+            Some(u) => env.arca_as(u, &["--json", "stats"]),
+            None => env.arca(&["--json", "stats"]),
+        };
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let bytes = |v: &serde_json::Value| v["stored_bytes"].as_u64().unwrap();
+    let (dev0, all0) = (stats(Some(&dev)), stats(None));
+    // The secret model's exact bytes, and content of its own: the same answer either way.
+    let guess = probe(&dev, "1.0.0", 77);
+    let own = probe(&dev, "2.0.0", 78);
+    assert!(hidden(&guess) && hidden(&own), "{guess}\n{own}");
+    // Nor do the store's figures give it away: the store wrote nothing for the guess (root's
+    // store-wide count), yet dev's own view grew by the version, as for new content.
+    let (dev1, all1) = (stats(Some(&dev)), stats(None));
+    assert_eq!(dev1["models"], 1, "{dev1}");
+    assert!(bytes(&dev1) > bytes(&dev0) + 300_000, "{dev0}\n{dev1}");
+    let written = bytes(&all1) - bytes(&all0);
+    assert!(written < 250_000, "the guess wrote new chunks: {written}");
+    // A reader of every model may see them.
+    let seen = probe(&auditor, "4.0.0", 79);
+    assert!(seen["new_chunks"].as_u64().unwrap() > 0, "{seen}");
     vec![Row::new(
         DEVELOPER,
-        "dedup probe: push another model's bytes, read new_chunks",
+        "dedup probe: push another model's bytes, read new_chunks / stats",
         Outcome::NotExploitable,
     )]
 }
