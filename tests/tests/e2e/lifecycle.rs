@@ -424,3 +424,63 @@ fn an_approval_signed_for_another_version_root_or_ticket_is_refused() {
     let (status, resp) = env.raw("POST", url, body("2.0.0", &r2, "T-1").as_bytes());
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
 }
+
+/// Issue #8: a signing key can be untrusted, by an admin of every model only, with an audit
+/// event; versions it signed then fail `verify`, and its approvals no longer count.
+#[test]
+fn an_untrusted_key_stops_counting_and_its_versions_fail_verify() {
+    let env = TestEnv::new();
+    env.root_key();
+    let pub_user = user("arca-t-untrust-pub");
+    let approver = user("arca-t-untrust-apr");
+    env.ok(&["role", "assign", &pub_user.name, "developer", "--model", "unt"]);
+    env.ok(&["role", "assign", &approver.name, "ml_engineer", "--model", "unt"]);
+    env.trusted_key_for(&pub_user);
+    let apr_key = env.trusted_key_for(&approver);
+    push_as(&env, &pub_user, "unt", "1.0.0", 61);
+    env.ok(&["verify", "unt"]);
+    let keys = env.json(&["key", "ls"]);
+    let fp = |name: &str| -> String {
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["user"] == name)
+            .map(|k| k["fingerprint"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let pub_fp = fp(&pub_user.name);
+    assert_ne!(fp(&approver.name), pub_fp);
+
+    // Not for someone without admin on every model; nothing changes.
+    let o = env.arca_as(&approver, &["key", "untrust", &pub_user.name, &pub_fp]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("permission denied"));
+    assert_eq!(env.json(&["key", "ls"]), keys);
+
+    // By fingerprint: the publisher's versions fail verify, naming the key.
+    env.ok(&["key", "untrust", &pub_user.name, &pub_fp]);
+    let err = env.fails(&["verify", "unt"]);
+    assert!(err.contains("no longer trusted"), "{err}");
+    let ev = env.json(&["audit", "ls", "--type", "key_change"]);
+    let last = ev.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["details"]["action"], "untrust", "{last}");
+    assert_eq!(last["details"]["fingerprint"], pub_fp.as_str(), "{last}");
+
+    // By public key file: an approval made with the key no longer counts at promotion.
+    env.ok(&["policy", "set", "unt", "--signing-required", "no"]);
+    env.ok(&["promote", "unt", "1.0.0", "--to", "staging"]);
+    let o = env.arca_as(&approver, &["approve", "unt", "1.0.0", "--ticket", "T-61"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    env.ok(&[
+        "key",
+        "untrust",
+        &approver.name,
+        apr_key.with_extension("pub").to_str().unwrap(),
+    ]);
+    let o = env.arca_as(
+        &approver,
+        &["promote", "unt", "1.0.0", "--to", "production", "--ticket", "T-61"],
+    );
+    assert!(!o.status.success(), "promoted on an untrusted key's approval");
+    assert_eq!(env.json(&["show", "unt", "1.0.0"])["status"], "staging");
+}
