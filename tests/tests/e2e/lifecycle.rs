@@ -433,8 +433,22 @@ fn an_untrusted_key_stops_counting_and_its_versions_fail_verify() {
     env.root_key();
     let pub_user = user("arca-t-untrust-pub");
     let approver = user("arca-t-untrust-apr");
-    env.ok(&["role", "assign", &pub_user.name, "developer", "--model", "unt"]);
-    env.ok(&["role", "assign", &approver.name, "ml_engineer", "--model", "unt"]);
+    env.ok(&[
+        "role",
+        "assign",
+        &pub_user.name,
+        "developer",
+        "--model",
+        "unt",
+    ]);
+    env.ok(&[
+        "role",
+        "assign",
+        &approver.name,
+        "ml_engineer",
+        "--model",
+        "unt",
+    ]);
     env.trusted_key_for(&pub_user);
     let apr_key = env.trusted_key_for(&approver);
     push_as(&env, &pub_user, "unt", "1.0.0", 61);
@@ -479,8 +493,19 @@ fn an_untrusted_key_stops_counting_and_its_versions_fail_verify() {
     ]);
     let o = env.arca_as(
         &approver,
-        &["promote", "unt", "1.0.0", "--to", "production", "--ticket", "T-61"],
+        &[
+            "promote",
+            "unt",
+            "1.0.0",
+            "--to",
+            "production",
+            "--ticket",
+            "T-61",
+        ],
     );
-    assert!(!o.status.success(), "promoted on an untrusted key's approval");
+    assert!(
+        !o.status.success(),
+        "promoted on an untrusted key's approval"
+    );
     assert_eq!(env.json(&["show", "unt", "1.0.0"])["status"], "staging");
 }
