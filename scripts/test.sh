@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 # The systemd unit: systemd-analyze verify, clean of warnings, in a staged root.
 bash scripts/check-units.sh
+# The fleet's tests run against a real SeaweedFS (pinned, from PyPI): installed once here.
+bash scripts/seaweedfs.sh install
 cargo build --release --workspace --bins
 cargo clippy --release --workspace --all-targets -- -D warnings
 # --all-targets: unit and integration tests (the crates have no doc tests). The output is kept so

@@ -6,6 +6,7 @@ mod access;
 mod audit;
 mod deps;
 mod faults;
+mod fleet;
 mod harness;
 mod insider;
 mod lifecycle;
