@@ -337,6 +337,17 @@ impl Store {
         Ok(())
     }
 
+    /// Every stored event in id order, opened, or its id and why it would not open: what
+    /// `check_chain` walks.
+    fn stored_events(&self) -> impl Iterator<Item = Result<AuditEvent, (u64, String)>> + '_ {
+        self.kv
+            .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
+            .map(|item| match item {
+                Ok((k, v)) => self.open_event(&k, &v),
+                Err(e) => Err((0, e.to_string())),
+            })
+    }
+
     fn open_event(&self, k: &[u8], v: &[u8]) -> Result<AuditEvent, (u64, String)> {
         let seq = k
             .get(1..9)
@@ -433,18 +444,11 @@ impl Store {
         // all (no record is trusted while the trail is broken), so what the walk applied up to
         // the fault does not matter.
         let mut bindings = Bindings::default();
-        let events = self
-            .kv
-            .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
-            .map(|item| match item {
-                Ok((k, v)) => self.open_event(&k, &v),
-                Err(e) => Err((0, e.to_string())),
-            })
-            .inspect(|e| {
-                if let Ok(e) = e {
-                    bindings.apply(e);
-                }
-            });
+        let events = self.stored_events().inspect(|e| {
+            if let Ok(e) = e {
+                bindings.apply(e);
+            }
+        });
         let fault = check_chain(
             events,
             &checkpoints,
@@ -558,16 +562,9 @@ impl Store {
             Err(f) => return Ok(unreadable(f.seq, f.problem)),
         };
         let mut saw_store_event = false;
-        let events = self
-            .kv
-            .range(Cf::Audit, &event_row(0), &event_row(u64::MAX), false)
-            .map(|item| match item {
-                Ok((k, v)) => self.open_event(&k, &v),
-                Err(e) => Err((0, e.to_string())),
-            })
-            .inspect(|e| {
-                saw_store_event |= matches!(e, Ok(e) if e.kind == EventKind::Store);
-            });
+        let events = self.stored_events().inspect(|e| {
+            saw_store_event |= matches!(e, Ok(e) if e.kind == EventKind::Store);
+        });
         let result = check_chain(events, &checkpoints, head.as_ref(), &key);
         let (events, fault) = match result {
             Ok((n, _)) => match self.start_fault(saw_store_event) {

@@ -888,6 +888,17 @@ mod tests {
         }
     }
 
+    /// A new store with one role assignment written.
+    fn with_roles(state: &Path, dir: &Path) -> Store {
+        let s = Store::open(state, kek(dir)).unwrap();
+        s.put_roles(
+            &roles("alice"),
+            vec![Draft::new(EventKind::RoleChange, "root")],
+        )
+        .unwrap();
+        s
+    }
+
     #[test]
     fn a_new_store_records_its_audit_key_in_event_1() {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -912,12 +923,7 @@ mod tests {
         let state = dir.path().join("state");
         let model: ModelName = "up".parse().unwrap();
         {
-            let s = Store::open(&state, kek(dir.path())).unwrap();
-            s.put_roles(
-                &roles("alice"),
-                vec![Draft::new(EventKind::RoleChange, "root")],
-            )
-            .unwrap();
+            let s = with_roles(&state, dir.path());
             s.put_policy(
                 &model,
                 &policy(),
@@ -970,12 +976,7 @@ mod tests {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let state = dir.path().join("state");
         {
-            let s = Store::open(&state, kek(dir.path())).unwrap();
-            s.put_roles(
-                &roles("alice"),
-                vec![Draft::new(EventKind::RoleChange, "root")],
-            )
-            .unwrap();
+            let s = with_roles(&state, dir.path());
             let mut b = Batch::default();
             b.put(Cf::Meta, FORMAT_KEY, FORMAT_V1.to_vec());
             s.kv.commit(b).unwrap();
@@ -992,12 +993,7 @@ mod tests {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let state = dir.path().join("state");
         {
-            let s = Store::open(&state, kek(dir.path())).unwrap();
-            s.put_roles(
-                &roles("alice"),
-                vec![Draft::new(EventKind::RoleChange, "root")],
-            )
-            .unwrap();
+            let s = with_roles(&state, dir.path());
             let mut b = Batch::default();
             for item in s.kv.scan(Cf::Audit) {
                 b.delete(Cf::Audit, &item.unwrap().0);
@@ -1023,12 +1019,7 @@ mod tests {
         let state = dir.path().join("state");
         let old;
         {
-            let s = Store::open(&state, kek(dir.path())).unwrap();
-            s.put_roles(
-                &roles("alice"),
-                vec![Draft::new(EventKind::RoleChange, "root")],
-            )
-            .unwrap();
+            let s = with_roles(&state, dir.path());
             old = s.kv.scan(Cf::Acl).next().unwrap().unwrap();
             s.put_roles(&[], vec![Draft::new(EventKind::RoleChange, "root")])
                 .unwrap();
@@ -1056,12 +1047,7 @@ mod tests {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let state = dir.path().join("state");
         {
-            let s = Store::open(&state, kek(dir.path())).unwrap();
-            s.put_roles(
-                &roles("alice"),
-                vec![Draft::new(EventKind::RoleChange, "root")],
-            )
-            .unwrap();
+            let s = with_roles(&state, dir.path());
             let mut b = Batch::default();
             b.delete(Cf::Meta, audit::AUDIT_KEY_LABEL.as_bytes());
             s.kv.commit(b).unwrap();
