@@ -227,22 +227,6 @@ fn record_case(name: &str, n: u64, damage: impl Fn(&mut TestEnv, &Originals), mu
     assert_eq!((detected, corrupt), (n, 0), "{name}");
 }
 
-fn versions_rows(env: &TestEnv) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = env.open_db();
-    let h = db.cf_handle("versions").unwrap();
-    db.iterator_cf(h, rocksdb::IteratorMode::Start)
-        .map(|r| r.unwrap())
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
-
-fn put_version_row(env: &TestEnv, k: &[u8], v: &[u8]) {
-    let db = env.open_db();
-    let h = db.cf_handle("versions").unwrap();
-    db.put_cf(h, k, v).unwrap();
-    db.flush_cf(h).unwrap();
-}
-
 #[test]
 fn tamper_matrix_version_records() {
     let n = tries(1);
@@ -251,9 +235,14 @@ fn tamper_matrix_version_records() {
         n,
         |env, _| {
             env.stop();
-            let rows = versions_rows(env);
-            put_version_row(env, &rows[0].0, &rows[1].1);
-            put_version_row(env, &rows[1].0, &rows[0].1);
+            let rows = env.cf_rows("versions");
+            env.put_rows(
+                "versions",
+                &[
+                    (rows[0].0.clone(), rows[1].1.clone()),
+                    (rows[1].0.clone(), rows[0].1.clone()),
+                ],
+            );
             env.start();
         },
         true,
@@ -263,11 +252,11 @@ fn tamper_matrix_version_records() {
         n,
         |env, _| {
             env.stop();
-            let rows = versions_rows(env);
+            let rows = env.cf_rows("versions");
             let mut v = rows[0].1.clone();
             let i = v.len() / 3;
             v[i] ^= 1;
-            put_version_row(env, &rows[0].0, &v);
+            env.put_rows("versions", &[(rows[0].0.clone(), v)]);
             env.start();
         },
         false,
@@ -278,17 +267,17 @@ fn tamper_matrix_version_records() {
         |env, _| {
             // The record of 2.0.0 as it was before an approval and a promotion, put back.
             env.stop();
-            let before = versions_rows(env);
+            let before = env.cf_rows("versions");
             env.start();
             env.ok(&["promote", "t", "2.0.0", "--to", "staging"]);
             env.stop();
-            let after = versions_rows(env);
+            let after = env.cf_rows("versions");
             let (k, old) = before
                 .iter()
                 .find(|(k, v)| after.iter().any(|(k2, v2)| k2 == k && v2 != v))
                 .cloned()
                 .expect("a record that changed");
-            put_version_row(env, &k, &old);
+            env.put_rows("versions", &[(k, old)]);
             env.start();
         },
         true,

@@ -412,6 +412,57 @@ impl TestEnv {
         picked.len()
     }
 
+    /// Every row of column family `cf`, in key order, through the RocksDB API (the daemon must
+    /// be stopped): what a state-directory attacker reads before a replay.
+    pub fn cf_rows(&self, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let db = self.open_db();
+        let h = db.cf_handle(cf).expect("column family");
+        db.iterator_cf(h, rocksdb::IteratorMode::Start)
+            .map(|r| r.expect("iterate"))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    /// Writes `rows` into `cf` over whatever is there, flushed (the daemon must be stopped).
+    pub fn put_rows(&self, cf: &str, rows: &[(Vec<u8>, Vec<u8>)]) {
+        let db = self.open_db();
+        let h = db.cf_handle(cf).expect("column family");
+        for (k, v) in rows {
+            db.put_cf(h, k, v).expect("put");
+        }
+        db.flush_cf(h).expect("flush");
+    }
+
+    /// Chunk keys in the store, through RocksDB (the daemon must be stopped).
+    pub fn stored_chunks(&self) -> usize {
+        let db = self.open_db();
+        let h = db.cf_handle("chunks").expect("column family");
+        db.iterator_cf(h, rocksdb::IteratorMode::Start).count()
+    }
+
+    /// Chunks the catalog references, as the daemon counts them.
+    pub fn referenced_chunks(&self) -> usize {
+        self.json(&["stats"])["chunks"]
+            .as_u64()
+            .expect("stats.chunks") as usize
+    }
+
+    /// Pushes, as root, a one-file model (`w.bin`, 200 kB of `seed`'s bytes, mode 0644) with
+    /// `extra` arguments; returns its directory.
+    pub fn push_small(&self, name: &str, version: &str, seed: u64, extra: &[&str]) -> PathBuf {
+        let d = self.path().join(format!("small-{name}-{version}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(d.join("w.bin"), pseudo_random(200_000, seed)).expect("write");
+        std::fs::set_permissions(d.join("w.bin"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let dir = d.to_str().expect("utf-8 path");
+        let mut args = vec!["push", dir, "--name", name, "--version", version];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+        d
+    }
+
     /// A raw HTTP/1.1 request on the daemon's socket, as a hostile or broken client would send.
     pub fn raw(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let mut s = UnixStream::connect(self.socket()).expect("connect");

@@ -8,17 +8,6 @@ use crate::harness::{pseudo_random, TestEnv};
 
 const MIB: usize = 1 << 20;
 
-/// Chunk keys in the store (the daemon must be stopped).
-fn stored_chunks(env: &TestEnv) -> usize {
-    let db = env.open_db();
-    let h = db.cf_handle("chunks").unwrap();
-    db.iterator_cf(h, rocksdb::IteratorMode::Start).count()
-}
-
-fn referenced_chunks(env: &TestEnv) -> usize {
-    env.json(&["stats"])["chunks"].as_u64().unwrap() as usize
-}
-
 fn write_version(env: &TestEnv, tag: &str, files: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
     let d = env.path().join(tag);
     std::fs::create_dir_all(&d).unwrap();
@@ -47,9 +36,9 @@ fn gc_removes_exactly_the_unreferenced_chunks_and_never_breaks_a_reader() {
     for (d, v) in [(&d1, "1.0.0"), (&d2, "2.0.0")] {
         env.ok(&["push", d.to_str().unwrap(), "--name", "gcm", "--version", v]);
     }
-    let before = referenced_chunks(&env);
+    let before = env.referenced_chunks();
     env.stop();
-    assert_eq!(stored_chunks(&env), before, "no orphans before the test");
+    assert_eq!(env.stored_chunks(), before, "no orphans before the test");
     env.start();
 
     // A reader streams 2.0.0's keep.bin through the mount the whole time; another holds
@@ -106,12 +95,12 @@ fn gc_removes_exactly_the_unreferenced_chunks_and_never_breaks_a_reader() {
     let second = env.json(&["gc"]);
     assert!(second["deleted_chunks"].as_u64().unwrap() > 0, "{second}");
     assert_eq!(second["open_in_mount"], 0);
-    let after = referenced_chunks(&env);
+    let after = env.referenced_chunks();
     let deleted =
         first["deleted_chunks"].as_u64().unwrap() + second["deleted_chunks"].as_u64().unwrap();
     env.ok(&["verify", "gcm"]);
     env.stop();
-    let stored = stored_chunks(&env);
+    let stored = env.stored_chunks();
     assert_eq!(stored, after, "exactly the referenced chunks remain");
     assert_eq!(
         before - after,
@@ -159,9 +148,9 @@ fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
     std::thread::sleep(std::time::Duration::from_millis(1200));
     env.kill();
     let _ = push.wait();
-    let orphaned = stored_chunks(&env);
+    let orphaned = env.stored_chunks();
     env.start();
-    let referenced = referenced_chunks(&env);
+    let referenced = env.referenced_chunks();
     assert!(
         orphaned > referenced,
         "the killed push wrote chunks ({orphaned} vs {referenced})"

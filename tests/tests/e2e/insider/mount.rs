@@ -35,18 +35,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Chunk keys in the store, through RocksDB (the daemon must be stopped).
-fn stored_chunks(env: &TestEnv) -> usize {
-    let db = env.open_db();
-    let h = db.cf_handle("chunks").unwrap();
-    db.iterator_cf(h, rocksdb::IteratorMode::Start).count()
-}
-
-/// Chunks the catalog references, as the daemon counts them.
-fn referenced_chunks(env: &TestEnv) -> usize {
-    env.json(&["stats"])["chunks"].as_u64().unwrap() as usize
-}
-
 fn integrity_events(env: &TestEnv) -> Vec<serde_json::Value> {
     env.json(&["audit", "ls", "--type", "integrity_violation"])
         .as_array()
@@ -261,10 +249,10 @@ pub fn gc_racing_a_get() -> Vec<Row> {
     let alarms = integrity_events(&env);
     assert!(alarms.is_empty(), "false integrity violations: {alarms:?}");
     env.ok(&["verify", "race"]);
-    let referenced = referenced_chunks(&env);
+    let referenced = env.referenced_chunks();
     let mut env = env;
     env.stop();
-    assert_eq!(stored_chunks(&env), referenced, "chunks left behind");
+    assert_eq!(env.stored_chunks(), referenced, "chunks left behind");
     vec![
         get_row,
         Row::new(
@@ -439,10 +427,10 @@ pub fn uploads_racing_on_one_path() -> Vec<Row> {
     let got = env.path().join("got");
     env.ok(&["get", "twice", "1.0.0", "--out", got.to_str().unwrap()]);
     assert_eq!(sha256sum(&got.join("w.bin")), sha256_hex(winner));
-    let referenced = referenced_chunks(&env);
+    let referenced = env.referenced_chunks();
     let mut env = env;
     env.stop();
-    let stored = stored_chunks(&env);
+    let stored = env.stored_chunks();
     assert_eq!(
         stored, referenced,
         "the refused racer's chunks are garbage GC never finds ({} stored, {} referenced)",

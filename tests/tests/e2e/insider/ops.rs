@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Outcome, Row, NO_ROLE, STATE_WRITER};
-use crate::harness::{as_user, bin, pseudo_random, user, walk, TestEnv, User};
+use crate::harness::{as_user, bin, user, walk, TestEnv, User};
 
 const DAY: u64 = 86_400;
 
@@ -279,24 +279,6 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
-fn push(env: &TestEnv, model: &str, version: &str, seed: u64, parent: Option<&str>) {
-    let d = env.path().join(format!("src-{model}-{version}"));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("w.bin"), pseudo_random(200_000, seed)).unwrap();
-    let mut args = vec![
-        "push",
-        d.to_str().unwrap(),
-        "--name",
-        model,
-        "--version",
-        version,
-    ];
-    if let Some(p) = parent {
-        args.extend(["--parent", p]);
-    }
-    env.ok(&args);
-}
-
 /// (version, status, merkle root) of every version of `model`.
 fn versions(env: &TestEnv, model: &str) -> Vec<(String, String, String)> {
     env.json(&["ls", model])
@@ -337,18 +319,18 @@ pub fn promote_to_archived_then_gc() -> Vec<Row> {
             env.ok(&["promote", m, v, "--to", s]);
         }
     };
-    push(&env, m, "0.9.0", 1, None);
+    env.push_small(m, "0.9.0", 1, &[]);
     walk_to(
         "0.9.0",
         &["staging", "production", "deprecated", "archived"],
     );
-    push(&env, m, "1.0.0", 2, None);
+    env.push_small(m, "1.0.0", 2, &[]);
     walk_to(
         "1.0.0",
         &["staging", "production", "deprecated", "archived"],
     );
-    push(&env, m, "2.0.0", 3, Some("1.0.0"));
-    push(&env, m, "3.0.0", 4, None);
+    env.push_small(m, "2.0.0", 3, &["--parent", "1.0.0"]);
+    env.push_small(m, "3.0.0", 4, &[]);
     walk_to("3.0.0", &["staging", "production"]);
     env.stop();
     env.daemon_env.clear();
@@ -447,8 +429,8 @@ pub fn store_wide_reads_without_a_role() -> Vec<Row> {
     let nr = user("arca-t-ops-nr");
     let dev = user("arca-t-ops-dev");
     env.root_key();
-    push(&env, "ops-mine", "1.0.0", 11, None);
-    push(&env, "ops-secret", "1.0.0", 12, None);
+    env.push_small("ops-mine", "1.0.0", 11, &[]);
+    env.push_small("ops-secret", "1.0.0", 12, &[]);
     env.ok(&[
         "role",
         "assign",
@@ -680,7 +662,7 @@ fn files_holding(env: &TestEnv, needles: &[(String, Vec<u8>)]) -> Vec<String> {
 pub fn old_kek_after_rotation() -> Vec<Row> {
     let mut env = TestEnv::new();
     env.root_key();
-    push(&env, "ops-kek", "1.0.0", 21, None);
+    env.push_small("ops-kek", "1.0.0", 21, &[]);
     env.stop();
     // Read through RocksDB (opening it also flushes its log into table files).
     let old = wrapped_keys(&env);

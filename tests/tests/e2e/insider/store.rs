@@ -10,42 +10,23 @@ use std::time::{Duration, Instant};
 use super::{Outcome, Row, DEVELOPER, STATE_WRITER};
 use crate::harness::{bin, pseudo_random, user, TestEnv};
 
-type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// Every row of column family `cf` (the daemon must be stopped).
-fn rows(env: &TestEnv, cf: &str) -> Rows {
-    let db = env.open_db();
-    let h = db.cf_handle(cf).expect("column family");
-    db.iterator_cf(h, rocksdb::IteratorMode::Start)
-        .map(|r| r.expect("iterate"))
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
-
-/// Puts `old` back into `cf` over whatever is there now, as a replay would.
-fn put_back(env: &TestEnv, cf: &str, old: &Rows) {
-    let db = env.open_db();
-    let h = db.cf_handle(cf).expect("column family");
-    for (k, v) in old {
-        db.put_cf(h, k, v).expect("put");
-    }
-    db.flush_cf(h).expect("flush");
-}
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Makes `cf` hold exactly `old` again (events appended since included, gone).
 fn restore(env: &TestEnv, cf: &str, old: &Rows) {
-    let now = rows(env, cf);
+    let now = env.cf_rows(cf);
     let db = env.open_db();
     let h = db.cf_handle(cf).expect("column family");
-    for k in now.keys() {
+    for (k, _) in &now {
         db.delete_cf(h, k).expect("delete");
     }
     drop(db);
-    put_back(env, cf, old);
+    env.put_rows(cf, old);
 }
 
 /// Starts arcad on `env`'s directory and expects it to refuse: returns what it printed.
-fn start_refused(env: &TestEnv) -> String {
+/// `extra`: more arcad flags.
+fn start_refused(env: &TestEnv, extra: &[&str]) -> String {
     let mut child = Command::new(bin("arcad"))
         .arg("--state-dir")
         .arg(env.state_dir())
@@ -54,6 +35,7 @@ fn start_refused(env: &TestEnv) -> String {
         .arg("--key-file")
         .arg(env.path().join("kek.key"))
         .arg("--no-mount")
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,24 +57,6 @@ fn start_refused(env: &TestEnv) -> String {
     }
 }
 
-fn small_model(env: &TestEnv, tag: &str, seed: u64) -> String {
-    let d = env.path().join(format!("src-{tag}"));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("w.bin"), pseudo_random(200_000, seed)).unwrap();
-    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        d.join("w.bin"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
-    d.to_str().unwrap().to_owned()
-}
-
-fn push(env: &TestEnv, name: &str, version: &str, seed: u64) {
-    let d = small_model(env, &format!("{name}-{version}"), seed);
-    env.ok(&["push", &d, "--name", name, "--version", version]);
-}
-
 /// What root sees of a model: its versions and statuses, its policy, every role.
 fn snapshot(env: &TestEnv, model: &str) -> String {
     [
@@ -108,10 +72,10 @@ fn snapshot(env: &TestEnv, model: &str) -> String {
 pub fn audit_wipe() -> Vec<Row> {
     let mut env = TestEnv::new();
     env.root_key();
-    push(&env, "wipe", "1.0.0", 1);
+    env.push_small("wipe", "1.0.0", 1, &[]);
     env.stop();
-    let audit = rows(&env, "audit");
-    let idx = rows(&env, "audit_idx");
+    let audit = env.cf_rows("audit");
+    let idx = env.cf_rows("audit_idx");
     let meta_key = {
         let db = env.open_db();
         let h = db.cf_handle("meta").unwrap();
@@ -119,11 +83,11 @@ pub fn audit_wipe() -> Vec<Row> {
         assert!(k.is_some(), "a new store has its audit key");
         // Everything: events, checkpoints, head, index keys and the key itself.
         let a = db.cf_handle("audit").unwrap();
-        for k in audit.keys() {
+        for (k, _) in &audit {
             db.delete_cf(a, k).unwrap();
         }
         let i = db.cf_handle("audit_idx").unwrap();
-        for k in idx.keys() {
+        for (k, _) in &idx {
             db.delete_cf(i, k).unwrap();
         }
         db.delete_cf(h, b"audit-signing-key").unwrap();
@@ -132,7 +96,7 @@ pub fn audit_wipe() -> Vec<Row> {
         }
         k.unwrap()
     };
-    let err = start_refused(&env);
+    let err = start_refused(&env, &[]);
     assert!(err.contains("audit signing key is gone"), "{err}");
     let mut out = vec![Row::new(
         STATE_WRITER,
@@ -179,7 +143,7 @@ pub fn audit_wipe() -> Vec<Row> {
         db.delete_cf(h, b"format").unwrap();
         db.flush_cf(h).unwrap();
     }
-    let err = start_refused(&env);
+    let err = start_refused(&env, &[]);
     assert!(err.contains("no format marker"), "{err}");
     out.push(
         Row::new(
@@ -197,7 +161,34 @@ pub fn audit_wipe() -> Vec<Row> {
     }
     env.start();
     assert!(env.ok(&["verify", "wipe"]).starts_with("OK"));
-    assert!(env.ok(&["audit", "verify"]).contains("audit trail intact"));
+    let report = env.json(&["audit", "verify"]);
+    assert_eq!(report["ok"], true, "{report}");
+    let audit_key = report["public_key"].as_str().unwrap().to_owned();
+
+    // The audit key pinned in the config: a store signing with any other key is refused (here
+    // the root user's signing key stands in for a replaced audit key); the right one starts.
+    env.stop();
+    let other = std::fs::read_to_string(env.root_key().with_extension("pub")).unwrap();
+    let config = env.path().join("pinned.toml");
+    std::fs::write(
+        &config,
+        format!("audit_public_key = \"{}\"\n", other.trim()),
+    )
+    .unwrap();
+    let err = start_refused(&env, &["--config", config.to_str().unwrap()]);
+    assert!(err.contains("pins audit_public_key"), "{err}");
+    out.push(
+        Row::new(
+            STATE_WRITER,
+            "a replaced audit key, with the key pinned in the config",
+            Outcome::Refused,
+        )
+        .unchanged(),
+    );
+    std::fs::write(&config, format!("audit_public_key = \"{audit_key}\"\n")).unwrap();
+    env.daemon_args = vec!["--config".into(), config.to_str().unwrap().into()];
+    env.start();
+    assert!(env.ok(&["verify", "wipe"]).starts_with("OK"));
     out
 }
 
@@ -205,7 +196,7 @@ pub fn audit_wipe() -> Vec<Row> {
 pub fn replay_acl() -> Vec<Row> {
     let mut env = TestEnv::new();
     env.root_key();
-    push(&env, "racl", "1.0.0", 2);
+    env.push_small("racl", "1.0.0", 2, &[]);
     let mallory = user("arca-t-ins-racl");
     env.ok(&[
         "role",
@@ -216,7 +207,7 @@ pub fn replay_acl() -> Vec<Row> {
         "racl",
     ]);
     env.stop();
-    let old = rows(&env, "acl");
+    let old = env.cf_rows("acl");
     env.start();
     env.ok(&[
         "role",
@@ -227,7 +218,7 @@ pub fn replay_acl() -> Vec<Row> {
         "racl",
     ]);
     env.stop();
-    put_back(&env, "acl", &old);
+    env.put_rows("acl", &old);
     env.start();
     let before = snapshot(&env, "racl");
     let o = env.arca_as(
@@ -263,24 +254,30 @@ pub fn replay_acl() -> Vec<Row> {
 pub fn replay_policy() -> Vec<Row> {
     let mut env = TestEnv::new();
     env.root_key();
-    push(&env, "rpol", "1.0.0", 3);
+    env.push_small("rpol", "1.0.0", 3, &[]);
     let dev = user("arca-t-ins-rpol");
     env.ok(&["role", "assign", &dev.name, "developer", "--model", "rpol"]);
     env.ok(&["policy", "set", "rpol", "--signing-required", "no"]);
     env.stop();
-    let old = rows(&env, "acl");
+    let old = env.cf_rows("acl");
     env.start();
     env.ok(&["policy", "set", "rpol", "--signing-required", "yes"]);
     env.stop();
-    put_back(&env, "acl", &old);
+    env.put_rows("acl", &old);
     env.start();
     let before = snapshot(&env, "rpol");
-    let d = small_model(&env, "rpol-dev", 33);
+    // The developer's own directory (the CLI reads it as that user).
+    let d = dev.home.join("rpol-dev");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("w.bin"), pseudo_random(200_000, 33)).unwrap();
+    for p in [&d, &d.join("w.bin")] {
+        nix::unistd::chown(p.as_path(), Some(dev.uid.into()), Some(dev.gid.into())).unwrap();
+    }
     let o = env.arca_as(
         &dev,
         &[
             "push",
-            &d,
+            d.to_str().unwrap(),
             "--name",
             "rpol",
             "--version",
@@ -318,13 +315,13 @@ pub fn replay_version() -> Vec<Row> {
     let mut env = TestEnv::new();
     env.root_key();
     env.ok(&["policy", "set", "rver", "--require-approval", "no"]);
-    push(&env, "rver", "1.0.0", 4);
-    push(&env, "rver", "2.0.0", 5);
+    env.push_small("rver", "1.0.0", 4, &[]);
+    env.push_small("rver", "2.0.0", 5, &[]);
     for to in ["staging", "production"] {
         env.ok(&["promote", "rver", "1.0.0", "--to", to]);
     }
     env.stop();
-    let old = rows(&env, "versions");
+    let old = env.cf_rows("versions");
     env.start();
     for to in ["staging", "production"] {
         env.ok(&["promote", "rver", "2.0.0", "--to", to]);
@@ -333,13 +330,13 @@ pub fn replay_version() -> Vec<Row> {
     assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("2.0.0"));
     env.stop();
     // Only the rows that changed since: 1.0.0 in production, 2.0.0 in development.
-    let now = rows(&env, "versions");
+    let now: BTreeMap<Vec<u8>, Vec<u8>> = env.cf_rows("versions").into_iter().collect();
     let replayed: Rows = old
         .into_iter()
         .filter(|(k, v)| now.get(k) != Some(v))
         .collect();
     assert_eq!(replayed.len(), 2, "both records changed with the promotion");
-    put_back(&env, "versions", &replayed);
+    env.put_rows("versions", &replayed);
     env.start();
     // Neither replayed record is served: production does not move back to 1.0.0.
     let ls = env.arca(&["--json", "ls", "rver"]);
@@ -370,7 +367,7 @@ pub fn replay_version() -> Vec<Row> {
 pub fn dedup_probe() -> Vec<Row> {
     let env = TestEnv::new();
     env.root_key();
-    push(&env, "secret", "1.0.0", 77);
+    env.push_small("secret", "1.0.0", 77, &[]);
     let dev = user("arca-t-ins-dedup");
     let auditor = user("arca-t-ins-dedup-all");
     env.ok(&["role", "assign", &dev.name, "developer", "--model", "open"]);
