@@ -73,6 +73,7 @@ pub trait ChunkSource: Send + Sync + 'static {
     ) -> Result<Vec<u8>, ChunkError>;
     /// May this caller read this version? Checked at lookup, opendir and open (never rely on the
     /// uid of a read: the kernel issues readahead and page faults on behalf of nobody in particular).
+    /// Must imply `may_list` for the same model: a version's lookups ask only this.
     fn may_read(&self, uid: u32, gid: u32, model: &ModelName, version: &ModelVersion) -> bool;
     /// May this caller see the model at all: find it in the root's listing, look it up, list its
     /// directory and read its `production`/`staging` links? Asked with the requester's uid at

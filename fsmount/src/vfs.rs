@@ -359,11 +359,11 @@ impl Vfs {
             return Err(Fail::NotDir);
         }
         // Anything under a version needs the right to read that version, whether it exists or not.
+        // Anything else in a model directory needs the right to see that model (which reading
+        // one of its versions implies, so a version's lookups ask only once).
         if let Some(scope) = p.scope() {
             self.authorize(caller, scope)?;
-        }
-        // Anything in a model directory needs the right to see that model.
-        if let Some(model) = p.model() {
+        } else if let Some(model) = p.model() {
             self.authorize_model(caller, &t, model)?;
         }
         let name = std::str::from_utf8(name).map_err(|_| Fail::NotFound)?;
