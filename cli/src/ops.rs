@@ -113,5 +113,22 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
         _ => println!("keys      data key {}", s.current_data_key),
     }
     println!("audit     {} events", s.audit_events);
+    if let Some(f) = &s.fleet {
+        println!(
+            "fleet     host {} via {}; log applied to entry {}, read {} ago{}; {} chunks ({}) fetched, {} integrity failures",
+            Term(&f.host),
+            Term(&f.endpoint),
+            f.applied_seq,
+            f.lag_secs.map_or("never".into(), |l| format!("{l:.1}s")),
+            match (&f.halted, &f.store_error) {
+                (Some(h), _) => format!("; HALTED: {}", Term(h)),
+                (None, Some(e)) => format!("; STORE UNREACHABLE: {}", Term(e)),
+                (None, None) => String::new(),
+            },
+            f.chunks_fetched,
+            bytes(f.bytes_fetched),
+            f.integrity_failures
+        );
+    }
     Ok(0)
 }

@@ -339,6 +339,8 @@ pub enum ErrorCode {
     UntrustedSigner,
     DigestMismatch,
     IntegrityFailure,
+    /// A fleet host's object store is unreachable (or its replica halted): nothing changed.
+    Unavailable,
     Internal,
 }
 
@@ -717,6 +719,32 @@ pub struct StatusReport {
     pub current_data_key: u32,
     pub rotation: Option<RotationProgress>,
     pub audit_events: u64,
+    /// Present on a fleet host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet host's replica of the shared log, in `status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FleetStatus {
+    pub host: String,
+    /// The object store endpoint calls go to now.
+    pub endpoint: String,
+    /// The newest log entry applied here.
+    pub applied_seq: u64,
+    /// Seconds since the log was last read successfully (`None`: never since start).
+    pub lag_secs: Option<f64>,
+    /// The last failure to reach the store, while it lasts.
+    pub store_error: Option<String>,
+    /// Calls to the store that failed on every endpoint, since start.
+    pub store_errors: u64,
+    /// Why this host stopped applying the log (a fork, a gap, an entry that does not check):
+    /// it serves what it has and refuses changes.
+    pub halted: Option<String>,
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    /// Chunks fetched from packs that failed authentication (never cached or served).
+    pub integrity_failures: u64,
 }
 
 /// The mount, in `status`.

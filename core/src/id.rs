@@ -90,6 +90,15 @@ id_type!(
     /// record's kind and natural key (model name and version, model, uid and key, …).
     RowKey
 );
+id_type!(
+    /// Name of a pack object in a fleet's store: BLAKE3, keyed with a key derived from the id
+    /// key, of the pack's exact bytes.
+    PackId
+);
+id_type!(
+    /// BLAKE3 of a fleet log entry's exact stored bytes; each entry names its predecessor's.
+    EntryHash
+);
 
 #[cfg(test)]
 mod tests {

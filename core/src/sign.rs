@@ -43,6 +43,12 @@ impl PublicKey {
         hex::encode(&blake3::hash(self.0.as_bytes()).as_bytes()[..8])
     }
 
+    pub fn from_bytes(b: &[u8; 32]) -> Result<Self, SignError> {
+        VerifyingKey::from_bytes(b)
+            .map(Self)
+            .map_err(|_| SignError::BadPublicKey)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
     }
@@ -107,6 +113,16 @@ impl FromStr for PublicKey {
 /// An Ed25519 signature.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Signature(ed25519_dalek::Signature);
+
+impl Signature {
+    pub fn to_bytes(&self) -> [u8; 64] {
+        self.0.to_bytes()
+    }
+
+    pub fn from_bytes(b: &[u8; 64]) -> Self {
+        Self(ed25519_dalek::Signature::from_bytes(b))
+    }
+}
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

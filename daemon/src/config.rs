@@ -27,6 +27,33 @@ pub struct FileConfig {
     pub max_connections_per_user: Option<usize>,
     pub request_header_timeout_secs: Option<u64>,
     pub audit_public_key: Option<String>,
+    pub fleet: Option<FleetFile>,
+}
+
+/// `[fleet]`: this host is one of a fleet sharing a registry through an S3 object store
+/// (docs/operations.md, "Fleet").
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// This host's name (letters, digits, `-`; at most 63).
+    pub host: String,
+    /// S3 endpoints of the one store, tried in order.
+    pub endpoints: Vec<String>,
+    pub bucket: String,
+    pub region: Option<String>,
+    /// Key prefix in the bucket (default `arca`).
+    pub prefix: Option<String>,
+    /// Two lines: access key id, secret key. Absent: unsigned requests.
+    pub credentials_file: Option<PathBuf>,
+    /// PEM CA certificate for `https://` endpoints, added to the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on one request to the store, with its retries (default 5).
+    pub timeout_secs: Option<u64>,
+    /// How often to look for other hosts' changes (default 500).
+    pub poll_ms: Option<u64>,
+    /// Every host's name and entry-signing key (`arcad --host-key` prints a host's).
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, String>,
 }
 
 /// The resolved configuration.
@@ -61,6 +88,8 @@ pub struct Config {
     /// The audit public key the store must sign its trail with (`arca audit verify` prints
     /// it): pinned, arcad refuses a store whose audit key was replaced.
     pub audit_public_key: Option<arca_core::sign::PublicKey>,
+    /// Set when this host is one of a fleet.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +120,7 @@ impl Config {
             max_connections_per_user: 64,
             request_header_timeout_secs: 10,
             audit_public_key: None,
+            fleet: None,
         }
     }
 
@@ -162,8 +192,61 @@ impl Config {
         if let Some(v) = f.request_header_timeout_secs {
             self.request_header_timeout_secs = v;
         }
+        if let Some(fl) = f.fleet {
+            self.fleet = Some(
+                fleet_config(fl)
+                    .map_err(|e| ConfigError::Parse(path.to_owned(), format!("[fleet]: {e}")))?,
+            );
+        }
         Ok(())
     }
+}
+
+fn valid_host(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
+    if !valid_host(&f.host) {
+        return Err(format!(
+            "host {:?}: letters, digits and `-` only, 1 to 63 of them",
+            f.host
+        ));
+    }
+    if f.endpoints.is_empty() {
+        return Err("endpoints: name at least one S3 endpoint".into());
+    }
+    let mut hosts = std::collections::BTreeMap::new();
+    for (name, key) in f.hosts {
+        if !valid_host(&name) {
+            return Err(format!("hosts: {name:?} is not a valid host name"));
+        }
+        let k: arca_core::sign::PublicKey = key
+            .parse()
+            .map_err(|e| format!("hosts.{name}: {key:?}: {e}"))?;
+        if hosts.values().any(|v| *v == k) {
+            return Err(format!(
+                "hosts.{name}: the same key is pinned for two hosts"
+            ));
+        }
+        hosts.insert(name, k);
+    }
+    Ok(crate::fleet::FleetConfig {
+        host: f.host,
+        remote: crate::remote::RemoteConfig {
+            endpoints: f.endpoints,
+            bucket: f.bucket,
+            region: f.region.unwrap_or_else(|| "us-east-1".into()),
+            prefix: f.prefix.unwrap_or_else(|| "arca".into()),
+            credentials_file: f.credentials_file,
+            ca_file: f.ca_file,
+            timeout: std::time::Duration::from_secs(f.timeout_secs.unwrap_or(5).max(1)),
+        },
+        hosts,
+        poll: std::time::Duration::from_millis(f.poll_ms.unwrap_or(500).max(50)),
+    })
 }
 
 #[cfg(test)]

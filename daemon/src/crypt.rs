@@ -183,6 +183,13 @@ impl Keyring {
         *h.finalize().as_bytes()
     }
 
+    /// Name of a pack object: keyed so that only holders of the fleet's keys can make a name
+    /// that a pack's bytes answer to.
+    pub fn pack_id(&self, pack: &[u8]) -> arca_core::id::PackId {
+        let k = blake3::derive_key("arca 2026 pack id v1", self.id_key.expose());
+        arca_core::id::PackId(*blake3::keyed_hash(&k, pack).as_bytes())
+    }
+
     /// Seed for FastCDC's gear table, secret so that chunk boundaries do not fingerprint content.
     pub fn chunker_seed(&self) -> u64 {
         let k = blake3::derive_key("arca 2026 chunker seed v1", self.id_key.expose());

@@ -40,7 +40,8 @@ pub enum KeyError {
     Random,
 }
 
-/// 32 secret bytes that zeroize on drop.
+/// 32 secret bytes that zeroize on drop (every copy: a clone is zeroized on its own drop).
+#[derive(Clone)]
 pub struct SecretBytes(Zeroizing<[u8; 32]>);
 
 impl SecretBytes {

@@ -77,6 +77,10 @@ struct Args {
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print this host's fleet entry-signing key (what other hosts pin in `[fleet.hosts]`),
+    /// creating the store if it is new, and exit.
+    #[arg(long)]
+    host_key: bool,
 }
 
 fn main() -> Result<()> {
@@ -157,7 +161,17 @@ fn main() -> Result<()> {
 
     prepare_dirs(&cfg)?;
     let kek = load_or_create_kek(&cfg)?;
-    let store = open_store(&cfg, kek)?;
+    let (store, fleet) = match &cfg.fleet {
+        Some(fc) => {
+            let (store, fleet) = open_fleet_host(&cfg, fc, kek)?;
+            (store, Some(fleet))
+        }
+        None => (open_store(&cfg, kek)?, None),
+    };
+    if args.host_key {
+        println!("{}", store.host_public_key());
+        return Ok(());
+    }
     let admins = Admins::new(&cfg.admins).map_err(anyhow::Error::msg)?;
     let opts = RegistryOptions {
         admins,
@@ -165,8 +179,20 @@ fn main() -> Result<()> {
         rotation_rate: cfg.rotation_mib_per_sec << 20,
         mountpoint: cfg.mount.clone(),
         kek_rotation_path: Some(rotation_path(&cfg)),
+        fleet: fleet.clone(),
     };
     let registry = Arc::new(Registry::open(store, opts).context("loading the catalog")?);
+    if let Some(f) = &fleet {
+        // Caught up before the socket answers: the first request sees the fleet's state (or,
+        // with the store down, the last state this host applied).
+        match registry.poll_fleet() {
+            Ok(n) => {
+                tracing::info!(applied = n, host = %f.cfg.host, "fleet: caught up with the log")
+            }
+            Err(e) => tracing::warn!("fleet: serving the last state applied here: {e}"),
+        }
+        arcad::registry::fleet::spawn_poller(registry.clone());
+    }
     // An interrupted data-key rotation continues in the background.
     registry.resume_rotation();
 
@@ -340,6 +366,35 @@ fn open_store(cfg: &Config, kek: Kek) -> Result<Store> {
         }
     }
     Ok(store)
+}
+
+/// A fleet host: the object store must honour conditional writes (checked with a race on a
+/// scratch key); the fleet's keys come from it (created by the first host); the local store
+/// holds those keys and publishes every change to the fleet's log.
+fn open_fleet_host(
+    cfg: &Config,
+    fc: &arcad::fleet::FleetConfig,
+    kek: Kek,
+) -> Result<(Store, Arc<arcad::fleet::Fleet>)> {
+    use arcad::remote::Remote;
+    let remote = Remote::s3(&fc.remote).context("fleet: connecting to the object store")?;
+    remote.check_conditional_writes(8).with_context(|| {
+        format!(
+            "fleet: the object store at {} failed the conditional-write check, so fleet mode is refused (a fleet's order rests on If-None-Match and If-Match)",
+            remote.current_endpoint()
+        )
+    })?;
+    let seed =
+        arcad::fleet::load_or_create_keys(&remote, &kek).context("fleet: the fleet's keys")?;
+    let store = Store::open_with(&cfg.state_dir, kek, Some(&seed))
+        .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
+    let fleet = Arc::new(
+        arcad::fleet::Fleet::new(fc.clone(), remote, store.host_public_key())
+            .context("fleet configuration")?,
+    );
+    store.set_publisher(fleet.clone());
+    tracing::info!(host = %fc.host, endpoints = ?fc.remote.endpoints, "fleet: this host is part of a fleet");
+    Ok((store, fleet))
 }
 
 fn open_store_with_kek(cfg: &Config, kek: Kek) -> Result<Store> {

@@ -145,6 +145,55 @@ impl Collector for Live {
                 s.logical_bytes as i64,
             )?;
         }
+        if let Some(f) = reg.fleet() {
+            let st = f.status();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            gauge(
+                &mut e,
+                "arca_fleet_applied_seq",
+                "Newest fleet log entry applied on this host",
+                st.applied as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_fleet_lag_seconds",
+                "Seconds since this host last read the fleet's log successfully (-1: never since start)",
+                if st.last_ok_ms == 0 { -1 } else { (now_ms.saturating_sub(st.last_ok_ms) / 1000) as i64 },
+            )?;
+            gauge(
+                &mut e,
+                "arca_fleet_halted",
+                "1 if this host stopped applying the log (fork, gap or a bad entry)",
+                st.halted.is_some() as i64,
+            )?;
+            counter(
+                &mut e,
+                "arca_fleet_store_errors",
+                "Object-store calls that failed on every endpoint",
+                f.remote.errors.load(std::sync::atomic::Ordering::Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "arca_fleet_store_requests",
+                "Object-store requests made",
+                f.remote.requests.load(std::sync::atomic::Ordering::Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "arca_fleet_bytes_fetched",
+                "Bytes fetched from packs",
+                st.bytes_fetched,
+            )?;
+            counter(
+                &mut e,
+                "arca_fleet_integrity_failures",
+                "Chunks fetched from packs that failed authentication (never cached or served)",
+                st.integrity_failures,
+            )?;
+        }
         Ok(())
     }
 }

@@ -79,6 +79,7 @@ impl IntoResponse for ApiError {
             | ErrorCode::SignatureMismatch
             | ErrorCode::UntrustedSigner => StatusCode::FORBIDDEN,
             ErrorCode::IntegrityFailure => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (
@@ -105,6 +106,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Integrity(_) => ErrorCode::IntegrityFailure,
             RegistryError::Store(crate::store::StoreError::Busy(m)) => {
                 return ApiError(ErrorCode::AlreadyExists, m.clone())
+            }
+            RegistryError::Store(inner @ crate::store::StoreError::FleetUnavailable(_)) => {
+                tracing::warn!("{inner}");
+                return ApiError(ErrorCode::Unavailable, inner.to_string());
             }
             RegistryError::Store(inner) if inner.no_space() => {
                 tracing::error!("store error: {inner}");

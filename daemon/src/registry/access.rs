@@ -11,7 +11,7 @@ use arca_core::api::{
 use arca_core::{ModelName, ModelVersion};
 
 use super::audit::ev;
-use super::{lock, now, Registry, RegistryError, Result};
+use super::{now, Registry, RegistryError, Result};
 use crate::access::{validate_policy, AccessTable, StoredPolicy, Subject};
 use crate::auth::{resolve_group, resolve_user, Caller};
 use crate::manifest::VersionRecord;
@@ -169,6 +169,10 @@ impl Registry {
     }
 
     pub fn assign_role(&self, c: &Caller, req: RoleChange) -> Result<RoleAssignment> {
+        self.retrying(|| self.assign_role_once(c, req.clone()))
+    }
+
+    fn assign_role_once(&self, c: &Caller, req: RoleChange) -> Result<RoleAssignment> {
         self.require(c, req.model.as_ref(), Permission::Admin, "assign roles")?;
         let principal = Self::principal(&req.principal)?;
         let a = RoleAssignment {
@@ -178,7 +182,7 @@ impl Registry {
             granted_by: c.user.clone(),
             granted_at: now(),
         };
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let mut next = self.access().clone();
         if !next.assign(a.clone()) {
             return Err(RegistryError::AlreadyExists(format!(
@@ -199,9 +203,13 @@ impl Registry {
     }
 
     pub fn revoke_role(&self, c: &Caller, req: RoleChange) -> Result<RoleAssignment> {
+        self.retrying(|| self.revoke_role_once(c, req.clone()))
+    }
+
+    fn revoke_role_once(&self, c: &Caller, req: RoleChange) -> Result<RoleAssignment> {
         self.require(c, req.model.as_ref(), Permission::Admin, "revoke roles")?;
         let principal = Self::principal(&req.principal)?;
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let mut next = self.access().clone();
         let removed = next
             .revoke(&principal, req.role, &req.model)
@@ -291,8 +299,12 @@ impl Registry {
     }
 
     pub fn set_policy(&self, c: &Caller, name: &ModelName, u: PolicyUpdate) -> Result<PolicyInfo> {
+        self.retrying(|| self.set_policy_once(c, name, u.clone()))
+    }
+
+    fn set_policy_once(&self, c: &Caller, name: &ModelName, u: PolicyUpdate) -> Result<PolicyInfo> {
         self.require(c, Some(name), Permission::Admin, "set its policy")?;
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         // A locked model (its stored policy failed its audit check) starts again from the
         // defaults, not from the lock's deny-everything stand-in.
         let mut p = {
@@ -357,8 +369,17 @@ impl Registry {
         name: &ModelName,
         version: &ModelVersion,
     ) -> Result<()> {
+        self.retrying(|| self.delete_version_once(c, name, version))
+    }
+
+    fn delete_version_once(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+    ) -> Result<()> {
         self.require(c, Some(name), Permission::Delete, "delete versions")?;
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let rec = self.version(name, version).ok_or_else(|| {
             RegistryError::NotFound(format!("no version {version} of model {name}"))
         })?;
@@ -406,7 +427,7 @@ impl Registry {
     }
 
     /// After a role change: cached group lookups may be stale and the mount re-checks access.
-    fn access_changed(&self) {
+    pub(super) fn access_changed(&self) {
         self.groups.forget();
         self.changed();
     }

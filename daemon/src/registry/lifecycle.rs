@@ -13,7 +13,7 @@ use arca_core::sign::ApprovalMessage;
 use arca_core::{ModelName, ModelVersion};
 
 use super::audit::ev;
-use super::{lock, now, Registry, RegistryError, Result};
+use super::{now, Registry, RegistryError, Result};
 use crate::auth::Caller;
 use crate::manifest::VersionRecord;
 use arca_core::audit::EventKind;
@@ -84,13 +84,23 @@ impl Registry {
         version: &ModelVersion,
         req: Approve,
     ) -> Result<VersionInfo> {
+        self.retrying(|| self.approve_once(c, name, version, req.clone()))
+    }
+
+    fn approve_once(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+        req: Approve,
+    ) -> Result<VersionInfo> {
         self.require(c, Some(name), Permission::Promote, "approve versions")?;
         if req.ticket.trim().is_empty() {
             return Err(RegistryError::BadRequest(
                 "an approval needs a ticket".into(),
             ));
         }
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let rec = self.version(name, version).ok_or_else(|| {
             RegistryError::NotFound(format!("no version {version} of model {name}"))
         })?;
@@ -152,13 +162,23 @@ impl Registry {
         version: &ModelVersion,
         req: Promote,
     ) -> Result<VersionInfo> {
+        self.retrying(|| self.promote_once(c, name, version, req.clone()))
+    }
+
+    fn promote_once(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: &ModelVersion,
+        req: Promote,
+    ) -> Result<VersionInfo> {
         self.require(
             c,
             Some(name),
             Permission::Promote,
             "change a version's status",
         )?;
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let rec = self.version(name, version).ok_or_else(|| {
             RegistryError::NotFound(format!("no version {version} of model {name}"))
         })?;
@@ -232,13 +252,17 @@ impl Registry {
     /// is needed (the target was approved when it first went to production); the reason is
     /// recorded in both histories.
     pub fn rollback(&self, c: &Caller, name: &ModelName, req: Rollback) -> Result<VersionInfo> {
+        self.retrying(|| self.rollback_once(c, name, req.clone()))
+    }
+
+    fn rollback_once(&self, c: &Caller, name: &ModelName, req: Rollback) -> Result<VersionInfo> {
         self.require(c, Some(name), Permission::Rollback, "roll back")?;
         if req.reason.trim().is_empty() {
             return Err(RegistryError::BadRequest(
                 "a rollback needs --reason".into(),
             ));
         }
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let target = self.version(name, &req.to).ok_or_else(|| {
             RegistryError::NotFound(format!("no version {} of model {name}", req.to))
         })?;

@@ -28,6 +28,7 @@ use crate::store::{BadVersion, Store, StoreError};
 
 mod access;
 pub mod audit;
+pub mod fleet;
 mod gc;
 mod lifecycle;
 mod rotation;
@@ -127,6 +128,8 @@ pub struct Registry {
     started: Instant,
     mountpoint: Option<std::path::PathBuf>,
     kek_rotation_path: Option<std::path::PathBuf>,
+    /// A fleet host's link to the shared registry (`None`: a single host).
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// How the daemon was configured, as far as the registry cares.
@@ -139,6 +142,8 @@ pub struct RegistryOptions {
     pub mountpoint: Option<std::path::PathBuf>,
     /// Where `rotate-kek` writes the new key-encryption key.
     pub kek_rotation_path: Option<std::path::PathBuf>,
+    /// Set on a fleet host (the store's publisher must be this fleet too).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// Where `stats` reads the mount's counters from.
@@ -186,6 +191,36 @@ pub fn check_signed(rec: &VersionRecord) -> Result<(), String> {
 
 impl Registry {
     pub fn open(store: Store, opts: RegistryOptions) -> Result<Self> {
+        let (catalog, broken) = Self::load_catalog(&store)?;
+        let access = store.access_table()?;
+        Ok(Self {
+            store,
+            catalog: RwLock::new(catalog),
+            broken,
+            uploads: Mutex::new(HashMap::new()),
+            pins: Arc::new(Pins::default()),
+            commit_lock: Mutex::new(()),
+            listeners: Mutex::new(Vec::new()),
+            mount_counters: std::sync::OnceLock::new(),
+            access: RwLock::new(access),
+            admins: opts.admins,
+            environment: opts.environment,
+            groups: GroupCache::new(Duration::from_secs(5)),
+            mount_seen: Mutex::new(audit::MountSeen::new()),
+            open_chunks: std::sync::OnceLock::new(),
+            gc_lock: Mutex::new(()),
+            rotation: Mutex::new(rotation::RotationJob::default()),
+            rotation_rate: opts.rotation_rate,
+            started: Instant::now(),
+            mountpoint: opts.mountpoint,
+            kek_rotation_path: opts.kek_rotation_path,
+            fleet: opts.fleet,
+        })
+    }
+
+    /// The catalog from the store's version records: those that open, pass their audit
+    /// binding and match their signed root; the others, with why, never served.
+    fn load_catalog(store: &Store) -> Result<(Catalog, Vec<BadVersion>)> {
         let mut catalog = Catalog::new();
         let mut broken = Vec::new();
         for item in store.versions()? {
@@ -212,29 +247,7 @@ impl Registry {
                 }
             }
         }
-        let access = store.access_table()?;
-        Ok(Self {
-            store,
-            catalog: RwLock::new(catalog),
-            broken,
-            uploads: Mutex::new(HashMap::new()),
-            pins: Arc::new(Pins::default()),
-            commit_lock: Mutex::new(()),
-            listeners: Mutex::new(Vec::new()),
-            mount_counters: std::sync::OnceLock::new(),
-            access: RwLock::new(access),
-            admins: opts.admins,
-            environment: opts.environment,
-            groups: GroupCache::new(Duration::from_secs(5)),
-            mount_seen: Mutex::new(audit::MountSeen::new()),
-            open_chunks: std::sync::OnceLock::new(),
-            gc_lock: Mutex::new(()),
-            rotation: Mutex::new(rotation::RotationJob::default()),
-            rotation_rate: opts.rotation_rate,
-            started: Instant::now(),
-            mountpoint: opts.mountpoint,
-            kek_rotation_path: opts.kek_rotation_path,
-        })
+        Ok((catalog, broken))
     }
 
     pub fn mountpoint(&self) -> Option<std::path::PathBuf> {
@@ -669,56 +682,84 @@ impl Registry {
             history: Vec::new(),
             approvals: Vec::new(),
         };
-        let _g = lock(&self.commit_lock);
-        if self.version(&name, &version).is_some() {
-            return Err(RegistryError::AlreadyExists(format!(
-                "model {name} already has version {version}"
-            )));
-        }
-        // Policy and permission again, under the lock: either may have changed since the
-        // upload started, and concurrent pushes must not overshoot max-versions together.
-        self.require(c, Some(&name), Permission::Write, "push versions")?;
-        self.check_max_versions(c, &name)?;
-        if rec.signer.is_none() && self.access().policy(&name).signing_required {
-            return Err(self.refuse(
-                c,
-                Some(&name),
-                Some(&version),
-                "policy",
-                format!("model {name}'s policy requires signed pushes; push with a trusted key (`arca key gen`), or have an admin run `arca policy set {name} --signing-required no`"),
-            ));
-        }
-        let event = audit::ev(c, EventKind::Registration)
-            .model(&name)
-            .version(&version)
-            .detail("root", rec.merkle_root.to_string())
-            .detail("files", rec.files.len().to_string())
-            .detail("bytes", rec.total_size().to_string())
-            .detail(
-                "signer",
-                rec.signer
-                    .as_ref()
-                    .map_or("unsigned".into(), |s| s.public_key.fingerprint()),
-            );
         // Chunks first, durable; then the version and its event in one synced write. A crash
         // in between leaves only unreferenced chunks.
         self.store.flush_chunks()?;
-        // The upload's new chunks are referenced from this write on: off the GC list in it.
-        // Only those the version references: anything else the upload wrote stays a candidate,
-        // so GC still finds it.
-        let used: HashSet<ChunkId> = rec
-            .files
-            .iter()
-            .flat_map(|f| f.chunks.iter().map(|c| c.id))
-            .collect();
-        let settled: Vec<ChunkId> = up
-            .written
-            .iter()
-            .filter(|id| used.contains(id))
-            .copied()
-            .collect();
-        self.store
-            .put_versions_settling(&[&rec], vec![event], &settled)?;
+        // A fleet host puts the chunks the fleet lacks into packs in the object store first,
+        // outside the commit lock (this is the slow part); the log entry then names them.
+        let locs = match &self.fleet {
+            Some(f) => {
+                let ids: Vec<ChunkId> = rec
+                    .files
+                    .iter()
+                    .flat_map(|f| f.chunks.iter().map(|c| c.id))
+                    .collect();
+                f.upload(&self.store, &ids).map_err(fleet::unavailable)?
+            }
+            None => Vec::new(),
+        };
+        let mut attempt = 0;
+        let _g = loop {
+            let g = self.commit_guard()?;
+            if self.version(&name, &version).is_some() {
+                return Err(RegistryError::AlreadyExists(format!(
+                    "model {name} already has version {version}"
+                )));
+            }
+            // Policy and permission again, under the lock: either may have changed since the
+            // upload started, and concurrent pushes must not overshoot max-versions together.
+            self.require(c, Some(&name), Permission::Write, "push versions")?;
+            self.check_max_versions(c, &name)?;
+            if rec.signer.is_none() && self.access().policy(&name).signing_required {
+                return Err(self.refuse(
+                    c,
+                    Some(&name),
+                    Some(&version),
+                    "policy",
+                    format!("model {name}'s policy requires signed pushes; push with a trusted key (`arca key gen`), or have an admin run `arca policy set {name} --signing-required no`"),
+                ));
+            }
+            let event = audit::ev(c, EventKind::Registration)
+                .model(&name)
+                .version(&version)
+                .detail("root", rec.merkle_root.to_string())
+                .detail("files", rec.files.len().to_string())
+                .detail("bytes", rec.total_size().to_string())
+                .detail(
+                    "signer",
+                    rec.signer
+                        .as_ref()
+                        .map_or("unsigned".into(), |s| s.public_key.fingerprint()),
+                );
+            // The upload's new chunks are referenced from this write on: off the GC list in it.
+            // Only those the version references: anything else the upload wrote stays a candidate,
+            // so GC still finds it.
+            let used: HashSet<ChunkId> = rec
+                .files
+                .iter()
+                .flat_map(|f| f.chunks.iter().map(|c| c.id))
+                .collect();
+            let settled: Vec<ChunkId> = up
+                .written
+                .iter()
+                .filter(|id| used.contains(id))
+                .copied()
+                .collect();
+            self.store.stage_chunk_locations(locs.clone());
+            let put = self
+                .store
+                .put_versions_settling(&[&rec], vec![event], &settled);
+            self.store.stage_chunk_locations(Vec::new());
+            match put {
+                Ok(()) => break g,
+                Err(StoreError::FleetConflict) if attempt < fleet::MAX_ATTEMPTS => {
+                    drop(g);
+                    fleet::backoff(attempt);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let info = rec.info();
         self.catalog
             .write()
@@ -826,6 +867,21 @@ impl Registry {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
+        match self.read_chunk_range_here(id, len, offset, size) {
+            Err(ChunkReadError::Missing) if self.fetch_missing(id)? => {
+                self.read_chunk_range_here(id, len, offset, size)
+            }
+            other => other,
+        }
+    }
+
+    fn read_chunk_range_here(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+    ) -> Result<Vec<u8>, ChunkReadError> {
         self.store
             .with_sealed_chunk(id, |sealed| {
                 let h = crate::crypt::ChunkHeader::parse(sealed).map_err(ChunkReadError::Crypt)?;
@@ -842,6 +898,15 @@ impl Registry {
     }
 
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
+        match self.read_chunk_here(id, expected_len) {
+            Err(ChunkReadError::Missing) if self.fetch_missing(id)? => {
+                self.read_chunk_here(id, expected_len)
+            }
+            other => other,
+        }
+    }
+
+    fn read_chunk_here(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
         // Opened straight from RocksDB's pinned buffer: the ciphertext is copied once, into the
         // plaintext buffer, instead of into a `Vec` first.
         let plain = self
@@ -1085,10 +1150,14 @@ impl Registry {
     // ---- keys ----
 
     pub fn trust_key(&self, c: &Caller, req: TrustKey) -> Result<TrustedKey> {
+        self.retrying(|| self.trust_key_once(c, req.clone()))
+    }
+
+    fn trust_key_once(&self, c: &Caller, req: TrustKey) -> Result<TrustedKey> {
         // Keys are trusted store-wide, so this needs admin on every model.
         self.require(c, None, Permission::Admin, "trust signing keys")?;
         // Serialised with the other record writers (key rotation re-seals this column family).
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let (uid, user) = resolve_user(&req.user)
             .ok_or_else(|| RegistryError::NotFound(format!("no user named {}", req.user)))?;
         if let Some(k) = self
@@ -1119,8 +1188,12 @@ impl Registry {
     /// Stops trusting a key: versions it signed then fail `verify` ("no longer trusted"), and
     /// its approvals no longer count at promotion.
     pub fn untrust_key(&self, c: &Caller, req: arca_core::api::UntrustKey) -> Result<TrustedKey> {
+        self.retrying(|| self.untrust_key_once(c, req.clone()))
+    }
+
+    fn untrust_key_once(&self, c: &Caller, req: arca_core::api::UntrustKey) -> Result<TrustedKey> {
         self.require(c, None, Permission::Admin, "untrust signing keys")?;
-        let _g = lock(&self.commit_lock);
+        let _g = self.commit_guard()?;
         let (uid, _) = resolve_user(&req.user)
             .ok_or_else(|| RegistryError::NotFound(format!("no user named {}", req.user)))?;
         let k = self
@@ -1212,4 +1285,7 @@ pub enum ChunkReadError {
     Length,
     #[error(transparent)]
     Store(StoreError),
+    /// A fleet host could not fetch the chunk from the object store in time.
+    #[error("chunk is not cached here and the fleet's object store did not deliver it: {0}")]
+    Unavailable(String),
 }

@@ -51,8 +51,20 @@ impl Registry {
 
     /// `arca key rotate-dek`: a new data key, then every chunk and record re-sealed under it in
     /// the background. Asked while a rotation is unfinished, it resumes that one.
+    /// Key rotation changes keys every host of a fleet must share; it is not built for fleets
+    /// yet, and half of it on one host would cut that host off from the others' entries.
+    fn refuse_in_fleet(&self, what: &str) -> Result<()> {
+        if self.fleet.is_some() {
+            return Err(RegistryError::BadRequest(format!(
+                "`arca key {what}` is not available on a fleet host yet: the fleet's keys live in its object store and every host holds them (docs/operations.md, \"Fleet\")"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn rotate_dek(self: &Arc<Self>, c: &Caller) -> Result<RotationProgress> {
         self.require(c, None, Permission::Admin, "rotate the data key")?;
+        self.refuse_in_fleet("rotate-dek")?;
         let unfinished = self.store.rotation()?.filter(|s| s.finished_at.is_none());
         if unfinished.is_none() {
             let event = ev(c, EventKind::KeyChange).detail("action", "rotate-dek");
@@ -171,6 +183,7 @@ impl Registry {
     /// path), every wrapped key rewrapped under it in one write.
     pub fn rotate_kek(&self, c: &Caller, path: &Path) -> Result<KekRotated> {
         self.require(c, None, Permission::Admin, "rotate the key-encryption key")?;
+        self.refuse_in_fleet("rotate-kek")?;
         let _g = lock(&self.commit_lock);
         let new_file = std::path::PathBuf::from(format!("{}.new", path.display()));
         // A `.new` left by an interrupted rotation that never reached the store is stale: the

@@ -61,6 +61,26 @@ impl Registry {
             current_data_key: self.store.keys().current_key_id(),
             rotation: self.rotation_progress()?,
             audit_events: audit,
+            fleet: self.fleet.as_ref().map(|f| {
+                let st = f.status();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                arca_core::api::FleetStatus {
+                    host: f.cfg.host.clone(),
+                    endpoint: f.remote.current_endpoint().to_owned(),
+                    applied_seq: st.applied,
+                    lag_secs: (st.last_ok_ms > 0)
+                        .then(|| now.saturating_sub(st.last_ok_ms) as f64 / 1000.0),
+                    store_error: st.last_error,
+                    store_errors: f.remote.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    halted: st.halted,
+                    chunks_fetched: st.chunks_fetched,
+                    bytes_fetched: st.bytes_fetched,
+                    integrity_failures: st.integrity_failures,
+                }
+            }),
         })
     }
 }

@@ -231,10 +231,24 @@ impl Store {
     /// `by`, else the batch's last) and sealed bound to that event (`binding.rs`).
     pub(super) fn commit_audited(
         &self,
+        b: Batch,
+        drafts: Vec<Draft>,
+        records: Vec<RecordPut>,
+        sync: bool,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.commit_audited_opt(b, drafts, records, sync, true)
+    }
+
+    /// `commit_audited`; `publish`: on a fleet host, a change with records is first published
+    /// as the fleet's next log entry (`fleet.rs`), and committed here only once it won its seq.
+    /// Applying another host's entry does not publish it again.
+    pub(super) fn commit_audited_opt(
+        &self,
         mut b: Batch,
         mut drafts: Vec<Draft>,
         records: Vec<RecordPut>,
         sync: bool,
+        publish: bool,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let owner = |r: &RecordPut| r.by.unwrap_or(drafts.len().wrapping_sub(1));
         if records.iter().any(|r| owner(r) >= drafts.len()) {
@@ -243,6 +257,13 @@ impl Store {
             ));
         }
         let owners: Vec<usize> = records.iter().map(owner).collect();
+        if publish && !records.is_empty() {
+            if let Some(p) = self.publisher.get() {
+                // Before the chain lock: the network round trip must not hold up the events
+                // that reads append meanwhile.
+                self.publish_change(p, &mut b, &mut drafts, &records, &owners)?;
+            }
+        }
         for (r, i) in records.iter().zip(&owners) {
             drafts[*i].records.push(RecordWrite {
                 cf: r.cf.name().into(),

@@ -35,10 +35,12 @@ pub enum Cf {
     /// before the chunk is written, and again when a version using it is removed. GC examines
     /// only these; a commit takes its new chunks out in the batch that references them.
     Gc,
+    /// Fleet hosts only: where each fleet chunk sits in the object store's packs.
+    Locs,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 9] = [
         Cf::Meta,
         Cf::Chunks,
         Cf::Versions,
@@ -47,6 +49,7 @@ impl Cf {
         Cf::Audit,
         Cf::AuditIdx,
         Cf::Gc,
+        Cf::Locs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Cf {
             Cf::Audit => "audit",
             Cf::AuditIdx => "audit_idx",
             Cf::Gc => "gc",
+            Cf::Locs => "locs",
         }
     }
 }

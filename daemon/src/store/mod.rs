@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod binding;
+pub mod fleet;
 pub mod kv;
 pub mod rotate;
 
@@ -51,6 +52,12 @@ pub enum StoreError {
     /// The state directory was tampered with in a way that makes it unsafe to open.
     #[error("{0}")]
     Refused(String),
+    /// Fleet: another host's change took the log's next seq; nothing was written.
+    #[error("another host changed the registry at the same moment")]
+    FleetConflict,
+    /// Fleet: the object store did not answer; nothing was written anywhere.
+    #[error("the fleet's object store is unreachable, so state changes are refused until it answers again (nothing was changed): {0}")]
+    FleetUnavailable(String),
 }
 
 /// A mutable record written by an audited commit: sealed there, bound to the event that names
@@ -108,6 +115,18 @@ pub struct Store {
     event_counts: [std::sync::atomic::AtomicU64; arca_core::audit::EventKind::ALL.len()],
     /// Row → newest event that wrote it; updated under the chain lock.
     bindings: std::sync::RwLock<Bindings>,
+    /// Fleet hosts: publishes each change to the fleet's log before it is committed here.
+    publisher: std::sync::OnceLock<std::sync::Arc<dyn fleet::Publisher>>,
+    /// Fleet hosts: the chunk locations the next published change announces.
+    staged_locs: std::sync::Mutex<Vec<crate::fleet::log::Located>>,
+}
+
+/// The keys a fleet host's store must hold (the fleet's, from its keys object): a new store is
+/// created with them; an existing one must already hold them.
+pub struct SeedKeys {
+    pub id_key: SecretBytes,
+    pub deks: Vec<(u32, SecretBytes)>,
+    pub current: u32,
 }
 
 /// A version row the audit trail vouches for that is gone: the model and version its newest
@@ -142,6 +161,16 @@ fn dek_label(id: u32) -> String {
 impl Store {
     /// Opens (creating on first use) the store in `state_dir`.
     pub fn open(state_dir: &Path, kek: Kek) -> Result<Self, StoreError> {
+        Self::open_with(state_dir, kek, None)
+    }
+
+    /// `open`; with `seed`, a new store is created holding those keys (a fleet's), and an
+    /// existing one is refused unless it holds them.
+    pub fn open_with(
+        state_dir: &Path,
+        kek: Kek,
+        seed: Option<&SeedKeys>,
+    ) -> Result<Self, StoreError> {
         let kek_ref = &kek;
         let io = |source| StoreError::Io {
             path: state_dir.to_owned(),
@@ -167,9 +196,22 @@ impl Store {
                         cf.name()
                     )));
                 }
-                Self::initialise(&kv, kek_ref)?
+                Self::initialise(&kv, kek_ref, seed)?
             }
-            Some(f) if f == FORMAT_VALUE || f == FORMAT_V1 => Self::load_keys(&kv, kek_ref)?,
+            Some(f) if f == FORMAT_VALUE || f == FORMAT_V1 => {
+                let keys = Self::load_keys(&kv, kek_ref)?;
+                if let Some(seed) = seed {
+                    let theirs = Keyring::new(Vec::new(), seed.current, seed.id_key.clone());
+                    if theirs.chunk_id(b"arca fleet key probe")
+                        != keys.chunk_id(b"arca fleet key probe")
+                    {
+                        return Err(StoreError::Refused(
+                            "this state directory holds a store with keys of its own, not the fleet's: a host joins a fleet with an empty state directory".into(),
+                        ));
+                    }
+                }
+                keys
+            }
             Some(_) => {
                 return Err(StoreError::Corrupt(
                     "state directory holds an unknown store format".into(),
@@ -187,6 +229,8 @@ impl Store {
             kek: std::sync::RwLock::new(kek),
             seal_gate: std::sync::RwLock::new(()),
             bindings: Default::default(),
+            publisher: Default::default(),
+            staged_locs: Default::default(),
         };
         if created {
             store.record_creation()?;
@@ -307,17 +351,29 @@ impl Store {
     }
 
     /// First open: new data key 1 and id key, wrapped, written with the format marker in one batch.
-    fn initialise(kv: &Kv, kek: &Kek) -> Result<Keyring, StoreError> {
-        let dek = SecretBytes::random()?;
-        let idk = SecretBytes::random()?;
+    /// With `seed`, the fleet's keys instead of new ones.
+    fn initialise(kv: &Kv, kek: &Kek, seed: Option<&SeedKeys>) -> Result<Keyring, StoreError> {
+        let (deks, current, idk) = match seed {
+            Some(s) => (
+                s.deks
+                    .iter()
+                    .map(|(i, k)| (*i, k.clone()))
+                    .collect::<Vec<_>>(),
+                s.current,
+                s.id_key.clone(),
+            ),
+            None => (vec![(1, SecretBytes::random()?)], 1, SecretBytes::random()?),
+        };
         let mut b = Batch::default();
-        b.put(
-            Cf::Meta,
-            dek_label(1).as_bytes(),
-            kek.wrap(&dek_label(1), &dek)?,
-        );
+        for (id, dek) in &deks {
+            b.put(
+                Cf::Meta,
+                dek_label(*id).as_bytes(),
+                kek.wrap(&dek_label(*id), dek)?,
+            );
+        }
         b.put(Cf::Meta, ID_KEY.as_bytes(), kek.wrap(ID_KEY, &idk)?);
-        b.put(Cf::Meta, DEK_CURRENT, 1u32.to_le_bytes().to_vec());
+        b.put(Cf::Meta, DEK_CURRENT, current.to_le_bytes().to_vec());
         // The audit signing key is made here and only here (`audit_signing_key`).
         let audit = SecretBytes::random()?;
         b.put(
@@ -327,7 +383,7 @@ impl Store {
         );
         b.put(Cf::Meta, FORMAT_KEY, FORMAT_VALUE.to_vec());
         kv.commit(b)?;
-        Ok(Keyring::new(vec![(1, dek)], 1, idk))
+        Ok(Keyring::new(deks, current, idk))
     }
 
     fn load_keys(kv: &Kv, kek: &Kek) -> Result<Keyring, StoreError> {

@@ -1,0 +1,336 @@
+//! The fleet's log: one ordered, signed, sealed and hash-chained entry per state change.
+//!
+//! An entry is what one host's RocksDB batch would have been on its own: the audit events of
+//! the change, the sealed records it puts or deletes (as plaintext JSON inside the entry's own
+//! seal), and where the chunks it made part of the fleet sit in packs. It is stored at
+//! `log/<seq>` with a create-only put: the host that creates `log/N` first defines the N-th
+//! change; the others re-read, re-check and retry.
+//!
+//! What a host checks before it applies entry N (`open_entry`): the object's shape; the signer
+//! is a pinned host key (config `[fleet.hosts]`) and signed this seq and these sealed bytes; the
+//! body opens under the fleet's data key bound to seq N (so a body cannot be moved to another
+//! seq); its seq is N and its host is the name pinned with the key; and (the caller) its `prev`
+//! is the hash of the entry N-1 it applied. Layout: docs/format.md, "Fleet log entries".
+
+use std::collections::BTreeMap;
+
+use arca_core::audit::{Draft, EventKind};
+use arca_core::id::{ChunkId, EntryHash, RowKey};
+use arca_core::name::{ModelName, ModelVersion};
+use arca_core::sign::{PublicKey, SecretKey, Signature};
+
+use super::pack::ChunkLoc;
+use crate::crypt::{CryptError, Keyring};
+
+pub const LOG_MAGIC: &[u8; 4] = b"arcL";
+pub const LOG_FORMAT: u8 = 1;
+/// magic, format, seq (u64 BE), signer public key, signature.
+const HEADER: usize = 4 + 1 + 8 + 32 + 64;
+const SIGN_TAG: &[u8] = b"arca fleet log entry v1\0";
+/// The `prev` of entry 1.
+pub const GENESIS: EntryHash = EntryHash([0u8; 32]);
+
+/// The object key of entry `seq`: zero-padded so that key order is seq order.
+pub fn entry_key(seq: u64) -> String {
+    format!("log/{seq:020}")
+}
+
+/// The seq an object key names, if it is a log entry's key.
+pub fn seq_of_key(key: &str) -> Option<u64> {
+    let s = key.strip_prefix("log/")?;
+    (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// An audit event as an entry carries it (a `Draft`: the applying host's chain places it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventWire {
+    pub kind: EventKind,
+    pub model: Option<ModelName>,
+    pub version: Option<ModelVersion>,
+    pub user: String,
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+    pub details: BTreeMap<String, String>,
+}
+
+impl EventWire {
+    pub fn from_draft(d: &Draft) -> Self {
+        Self {
+            kind: d.kind,
+            model: d.model.clone(),
+            version: d.version.clone(),
+            user: d.user.clone(),
+            uid: d.uid,
+            pid: d.pid,
+            details: d.details.clone(),
+        }
+    }
+
+    pub fn to_draft(&self) -> Draft {
+        let mut d = Draft::new(self.kind, self.user.clone());
+        d.model = self.model.clone();
+        d.version = self.version.clone();
+        d.uid = self.uid;
+        d.pid = self.pid;
+        d.details = self.details.clone();
+        d
+    }
+}
+
+/// A record the change puts (`json`) or deletes (`None`), named by event `by`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordWire {
+    pub cf: String,
+    pub row: RowKey,
+    pub json: Option<String>,
+    pub by: usize,
+}
+
+/// A chunk this change made part of the fleet, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Located {
+    pub id: ChunkId,
+    #[serde(flatten)]
+    pub loc: ChunkLoc,
+}
+
+/// The plaintext of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub prev: EntryHash,
+    /// The writing host's name, as pinned with its key.
+    pub host: String,
+    pub at_ms: u64,
+    pub events: Vec<EventWire>,
+    pub records: Vec<RecordWire>,
+    pub chunks: Vec<Located>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log entry {seq}: {why}")]
+    Malformed { seq: u64, why: String },
+    #[error("log entry {seq} is signed by a key no `[fleet.hosts]` entry pins ({key})")]
+    UnknownSigner { seq: u64, key: String },
+    #[error("log entry {seq}: the signature does not verify")]
+    BadSignature { seq: u64 },
+    #[error("log entry {seq}: the sealed body does not open under the fleet's keys for this seq: {source}")]
+    Sealed { seq: u64, source: CryptError },
+    #[error("log entry {seq}: signed by host {signer}'s key but names host {named}")]
+    WrongHost {
+        seq: u64,
+        signer: String,
+        named: String,
+    },
+}
+
+/// The hash that entry `seq + 1` must name as its `prev`.
+pub fn entry_hash(bytes: &[u8]) -> EntryHash {
+    let mut h = blake3::Hasher::new_derive_key("arca 2026 fleet log entry hash v1");
+    h.update(bytes);
+    EntryHash(*h.finalize().as_bytes())
+}
+
+fn signed_message(seq: u64, sealed: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGN_TAG.len() + 8 + 32);
+    m.extend_from_slice(SIGN_TAG);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(blake3::hash(sealed).as_bytes());
+    m
+}
+
+/// The stored bytes of an entry: sealed under the fleet's current data key, bound to its seq,
+/// and signed by this host.
+pub fn seal_entry(keys: &Keyring, host_key: &SecretKey, e: &Entry) -> Result<Vec<u8>, LogError> {
+    let json = serde_json::to_vec(e).map_err(|err| LogError::Malformed {
+        seq: e.seq,
+        why: err.to_string(),
+    })?;
+    let sealed = keys
+        .seal_record("log", &e.seq.to_be_bytes(), &json)
+        .map_err(|source| LogError::Sealed { seq: e.seq, source })?;
+    let sig = host_key.sign_message(&signed_message(e.seq, &sealed));
+    let mut out = Vec::with_capacity(HEADER + sealed.len());
+    out.extend_from_slice(LOG_MAGIC);
+    out.push(LOG_FORMAT);
+    out.extend_from_slice(&e.seq.to_be_bytes());
+    out.extend_from_slice(host_key.public().as_bytes());
+    out.extend_from_slice(&sig.to_bytes());
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Opens the stored bytes of entry `seq` and checks everything but its place in the chain
+/// (its `prev`, which the caller compares with the hash of the entry it applied before).
+pub fn open_entry(
+    keys: &Keyring,
+    hosts: &BTreeMap<String, PublicKey>,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Entry, LogError> {
+    let bad = |why: &str| LogError::Malformed {
+        seq,
+        why: why.to_owned(),
+    };
+    if bytes.len() < HEADER || &bytes[..4] != LOG_MAGIC || bytes[4] != LOG_FORMAT {
+        return Err(bad("not a format-1 log entry"));
+    }
+    let stored_seq = u64::from_be_bytes(bytes[5..13].try_into().map_err(|_| bad("seq"))?);
+    if stored_seq != seq {
+        return Err(bad(&format!("stored at seq {seq} but says {stored_seq}")));
+    }
+    let key_bytes: [u8; 32] = bytes[13..45].try_into().map_err(|_| bad("key"))?;
+    let sig_bytes: [u8; 64] = bytes[45..109].try_into().map_err(|_| bad("signature"))?;
+    let sealed = &bytes[HEADER..];
+    let signer_key = PublicKey::from_bytes(&key_bytes).map_err(|_| bad("signer key"))?;
+    let signer = hosts
+        .iter()
+        .find(|(_, k)| **k == signer_key)
+        .map(|(name, _)| name.clone())
+        .ok_or_else(|| LogError::UnknownSigner {
+            seq,
+            key: signer_key.to_string(),
+        })?;
+    signer_key
+        .verify_message(
+            &signed_message(seq, sealed),
+            &Signature::from_bytes(&sig_bytes),
+        )
+        .map_err(|_| LogError::BadSignature { seq })?;
+    let json = keys
+        .open_record("log", &seq.to_be_bytes(), sealed)
+        .map_err(|source| LogError::Sealed { seq, source })?;
+    let e: Entry = serde_json::from_slice(&json).map_err(|err| bad(&err.to_string()))?;
+    if e.seq != seq {
+        return Err(bad("the body names another seq"));
+    }
+    if e.host != signer {
+        return Err(LogError::WrongHost {
+            seq,
+            signer,
+            named: e.host,
+        });
+    }
+    if e.records.iter().any(|r| r.by >= e.events.len()) {
+        return Err(bad("a record no event of the entry names"));
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretBytes;
+
+    fn keys(dek: u8) -> Keyring {
+        Keyring::new(
+            vec![(1, SecretBytes::from_array([dek; 32]))],
+            1,
+            SecretBytes::from_array([2; 32]),
+        )
+    }
+
+    fn entry(seq: u64, prev: EntryHash, host: &str) -> Entry {
+        let d = Draft::new(EventKind::Promotion, "alice")
+            .model(&"resnet".parse().unwrap())
+            .version(&"1.0.0".parse().unwrap())
+            .detail("to", "production");
+        Entry {
+            seq,
+            prev,
+            host: host.into(),
+            at_ms: 1,
+            events: vec![EventWire::from_draft(&d)],
+            records: vec![RecordWire {
+                cf: "versions".into(),
+                row: RowKey([5; 32]),
+                json: Some("{\"x\":1}".into()),
+                by: 0,
+            }],
+            chunks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_every_tampering_is_named() {
+        let k = keys(1);
+        let a = SecretKey::from_seed(&[10; 32]);
+        let b = SecretKey::from_seed(&[11; 32]);
+        let rogue = SecretKey::from_seed(&[12; 32]);
+        let hosts: BTreeMap<String, PublicKey> =
+            [("a".to_string(), a.public()), ("b".to_string(), b.public())].into();
+        let e1 = entry(1, GENESIS, "a");
+        let s1 = seal_entry(&k, &a, &e1).unwrap();
+        let back = open_entry(&k, &hosts, 1, &s1).unwrap();
+        assert_eq!(back, e1);
+        assert_eq!(back.events[0].to_draft().details["to"], "production");
+
+        // Moved to another seq: the header says so; with the header rewritten, the seal does.
+        assert!(matches!(
+            open_entry(&k, &hosts, 2, &s1),
+            Err(LogError::Malformed { .. })
+        ));
+        let mut moved = s1.clone();
+        moved[5..13].copy_from_slice(&2u64.to_be_bytes());
+        assert!(matches!(
+            open_entry(&k, &hosts, 2, &moved),
+            Err(LogError::BadSignature { .. })
+        ));
+        // A flipped byte anywhere in the sealed body.
+        let mut flipped = s1.clone();
+        let n = flipped.len();
+        flipped[n - 40] ^= 1;
+        assert!(matches!(
+            open_entry(&k, &hosts, 1, &flipped),
+            Err(LogError::BadSignature { .. })
+        ));
+        // A key no host pins, even with a valid seal (someone holding the fleet KEK).
+        let forged = seal_entry(&k, &rogue, &entry(1, GENESIS, "a")).unwrap();
+        assert!(matches!(
+            open_entry(&k, &hosts, 1, &forged),
+            Err(LogError::UnknownSigner { .. })
+        ));
+        // Host b claiming to be a.
+        let claimed = seal_entry(&k, &b, &entry(1, GENESIS, "a")).unwrap();
+        assert!(matches!(
+            open_entry(&k, &hosts, 1, &claimed),
+            Err(LogError::WrongHost { .. })
+        ));
+        // Signed by a pinned host but sealed under another fleet's keys.
+        let other = seal_entry(&keys(9), &a, &e1).unwrap();
+        assert!(matches!(
+            open_entry(&k, &hosts, 1, &other),
+            Err(LogError::Sealed { .. })
+        ));
+        // A body re-signed for another seq does not open there (the seal binds the seq).
+        let mut resigned = s1[HEADER..].to_vec();
+        let sig = a.sign_message(&signed_message(2, &resigned));
+        let mut obj = Vec::new();
+        obj.extend_from_slice(LOG_MAGIC);
+        obj.push(LOG_FORMAT);
+        obj.extend_from_slice(&2u64.to_be_bytes());
+        obj.extend_from_slice(a.public().as_bytes());
+        obj.extend_from_slice(&sig.to_bytes());
+        obj.append(&mut resigned);
+        assert!(matches!(
+            open_entry(&k, &hosts, 2, &obj),
+            Err(LogError::Sealed { .. })
+        ));
+        // Truncated.
+        assert!(open_entry(&k, &hosts, 1, &s1[..HEADER - 1]).is_err());
+        assert!(open_entry(&k, &hosts, 1, &s1[..s1.len() - 1]).is_err());
+        // The chain: the hash changes with any byte.
+        assert_ne!(entry_hash(&s1), entry_hash(&flipped));
+    }
+
+    #[test]
+    fn keys_sort_in_seq_order() {
+        assert!(entry_key(9) < entry_key(10));
+        assert_eq!(seq_of_key(&entry_key(12345)), Some(12345));
+        assert_eq!(seq_of_key("log/12"), None);
+        assert_eq!(seq_of_key("packs/x"), None);
+    }
+}

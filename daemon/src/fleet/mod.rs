@@ -1,0 +1,483 @@
+//! A fleet: many arcad hosts sharing one registry through an S3 object store.
+//!
+//! What lives in the store (below the configured prefix; docs/format.md, "Fleet objects"):
+//! - `fleet/keys`: the fleet's id key and data keys, wrapped by the fleet KEK that every host
+//!   holds. Created once, create-only, by the first host to start.
+//! - `packs/<pack id>`: immutable packs of sealed chunks (`pack.rs`).
+//! - `log/<seq>`: the ordered, signed, sealed, hash-chained log of state changes (`log.rs`).
+//!
+//! Each host's RocksDB is a verified replica of the log plus a cache of chunks
+//! (`store/fleet.rs`). This module talks to the store only through `remote.rs`.
+
+pub mod log;
+pub mod pack;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arca_core::id::{ChunkId, PackId};
+use arca_core::sign::PublicKey;
+use bytes::Bytes;
+
+use crate::keys::{Kek, SecretBytes};
+use crate::remote::{Remote, RemoteConfig, RemoteError};
+use crate::store::fleet::{PublishError, Publisher};
+use crate::store::{SeedKeys, Store};
+use log::{entry_hash, entry_key, open_entry, Located};
+use pack::PackBuilder;
+
+/// The `[fleet]` section of the configuration.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// This host's name in the fleet (pinned with its key in every host's `[fleet.hosts]`).
+    pub host: String,
+    pub remote: RemoteConfig,
+    /// Every host's name and entry-signing public key (`arcad --host-key` prints a host's).
+    pub hosts: BTreeMap<String, PublicKey>,
+    /// How often a host looks for new entries.
+    pub poll: Duration,
+}
+
+const KEYS_OBJECT: &str = "fleet/keys";
+/// A missing chunk is fetched with the chunks after it in its pack, up to this many bytes, in
+/// one ranged GET: a sequential reader then costs 64 requests per GiB at most.
+const EXTENT: u64 = 16 << 20;
+/// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
+/// arca's back) and the newest applied entry read again (to notice it replaced).
+const AUDIT_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("fleet keys: {0}")]
+    Keys(String),
+    /// The log holds something this host will not apply; it keeps serving what it has.
+    #[error("the fleet's log is halted on this host: {0}")]
+    Halted(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A fetched chunk failed authentication: never cached, never served.
+    #[error("chunk {chunk} in pack {pack} failed authentication: {why}")]
+    Integrity {
+        chunk: ChunkId,
+        pack: PackId,
+        why: String,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The fleet's key object: wrapped keys, hex-encoded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeysObject {
+    format: u32,
+    current: u32,
+    id_key: String,
+    deks: BTreeMap<u32, String>,
+}
+
+const IDK_LABEL: &str = "fleet-idk";
+fn dek_label(id: u32) -> String {
+    format!("fleet-dek/{id}")
+}
+
+/// Reads the fleet's keys, creating them (create-only: one host's set wins) if the fleet is new.
+pub fn load_or_create_keys(remote: &Remote, kek: &Kek) -> Result<SeedKeys, FleetError> {
+    let bytes = match remote.get(KEYS_OBJECT) {
+        Ok((b, _)) => b,
+        Err(RemoteError::NotFound(_)) => {
+            let idk = SecretBytes::random().map_err(|e| FleetError::Keys(e.to_string()))?;
+            let dek = SecretBytes::random().map_err(|e| FleetError::Keys(e.to_string()))?;
+            let wrap = |label: &str, k: &SecretBytes| {
+                kek.wrap(label, k)
+                    .map(hex::encode)
+                    .map_err(|e| FleetError::Keys(e.to_string()))
+            };
+            let obj = KeysObject {
+                format: 1,
+                current: 1,
+                id_key: wrap(IDK_LABEL, &idk)?,
+                deks: [(1, wrap(&dek_label(1), &dek)?)].into(),
+            };
+            let json = serde_json::to_vec(&obj).map_err(|e| FleetError::Keys(e.to_string()))?;
+            match remote.create(KEYS_OBJECT, Bytes::from(json)) {
+                Ok(_) => tracing::info!("fleet: created the fleet's keys"),
+                // Another host created them first: theirs stand.
+                Err(RemoteError::Exists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            remote.get(KEYS_OBJECT)?.0
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let obj: KeysObject = serde_json::from_slice(&bytes)
+        .map_err(|e| FleetError::Keys(format!("{KEYS_OBJECT} is malformed: {e}")))?;
+    if obj.format != 1 {
+        return Err(FleetError::Keys(format!(
+            "{KEYS_OBJECT} has unknown format {}",
+            obj.format
+        )));
+    }
+    let unwrap = |label: &str, hexed: &str| {
+        let raw = hex::decode(hexed).map_err(|_| FleetError::Keys(format!("{label}: not hex")))?;
+        kek.unwrap_key(label, &raw).map_err(|_| {
+            FleetError::Keys(format!(
+                "{KEYS_OBJECT}: {label} does not unwrap with this host's KEK: the KEK is not the fleet's, or the object was replaced"
+            ))
+        })
+    };
+    let id_key = unwrap(IDK_LABEL, &obj.id_key)?;
+    let mut deks = Vec::new();
+    for (id, w) in &obj.deks {
+        deks.push((*id, unwrap(&dek_label(*id), w)?));
+    }
+    if !obj.deks.contains_key(&obj.current) {
+        return Err(FleetError::Keys(format!(
+            "{KEYS_OBJECT} lacks its current data key"
+        )));
+    }
+    Ok(SeedKeys {
+        id_key,
+        deks,
+        current: obj.current,
+    })
+}
+
+/// What `status` and `/metrics` show about the fleet.
+#[derive(Debug, Clone, Default)]
+pub struct FleetState {
+    /// Newest entry applied here.
+    pub applied: u64,
+    /// Entries applied since start (this host's own included).
+    pub entries_applied: u64,
+    /// When the log was last read successfully (ms since the epoch; 0: never).
+    pub last_ok_ms: u64,
+    /// The last failure to reach the store, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Why this host stopped applying the log (a fork, a gap, an entry that does not check).
+    pub halted: Option<String>,
+    /// Chunks and bytes fetched from packs; chunks that failed authentication.
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    pub integrity_failures: u64,
+}
+
+pub struct Fleet {
+    pub cfg: FleetConfig,
+    pub remote: Remote,
+    /// Pinned hosts, this one included.
+    hosts: BTreeMap<String, PublicKey>,
+    state: Mutex<FleetState>,
+    last_audit: Mutex<Option<Instant>>,
+    /// One fetch per pack at a time: concurrent misses in one pack wait for the first and then
+    /// find their chunks cached (single flight).
+    fetching: Mutex<HashMap<PackId, Arc<Mutex<()>>>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn pack_key(p: &PackId) -> String {
+    format!("packs/{p}")
+}
+
+impl Fleet {
+    /// `own` is this host's entry-signing key; if the config pins this host's name, it must
+    /// pin this key.
+    pub fn new(cfg: FleetConfig, remote: Remote, own: PublicKey) -> Result<Self, FleetError> {
+        let mut hosts = cfg.hosts.clone();
+        match hosts.get(&cfg.host) {
+            Some(k) if *k != own => {
+                return Err(FleetError::Config(format!(
+                    "[fleet.hosts] pins host {} to key {k}, but this host's key is {own} (`arcad --host-key` prints it)",
+                    cfg.host
+                )))
+            }
+            _ => {
+                hosts.insert(cfg.host.clone(), own);
+            }
+        }
+        if let Some((name, _)) = hosts.iter().find(|(n, k)| **k == own && **n != cfg.host) {
+            return Err(FleetError::Config(format!(
+                "[fleet.hosts] pins this host's key to host {name}, but this host is {}",
+                cfg.host
+            )));
+        }
+        Ok(Self {
+            cfg,
+            remote,
+            hosts,
+            state: Mutex::new(FleetState::default()),
+            last_audit: Mutex::new(None),
+            fetching: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FleetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> FleetState {
+        self.state().clone()
+    }
+
+    fn halt(&self, why: String) -> FleetError {
+        tracing::error!(
+            "fleet: {why}; this host stops applying the log and keeps serving what it has"
+        );
+        let mut s = self.state();
+        if s.halted.is_none() {
+            s.halted = Some(why.clone());
+        }
+        FleetError::Halted(s.halted.clone().unwrap_or(why))
+    }
+
+    fn note_remote(&self, r: &Result<(), RemoteError>) {
+        let mut s = self.state();
+        match r {
+            Ok(()) => {
+                s.last_ok_ms = now_ms();
+                s.last_error = None;
+            }
+            Err(e) => s.last_error = Some(e.to_string()),
+        }
+    }
+
+    /// Applies every entry after the newest applied one, in order. Returns how many it applied.
+    /// Stops (and halts this host's replica) at the first entry that does not check out: a bad
+    /// signature or seal, an unknown signer, a `prev` that is not the entry applied before it (a
+    /// fork), a gap, or the newest applied entry replaced in the store.
+    pub fn catch_up(&self, store: &Store) -> Result<usize, FleetError> {
+        if let Some(h) = self.state().halted.clone() {
+            return Err(FleetError::Halted(h));
+        }
+        let (mut seq, mut prev) = store.applied()?;
+        let mut n = 0;
+        loop {
+            let next = seq + 1;
+            let got = self.remote.get(&entry_key(next));
+            let bytes = match got {
+                Ok((b, _)) => b,
+                Err(RemoteError::NotFound(_)) => break,
+                Err(e) => {
+                    self.note_remote(&Err(RemoteError::Unreachable(e.to_string())));
+                    return Err(e.into());
+                }
+            };
+            let e = open_entry(store.keys(), &self.hosts, next, &bytes)
+                .map_err(|e| self.halt(format!("{e}")))?;
+            if e.prev != prev {
+                return Err(self.halt(format!(
+                    "fork at log entry {seq}: entry {next} (by host {}) chains to {}, but the entry {seq} applied here is {prev}: two entries claim seq {seq}",
+                    e.host, e.prev
+                )));
+            }
+            let hash = entry_hash(&bytes);
+            store.apply_entry(&e, hash)?;
+            tracing::info!(seq = next, host = %e.host, events = e.events.len(), "fleet: applied log entry");
+            seq = next;
+            prev = hash;
+            n += 1;
+        }
+        self.note_remote(&Ok(()));
+        {
+            let mut s = self.state();
+            s.applied = seq;
+            s.entries_applied += n as u64;
+        }
+        self.audit_log(store, seq)?;
+        Ok(n)
+    }
+
+    /// Every `AUDIT_EVERY`: the log must hold nothing past a missing entry (a gap: an entry
+    /// deleted behind arca's back), and the newest applied entry must still be the bytes this
+    /// host applied (not replaced: two entries for one seq).
+    fn audit_log(&self, store: &Store, seq: u64) -> Result<(), FleetError> {
+        {
+            let mut last = self.last_audit.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < AUDIT_EVERY) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let later = self.remote.list_after("log/", &format!("{:020}", seq))?;
+        if let Some(l) = later.iter().find_map(|l| log::seq_of_key(&l.key)) {
+            if l > seq + 1
+                || later
+                    .iter()
+                    .all(|x| log::seq_of_key(&x.key) != Some(seq + 1))
+            {
+                return Err(self.halt(format!(
+                    "gap in the log: entry {} is missing but entry {l} exists (an entry was deleted from the store)",
+                    seq + 1
+                )));
+            }
+        }
+        if seq > 0 {
+            let (_, applied_hash) = store.applied()?;
+            match self.remote.get(&entry_key(seq)) {
+                Ok((b, _)) if entry_hash(&b) == applied_hash => {}
+                Ok((b, _)) => {
+                    return Err(self.halt(format!(
+                        "fork at log entry {seq}: the store now holds {} there, but this host applied {applied_hash}: two entries claim seq {seq}",
+                        entry_hash(&b)
+                    )))
+                }
+                Err(RemoteError::NotFound(_)) => {
+                    return Err(self.halt(format!(
+                        "log entry {seq}, applied here, is gone from the store (deleted behind arca's back)"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the chunks among `ids` that the fleet does not have yet into packs, uploads them
+    /// (create-only) and returns their locations, for the entry that will reference them.
+    pub fn upload(&self, store: &Store, ids: &[ChunkId]) -> Result<Vec<Located>, FleetError> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut b = PackBuilder::new();
+        for id in ids {
+            if !seen.insert(*id) || store.chunk_loc(id)?.is_some() {
+                continue;
+            }
+            let added = store.with_sealed_chunk(id, |sealed| b.add(*id, sealed))?;
+            match added {
+                Some(r) => r.map_err(|e| FleetError::Config(e.to_string()))?,
+                None => {
+                    return Err(FleetError::Store(crate::store::StoreError::Corrupt(
+                        format!("chunk {id} of the version is not in the local store"),
+                    )))
+                }
+            }
+            if b.full() {
+                out.extend(self.put_pack(store, std::mem::take(&mut b))?);
+            }
+        }
+        if !b.is_empty() {
+            out.extend(self.put_pack(store, b)?);
+        }
+        Ok(out)
+    }
+
+    fn put_pack(&self, store: &Store, b: PackBuilder) -> Result<Vec<Located>, FleetError> {
+        let pack::FinishedPack { name, bytes, locs } = b
+            .finish(store.keys())
+            .map_err(|e| FleetError::Config(e.to_string()))?;
+        let n = bytes.len();
+        match self.remote.create(&pack_key(&name), Bytes::from(bytes)) {
+            // The name is a keyed hash of the bytes: an existing pack of that name is this one.
+            Ok(_) | Err(RemoteError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(pack = %name, bytes = n, chunks = locs.len(), "fleet: pack uploaded");
+        Ok(locs
+            .into_iter()
+            .map(|(id, loc)| Located { id, loc })
+            .collect())
+    }
+
+    /// Fetches a chunk this host does not hold from its pack, with the chunks after it in the
+    /// pack (one ranged GET of up to `EXTENT` bytes), authenticating each before it is cached.
+    /// `Ok(false)`: the fleet has no location for it.
+    pub fn fetch(&self, store: &Store, id: &ChunkId) -> Result<bool, FleetError> {
+        let Some(loc) = store.chunk_loc(id)? else {
+            return Ok(false);
+        };
+        let gate = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(loc.pack)
+            .or_default()
+            .clone();
+        let _one = gate.lock().unwrap_or_else(|p| p.into_inner());
+        if store.has_chunk(id)? {
+            return Ok(true);
+        }
+        let mut extent = store.pack_extent(&loc, EXTENT)?;
+        if extent.first().map(|(c, _)| c) != Some(id) {
+            // The location rows disagree with each other: fetch the one chunk.
+            extent = vec![(*id, loc)];
+        }
+        // Stop before the first chunk already cached (a reader that skipped ahead).
+        let mut keep = 1;
+        while keep < extent.len() && !store.has_chunk(&extent[keep].0)? {
+            keep += 1;
+        }
+        extent.truncate(keep);
+        let start = extent[0].1.offset;
+        let last = extent[extent.len() - 1].1;
+        let end = last.offset + last.len as u64;
+        let bytes = self.remote.get_range(&pack_key(&loc.pack), start..end)?;
+        let mut fetched = 0u64;
+        for (cid, l) in &extent {
+            let at = (l.offset - start) as usize;
+            let env = &bytes[at..at + l.len as usize];
+            if let Err(e) = store.keys().open_chunk(cid, env) {
+                self.state().integrity_failures += 1;
+                if cid == id {
+                    return Err(FleetError::Integrity {
+                        chunk: *cid,
+                        pack: loc.pack,
+                        why: e.to_string(),
+                    });
+                }
+                // A later chunk of the extent: not cached; its own read will report it.
+                break;
+            }
+            store.put_fetched_chunk(cid, env)?;
+            fetched += 1;
+        }
+        let mut s = self.state();
+        s.chunks_fetched += fetched;
+        s.bytes_fetched += bytes.len() as u64;
+        Ok(true)
+    }
+}
+
+impl Publisher for Fleet {
+    fn host(&self) -> &str {
+        &self.cfg.host
+    }
+
+    fn publish(&self, seq: u64, bytes: &[u8]) -> Result<(), PublishError> {
+        if let Some(h) = self.state().halted.clone() {
+            return Err(PublishError::Other(format!(
+                "this host's replica of the log is halted ({h}); not writing on top of it"
+            )));
+        }
+        let key = entry_key(seq);
+        let r = match self.remote.create(&key, Bytes::copy_from_slice(bytes)) {
+            Ok(_) => Ok(()),
+            Err(RemoteError::Exists(_)) => {
+                // Ours, if an earlier attempt landed and only its answer was lost.
+                match self.remote.get(&key) {
+                    Ok((b, _)) if &b[..] == bytes => Ok(()),
+                    Ok(_) => Err(PublishError::Conflict),
+                    Err(e) => Err(PublishError::Unavailable(e.to_string())),
+                }
+            }
+            Err(e) => Err(PublishError::Unavailable(e.to_string())),
+        };
+        self.note_remote(&match &r {
+            Err(PublishError::Unavailable(m)) => Err(RemoteError::Unreachable(m.clone())),
+            _ => Ok(()),
+        });
+        if r.is_ok() {
+            let mut s = self.state();
+            s.applied = seq;
+            s.entries_applied += 1;
+        }
+        r
+    }
+}

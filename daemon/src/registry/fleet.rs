@@ -1,0 +1,156 @@
+//! The registry on a fleet host: every state change first catches up with the fleet's log and
+//! re-runs its checks against that state; a change that loses the race for the log's next seq
+//! (another host's change came first) catches up again and re-runs them, so permissions, four
+//! eyes, at most one production version, max versions and "the same version pushed twice" are
+//! decided against every host's changes, not only this host's. A background poller applies
+//! other hosts' entries and reloads the catalog, so the mount flips `production` on its own.
+//! Chunks this host lacks are fetched from packs on first read (`Fleet::fetch`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_core::ChunkId;
+
+use super::{lock, ChunkReadError, Registry, RegistryError, Result};
+use crate::fleet::{Fleet, FleetError};
+use crate::store::StoreError;
+
+/// Attempts of one change against a log that other hosts keep extending.
+pub(super) const MAX_ATTEMPTS: u32 = 32;
+
+/// A short, growing, jittered pause before trying a lost change again, so hosts that collided
+/// do not collide again in lockstep.
+pub(super) fn backoff(attempt: u32) {
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    let base = 5u64 << attempt.min(5);
+    let jitter = u16::from_le_bytes(r) as u64 % (base + 1);
+    std::thread::sleep(Duration::from_millis(base + jitter));
+}
+
+/// A fleet failure as the registry reports it: the store unreachable or the replica halted
+/// refuses the change with one clear line; nothing was changed.
+pub(super) fn unavailable(e: FleetError) -> RegistryError {
+    match e {
+        FleetError::Store(s) => RegistryError::Store(s),
+        other => RegistryError::Store(StoreError::FleetUnavailable(other.to_string())),
+    }
+}
+
+impl Registry {
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// The commit lock; on a fleet host, held only after this host applied every entry in the
+    /// log, so the checks that follow see the fleet's state.
+    pub(super) fn commit_guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        let g = lock(&self.commit_lock);
+        if let Some(f) = &self.fleet {
+            self.catch_up_locked(f).map_err(unavailable)?;
+        }
+        Ok(g)
+    }
+
+    /// Runs a state-changing operation; on a fleet host, again (from its permission check on)
+    /// when another host's change took the log's next seq first.
+    pub(super) fn retrying<R>(&self, mut op: impl FnMut() -> Result<R>) -> Result<R> {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(RegistryError::Store(StoreError::FleetConflict)) if attempt < MAX_ATTEMPTS => {
+                    backoff(attempt);
+                    attempt += 1;
+                }
+                Err(RegistryError::Store(StoreError::FleetConflict)) => {
+                    return Err(RegistryError::Store(StoreError::FleetUnavailable(format!(
+                        "{MAX_ATTEMPTS} attempts lost the race for the log's next entry to other hosts' changes"
+                    ))))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Applies new entries (the commit lock held) and, if there were any, reloads the catalog
+    /// and the access table from the store and republishes the mount.
+    fn catch_up_locked(&self, f: &Fleet) -> std::result::Result<usize, FleetError> {
+        let n = f.catch_up(&self.store)?;
+        if n > 0 {
+            self.reload().map_err(|e| match e {
+                RegistryError::Store(s) => FleetError::Store(s),
+                other => FleetError::Config(other.to_string()),
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// One poll: apply what other hosts wrote. Called by the fleet poller thread.
+    pub fn poll_fleet(&self) -> std::result::Result<usize, FleetError> {
+        let Some(f) = &self.fleet else { return Ok(0) };
+        let _g = lock(&self.commit_lock);
+        self.catch_up_locked(f)
+    }
+
+    /// Rebuilds the catalog and the access table from the store (after applying entries).
+    fn reload(&self) -> Result<()> {
+        let (catalog, broken) = Self::load_catalog(&self.store)?;
+        for b in &broken {
+            tracing::error!("not serving a version: {}", b.why);
+        }
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+        let access = self.store.access_table()?;
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = access;
+        self.access_changed();
+        self.changed();
+        Ok(())
+    }
+
+    /// A chunk missing here: fetched from its pack if the fleet has it. `Ok(true)`: it is now
+    /// cached (authenticated); `Ok(false)`: no fleet, or the fleet does not know it.
+    pub(super) fn fetch_missing(&self, id: &ChunkId) -> std::result::Result<bool, ChunkReadError> {
+        let Some(f) = &self.fleet else {
+            return Ok(false);
+        };
+        match f.fetch(&self.store, id) {
+            Ok(found) => Ok(found),
+            Err(FleetError::Integrity { chunk, pack, why }) => {
+                tracing::error!(chunk = %chunk, pack = %pack, "fleet: a fetched chunk failed authentication: {why}; not cached, not served");
+                Err(ChunkReadError::Crypt(
+                    crate::crypt::CryptError::Authentication,
+                ))
+            }
+            Err(FleetError::Store(s)) => Err(ChunkReadError::Store(s)),
+            Err(e) => Err(ChunkReadError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Applies other hosts' entries every `poll` until the process ends.
+pub fn spawn_poller(registry: Arc<Registry>) {
+    let Some(poll) = registry.fleet().map(|f| f.cfg.poll) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("arca-fleet-poll".into())
+        .spawn(move || {
+            let mut last_error = String::new();
+            loop {
+                match registry.poll_fleet() {
+                    Ok(_) => last_error.clear(),
+                    Err(e) => {
+                        // Once per distinct failure, not once per poll.
+                        let text = e.to_string();
+                        if text != last_error {
+                            tracing::warn!("fleet: {text}");
+                            last_error = text;
+                        }
+                    }
+                }
+                std::thread::sleep(poll);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("fleet: cannot start the poller: {e}");
+    }
+}

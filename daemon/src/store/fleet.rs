@@ -1,0 +1,308 @@
+//! The store's side of a fleet: this host's RocksDB as a verified replica of the fleet's log.
+//!
+//! - A change with records (a version, a role, a policy, a trusted key, a deletion) is first
+//!   published as the next log entry (`Publisher`): sealed and signed here, created in the
+//!   object store by the fleet module with a create-only put. Only once it won its seq is it
+//!   committed locally, in one batch with the applied marker, so "applied up to N" and the
+//!   state of entry N are one atomic write. A lost race is `StoreError::FleetConflict`: nothing
+//!   was written; the registry catches up and re-runs the operation's checks.
+//! - Entries of other hosts are applied by `apply_entry` through the same audited commit
+//!   (their events enter this host's trail with `fleet_seq` and `fleet_host` details; their
+//!   records are bound to those events as local ones are).
+//! - Where each fleet chunk sits (pack, offset, length) is kept in the `locs` column family;
+//!   a chunk fetched from a pack is authenticated by the caller before `put_fetched_chunk`.
+//!
+//! Events without records (reads, refusals) stay in this host's own trail.
+
+use std::sync::Arc;
+
+use arca_core::audit::Draft;
+use arca_core::id::{ChunkId, EntryHash, PackId, RowKey};
+
+use super::kv::{Batch, Cf};
+use super::{RecordPut, Store, StoreError};
+use crate::fleet::log::{self, Entry, EventWire, Located, RecordWire, GENESIS};
+use crate::fleet::pack::ChunkLoc;
+
+/// `meta` row: seq (u64 BE) and hash of the newest log entry applied here.
+const APPLIED: &[u8] = b"fleet-applied";
+/// `locs` rows: `c` + chunk id → `ChunkLoc`; `p` + pack id + offset (u64 BE) → chunk id and
+/// sealed length (u32 LE), for extent reads in pack order.
+const LOC_BY_CHUNK: u8 = b'c';
+const LOC_BY_PACK: u8 = b'p';
+
+/// Why publishing failed.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Another host's entry took the seq.
+    Conflict,
+    /// The object store did not answer: nothing was applied anywhere.
+    Unavailable(String),
+    Other(String),
+}
+
+/// Appends entries to the fleet's log (implemented by the fleet module, which owns the
+/// connection to the object store).
+pub trait Publisher: Send + Sync {
+    /// This host's name in the fleet.
+    fn host(&self) -> &str;
+    /// Creates entry `seq` with these stored bytes, only if no entry has that seq.
+    fn publish(&self, seq: u64, bytes: &[u8]) -> Result<(), PublishError>;
+}
+
+fn loc_by_chunk(id: &ChunkId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(LOC_BY_CHUNK);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn loc_by_pack(pack: &PackId, offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(41);
+    k.push(LOC_BY_PACK);
+    k.extend_from_slice(&pack.0);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The column families a log entry may write: the mutable records, nothing else (never keys,
+/// chunks or the trail itself).
+fn entry_cf(name: &str) -> Option<Cf> {
+    [Cf::Versions, Cf::Acl, Cf::Keys]
+        .into_iter()
+        .find(|cf| cf.name() == name)
+}
+
+impl Store {
+    /// Makes this store a fleet replica: from now on every change with records goes through
+    /// `p` first.
+    pub fn set_publisher(&self, p: Arc<dyn Publisher>) {
+        let _ = self.publisher.set(p);
+    }
+
+    pub fn in_fleet(&self) -> bool {
+        self.publisher.get().is_some()
+    }
+
+    /// This host's key for signing log entries: the daemon's audit key.
+    pub fn host_public_key(&self) -> arca_core::sign::PublicKey {
+        self.audit_key.public()
+    }
+
+    /// The seq and hash of the newest entry applied here (0 and `GENESIS` before the first).
+    pub fn applied(&self) -> Result<(u64, EntryHash), StoreError> {
+        match self.kv.get(Cf::Meta, APPLIED)? {
+            None => Ok((0, GENESIS)),
+            Some(v) if v.len() == 40 => {
+                let seq = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
+                let hash = EntryHash(v[8..].try_into().unwrap_or_default());
+                Ok((seq, hash))
+            }
+            Some(_) => Err(StoreError::Corrupt(
+                "the fleet's applied marker is malformed".into(),
+            )),
+        }
+    }
+
+    /// Chunk locations the next published entry announces (set by the registry, under its
+    /// commit lock, after uploading the packs that hold them).
+    pub fn stage_chunk_locations(&self, locs: Vec<Located>) {
+        *self.staged_locs.lock().unwrap_or_else(|p| p.into_inner()) = locs;
+    }
+
+    pub fn chunk_loc(&self, id: &ChunkId) -> Result<Option<ChunkLoc>, StoreError> {
+        Ok(self
+            .kv
+            .get(Cf::Locs, &loc_by_chunk(id))?
+            .and_then(|v| ChunkLoc::from_bytes(&v)))
+    }
+
+    /// The chunks stored in `from.pack` from `from.offset` on, in pack order, while they are
+    /// contiguous and their total stays within `max_bytes` (at least the first).
+    pub fn pack_extent(
+        &self,
+        from: &ChunkLoc,
+        max_bytes: u64,
+    ) -> Result<Vec<(ChunkId, ChunkLoc)>, StoreError> {
+        let start = loc_by_pack(&from.pack, from.offset);
+        let end = loc_by_pack(&from.pack, u64::MAX);
+        let mut out: Vec<(ChunkId, ChunkLoc)> = Vec::new();
+        let mut next = from.offset;
+        for item in self.kv.range(Cf::Locs, &start, &end, false) {
+            let (k, v) = item?;
+            if k.len() != 41 || v.len() != 36 {
+                return Err(StoreError::Corrupt("a malformed chunk location row".into()));
+            }
+            let offset = u64::from_be_bytes(k[33..41].try_into().unwrap_or_default());
+            let id = ChunkId(v[..32].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(v[32..36].try_into().unwrap_or_default());
+            if offset != next || (!out.is_empty() && offset + len as u64 - from.offset > max_bytes)
+            {
+                break;
+            }
+            out.push((
+                id,
+                ChunkLoc {
+                    pack: from.pack,
+                    offset,
+                    len,
+                },
+            ));
+            next = offset + len as u64;
+        }
+        Ok(out)
+    }
+
+    /// Stores a chunk fetched from a pack. The caller has authenticated it (AEAD of every
+    /// segment and the keyed id) against the id it asked for.
+    pub fn put_fetched_chunk(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
+        self.kv.put_chunk(id.as_bytes(), sealed)?;
+        Ok(())
+    }
+
+    /// Writes the applied marker and the entry's chunk locations into `b` (a chunk keeps the
+    /// first location the log gave it: both packs hold the same sealed bytes).
+    fn note_applied(
+        &self,
+        b: &mut Batch,
+        seq: u64,
+        hash: &EntryHash,
+        chunks: &[Located],
+    ) -> Result<(), StoreError> {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&hash.0);
+        b.put(Cf::Meta, APPLIED, v);
+        let mut seen = std::collections::HashSet::new();
+        for l in chunks {
+            if !seen.insert(l.id) || self.kv.contains(Cf::Locs, &loc_by_chunk(&l.id))? {
+                continue;
+            }
+            b.put(Cf::Locs, &loc_by_chunk(&l.id), l.loc.to_bytes().to_vec());
+            let mut v = Vec::with_capacity(36);
+            v.extend_from_slice(l.id.as_bytes());
+            v.extend_from_slice(&l.loc.len.to_le_bytes());
+            b.put(Cf::Locs, &loc_by_pack(&l.loc.pack, l.loc.offset), v);
+        }
+        Ok(())
+    }
+
+    /// Called by `commit_audited` for a change with records on a fleet host: publishes it as
+    /// the next entry and, having won the seq, adds the applied marker to the local batch and
+    /// the fleet details to its events.
+    pub(super) fn publish_change(
+        &self,
+        p: &Arc<dyn Publisher>,
+        b: &mut Batch,
+        drafts: &mut [Draft],
+        records: &[RecordPut],
+        owners: &[usize],
+    ) -> Result<(), StoreError> {
+        let (applied, prev) = self.applied()?;
+        let chunks =
+            std::mem::take(&mut *self.staged_locs.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut wire = Vec::with_capacity(records.len());
+        for (r, by) in records.iter().zip(owners) {
+            let json = match &r.json {
+                Some(j) => Some(String::from_utf8(j.clone()).map_err(|_| {
+                    StoreError::Corrupt(format!("a {} record is not UTF-8 JSON", r.cf.name()))
+                })?),
+                None => None,
+            };
+            wire.push(RecordWire {
+                cf: r.cf.name().into(),
+                row: RowKey(r.row),
+                json,
+                by: *by,
+            });
+        }
+        let entry = Entry {
+            seq: applied + 1,
+            prev,
+            host: p.host().to_owned(),
+            at_ms: now_ms(),
+            events: drafts.iter().map(EventWire::from_draft).collect(),
+            records: wire,
+            chunks,
+        };
+        let bytes = log::seal_entry(&self.keys, &self.audit_key, &entry)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Err(e) = p.publish(entry.seq, &bytes) {
+            // The staged locations belong to the change, which the registry retries.
+            *self.staged_locs.lock().unwrap_or_else(|e| e.into_inner()) = entry.chunks;
+            return Err(match e {
+                PublishError::Conflict => StoreError::FleetConflict,
+                PublishError::Unavailable(m) => StoreError::FleetUnavailable(m),
+                PublishError::Other(m) => StoreError::FleetUnavailable(m),
+            });
+        }
+        self.note_applied(b, entry.seq, &log::entry_hash(&bytes), &entry.chunks)?;
+        for d in drafts.iter_mut() {
+            d.details.insert("fleet_seq".into(), entry.seq.to_string());
+            d.details.insert("fleet_host".into(), entry.host.clone());
+        }
+        Ok(())
+    }
+
+    /// Applies entry `e` (opened and checked by the fleet module: signature, seal, seq) whose
+    /// stored bytes hash to `hash`: its records and events in one audited, synced write with
+    /// the applied marker. Refuses an entry that is not the next one or does not chain to the
+    /// one applied before it.
+    pub fn apply_entry(&self, e: &Entry, hash: EntryHash) -> Result<(), StoreError> {
+        let (applied, prev) = self.applied()?;
+        if e.seq != applied + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "log entry {} is not the next one (applied: {applied})",
+                e.seq
+            )));
+        }
+        if e.prev != prev {
+            return Err(StoreError::Corrupt(format!(
+                "log entry {} names {} as its predecessor, but entry {applied} applied here is {prev}",
+                e.seq, e.prev
+            )));
+        }
+        let mut records = Vec::with_capacity(e.records.len());
+        for r in &e.records {
+            let cf = entry_cf(&r.cf).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "log entry {} writes column family {:?}, which no entry may write",
+                    e.seq, r.cf
+                ))
+            })?;
+            records.push(RecordPut {
+                cf,
+                row: r.row.0,
+                json: r.json.as_ref().map(|j| j.as_bytes().to_vec()),
+                by: Some(r.by),
+            });
+        }
+        let drafts: Vec<Draft> = e
+            .events
+            .iter()
+            .map(|w| {
+                let mut d = w.to_draft();
+                d.details.insert("fleet_seq".into(), e.seq.to_string());
+                d.details.insert("fleet_host".into(), e.host.clone());
+                d
+            })
+            .collect();
+        if drafts.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "log entry {} has no event",
+                e.seq
+            )));
+        }
+        let mut b = Batch::default();
+        self.note_applied(&mut b, e.seq, &hash, &e.chunks)?;
+        self.commit_audited_opt(b, drafts, records, true, false)?;
+        Ok(())
+    }
+}
