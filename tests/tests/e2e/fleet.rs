@@ -179,3 +179,357 @@ fn conditional_writes_have_one_winner_across_gateways() {
     let (st, _, body) = request(a, "GET", key, &[], b"");
     assert_eq!((st, body.as_slice()), (200, &b"v2"[..]));
 }
+
+// ---- Three arcad hosts sharing one registry through the cluster (issue #10, second brick) ----
+
+use crate::harness::{pseudo_random, sha256_hex, user, TestEnv, User};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Instant;
+
+const BUCKET: &str = "arca-fleet-hosts";
+
+/// A fleet host's `[fleet]` section.
+fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|e| format!("\"http://{e}\""))
+        .collect();
+    let mut t = format!(
+        "[fleet]\nhost = \"{host}\"\nendpoints = [{}]\nbucket = \"{BUCKET}\"\npoll_ms = 200\ntimeout_secs = 3\n",
+        eps.join(", ")
+    );
+    if !pins.is_empty() {
+        t.push_str("[fleet.hosts]\n");
+        for (n, k) in pins {
+            t.push_str(&format!("{n} = \"{k}\"\n"));
+        }
+    }
+    t
+}
+
+/// Hosts `names`, each with its own state, socket and mount, all holding one KEK; each pins
+/// every host's entry-signing key. Started.
+fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
+    let mut hosts: Vec<TestEnv> = names.iter().map(|_| TestEnv::unstarted()).collect();
+    let kek = hosts[0].path().join("kek.key");
+    for h in &hosts[1..] {
+        std::fs::copy(&kek, h.path().join("kek.key")).expect("share the fleet KEK");
+    }
+    let mut pins = Vec::new();
+    for (i, h) in hosts.iter_mut().enumerate() {
+        let cfg = h.path().join("arcad.toml");
+        std::fs::write(&cfg, fleet_toml(names[i], &endpoints[i], &[])).unwrap();
+        h.daemon_args = vec!["--config".into(), cfg.to_str().unwrap().into()];
+        let t = Instant::now();
+        let out = h.arcad_once(&["--host-key"]);
+        assert!(
+            out.status.success(),
+            "arcad --host-key on {}: {}",
+            names[i],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "fleet: host {} set up (conditional-write check, keys) in {:?}",
+            names[i],
+            t.elapsed()
+        );
+        pins.push((
+            names[i].to_string(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ));
+    }
+    for (i, h) in hosts.iter_mut().enumerate() {
+        std::fs::write(
+            h.path().join("arcad.toml"),
+            fleet_toml(names[i], &endpoints[i], &pins),
+        )
+        .unwrap();
+        h.start();
+    }
+    hosts
+}
+
+/// Waits up to `secs` for `f` to hold; returns how long it took.
+fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "not within {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.elapsed()
+}
+
+fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> PathBuf {
+    let d = env.path().join(format!("model-{tag}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("model.safetensors"), pseudo_random(big, seed)).unwrap();
+    std::fs::write(d.join("config.json"), format!("{{\"seed\": {seed}}}")).unwrap();
+    for p in [
+        d.clone(),
+        d.join("model.safetensors"),
+        d.join("config.json"),
+    ] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(&p, Some(owner.uid.into()), Some(owner.gid.into())).unwrap();
+    }
+    d
+}
+
+/// The keys of the objects below `prefix` in the bucket.
+fn list_keys(gw: &str, prefix: &str) -> Vec<String> {
+    let (st, _, body) = request(
+        gw,
+        "GET",
+        &format!("/{BUCKET}?list-type=2&prefix={prefix}"),
+        &[],
+        b"",
+    );
+    assert_eq!(st, 200, "listing {prefix}");
+    let text = String::from_utf8_lossy(&body);
+    text.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn fleet_hosts_share_one_registry_through_the_object_store() {
+    let c = Cluster::start(18_500);
+    let (g0, g1) = (c.endpoints[0].as_str(), c.endpoints[1].as_str());
+    let (st, _, _) = request(g0, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200, "creating the bucket");
+    // A writes through gateway 0, B through gateway 1, C through both.
+    let hosts = fleet_hosts(&["a", "b", "c"], &[vec![g0], vec![g1], vec![g1, g0]]);
+    let (a, b, hc) = (&hosts[0], &hosts[1], &hosts[2]);
+
+    // A publisher with a key trusted on A and a role on A: both reach every host by the log.
+    let u = user("arca-e2e-fleet-pub");
+    a.trusted_key_for(&u);
+    a.ok(&["role", "assign", &u.name, "developer", "--model", "fm"]);
+    let big = 24 << 20;
+    let d = model_dir(a, &u, "fm1", big, 7001);
+    let out = a.arca_as(
+        &u,
+        &[
+            "push",
+            d.to_str().unwrap(),
+            "--name",
+            "fm",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "push on A: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packs = list_keys(g0, "arca/packs/");
+    assert!(!packs.is_empty(), "the push put packs in the store");
+    assert!(!list_keys(g0, "arca/log/").is_empty(), "and log entries");
+
+    // B approves and promotes (root on B is another signer than the publisher: four eyes).
+    let seen_b = within(10, "B sees the version pushed on A", || {
+        b.arca(&["show", "fm", "1.0.0"]).status.success()
+    });
+    println!("fleet: a version pushed on A was visible on B after {seen_b:?}");
+    b.root_key();
+    b.ok(&["promote", "fm", "1.0.0", "--to", "staging"]);
+    b.ok(&["approve", "fm", "1.0.0", "--ticket", "T-1"]);
+    b.ok(&[
+        "promote",
+        "fm",
+        "1.0.0",
+        "--to",
+        "production",
+        "--ticket",
+        "T-1",
+    ]);
+    let acked = Instant::now();
+    for (name, h) in [("A", a), ("C", hc)] {
+        let link = h.mnt().join("fm/production");
+        within(
+            3,
+            &format!("{name}'s production link flips within 3 s"),
+            || {
+                std::fs::read_link(&link)
+                    .map(|t| t == Path::new("1.0.0"))
+                    .unwrap_or(false)
+            },
+        );
+        println!(
+            "fleet: production flipped on {name} {:?} after B's acknowledgement",
+            acked.elapsed()
+        );
+    }
+
+    // C has none of the chunks: its mount fetches them from packs and serves identical bytes.
+    let original = std::fs::read(d.join("model.safetensors")).unwrap();
+    let served = std::fs::read(hc.mnt().join("fm/production/model.safetensors"))
+        .expect("read through C's mount");
+    assert_eq!(
+        sha256_hex(&served),
+        sha256_hex(&original),
+        "C's mount serves the pushed bytes"
+    );
+    let out_dir = hc.path().join("got");
+    hc.ok(&["get", "fm", "1.0.0", "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(
+        sha256_hex(&std::fs::read(out_dir.join("model.safetensors")).unwrap()),
+        sha256_hex(&original)
+    );
+    let history = hc.json(&["history", "fm"]);
+    assert!(
+        history.to_string().contains("production"),
+        "C's history shows B's promotion: {history}"
+    );
+
+    // Two hosts push one name and version at once: exactly one wins, and every host ends up
+    // with the winner's version.
+    a.root_key();
+    let pa = a.path().join("race-a");
+    let pb = b.path().join("race-b");
+    for (p, seed) in [(&pa, 1u64), (&pb, 2u64)] {
+        std::fs::create_dir_all(p).unwrap();
+        std::fs::write(p.join("w.bin"), pseudo_random(300_000, seed)).unwrap();
+    }
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| {
+            a.arca(&[
+                "push",
+                pa.to_str().unwrap(),
+                "--name",
+                "race",
+                "--version",
+                "1.0.0",
+            ])
+        });
+        let tb = s.spawn(|| {
+            b.arca(&[
+                "push",
+                pb.to_str().unwrap(),
+                "--name",
+                "race",
+                "--version",
+                "1.0.0",
+            ])
+        });
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(
+        ra.status.success() != rb.status.success(),
+        "exactly one of two racing pushes wins: A {} / B {}",
+        String::from_utf8_lossy(&ra.stderr),
+        String::from_utf8_lossy(&rb.stderr)
+    );
+    let loser = if ra.status.success() { &rb } else { &ra };
+    assert!(
+        String::from_utf8_lossy(&loser.stderr).contains("already has version 1.0.0"),
+        "the loser is told why: {}",
+        String::from_utf8_lossy(&loser.stderr)
+    );
+    let root_of = |h: &TestEnv| {
+        let mut v = serde_json::Value::Null;
+        within(10, "the race's version on every host", || {
+            match h.arca(&["--json", "show", "race", "1.0.0"]) {
+                o if o.status.success() => {
+                    v = serde_json::from_slice(&o.stdout).unwrap();
+                    true
+                }
+                _ => false,
+            }
+        });
+        v["merkle_root"].as_str().unwrap().to_owned()
+    };
+    let roots: Vec<String> = hosts.iter().map(root_of).collect();
+    assert!(
+        roots.iter().all(|r| *r == roots[0]),
+        "one winner everywhere: {roots:?}"
+    );
+
+    // Tampering at the store, behind arca's back: a flipped byte in a pack. C never served
+    // these chunks: its read fails (EIO), nothing corrupt is served, and the log says why.
+    let before: std::collections::HashSet<String> =
+        list_keys(g0, "arca/packs/").into_iter().collect();
+    let d2 = model_dir(a, &u, "fm2", 3 << 20, 7002);
+    let out = a.arca_as(
+        &u,
+        &[
+            "push",
+            d2.to_str().unwrap(),
+            "--name",
+            "fm",
+            "--version",
+            "2.0.0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new: Vec<String> = list_keys(g0, "arca/packs/")
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect();
+    assert_eq!(new.len(), 1, "one new pack for fm 2.0.0: {new:?}");
+    let path = format!("/{BUCKET}/{}", new[0]);
+    let (st, _, mut pack) = request(g0, "GET", &path, &[], b"");
+    assert_eq!(st, 200);
+    let mid = pack.len() / 2;
+    pack[mid] ^= 0x40;
+    let (st, _, _) = request(g0, "PUT", &path, &[], &pack);
+    assert_eq!(st, 200, "overwriting the pack behind arca's back");
+    within(10, "C sees fm 2.0.0", || {
+        hc.arca(&["show", "fm", "2.0.0"]).status.success()
+    });
+    let err = std::fs::read(hc.mnt().join("fm/2.0.0/model.safetensors"))
+        .expect_err("a corrupt pack is never served");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        hc.log().contains("failed authentication"),
+        "C's log names the failure:\n{}",
+        hc.log()
+    );
+    let get2 = hc.path().join("got2");
+    let out = hc.arca(&["get", "fm", "2.0.0", "--out", get2.to_str().unwrap()]);
+    assert!(!out.status.success(), "get of a corrupt pack fails");
+
+    // A log entry edited behind arca's back (the newest one, which every host applied): each
+    // host notices within seconds that the store's entry is not the one it applied, stops
+    // applying the log, refuses changes, and keeps serving what it has.
+    let logs = list_keys(g0, "arca/log/");
+    let last = logs.last().unwrap().clone();
+    let path = format!("/{BUCKET}/{last}");
+    let (_, _, mut entry) = request(g0, "GET", &path, &[], b"");
+    let n = entry.len();
+    entry[n - 10] ^= 1;
+    let (st, _, _) = request(g0, "PUT", &path, &[], &entry);
+    assert_eq!(st, 200);
+    // The two filers share metadata asynchronously: wait until the other gateway serves the
+    // edited entry too, so every host can see it.
+    within(10, "the edited entry through the other gateway", || {
+        request(g1, "GET", &path, &[], b"").2 == entry
+    });
+    for (name, h) in [("A", a), ("B", b), ("C", hc)] {
+        within(15, &format!("{name} reports the replaced entry"), || {
+            h.log().contains("two entries claim seq")
+        });
+    }
+    let err = hc.fails(&["promote", "fm", "2.0.0", "--to", "staging"]);
+    assert!(
+        err.contains("halted"),
+        "a change on a halted host is refused: {err}"
+    );
+    let again = std::fs::read(hc.mnt().join("fm/production/model.safetensors")).unwrap();
+    assert_eq!(
+        sha256_hex(&again),
+        sha256_hex(&original),
+        "cached data is still served"
+    );
+}

@@ -149,6 +149,13 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
+        let mut env = Self::unstarted();
+        env.start();
+        env
+    }
+
+    /// A test directory with its own KEK, the daemon not started (set `daemon_args` first).
+    pub fn unstarted() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("arca-e2e-")
             .tempdir_in("/var/tmp")
@@ -167,14 +174,30 @@ impl TestEnv {
             .expect("kek");
         writeln!(f, "arca-kek-v1:{}", hex::encode(key)).expect("write kek");
         std::fs::create_dir_all(dir.path().join("home-root")).expect("home");
-        let mut env = Self {
+        Self {
             dir,
             daemon: None,
             daemon_args: Vec::new(),
             daemon_env: Vec::new(),
-        };
-        env.start();
-        env
+        }
+    }
+
+    /// Runs arcad once with this environment's directories and `daemon_args`, plus `extra`
+    /// (e.g. `--host-key`), and returns what it printed.
+    pub fn arcad_once(&self, extra: &[&str]) -> Output {
+        Command::new(bin("arcad"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--key-file")
+            .arg(self.path().join("kek.key"))
+            .arg("--no-mount")
+            .args(&self.daemon_args)
+            .args(extra)
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run arcad")
     }
 
     pub fn path(&self) -> &Path {
