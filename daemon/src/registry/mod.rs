@@ -864,6 +864,19 @@ impl Registry {
         name: &ModelName,
         version: Option<&ModelVersion>,
     ) -> Result<VerifyReport> {
+        self.verify_with(c, name, version, &mut |_, _| {})
+    }
+
+    /// `verify`, calling `progress(checked, total)` with the plaintext bytes read so far: once
+    /// with 0 when the versions are found and pinned (an error before that is the whole answer),
+    /// then after every chunk.
+    pub fn verify_with(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: Option<&ModelVersion>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport> {
         self.require(c, Some(name), Permission::Read, "verify it")?;
         // The versions and their chunks are found and pinned in one step and stay pinned until
         // the report is done: a deletion and a collection meanwhile cannot make a chunk vanish
@@ -896,6 +909,13 @@ impl Registry {
                 .collect();
             Ok((recs, ids))
         })?;
+        let total = recs
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .map(|f| f.entry.size)
+            .sum();
+        let mut done = 0u64;
+        progress(done, total);
         let trusted = self.store.trusted_keys()?;
         let mut rep = VerifyReport {
             ok: true,
@@ -985,6 +1005,9 @@ impl Registry {
                             fail(&mut rep, Some(&f.entry.path), Some(cr.id), e.to_string());
                         }
                     }
+                    // A failed chunk counts too: it was examined, and the total must be reached.
+                    done += u64::from(cr.len);
+                    progress(done, total);
                 }
                 rep.bytes += h.len();
                 if chunk_failed {
