@@ -11,6 +11,7 @@ mod keys;
 mod lifecycle;
 mod offline;
 mod ops;
+mod progress;
 mod push;
 mod show;
 mod socket;
@@ -35,6 +36,10 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress bar on push, get and verify (results and errors are still printed). There is
+    /// none anyway when stderr is not a terminal or with --json.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -170,6 +175,7 @@ fn main() {
 /// Runs one command; the returned code is the process's exit status.
 async fn run(cli: Cli) -> Result<i32> {
     let json = cli.json;
+    let bars = progress::Show::new(cli.json, cli.quiet);
     if let Cmd::VerifyDir {
         dir,
         manifest,
@@ -184,12 +190,14 @@ async fn run(cli: Cli) -> Result<i32> {
         socket::TrustedPeers::new(cli.daemon_uid.as_deref())?,
     );
     match cli.cmd {
-        Cmd::Push(a) => push::run(&client, a, json).await,
+        Cmd::Push(a) => push::run(&client, a, json, bars).await,
         Cmd::Ls { name } => show::ls(&client, name.as_deref(), json).await,
         Cmd::Show { name, version } => show::show(&client, &name, &version, json).await,
-        Cmd::Get { name, version, out } => get::run(&client, &name, &version, &out, json).await,
+        Cmd::Get { name, version, out } => {
+            get::run(&client, &name, &version, &out, json, bars).await
+        }
         Cmd::Verify { name, version } => {
-            show::verify(&client, &name, version.as_deref(), json).await
+            show::verify(&client, &name, version.as_deref(), json, bars).await
         }
         Cmd::Key(k) => keys::run(&client, k, json).await,
         Cmd::Approve {
