@@ -9,6 +9,7 @@ mod escape;
 mod get;
 mod keys;
 mod lifecycle;
+mod manual;
 mod offline;
 mod ops;
 mod progress;
@@ -19,11 +20,15 @@ mod socket;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// arca: a secure model store.
+/// The control CLI of arca, a secure model store.
+///
+/// arca talks to arcad over its Unix socket; arcad learns who is calling from the socket itself
+/// and allows what the caller's roles grant. Each command has its own page: arca-push(1),
+/// arca-get(1), arca-verify(1) and so on; the daemon's is arcad(8).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "arca", version)]
 pub struct Cli {
     /// arcad's socket [default: the one /etc/arca/arcad.toml names if that file exists, else
     /// /run/arca/arcad.sock if it exists, else /var/tmp/arca-dev/arcad.sock]
@@ -136,6 +141,12 @@ enum Cmd {
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
     Stats,
+    /// Print the shell completion script for arca (e.g. `arca completions bash >
+    /// /usr/share/bash-completion/completions/arca`).
+    Completions { shell: clap_complete::Shell },
+    /// Write arca's man pages (arca.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +187,20 @@ fn main() {
 async fn run(cli: Cli) -> Result<i32> {
     let json = cli.json;
     let bars = progress::Show::new(cli.json, cli.quiet);
+    // These need no daemon, so no socket either.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            manual::completions(Cli::command(), *shell);
+            return Ok(0);
+        }
+        Cmd::Man { dir } => {
+            for p in manual::man_pages(Cli::command(), dir)? {
+                println!("{}", p.display());
+            }
+            return Ok(0);
+        }
+        _ => {}
+    }
     if let Cmd::VerifyDir {
         dir,
         manifest,
@@ -213,7 +238,9 @@ async fn run(cli: Cli) -> Result<i32> {
             python,
         }) => deps::verify(&client, &name, &version, &python, json).await,
         Cmd::Manifest { name, version } => offline::export(&client, &name, &version).await,
-        Cmd::VerifyDir { .. } => unreachable!("answered above"),
+        Cmd::VerifyDir { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+            unreachable!("answered above")
+        }
         Cmd::Rollback { name, to, reason } => {
             lifecycle::rollback(&client, &name, &to, &reason, json).await
         }

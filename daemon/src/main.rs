@@ -18,12 +18,16 @@ use arcad::registry::{Registry, RegistryOptions};
 use arcad::server::{metrics_router, router, serve_unix, Limits};
 use arcad::service;
 use arcad::store::{Store, StoreError};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::net::UnixListener;
 
-/// arcad: the arca model store daemon.
+/// The daemon of arca, a secure model store.
+///
+/// arcad keeps models as encrypted, deduplicated chunks in its state directory, serves the
+/// control API (used by arca(1)) on a Unix socket and mounts a read-only view of every version.
+/// Flags override the configuration file (--config); under systemd it runs as arcad.service.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "arcad", version)]
 struct Args {
     /// Directory holding the database (created if missing).
     #[arg(long)]
@@ -77,6 +81,12 @@ struct Args {
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print the shell completion script for arcad and exit (scripts/install.sh installs it).
+    #[arg(long, value_name = "SHELL", exclusive = true, hide = true)]
+    completions: Option<clap_complete::Shell>,
+    /// Print the arcad(8) man page (roff) and exit (scripts/install.sh installs it).
+    #[arg(long, exclusive = true, hide = true)]
+    man: bool,
 }
 
 fn main() -> Result<()> {
@@ -87,6 +97,19 @@ fn main() -> Result<()> {
     nix::sys::prctl::set_dumpable(false)
         .context("making arcad not dumpable (prctl PR_SET_DUMPABLE 0)")?;
     let args = Args::parse();
+    // Generated from these definitions, so they always match this binary; nothing is opened.
+    if let Some(shell) = args.completions {
+        clap_complete::generate(shell, &mut Args::command(), "arcad", &mut std::io::stdout());
+        return Ok(());
+    }
+    if args.man {
+        clap_mangen::Man::new(Args::command())
+            .section("8")
+            .manual("arca")
+            .render(&mut std::io::stdout())
+            .context("writing the man page")?;
+        return Ok(());
+    }
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {
         cfg.apply_file(p)?;
