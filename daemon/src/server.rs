@@ -381,7 +381,7 @@ async fn read_file(
         let _pins = pins;
         for cr in &file.chunks {
             let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
-                tracing::error!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
+                tracing::error!(arca_event = arca_core::audit::EventKind::IntegrityViolation.as_str(), model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
                 reg.integrity_event("get", &name, &version, Some(&file.entry.path), Some(&cr.id), &e.to_string());
                 format!("file {}: chunk {}: {e}", file.entry.path, cr.id)
             });

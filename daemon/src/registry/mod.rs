@@ -199,7 +199,7 @@ impl Registry {
                     }
                     Err(why) => {
                         let what = format!("{} {}: {why}", rec.metadata.name, rec.metadata.version);
-                        tracing::error!("not serving version {what}");
+                        tracing::error!(model = %rec.metadata.name, version = %rec.metadata.version, "not serving version {what}");
                         broken.push(BadVersion {
                             version: Some((rec.metadata.name.clone(), rec.metadata.version)),
                             why: what,
@@ -726,7 +726,7 @@ impl Registry {
             .entry(name.clone())
             .or_default()
             .insert(version.clone(), Arc::new(rec));
-        tracing::info!(model = %name, version = %version, user = %c.user, "version committed");
+        tracing::info!(arca_event = EventKind::Registration.as_str(), model = %name, version = %version, user = %c.user, "version committed");
         Ok(Committed {
             version: info,
             new_chunks: Some(up.written.len() as u64),
@@ -1100,7 +1100,16 @@ impl Registry {
         }
         rep.ok = rep.failures.is_empty();
         for f in &rep.failures {
-            tracing::warn!(model = %name, version = %f.version, file = ?f.file.as_ref().map(|p| p.to_string()), chunk = ?f.chunk.map(|c| c.to_string()), "integrity failure: {}", f.problem);
+            // Absent fields are left out (an `Option` field records only `Some`).
+            tracing::warn!(
+                arca_event = EventKind::IntegrityViolation.as_str(),
+                model = %name,
+                version = %f.version,
+                file = f.file.as_ref().map(|p| p.as_str()),
+                chunk = f.chunk.map(tracing::field::display),
+                "integrity failure: {}",
+                f.problem
+            );
         }
         Ok(rep)
     }
@@ -1135,7 +1144,7 @@ impl Registry {
             .detail("key_user", k.user.clone())
             .detail("fingerprint", k.fingerprint.clone());
         self.store.put_trusted_key(&k, vec![event])?;
-        tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
+        tracing::info!(arca_event = EventKind::KeyChange.as_str(), user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
         Ok(k)
     }
 
@@ -1162,7 +1171,7 @@ impl Registry {
             .detail("key_user", k.user.clone())
             .detail("fingerprint", k.fingerprint.clone());
         self.store.delete_trusted_key(&k, vec![event])?;
-        tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key untrusted");
+        tracing::info!(arca_event = EventKind::KeyChange.as_str(), user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key untrusted");
         Ok(k)
     }
 
