@@ -8,6 +8,7 @@ pub mod chunker;
 pub mod config;
 pub mod crypt;
 pub mod fuzz;
+pub mod journal;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;

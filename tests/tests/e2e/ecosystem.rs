@@ -1,7 +1,7 @@
 //! Issue #15: how arca fits a host's tools. Progress bars appear on a terminal and nowhere else
 //! (a pseudo-terminal from util-linux's `script` stands in for a person's); the completions parse
 //! and complete in bash, zsh and fish; the man pages install where `man` finds them and render
-//! without a warning. A missing tool fails its test, naming the package (scripts/test.sh installs
+//! without a warning; under systemd, arcad's log reaches journald with queryable fields. A missing tool fails its test, naming the package (scripts/test.sh installs
 //! them).
 
 use std::process::Command;
@@ -295,4 +295,194 @@ fn man_pages_render_without_warnings_and_install_in_place() {
     // Nested pages too (arca-key(1) lists arca-key-gen(1)); 38 pages in all as of issue #15.
     assert!(man1.join("arca-key-gen.1.gz").exists());
     assert!(pages.len() >= 38, "{} pages", pages.len());
+}
+
+/// The fields of one journald native-protocol datagram (systemd's JOURNAL_NATIVE_PROTOCOL):
+/// `KEY=value\n`, or, for a value that may hold a newline, `KEY\n`, its length as a 64-bit
+/// little-endian integer, the value and `\n`. A key may repeat.
+fn journal_fields(mut d: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let end = d
+            .iter()
+            .position(|&b| b == b'=' || b == b'\n')
+            .expect("a field name ends with '=' or a newline");
+        let key = String::from_utf8(d[..end].to_vec()).expect("an ASCII field name");
+        if d[end] == b'=' {
+            let rest = &d[end + 1..];
+            let nl = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("a newline after the value");
+            out.push((key, rest[..nl].to_vec()));
+            d = &rest[nl + 1..];
+        } else {
+            let rest = &d[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            out.push((key, rest[8..8 + len].to_vec()));
+            assert_eq!(rest[8 + len], b'\n', "a binary value ends with a newline");
+            d = &rest[8 + len + 1..];
+        }
+    }
+    out
+}
+
+fn field<'a>(rec: &'a [(String, Vec<u8>)], key: &str) -> Option<&'a str> {
+    rec.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| std::str::from_utf8(v).expect("a UTF-8 value"))
+}
+
+/// Every record sent to `sock` until it has been quiet for `quiet`.
+fn journal_records(
+    sock: &std::os::unix::net::UnixDatagram,
+    quiet: std::time::Duration,
+) -> Vec<Vec<(String, Vec<u8>)>> {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok(n) = sock.recv(&mut buf) {
+        // tracing-journald probes the socket with an empty datagram at start.
+        if n > 0 {
+            out.push(journal_fields(&buf[..n]));
+        }
+    }
+    out
+}
+
+/// arcad run inside a mount namespace of its own where `dir` is mounted on
+/// /run/systemd/journal, so that tracing-journald, which sends to journald's fixed socket path,
+/// reaches the test's socket instead. A tmpfs goes on /run first: the host may have no
+/// /run/systemd/journal to mount on (no systemd here), and arcad needs nothing else from /run.
+fn journal_wrapper(dir: &std::path::Path) -> Vec<String> {
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+         mount --bind \"$0\" /run/systemd/journal && exec \"$@\"",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.display().to_string()])
+    .collect()
+}
+
+#[test]
+fn journal_fields_of_a_real_integrity_failure() {
+    use std::os::unix::fs::MetadataExt;
+    need("unshare", "util-linux");
+    // The parser reads both forms of a field.
+    assert_eq!(
+        journal_fields(b"A=1\nB\n\x03\0\0\0\0\0\0\0x\ny\nA=2\n"),
+        vec![
+            ("A".to_string(), b"1".to_vec()),
+            ("B".to_string(), b"x\ny".to_vec()),
+            ("A".to_string(), b"2".to_vec()),
+        ]
+    );
+
+    let mut env = TestEnv::new();
+    env.root_key();
+    env.push_small("resnet", "1.0.0", 151, &[]);
+    env.stop();
+    // A bit flipped in a chunk of w.bin (200 kB: chunks of 8 KiB and more).
+    assert!(env.tamper("chunks", |v| v.len() > 8_000, |len| len / 2) > 0);
+
+    let dir = env.path().join("journal");
+    std::fs::create_dir(&dir).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind(dir.join("socket")).unwrap();
+    env.daemon_wrapper = journal_wrapper(&dir);
+    let quiet = std::time::Duration::from_millis(500);
+
+    // JOURNAL_STREAM set, but naming another file than arcad's stderr (the harness's log file):
+    // plain text on stderr, nothing on the journal's socket.
+    env.daemon_env = vec![("JOURNAL_STREAM".into(), "1:2".into())];
+    env.start();
+    env.fails(&["verify", "resnet"]);
+    env.stop();
+    assert!(
+        journal_records(&sock, quiet).is_empty(),
+        "sent to the journal although stderr is not it"
+    );
+    let text = env.log();
+    assert!(
+        text.contains("integrity failure") && text.contains("resnet"),
+        "{text}"
+    );
+
+    // JOURNAL_STREAM naming arcad's stderr, as systemd sets it: the native protocol.
+    let log = std::fs::metadata(env.path().join("arcad.log")).unwrap();
+    env.daemon_env = vec![(
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", log.dev(), log.ino()),
+    )];
+    let before = log.len();
+    env.start();
+    let err = env.fails(&["verify", "resnet"]);
+    assert!(err.contains("w.bin"), "{err}");
+    let out = env.path().join("journal-get");
+    env.fails(&["get", "resnet", "1.0.0", "--out", out.to_str().unwrap()]);
+    let records = journal_records(&sock, quiet);
+    env.stop();
+
+    let integrity: Vec<_> = records
+        .iter()
+        .filter(|r| field(r, "ARCA_EVENT") == Some("integrity_violation"))
+        .collect();
+    // One from verify (a warning), one from get (an error, the stream cut).
+    assert_eq!(integrity.len(), 2, "{records:?}");
+    // What `journalctl MODEL=resnet ARCA_EVENT=integrity_violation -o verbose` would show.
+    for r in &integrity {
+        let fields: Vec<String> = r
+            .iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+            .collect();
+        println!("JOURNAL|{}", fields.join("|"));
+    }
+    for r in &integrity {
+        assert_eq!(field(r, "MODEL"), Some("resnet"), "{r:?}");
+        assert_eq!(field(r, "VERSION"), Some("1.0.0"), "{r:?}");
+        assert_eq!(field(r, "FILE"), Some("w.bin"), "{r:?}");
+        let chunk = field(r, "CHUNK").expect("a CHUNK field");
+        assert!(
+            chunk.len() == 64 && chunk.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{chunk}"
+        );
+        assert_eq!(field(r, "SYSLOG_IDENTIFIER"), Some("arcad"));
+        assert!(
+            field(r, "MESSAGE").unwrap().contains("integrity failure"),
+            "{r:?}"
+        );
+        // No field under the crate's default F_ prefix.
+        assert!(r.iter().all(|(k, _)| !k.starts_with("F_")), "{r:?}");
+    }
+    let mut priorities: Vec<_> = integrity
+        .iter()
+        .map(|r| field(r, "PRIORITY").expect("a PRIORITY"))
+        .collect();
+    priorities.sort();
+    // Levels map to syslog priorities: ERROR 3 (get), WARN 4 (verify).
+    assert_eq!(priorities, ["3", "4"]);
+    // Every other record carries a priority too, and the start was logged.
+    assert!(records.iter().all(|r| field(r, "PRIORITY").is_some()));
+    assert!(
+        records
+            .iter()
+            .any(|r| field(r, "MESSAGE") == Some("arcad ready")),
+        "{records:?}"
+    );
+    // Nothing went to stderr as text while the journal was in use.
+    let after = std::fs::metadata(env.path().join("arcad.log"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        after,
+        before,
+        "text on stderr under the journal:\n{}",
+        env.log()
+    );
 }
