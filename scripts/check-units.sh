@@ -23,11 +23,24 @@ trap 'rm -rf "$tmp"' EXIT
 root=$tmp/root
 mkdir -p "$tmp/bin" "$root"
 
-# Stub binaries: verify only checks that ExecStart= commands exist and are executable.
-for b in arcad arca; do
-  printf '#!/bin/sh\nexit 0\n' >"$tmp/bin/$b"
-  chmod 0755 "$tmp/bin/$b"
-done
+# Stub binaries: verify only checks that ExecStart= commands exist and are executable. install.sh
+# also has them print their man pages and completions, so they print placeholders (the real ones
+# are checked by the e2e tests, ecosystem.rs).
+cat >"$tmp/bin/arca" <<'EOF'
+#!/bin/sh
+case "$1" in
+  man) mkdir -p "$2" && echo '.TH ARCA 1' >"$2/arca.1" ;;
+  completions) echo '# stub' ;;
+esac
+EOF
+cat >"$tmp/bin/arcad" <<'EOF'
+#!/bin/sh
+case "$1" in
+  --man) echo '.TH ARCAD 8' ;;
+  --completions) echo '# stub' ;;
+esac
+EOF
+chmod 0755 "$tmp/bin/arca" "$tmp/bin/arcad"
 bash scripts/install.sh --no-build --root "$root" --bin-dir "$tmp/bin" >"$tmp/install.log" 2>&1 ||
   {
     cat "$tmp/install.log" >&2

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs arca on a host, as root, on Debian: builds the binaries (unless --no-build), then puts
 # the binaries, the systemd unit, a default config and a key-encryption key in place and, on a
-# systemd host, enables and starts arcad.service. Idempotent: an existing config or key is never
-# overwritten; binaries, the unit and the docs are replaced.
+# systemd host, enables and starts arcad.service; also shell completions and man pages, which the
+# binaries generate. Idempotent: an existing config or key is never overwritten; binaries, the
+# unit, completions, man pages and the docs are replaced.
 #
 #   bash scripts/install.sh                      # build and install on this host
 #   bash scripts/install.sh --no-build           # install already-built binaries
@@ -120,6 +121,37 @@ put() {
 put "$bin_dir/arcad" "$R/usr/local/bin/arcad" 0755
 put "$bin_dir/arca" "$R/usr/local/bin/arca" 0755
 say "installed $R/usr/local/bin/arcad and $R/usr/local/bin/arca"
+
+# --- completions and man pages --------------------------------------------------------------
+# Both binaries print them from their own clap definitions, so they describe exactly what is
+# installed. Debian's places: bash-completion's, zsh's and fish's vendor directories, and man
+# pages gzipped (-n: no name or time stamp, as dh_compress does) in man1, and man8 for a daemon.
+gen=$(mktemp -d)
+trap 'rm -rf "$gen"' EXIT
+"$bin_dir/arca" man "$gen/man1" >/dev/null || die "arca man failed"
+[ -s "$gen/man1/arca.1" ] || die "arca man wrote no arca.1"
+"$bin_dir/arcad" --man >"$gen/arcad.8" || die "arcad --man failed"
+[ -s "$gen/arcad.8" ] || die "arcad --man printed nothing"
+for b in arca arcad; do
+  for shell in bash zsh fish; do
+    case $b in
+      arca) "$bin_dir/arca" completions "$shell" ;;
+      arcad) "$bin_dir/arcad" --completions "$shell" ;;
+    esac >"$gen/$b.$shell" || die "$b: generating $shell completions failed"
+    [ -s "$gen/$b.$shell" ] || die "$b: the $shell completions are empty"
+  done
+  put "$gen/$b.bash" "$R/usr/share/bash-completion/completions/$b" 0644
+  put "$gen/$b.zsh" "$R/usr/share/zsh/vendor-completions/_$b" 0644
+  put "$gen/$b.fish" "$R/usr/share/fish/vendor_completions.d/$b.fish" 0644
+done
+say "installed shell completions for bash, zsh and fish"
+# Pages of subcommands that no longer exist must not linger.
+rm -f "$R"/usr/share/man/man1/arca.1.gz "$R"/usr/share/man/man1/arca-*.1.gz
+for page in "$gen"/man1/*.1 "$gen/arcad.8"; do
+  gzip -9n "$page"
+  put "$page.gz" "$R/usr/share/man/man${page##*.}/$(basename "$page").gz" 0644
+done
+say "installed man pages: arca(1), arca-COMMAND(1) and arcad(8)"
 
 put systemd/arcad.service "$R/etc/systemd/system/arcad.service" 0644
 say "installed $R/etc/systemd/system/arcad.service (customise with 'systemctl edit arcad', not by editing it)"

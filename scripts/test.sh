@@ -3,7 +3,9 @@
 # binaries. Run as root on Debian (the e2e tests create local users and mount FUSE filesystems).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/deps.sh systemd
+# systemd for systemd-analyze; man-db and groff-base render the man pages with warnings on; zsh
+# and fish parse the completions (tests/tests/e2e/ecosystem.rs).
+. scripts/deps.sh systemd man-db groff-base zsh fish
 # One profile for everything (RocksDB's C++ build is shared); the target directory is set in
 # .cargo/config.toml, outside the clone, so later runs reuse it.
 cargo fmt --all -- --check

@@ -17,9 +17,11 @@ use arca_core::digest::FileHasher;
 use arca_core::manifest::FileEntry;
 use http_body_util::BodyExt;
 use hyper::Method;
+use indicatif::ProgressBar;
 
 use crate::client::{empty, enc, Client};
 use crate::escape::Term;
+use crate::progress::Show;
 
 pub async fn run(
     client: &Client,
@@ -27,6 +29,7 @@ pub async fn run(
     version: &str,
     out: &Path,
     json: bool,
+    show: Show,
 ) -> Result<i32> {
     let info: VersionInfo = client
         .get(&format!(
@@ -36,9 +39,18 @@ pub async fn run(
         ))
         .await?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let bar = crate::progress::bytes(info.total_size, show);
+    let mut fetched = Ok(());
     for f in &info.files {
-        fetch(client, name, version, f, out).await?;
+        bar.set_message(Term(&f.path).to_string());
+        fetched = fetch(client, name, version, f, out, &bar).await;
+        if fetched.is_err() {
+            break;
+        }
     }
+    // Cleared before any message, so an error is printed on a clean line.
+    bar.finish_and_clear();
+    fetched?;
     if json {
         println!(
             "{}",
@@ -64,6 +76,7 @@ async fn fetch(
     version: &str,
     f: &FileEntry,
     out: &Path,
+    bar: &ProgressBar,
 ) -> Result<()> {
     // RelPath has no '..', no absolute form and no empty component, so this stays under `out`.
     let dest = out.join(f.path.as_str());
@@ -74,7 +87,7 @@ async fn fetch(
         .and_then(|n| n.to_str())
         .context("bad file name")?;
     let tmp = dir.join(format!(".{file_name}.arca-partial-{}", std::process::id()));
-    let result = fetch_into(client, name, version, f, &tmp).await;
+    let result = fetch_into(client, name, version, f, &tmp, bar).await;
     match result {
         Ok(()) => {
             std::fs::rename(&tmp, &dest)
@@ -94,6 +107,7 @@ async fn fetch_into(
     version: &str,
     f: &FileEntry,
     tmp: &Path,
+    bar: &ProgressBar,
 ) -> Result<()> {
     let url = format!(
         "/v1/models/{}/versions/{}/file?path={}",
@@ -127,6 +141,7 @@ async fn fetch_into(
             h.update(&data);
             file.write_all(&data)
                 .with_context(|| format!("writing {}", tmp.display()))?;
+            bar.inc(data.len() as u64);
         }
     }
     let d = h.finish();

@@ -9,8 +9,10 @@ mod escape;
 mod get;
 mod keys;
 mod lifecycle;
+mod manual;
 mod offline;
 mod ops;
+mod progress;
 mod push;
 mod show;
 mod socket;
@@ -18,11 +20,15 @@ mod socket;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// arca: a secure model store.
+/// The control CLI of arca, a secure model store.
+///
+/// arca talks to arcad over its Unix socket; arcad learns who is calling from the socket itself
+/// and allows what the caller's roles grant. Each command has its own page: arca-push(1),
+/// arca-get(1), arca-verify(1) and so on; the daemon's is arcad(8).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "arca", version)]
 pub struct Cli {
     /// arcad's socket [default: the one /etc/arca/arcad.toml names if that file exists, else
     /// /run/arca/arcad.sock if it exists, else /var/tmp/arca-dev/arcad.sock]
@@ -35,6 +41,10 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress bar on push, get and verify (results and errors are still printed). There is
+    /// none anyway when stderr is not a terminal or with --json.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -131,6 +141,12 @@ enum Cmd {
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
     Stats,
+    /// Print the shell completion script for arca (e.g. `arca completions bash >
+    /// /usr/share/bash-completion/completions/arca`).
+    Completions { shell: clap_complete::Shell },
+    /// Write arca's man pages (arca.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +186,21 @@ fn main() {
 /// Runs one command; the returned code is the process's exit status.
 async fn run(cli: Cli) -> Result<i32> {
     let json = cli.json;
+    let bars = progress::Show::new(cli.json, cli.quiet);
+    // These need no daemon, so no socket either.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            manual::completions(Cli::command(), *shell);
+            return Ok(0);
+        }
+        Cmd::Man { dir } => {
+            for p in manual::man_pages(Cli::command(), dir)? {
+                println!("{}", p.display());
+            }
+            return Ok(0);
+        }
+        _ => {}
+    }
     if let Cmd::VerifyDir {
         dir,
         manifest,
@@ -184,12 +215,14 @@ async fn run(cli: Cli) -> Result<i32> {
         socket::TrustedPeers::new(cli.daemon_uid.as_deref())?,
     );
     match cli.cmd {
-        Cmd::Push(a) => push::run(&client, a, json).await,
+        Cmd::Push(a) => push::run(&client, a, json, bars).await,
         Cmd::Ls { name } => show::ls(&client, name.as_deref(), json).await,
         Cmd::Show { name, version } => show::show(&client, &name, &version, json).await,
-        Cmd::Get { name, version, out } => get::run(&client, &name, &version, &out, json).await,
+        Cmd::Get { name, version, out } => {
+            get::run(&client, &name, &version, &out, json, bars).await
+        }
         Cmd::Verify { name, version } => {
-            show::verify(&client, &name, version.as_deref(), json).await
+            show::verify(&client, &name, version.as_deref(), json, bars).await
         }
         Cmd::Key(k) => keys::run(&client, k, json).await,
         Cmd::Approve {
@@ -205,7 +238,9 @@ async fn run(cli: Cli) -> Result<i32> {
             python,
         }) => deps::verify(&client, &name, &version, &python, json).await,
         Cmd::Manifest { name, version } => offline::export(&client, &name, &version).await,
-        Cmd::VerifyDir { .. } => unreachable!("answered above"),
+        Cmd::VerifyDir { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+            unreachable!("answered above")
+        }
         Cmd::Rollback { name, to, reason } => {
             lifecycle::rollback(&client, &name, &to, &reason, json).await
         }

@@ -22,10 +22,11 @@ use clap::Args;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::Method;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::client::{empty, enc, Client};
 use crate::escape::Term;
+use crate::progress::Show;
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -234,7 +235,7 @@ fn build_metadata(a: &PushArgs) -> Result<PublishedMetadata> {
     Ok(md)
 }
 
-pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
+pub async fn run(client: &Client, a: PushArgs, json: bool, show: Show) -> Result<i32> {
     let metadata = build_metadata(&a)?;
     let key = if a.unsigned {
         None
@@ -261,7 +262,10 @@ pub async fn run(client: &Client, a: PushArgs, json: bool) -> Result<i32> {
         )
         .await?;
     let id = created.upload_id;
-    let result = upload_and_commit(client, &id, &files, total, &metadata, key.as_ref()).await;
+    let bar = crate::progress::bytes(total, show);
+    let result = upload_and_commit(client, &id, &files, &bar, &metadata, key.as_ref()).await;
+    // Also on failure, so the error is printed on a clean line.
+    bar.finish_and_clear();
     if result.is_err() {
         // Best effort: the daemon also drops idle uploads on its own.
         let _ = client
@@ -333,17 +337,10 @@ async fn upload_and_commit(
     client: &Client,
     id: &str,
     files: &[Source],
-    total: u64,
+    bar: &ProgressBar,
     metadata: &PublishedMetadata,
     key: Option<&arca_core::sign::SecretKey>,
 ) -> Result<Committed> {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-        )?
-        .progress_chars("=> "),
-    );
     let mut entries = Vec::with_capacity(files.len());
     for f in files {
         bar.set_message(Term(&f.rel).to_string());

@@ -1,13 +1,18 @@
 //! Read-only commands and their text output: ls, show, verify, whoami, stats; and `TextTable`,
 //! the table every command prints through.
 
-use anyhow::Result;
-use arca_core::api::{ModelSummary, StoreStats, VerifyReport, VersionInfo, VersionSummary, WhoAmI};
+use anyhow::{bail, Context, Result};
+use arca_core::api::{
+    ModelSummary, StoreStats, VerifyLine, VerifyReport, VersionInfo, VersionSummary, WhoAmI,
+};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use http_body_util::BodyExt;
 use hyper::Method;
+use indicatif::ProgressBar;
 
-use crate::client::{enc, Client};
+use crate::client::{empty, enc, Client};
 use crate::escape::Term;
+use crate::progress::Show;
 
 /// A text table whose cells are escaped for the terminal: its rows hold other people's strings.
 pub struct TextTable(Table);
@@ -199,12 +204,27 @@ pub async fn show(client: &Client, name: &str, version: &str, json: bool) -> Res
     Ok(0)
 }
 
-pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bool) -> Result<i32> {
+pub async fn verify(
+    client: &Client,
+    name: &str,
+    version: Option<&str>,
+    json: bool,
+    show: Show,
+) -> Result<i32> {
     let mut path = format!("/v1/models/{}/verify", enc(name));
     if let Some(v) = version {
         path.push_str(&format!("?version={}", enc(v)));
     }
-    let r: VerifyReport = client.json(Method::POST, &path, None::<&()>).await?;
+    let bar = crate::progress::bytes(0, show);
+    let r: VerifyReport = if bar.is_hidden() {
+        client.json(Method::POST, &path, None::<&()>).await?
+    } else {
+        // The daemon reads every chunk: only it can say how far it is.
+        let sep = if version.is_some() { '&' } else { '?' };
+        let r = verify_with_progress(client, &format!("{path}{sep}progress=true"), &bar).await;
+        bar.finish_and_clear();
+        r?
+    };
     if json {
         println!("{}", crate::escape::json(&r, false)?);
     } else {
@@ -229,6 +249,36 @@ pub async fn verify(client: &Client, name: &str, version: Option<&str>, json: bo
         );
     }
     Ok(if r.ok { 0 } else { 1 })
+}
+
+/// Reads `verify`'s NDJSON answer (`VerifyLine`s), moving `bar` with each progress line.
+async fn verify_with_progress(
+    client: &Client,
+    path: &str,
+    bar: &ProgressBar,
+) -> Result<VerifyReport> {
+    let resp = client
+        .send(Method::POST, path, empty(), "application/json")
+        .await?;
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.context("reading arcad's answer")?.into_data() {
+            buf.extend_from_slice(&data);
+        }
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            match serde_json::from_slice(&line).context("arcad's verify answer does not parse")? {
+                VerifyLine::Progress { checked, total } => {
+                    bar.set_length(total);
+                    bar.set_position(checked);
+                }
+                VerifyLine::Report(r) => return Ok(r),
+                VerifyLine::Error(e) => bail!(e.message),
+            }
+        }
+    }
+    bail!("arcad's verify answer ended before its report")
 }
 
 pub async fn whoami(client: &Client, json: bool) -> Result<i32> {

@@ -274,6 +274,21 @@ pub struct VerifyReport {
     pub failures: Vec<VerifyFailure>,
 }
 
+/// One line of `POST /v1/models/{name}/verify?progress=true`: a JSON object per line
+/// (`application/x-ndjson`), `progress` lines while chunks are read, then one `report`, or one
+/// `error` if the check could not finish (its answer had already begun, so its status is 200).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyLine {
+    /// Plaintext bytes read so far, of `total` (the size of every file checked).
+    Progress {
+        checked: u64,
+        total: u64,
+    },
+    Report(VerifyReport),
+    Error(ErrorBody),
+}
+
 /// `POST /v1/keys`: trust a public key for a user (a name or a numeric uid).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrustKey {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypt;
 pub mod fleet;
 pub mod fuzz;
+pub mod journal;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;

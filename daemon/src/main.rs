@@ -18,12 +18,18 @@ use arcad::registry::{Registry, RegistryOptions};
 use arcad::server::{metrics_router, router, serve_unix, Limits};
 use arcad::service;
 use arcad::store::{Store, StoreError};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::net::UnixListener;
 
-/// arcad: the arca model store daemon.
+/// The daemon of arca, a secure model store.
+///
+/// arcad keeps models as encrypted, deduplicated chunks in its state directory, serves the
+/// control API (used by arca(1)) on a Unix socket and mounts a read-only view of every version.
+/// Flags override the configuration file (--config). Under systemd it runs as arcad.service and
+/// logs through journald's native protocol, with MODEL, VERSION, FILE, CHUNK and ARCA_EVENT fields
+/// (journalctl -u arcad MODEL=resnet); elsewhere as text on stderr.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "arcad", version)]
 struct Args {
     /// Directory holding the database (created if missing).
     #[arg(long)]
@@ -81,6 +87,12 @@ struct Args {
     /// creating the store if it is new, and exit.
     #[arg(long)]
     host_key: bool,
+    /// Print the shell completion script for arcad and exit (scripts/install.sh installs it).
+    #[arg(long, value_name = "SHELL", exclusive = true, hide = true)]
+    completions: Option<clap_complete::Shell>,
+    /// Print the arcad(8) man page (roff) and exit (scripts/install.sh installs it).
+    #[arg(long, exclusive = true, hide = true)]
+    man: bool,
 }
 
 fn main() -> Result<()> {
@@ -91,6 +103,19 @@ fn main() -> Result<()> {
     nix::sys::prctl::set_dumpable(false)
         .context("making arcad not dumpable (prctl PR_SET_DUMPABLE 0)")?;
     let args = Args::parse();
+    // Generated from these definitions, so they always match this binary; nothing is opened.
+    if let Some(shell) = args.completions {
+        clap_complete::generate(shell, &mut Args::command(), "arcad", &mut std::io::stdout());
+        return Ok(());
+    }
+    if args.man {
+        clap_mangen::Man::new(Args::command())
+            .section("8")
+            .manual("arca")
+            .render(&mut std::io::stdout())
+            .context("writing the man page")?;
+        return Ok(());
+    }
     let mut cfg = Config::defaults();
     if let Some(p) = &args.config {
         cfg.apply_file(p)?;
@@ -140,15 +165,11 @@ fn main() -> Result<()> {
     if let Some(v) = args.request_header_timeout_secs {
         cfg.request_header_timeout_secs = v;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| cfg.log.clone().into()),
-        )
-        .with_writer(std::io::stderr)
-        // No colour codes in the journal or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // journald's native protocol under systemd, text on stderr otherwise (journal.rs).
+    let to_journal = arcad::journal::init(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| cfg.log.clone().into()),
+    );
     for name in refused_malloc_settings {
         tracing::warn!(
             setting = name,
@@ -199,7 +220,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(cfg, registry))
+    rt.block_on(serve(cfg, registry, to_journal))
 }
 
 /// `--check-config`: everything that can be checked without opening the store (a running
@@ -459,7 +480,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
+/// `to_journal`: the log goes to journald (journal.rs), where the banner for a terminal is not
+/// printed.
+async fn serve(cfg: Config, registry: Arc<Registry>, to_journal: bool) -> Result<()> {
     // Handlers first: a SIGTERM that arrives as soon as the socket answers (systemd stopping a
     // unit that just started) must shut down cleanly, not kill the process mid-start.
     let signals = Signals::install();
@@ -487,12 +510,15 @@ async fn serve(cfg: Config, registry: Arc<Registry>) -> Result<()> {
         .map(|m| m.display().to_string())
         .unwrap_or_else(|| "none".into());
     tracing::info!(state_dir = %cfg.state_dir.display(), socket = %cfg.socket.display(), mount = %mount_text, "arcad ready");
-    eprintln!(
-        "arcad: state {}  socket {}  mount {}",
-        cfg.state_dir.display(),
-        cfg.socket.display(),
-        mount_text
-    );
+    // For a person at a terminal; in the journal, "arcad ready" above says the same.
+    if !to_journal {
+        eprintln!(
+            "arcad: state {}  socket {}  mount {}",
+            cfg.state_dir.display(),
+            cfg.socket.display(),
+            mount_text
+        );
+    }
     service::announce_ready(registry.clone(), cfg.mount.clone())
         .await
         .map_err(|e| anyhow::anyhow!("not ready: {e}"))?;

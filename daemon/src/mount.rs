@@ -67,7 +67,7 @@ impl ChunkSource for RegistrySource {
         chunk: &ChunkId,
         error: &str,
     ) {
-        tracing::error!(model = %model, version = %version, file = %path, chunk = %chunk, "integrity failure in the mount, read refused with EIO: {error}");
+        tracing::error!(arca_event = arca_core::audit::EventKind::IntegrityViolation.as_str(), model = %model, version = %version, file = %path, chunk = %chunk, "integrity failure in the mount, read refused with EIO: {error}");
         self.registry
             .integrity_event("mount", model, version, Some(path), Some(chunk), error);
     }

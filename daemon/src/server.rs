@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arca_core::api::{
     Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, PolicyUpdate, Promote,
-    RoleChange, Rollback, TrustKey, UploadCreated,
+    RoleChange, Rollback, TrustKey, UploadCreated, VerifyLine,
 };
 use arca_core::{ModelName, ModelVersion, RelPath};
 use axum::body::Body;
@@ -386,7 +386,7 @@ async fn read_file(
         let _pins = pins;
         for cr in &file.chunks {
             let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
-                tracing::error!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
+                tracing::error!(arca_event = arca_core::audit::EventKind::IntegrityViolation.as_str(), model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
                 reg.integrity_event("get", &name, &version, Some(&file.entry.path), Some(&cr.id), &e.to_string());
                 format!("file {}: chunk {}: {e}", file.entry.path, cr.id)
             });
@@ -468,6 +468,9 @@ async fn history(
 #[derive(serde::Deserialize)]
 struct VerifyQuery {
     version: Option<String>,
+    /// Answer as NDJSON `VerifyLine`s, progress first (`arca verify` on a terminal).
+    #[serde(default)]
+    progress: bool,
 }
 
 async fn verify(
@@ -475,13 +478,64 @@ async fn verify(
     ConnectInfo(p): PeerInfo,
     Path(name): Path<String>,
     Query(q): Query<VerifyQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let name: ModelName = parse(&name)?;
     let version: Option<ModelVersion> = q.version.as_deref().map(parse).transpose()?;
     let c = caller(&reg, &p)?;
-    Ok(Json(
-        blocking(move || reg.verify(&c, &name, version.as_ref())).await?,
-    ))
+    if !q.progress {
+        return Ok(
+            Json(blocking(move || reg.verify(&c, &name, version.as_ref())).await?).into_response(),
+        );
+    }
+    // The check runs on a blocking thread and reports through a channel: `Ok(line)` for each
+    // line of the answer, `Err` when it failed before its first progress line, so a refusal or
+    // a missing model is still a plain error status.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<VerifyLine, ApiError>>(8);
+    tokio::task::spawn_blocking(move || {
+        // Progress lines at most every 100 ms (a model has thousands of chunks), never waiting
+        // for a slow reader: a line the channel has no room for is skipped, the next one
+        // carries the newer count. The first one always goes, it starts the answer.
+        let mut last: Option<std::time::Instant> = None;
+        let r = reg.verify_with(&c, &name, version.as_ref(), &mut |checked, total| {
+            let line = VerifyLine::Progress { checked, total };
+            match last {
+                None => {
+                    let _ = tx.blocking_send(Ok(line));
+                }
+                Some(t) if t.elapsed() >= std::time::Duration::from_millis(100) => {
+                    let _ = tx.try_send(Ok(line));
+                }
+                Some(_) => return,
+            }
+            last = Some(std::time::Instant::now());
+        });
+        let line = match r {
+            Ok(report) => Ok(VerifyLine::Report(report)),
+            Err(e) if last.is_none() => Err(ApiError::from(e)),
+            Err(e) => {
+                let ApiError(code, message) = ApiError::from(e);
+                Ok(VerifyLine::Error(ErrorBody { code, message }))
+            }
+        };
+        let _ = tx.blocking_send(line);
+    });
+    let first = match rx.recv().await {
+        Some(Ok(line)) => line,
+        Some(Err(e)) => return Err(e),
+        None => return Err(ApiError(ErrorCode::Internal, "internal error".into())),
+    };
+    let rest =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+            .filter_map(|r| async move { r.ok() });
+    let stream = futures_util::stream::iter([first]).chain(rest).map(|line| {
+        let mut b = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        b.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(b))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError(ErrorCode::Internal, e.to_string()))
 }
 
 async fn list_keys(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {

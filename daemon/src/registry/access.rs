@@ -197,7 +197,7 @@ impl Registry {
         // A fresh, bound record: whatever was wrong with the stored one no longer applies.
         next.faults.retain(|(m, _)| m.is_some());
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = next;
-        tracing::info!(principal = %a.principal, role = %a.role, model = ?a.model.as_ref().map(|m| m.to_string()), by = %c.user, "role assigned");
+        tracing::info!(arca_event = EventKind::RoleChange.as_str(), principal = %a.principal, role = %a.role, model = a.model.as_ref().map(tracing::field::display), by = %c.user, "role assigned");
         self.access_changed();
         Ok(a)
     }
@@ -224,7 +224,7 @@ impl Registry {
             .put_roles(&next.assignments, vec![role_event(c, "revoke", &removed)])?;
         next.faults.retain(|(m, _)| m.is_some());
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = next;
-        tracing::info!(principal = %removed.principal, role = %removed.role, by = %c.user, "role revoked");
+        tracing::info!(arca_event = EventKind::RoleChange.as_str(), principal = %removed.principal, role = %removed.role, model = removed.model.as_ref().map(tracing::field::display), by = %c.user, "role revoked");
         self.access_changed();
         Ok(removed)
     }
@@ -351,7 +351,7 @@ impl Registry {
             t.faults.retain(|(m, _)| m.as_ref() != Some(name));
             t.policy_info(name)
         };
-        tracing::info!(model = %name, by = %c.user, "policy set");
+        tracing::info!(arca_event = EventKind::PolicyChange.as_str(), model = %name, by = %c.user, "policy set");
         drop(_g);
         // The environment filter may now hide or show the model in the mount.
         self.changed();
@@ -408,7 +408,7 @@ impl Registry {
             .detail("status", rec.status.to_string());
         self.store.delete_version(&rec, vec![event])?;
         self.remove_from_catalog(name, version);
-        tracing::info!(model = %name, version = %version, by = %c.user, "version deleted");
+        tracing::info!(arca_event = EventKind::Deletion.as_str(), model = %name, version = %version, by = %c.user, "version deleted");
         // Republished before the lock goes: GC (which takes it) must never find the version
         // still exposed by the mount while its chunks are candidates.
         self.changed();

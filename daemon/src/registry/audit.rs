@@ -57,7 +57,14 @@ impl Registry {
             .detail("message", message);
         d.model = model.cloned();
         d.version = version.cloned();
-        tracing::warn!(user = %c.user, uid = c.uid, "refused: {message}");
+        tracing::warn!(
+            arca_event = EventKind::Refusal.as_str(),
+            model = model.map(tracing::field::display),
+            version = version.map(tracing::field::display),
+            user = %c.user,
+            uid = c.uid,
+            "refused: {message}"
+        );
         self.record(vec![d]);
     }
 
@@ -151,7 +158,7 @@ impl Registry {
         let r = self.store.audit_verify()?;
         if let Some(f) = &r.fault {
             tracing::error!(
-                event = f.seq,
+                seq = f.seq,
                 "audit trail verification failed: {}",
                 f.problem
             );

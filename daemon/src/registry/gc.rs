@@ -81,7 +81,7 @@ impl Registry {
                 .detail("archived_at", archived_at(&cur, now()).to_string());
             self.store.delete_version(&cur, vec![event])?;
             self.remove_from_catalog(name, version);
-            tracing::info!(model = %name, version = %version, "retention: archived version removed");
+            tracing::info!(arca_event = EventKind::GcRemoval.as_str(), model = %name, version = %version, "retention: archived version removed");
         }
         if !report.expired_versions.is_empty() && !dry_run {
             // The mount stops exposing them before their chunks are judged below.

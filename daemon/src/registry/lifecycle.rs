@@ -148,7 +148,7 @@ impl Registry {
         self.store.put_versions(&[&new], vec![event])?;
         let info = new.info();
         self.replace(vec![new]);
-        tracing::info!(model = %name, version = %version, user = %c.user, "approval recorded");
+        tracing::info!(arca_event = EventKind::Approval.as_str(), model = %name, version = %version, user = %c.user, "approval recorded");
         Ok(info)
     }
 
@@ -242,7 +242,7 @@ impl Registry {
         };
         let info = self.apply_status(c, &rec, change)?;
         drop(_g);
-        tracing::info!(model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
+        tracing::info!(arca_event = EventKind::Promotion.as_str(), model = %name, version = %version, to = %req.to, user = %c.user, "status changed");
         self.changed();
         Ok(info)
     }
@@ -289,7 +289,7 @@ impl Registry {
         };
         let info = self.apply_status(c, &target, change)?;
         drop(_g);
-        tracing::info!(model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
+        tracing::info!(arca_event = EventKind::Rollback.as_str(), model = %name, version = %req.to, user = %c.user, reason = %req.reason, "rolled back");
         self.changed();
         Ok(info)
     }

@@ -234,7 +234,7 @@ impl Registry {
                     }
                     Err(why) => {
                         let what = format!("{} {}: {why}", rec.metadata.name, rec.metadata.version);
-                        tracing::error!("not serving version {what}");
+                        tracing::error!(model = %rec.metadata.name, version = %rec.metadata.version, "not serving version {what}");
                         broken.push(BadVersion {
                             version: Some((rec.metadata.name.clone(), rec.metadata.version)),
                             why: what,
@@ -767,7 +767,7 @@ impl Registry {
             .entry(name.clone())
             .or_default()
             .insert(version.clone(), Arc::new(rec));
-        tracing::info!(model = %name, version = %version, user = %c.user, "version committed");
+        tracing::info!(arca_event = EventKind::Registration.as_str(), model = %name, version = %version, user = %c.user, "version committed");
         Ok(Committed {
             version: info,
             new_chunks: Some(up.written.len() as u64),
@@ -929,6 +929,19 @@ impl Registry {
         name: &ModelName,
         version: Option<&ModelVersion>,
     ) -> Result<VerifyReport> {
+        self.verify_with(c, name, version, &mut |_, _| {})
+    }
+
+    /// `verify`, calling `progress(checked, total)` with the plaintext bytes read so far: once
+    /// with 0 when the versions are found and pinned (an error before that is the whole answer),
+    /// then after every chunk.
+    pub fn verify_with(
+        &self,
+        c: &Caller,
+        name: &ModelName,
+        version: Option<&ModelVersion>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport> {
         self.require(c, Some(name), Permission::Read, "verify it")?;
         // The versions and their chunks are found and pinned in one step and stay pinned until
         // the report is done: a deletion and a collection meanwhile cannot make a chunk vanish
@@ -961,6 +974,13 @@ impl Registry {
                 .collect();
             Ok((recs, ids))
         })?;
+        let total = recs
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .map(|f| f.entry.size)
+            .sum();
+        let mut done = 0u64;
+        progress(done, total);
         let trusted = self.store.trusted_keys()?;
         let mut rep = VerifyReport {
             ok: true,
@@ -1050,6 +1070,9 @@ impl Registry {
                             fail(&mut rep, Some(&f.entry.path), Some(cr.id), e.to_string());
                         }
                     }
+                    // A failed chunk counts too: it was examined, and the total must be reached.
+                    done += u64::from(cr.len);
+                    progress(done, total);
                 }
                 rep.bytes += h.len();
                 if chunk_failed {
@@ -1142,7 +1165,16 @@ impl Registry {
         }
         rep.ok = rep.failures.is_empty();
         for f in &rep.failures {
-            tracing::warn!(model = %name, version = %f.version, file = ?f.file.as_ref().map(|p| p.to_string()), chunk = ?f.chunk.map(|c| c.to_string()), "integrity failure: {}", f.problem);
+            // Absent fields are left out (an `Option` field records only `Some`).
+            tracing::warn!(
+                arca_event = EventKind::IntegrityViolation.as_str(),
+                model = %name,
+                version = %f.version,
+                file = f.file.as_ref().map(|p| p.as_str()),
+                chunk = f.chunk.map(tracing::field::display),
+                "integrity failure: {}",
+                f.problem
+            );
         }
         Ok(rep)
     }
@@ -1181,7 +1213,7 @@ impl Registry {
             .detail("key_user", k.user.clone())
             .detail("fingerprint", k.fingerprint.clone());
         self.store.put_trusted_key(&k, vec![event])?;
-        tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
+        tracing::info!(arca_event = EventKind::KeyChange.as_str(), user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key trusted");
         Ok(k)
     }
 
@@ -1212,7 +1244,7 @@ impl Registry {
             .detail("key_user", k.user.clone())
             .detail("fingerprint", k.fingerprint.clone());
         self.store.delete_trusted_key(&k, vec![event])?;
-        tracing::info!(user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key untrusted");
+        tracing::info!(arca_event = EventKind::KeyChange.as_str(), user = %k.user, fingerprint = %k.fingerprint, by = %c.user, "key untrusted");
         Ok(k)
     }
 

@@ -73,7 +73,11 @@ impl Registry {
                 let _g = lock(&self.commit_lock);
                 self.store.begin_dek_rotation(event)?
             };
-            tracing::info!(key = st.target, "data-key rotation started");
+            tracing::info!(
+                arca_event = EventKind::KeyChange.as_str(),
+                key = st.target,
+                "data-key rotation started"
+            );
         }
         self.resume_rotation();
         self.rotation_progress()?
@@ -171,6 +175,7 @@ impl Registry {
             .detail("key", st.target.to_string())
             .detail("chunks", st.chunks_done.to_string())]);
         tracing::info!(
+            arca_event = EventKind::KeyChange.as_str(),
             key = st.target,
             chunks = st.chunks_done,
             "data-key rotation finished"
@@ -223,7 +228,7 @@ impl Registry {
                 false
             }
         };
-        tracing::info!(key_file = %path.display(), rewrapped = n, purged, "key-encryption key rotated");
+        tracing::info!(arca_event = EventKind::KeyChange.as_str(), key_file = %path.display(), rewrapped = n, purged, "key-encryption key rotated");
         Ok(KekRotated {
             key_file: path.display().to_string(),
             rewrapped_keys: n,

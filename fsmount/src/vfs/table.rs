@@ -323,7 +323,7 @@ impl Table {
             {
                 let Some(target) = target else { continue };
                 let Some(entry) = me.versions.get(target) else {
-                    tracing::warn!(%model, alias, %target, "alias names an absent version; not shown");
+                    tracing::warn!(%model, alias, version = %target, "alias names an absent version; not shown");
                     continue;
                 };
                 let target_name = target.to_string();

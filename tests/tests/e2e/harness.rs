@@ -145,6 +145,9 @@ pub struct TestEnv {
     pub daemon_args: Vec<String>,
     /// Extra environment for the next `start`.
     pub daemon_env: Vec<(String, String)>,
+    /// A command that runs arcad, whose path and arguments follow it, for the next `start`
+    /// (empty: arcad itself). It must exec arcad in the same process, which is the one stopped.
+    pub daemon_wrapper: Vec<String>,
 }
 
 impl TestEnv {
@@ -179,6 +182,7 @@ impl TestEnv {
             daemon: None,
             daemon_args: Vec::new(),
             daemon_env: Vec::new(),
+            daemon_wrapper: Vec::new(),
         }
     }
 
@@ -227,7 +231,15 @@ impl TestEnv {
             .append(true)
             .open(self.path().join("arcad.log"))
             .expect("log");
-        let child = Command::new(bin("arcad"))
+        let mut cmd = match self.daemon_wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin("arcad"));
+                c
+            }
+            None => Command::new(bin("arcad")),
+        };
+        let child = cmd
             .arg("--state-dir")
             .arg(self.state_dir())
             .arg("--socket")

@@ -5,6 +5,7 @@
 mod access;
 mod audit;
 mod deps;
+mod ecosystem;
 mod faults;
 mod fleet;
 mod harness;

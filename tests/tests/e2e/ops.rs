@@ -112,6 +112,17 @@ fn gc_removes_exactly_the_unreferenced_chunks_and_never_breaks_a_reader() {
     assert_eq!(events.as_array().unwrap().len(), 2, "{events}");
 }
 
+/// Memtable flushes of the `chunks` column family RocksDB has committed, from its info log (the
+/// line RocksDB 10's memtable_list.cc writes: if its wording changes, the test using this fails
+/// loudly, waiting for a flush that never shows).
+fn chunk_flushes(env: &TestEnv) -> usize {
+    std::fs::read_to_string(env.state_dir().join("db/LOG"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("[chunks] Level-0 commit flush result") && l.contains(" done"))
+        .count()
+}
+
 #[test]
 fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
     let mut env = TestEnv::new();
@@ -130,6 +141,7 @@ fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
 
     // A push killed halfway leaves chunks no version references.
     let big = write_version(&env, "big", &[("b.bin", pseudo_random(192 * MIB, 8))]);
+    let flushed = chunk_flushes(&env);
     let mut push = env
         .arca_cmd(&[
             "push",
@@ -144,8 +156,20 @@ fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
         .spawn()
         .unwrap();
     // Chunks are written without the WAL and made durable by memtable flushes (32 MiB each):
-    // after 1.2 s at least one flush has happened, so the kill leaves durable orphans.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // once one is committed, the kill leaves durable orphans. (A fixed wait was not enough: on
+    // an idle machine the whole push sometimes finished first.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while chunk_flushes(&env) == flushed {
+        assert!(
+            push.try_wait().unwrap().is_none(),
+            "the push ended before a memtable flush"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     env.kill();
     let _ = push.wait();
     let orphaned = env.stored_chunks();
