@@ -377,6 +377,12 @@ fn rotation_path(cfg: &Config) -> PathBuf {
 /// place (the rotation's durable write had happened; only the rename had not).
 fn open_store(cfg: &Config, kek: Kek) -> Result<Store> {
     let store = open_store_with_kek(cfg, kek)?;
+    check_audit_pin(cfg, &store)?;
+    Ok(store)
+}
+
+/// `audit_public_key`, when the config pins it, must be the store's.
+fn check_audit_pin(cfg: &Config, store: &Store) -> Result<()> {
     if let Some(pinned) = &cfg.audit_public_key {
         let ours = store.audit_public_key();
         if ours != *pinned {
@@ -386,7 +392,7 @@ fn open_store(cfg: &Config, kek: Kek) -> Result<Store> {
             );
         }
     }
-    Ok(store)
+    Ok(())
 }
 
 /// A fleet host: the object store must honour conditional writes (checked with a race on a
@@ -409,6 +415,7 @@ fn open_fleet_host(
         arcad::fleet::load_or_create_keys(&remote, &kek).context("fleet: the fleet's keys")?;
     let store = Store::open_with(&cfg.state_dir, kek, Some(&seed))
         .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
+    check_audit_pin(cfg, &store)?;
     let fleet = Arc::new(
         arcad::fleet::Fleet::new(fc.clone(), remote, store.host_public_key())
             .context("fleet configuration")?,

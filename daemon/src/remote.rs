@@ -109,6 +109,8 @@ pub struct Remote {
     timeout: Duration,
     /// How the stores were built (none for the in-memory store).
     config: Option<RemoteConfig>,
+    /// Until when (ms since the epoch) calls fail at once: every endpoint just failed.
+    down_until_ms: AtomicU64,
     /// Calls that failed on every endpoint, and bytes fetched, for status and metrics.
     pub errors: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -229,6 +231,7 @@ impl Remote {
             rt: runtime()?,
             timeout: cfg.timeout,
             config: Some(cfg.clone()),
+            down_until_ms: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -246,6 +249,7 @@ impl Remote {
             rt: runtime().expect("a runtime for the in-memory store"),
             timeout: Duration::from_secs(5),
             config: None,
+            down_until_ms: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -275,6 +279,17 @@ impl Remote {
         F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
+        let now = now_ms();
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        if now < until {
+            // Every endpoint failed a moment ago: fail at once instead of making each waiting
+            // reader (and the poller) wait out the timeouts again; an uncached read behind the
+            // mount then fails within one timeout, not one per chunk.
+            return Err(RemoteError::Unreachable(format!(
+                "no endpoint answered {} ms ago",
+                DOWN_FOR_MS - (until - now)
+            )));
+        }
         let path = self.path(key);
         let n = self.stores.len();
         let start = self.current.load(Ordering::Relaxed);
@@ -298,7 +313,8 @@ impl Remote {
             };
             match r {
                 Err(e) if e.try_next() => {
-                    tracing::warn!(endpoint = %self.names[at], "object store: {e}");
+                    // Debug only: the callers report a failure once, not once per attempt.
+                    tracing::debug!(endpoint = %self.names[at], "object store: {e}");
                     last = Some(e);
                 }
                 other => {
@@ -311,6 +327,8 @@ impl Remote {
             }
         }
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.down_until_ms
+            .store(now_ms() + DOWN_FOR_MS, Ordering::Relaxed);
         Err(last.unwrap_or_else(|| RemoteError::Unreachable("no endpoint".into())))
     }
 
@@ -495,6 +513,16 @@ impl Remote {
         }
         Ok(())
     }
+}
+
+/// How long calls fail at once after every endpoint failed.
+const DOWN_FOR_MS: u64 = 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn normalise_prefix(p: &str) -> String {

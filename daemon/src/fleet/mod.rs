@@ -393,6 +393,19 @@ impl Fleet {
         let Some(loc) = store.chunk_loc(id)? else {
             return Ok(false);
         };
+        // A location comes from a signed entry, but a bound keeps a bad one (or a state
+        // directory written behind arcad's back) from asking for gigabytes.
+        if loc.len as usize > crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) {
+            self.state().integrity_failures += 1;
+            return Err(FleetError::Integrity {
+                chunk: *id,
+                pack: loc.pack,
+                why: format!(
+                    "its location claims {} sealed bytes, more than any chunk has",
+                    loc.len
+                ),
+            });
+        }
         let gate = self
             .fetching
             .lock()

@@ -15,6 +15,8 @@ use std::time::Duration;
 struct Cluster {
     dir: tempfile::TempDir,
     endpoints: Vec<String>,
+    kind: &'static str,
+    port: u16,
 }
 
 fn repo() -> PathBuf {
@@ -23,21 +25,50 @@ fn repo() -> PathBuf {
 
 impl Cluster {
     fn start(port: u16) -> Self {
+        Self::start_kind("cluster", port)
+    }
+
+    /// `cluster` (1 master, 3 volume servers, 2 filers and gateways) or `single` (one process).
+    fn start_kind(kind: &'static str, port: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("arca-seaweedfs-")
             .tempdir_in("/var/tmp")
             .expect("tempdir");
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/seaweedfs.sh"))
-            .arg("cluster")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .output()
-            .expect("run scripts/seaweedfs.sh");
         let mut c = Cluster {
             dir,
             endpoints: Vec::new(),
+            kind,
+            port,
         };
+        c.run_start();
+        c
+    }
+
+    /// Stops every process; the data stays in the directory.
+    fn stop(&self) {
+        let st = Command::new("bash")
+            .arg(repo().join("scripts/seaweedfs.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status()
+            .expect("run scripts/seaweedfs.sh stop");
+        assert!(st.success());
+    }
+
+    /// Starts it again on the same data.
+    fn restart(&mut self) {
+        self.run_start();
+    }
+
+    fn run_start(&mut self) {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/seaweedfs.sh"))
+            .arg(self.kind)
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .output()
+            .expect("run scripts/seaweedfs.sh");
+        let c = self;
         assert!(
             out.status.success(),
             "SeaweedFS did not start: {}",
@@ -48,8 +79,8 @@ impl Cluster {
             .filter_map(|l| l.strip_prefix("http://"))
             .map(str::to_owned)
             .collect();
-        assert_eq!(c.endpoints.len(), 2, "two S3 gateways");
-        c
+        let want = if c.kind == "cluster" { 2 } else { 1 };
+        assert_eq!(c.endpoints.len(), want, "S3 gateways");
     }
 }
 
@@ -532,4 +563,100 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
         sha256_hex(&original),
         "cached data is still served"
     );
+}
+
+#[test]
+fn fleet_host_keeps_serving_while_the_store_is_down_and_catches_up_after() {
+    let mut c = Cluster::start_kind("single", 18_600);
+    let g = c.endpoints[0].clone();
+    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200, "creating the bucket");
+    let hosts = fleet_hosts(&["a", "c"], &[vec![g.as_str()], vec![g.as_str()]]);
+    let (a, hc) = (&hosts[0], &hosts[1]);
+    a.root_key();
+    let u = user("arca-e2e-fleet-pub");
+    let d1 = model_dir(a, &u, "down1", 6 << 20, 8001);
+    let d2 = model_dir(a, &u, "down2", 6 << 20, 8002);
+    a.ok(&[
+        "push",
+        d1.to_str().unwrap(),
+        "--name",
+        "dm",
+        "--version",
+        "1.0.0",
+    ]);
+    a.ok(&[
+        "push",
+        d2.to_str().unwrap(),
+        "--name",
+        "dm",
+        "--version",
+        "2.0.0",
+    ]);
+    within(10, "C sees both versions", || {
+        hc.arca(&["show", "dm", "2.0.0"]).status.success()
+    });
+    // C reads 1.0.0 once: its chunks are now in C's store.
+    let one = hc.path().join("one");
+    hc.ok(&["get", "dm", "1.0.0", "--out", one.to_str().unwrap()]);
+
+    c.stop();
+    // Cached: still served, by `get` (through arcad, not the page cache) and the mount.
+    let again = hc.path().join("again");
+    hc.ok(&["get", "dm", "1.0.0", "--out", again.to_str().unwrap()]);
+    let want = sha256_hex(&std::fs::read(d1.join("model.safetensors")).unwrap());
+    assert_eq!(
+        sha256_hex(&std::fs::read(again.join("model.safetensors")).unwrap()),
+        want
+    );
+    // Uncached: EIO within 10 s, never a hang.
+    let t = Instant::now();
+    let err = std::fs::read(hc.mnt().join("dm/2.0.0/model.safetensors"))
+        .expect_err("an uncached read with the store down fails");
+    let eio = t.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(eio < Duration::from_secs(10), "EIO after {eio:?}");
+    println!("fleet: store down: an uncached read failed with EIO after {eio:?}");
+    // A change is refused with one clear line, and changes nothing.
+    let t = Instant::now();
+    let err = a.fails(&["promote", "dm", "1.0.0", "--to", "staging"]);
+    println!(
+        "fleet: store down: a change was refused after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        err.contains("unreachable") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "refused after {:?}",
+        t.elapsed()
+    );
+    let status = hc.json(&["status"]);
+    assert!(
+        !status["fleet"]["store_error"].is_null(),
+        "status shows the store error: {status}"
+    );
+    assert_eq!(a.json(&["show", "dm", "1.0.0"])["status"], "development");
+
+    // Back: the change goes through and the other host has it within 3 s.
+    c.restart();
+    within(30, "A can change state again", || {
+        a.arca(&["promote", "dm", "1.0.0", "--to", "staging"])
+            .status
+            .success()
+    });
+    let took = within(3, "C applies A's change within 3 s", || {
+        std::fs::read_link(hc.mnt().join("dm/staging"))
+            .map(|t| t == Path::new("1.0.0"))
+            .unwrap_or(false)
+    });
+    println!("fleet: store back: C applied the change {took:?} after A's acknowledgement");
+    let served = std::fs::read(hc.mnt().join("dm/2.0.0/model.safetensors")).expect("now served");
+    assert_eq!(
+        sha256_hex(&served),
+        sha256_hex(&std::fs::read(d2.join("model.safetensors")).unwrap())
+    );
+    assert!(hc.json(&["status"])["fleet"]["store_error"].is_null());
 }
