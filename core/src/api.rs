@@ -758,6 +758,10 @@ pub struct FleetStatus {
     pub halted: Option<String>,
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
+    /// Ranged GETs of packs made to fetch them.
+    pub pack_requests: u64,
+    /// Bytes this host put in the store (packs, log entries).
+    pub bytes_uploaded: u64,
     /// Chunks fetched from packs that failed authentication (never cached or served).
     pub integrity_failures: u64,
 }

@@ -187,7 +187,16 @@ fn main() -> Result<()> {
             let (store, fleet) = open_fleet_host(&cfg, fc, kek)?;
             (store, Some(fleet))
         }
-        None => (open_store(&cfg, kek)?, None),
+        None => {
+            let store = open_store(&cfg, kek)?;
+            if store.was_fleet_host()? {
+                bail!(
+                    "the store in {} belongs to a fleet host: start it with its [fleet] configuration (on its own it would make changes no other host sees)",
+                    cfg.state_dir.display()
+                );
+            }
+            (store, None)
+        }
     };
     if args.host_key {
         println!("{}", store.host_public_key());
@@ -411,10 +420,28 @@ fn open_fleet_host(
             remote.current_endpoint()
         )
     })?;
-    let seed =
-        arcad::fleet::load_or_create_keys(&remote, &kek).context("fleet: the fleet's keys")?;
-    let store = Store::open_with(&cfg.state_dir, kek, Some(&seed))
+    // A new host takes the fleet's keys from the store (the first host creates them); a host
+    // that already has its store uses the keys in it, so a keys object deleted from the store
+    // stops no host that has joined.
+    let fresh = !cfg.state_dir.join("db").exists();
+    let seed = if fresh {
+        Some(
+            arcad::fleet::load_or_create_keys(&remote, &kek, true)
+                .context("fleet: the fleet's keys")?,
+        )
+    } else {
+        None
+    };
+    let store = Store::open_with(&cfg.state_dir, kek, seed.as_ref())
         .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
+    if fresh {
+        store.mark_fleet_host().context("opening the store")?;
+    } else if !store.was_fleet_host()? {
+        bail!(
+            "the store in {} was made by a single host, with keys of its own: a host joins a fleet with an empty state directory",
+            cfg.state_dir.display()
+        );
+    }
     check_audit_pin(cfg, &store)?;
     let fleet = Arc::new(
         arcad::fleet::Fleet::new(fc.clone(), remote, store.host_public_key())

@@ -62,6 +62,9 @@ pub enum RemoteError {
     Other(String),
     #[error("object store configuration: {0}")]
     Config(String),
+    /// The object is larger than the caller allows (`get_capped`).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl RemoteError {
@@ -302,13 +305,12 @@ impl Remote {
             // The client's own timeouts bound each request; this bounds the retries as well.
             let r = self
                 .rt
-                .block_on(async { tokio::time::timeout(self.timeout * 2, fut).await });
+                .block_on(async { tokio::time::timeout(self.timeout, fut).await });
             let r = match r {
                 Ok(r) => r.map_err(|e| RemoteError::from_os(key, e)),
                 Err(_) => Err(RemoteError::Unreachable(format!(
                     "{} did not answer within {:?}",
-                    self.names[at],
-                    self.timeout * 2
+                    self.names[at], self.timeout
                 ))),
             };
             match r {
@@ -376,6 +378,46 @@ impl Remote {
         Ok((bytes, ETag(etag)))
     }
 
+    /// The whole object, refused (`Other`) if it is larger than `max` bytes: read as a
+    /// stream, so an oversized object planted in the bucket costs at most `max` of memory.
+    pub fn get_capped(&self, key: &str, max: u64) -> Result<Bytes, RemoteError> {
+        let started = self.call(key, |s, p| async move {
+            s.get_opts(&p, Default::default()).await
+        })?;
+        if started.meta.size > max {
+            return Err(RemoteError::TooLarge(format!(
+                "object {key} holds {} bytes, more than the {max} it may",
+                started.meta.size
+            )));
+        }
+        let mut stream = started.into_stream();
+        let timeout = self.timeout;
+        let out = self.rt.block_on(async {
+            let mut out = Vec::new();
+            loop {
+                match tokio::time::timeout(timeout, stream.next()).await {
+                    Ok(Some(Ok(b))) => {
+                        if (out.len() + b.len()) as u64 > max {
+                            return Err(RemoteError::TooLarge(format!(
+                                "object {key} is larger than the {max} bytes it may hold"
+                            )));
+                        }
+                        out.extend_from_slice(&b);
+                    }
+                    Ok(Some(Err(e))) => return Err(RemoteError::from_os(key, e)),
+                    Ok(None) => return Ok(out),
+                    Err(_) => {
+                        return Err(RemoteError::Unreachable(format!(
+                            "object {key}: no bytes for {timeout:?} in the middle of a read"
+                        )))
+                    }
+                }
+            }
+        })?;
+        self.bytes_in.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(Bytes::from(out))
+    }
+
     /// Bytes `range` of the object (one ranged GET).
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, RemoteError> {
         let want = range.end.saturating_sub(range.start);
@@ -394,6 +436,61 @@ impl Remote {
         Ok(bytes)
     }
 
+    /// Bytes `range` of the object, handed to `each` piece by piece as they arrive (one ranged
+    /// GET), so the caller can use the first bytes before the last arrive. The request may go
+    /// to another endpoint until its answer starts; each piece must then come within the
+    /// timeout. Returns the bytes received.
+    pub fn get_range_each(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        mut each: impl FnMut(Bytes) -> Result<(), String>,
+    ) -> Result<u64, RemoteError> {
+        let want = range.end.saturating_sub(range.start);
+        let started = self.call(key, |s, p| {
+            let opts = object_store::GetOptions {
+                range: Some(range.clone().into()),
+                ..Default::default()
+            };
+            async move { s.get_opts(&p, opts).await }
+        })?;
+        let mut stream = started.into_stream();
+        let timeout = self.timeout;
+        let got = self.rt.block_on(async {
+            let mut got = 0u64;
+            loop {
+                match tokio::time::timeout(timeout, stream.next()).await {
+                    Ok(Some(Ok(b))) => {
+                        got += b.len() as u64;
+                        if got > want {
+                            return Err(RemoteError::Other(format!(
+                                "object {key}: more than the {want} bytes asked for"
+                            )));
+                        }
+                        each(b).map_err(RemoteError::Other)?;
+                    }
+                    Ok(Some(Err(e))) => return Err(RemoteError::from_os(key, e)),
+                    Ok(None) => return Ok(got),
+                    Err(_) => {
+                        return Err(RemoteError::Unreachable(format!(
+                            "object {key}: no bytes for {timeout:?} in the middle of a read"
+                        )))
+                    }
+                }
+            }
+        });
+        let got = got.inspect_err(|_| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.bytes_in.fetch_add(got, Ordering::Relaxed);
+        if got != want {
+            return Err(RemoteError::Other(format!(
+                "object {key}: asked for {want} bytes, got {got}"
+            )));
+        }
+        Ok(got)
+    }
+
     /// Objects whose keys start with `prefix` and sort after `prefix` + `after` (all of them
     /// when `after` is empty), in key order.
     pub fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<Listed>, RemoteError> {
@@ -409,6 +506,11 @@ impl Remote {
                 while let Some(m) = st.next().await {
                     let m = m?;
                     out.push((m.location.to_string(), m.size));
+                    // Callers look at the first few keys past a point; a bucket stuffed with
+                    // keys must not fill memory.
+                    if out.len() >= MAX_LISTED {
+                        break;
+                    }
                 }
                 Ok(out)
             }
@@ -514,6 +616,9 @@ impl Remote {
         Ok(())
     }
 }
+
+/// Most keys one listing returns.
+const MAX_LISTED: usize = 10_000;
 
 /// How long calls fail at once after every endpoint failed.
 const DOWN_FOR_MS: u64 = 1000;

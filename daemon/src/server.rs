@@ -107,7 +107,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Store(crate::store::StoreError::Busy(m)) => {
                 return ApiError(ErrorCode::AlreadyExists, m.clone())
             }
-            RegistryError::Store(inner @ crate::store::StoreError::FleetUnavailable(_)) => {
+            RegistryError::Store(
+                inner @ (crate::store::StoreError::FleetUnavailable(_)
+                | crate::store::StoreError::FleetUnconfirmed(_)),
+            ) => {
                 tracing::warn!("{inner}");
                 return ApiError(ErrorCode::Unavailable, inner.to_string());
             }

@@ -40,9 +40,21 @@ pub struct FleetConfig {
 }
 
 const KEYS_OBJECT: &str = "fleet/keys";
+/// Reads of objects arca writes small are capped, so an object planted in the bucket cannot
+/// make every host read gigabytes into memory: a log entry (a version record with 100,000
+/// files is about 30 MB) and the keys object.
+const MAX_ENTRY: u64 = 64 << 20;
+const MAX_KEYS_OBJECT: u64 = 64 << 10;
 /// A missing chunk is fetched with the chunks after it in its pack, up to this many bytes, in
-/// one ranged GET: a sequential reader then costs 64 requests per GiB at most.
-const EXTENT: u64 = 16 << 20;
+/// one ranged GET: a pack holds at most `PACK_TARGET` bytes of chunks, so a sequential reader
+/// costs one request per pack (about 32 per GiB). The bytes are streamed and each chunk is
+/// authenticated, cached and handed to its waiters as soon as it is whole, so memory stays at
+/// about one chunk per fetch and readers need not wait for the whole extent.
+const EXTENT: u64 = pack::PACK_TARGET as u64;
+/// Fetches running at once on this host. Below the mount's read pool (8 threads), so that
+/// reads of cached chunks always find a free thread while uncached ones wait on the store;
+/// a fetch that finds no room fails at once (EIO) rather than queueing behind a slow store.
+const MAX_FETCHES: usize = 4;
 /// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
 /// arca's back) and the newest applied entry read again (to notice it replaced).
 const AUDIT_EVERY: Duration = Duration::from_secs(5);
@@ -83,11 +95,27 @@ fn dek_label(id: u32) -> String {
     format!("fleet-dek/{id}")
 }
 
-/// Reads the fleet's keys, creating them (create-only: one host's set wins) if the fleet is new.
-pub fn load_or_create_keys(remote: &Remote, kek: &Kek) -> Result<SeedKeys, FleetError> {
-    let bytes = match remote.get(KEYS_OBJECT) {
-        Ok((b, _)) => b,
+/// Reads the fleet's keys, creating them (create-only: one host's set wins) if the fleet is
+/// new: only by a host whose own store is new (`may_create`) and only while the log is empty,
+/// so a keys object deleted from the store is never replaced by a key set no host can use.
+pub fn load_or_create_keys(
+    remote: &Remote,
+    kek: &Kek,
+    may_create: bool,
+) -> Result<SeedKeys, FleetError> {
+    let bytes = match remote.get_capped(KEYS_OBJECT, MAX_KEYS_OBJECT) {
+        Ok(b) => b,
         Err(RemoteError::NotFound(_)) => {
+            if !may_create {
+                return Err(FleetError::Keys(format!(
+                    "{KEYS_OBJECT} is missing from the store, and this host already holds a store: not creating new fleet keys (restore the object from a backup)"
+                )));
+            }
+            if !remote.list_after("log/", "")?.is_empty() {
+                return Err(FleetError::Keys(format!(
+                    "{KEYS_OBJECT} is missing from the store but its log holds entries: the object was deleted; restore it from a backup"
+                )));
+            }
             let idk = SecretBytes::random().map_err(|e| FleetError::Keys(e.to_string()))?;
             let dek = SecretBytes::random().map_err(|e| FleetError::Keys(e.to_string()))?;
             let wrap = |label: &str, k: &SecretBytes| {
@@ -108,7 +136,7 @@ pub fn load_or_create_keys(remote: &Remote, kek: &Kek) -> Result<SeedKeys, Fleet
                 Err(RemoteError::Exists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            remote.get(KEYS_OBJECT)?.0
+            remote.get_capped(KEYS_OBJECT, MAX_KEYS_OBJECT)?
         }
         Err(e) => return Err(e.into()),
     };
@@ -161,6 +189,8 @@ pub struct FleetState {
     /// Chunks and bytes fetched from packs; chunks that failed authentication.
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
+    /// Ranged GETs of packs (one per extent fetched).
+    pub pack_requests: u64,
     pub integrity_failures: u64,
 }
 
@@ -171,9 +201,35 @@ pub struct Fleet {
     hosts: BTreeMap<String, PublicKey>,
     state: Mutex<FleetState>,
     last_audit: Mutex<Option<Instant>>,
-    /// One fetch per pack at a time: concurrent misses in one pack wait for the first and then
-    /// find their chunks cached (single flight).
-    fetching: Mutex<HashMap<PackId, Arc<Mutex<()>>>>,
+    /// Chunks being fetched now: a miss on one of them waits for that fetch instead of
+    /// starting another (single flight).
+    inflight: Mutex<HashMap<ChunkId, Arc<Slot>>>,
+    /// Fetches running now (at most `MAX_FETCHES`).
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+/// One chunk of a fetch in progress: its waiters learn whether it was cached.
+#[derive(Default)]
+struct Slot {
+    done: Mutex<Option<bool>>,
+    cv: std::sync::Condvar,
+}
+
+impl Slot {
+    fn complete(&self, ok: bool) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(ok);
+        self.cv.notify_all();
+    }
+
+    /// `Some(cached)` once the fetch is done with this chunk; `None` after `timeout`.
+    fn wait(&self, timeout: Duration) -> Option<bool> {
+        let g = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |d| d.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        *g
+    }
 }
 
 fn now_ms() -> u64 {
@@ -215,7 +271,8 @@ impl Fleet {
             hosts,
             state: Mutex::new(FleetState::default()),
             last_audit: Mutex::new(None),
-            fetching: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            fetches: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -261,15 +318,23 @@ impl Fleet {
         let mut n = 0;
         loop {
             let next = seq + 1;
-            let got = self.remote.get(&entry_key(next));
+            let got = self.remote.get_capped(&entry_key(next), MAX_ENTRY);
             let bytes = match got {
-                Ok((b, _)) => b,
+                Ok(b) => b,
                 Err(RemoteError::NotFound(_)) => break,
+                Err(RemoteError::TooLarge(m)) => {
+                    return Err(self.halt(format!("log entry {next}: {m}")));
+                }
                 Err(e) => {
                     self.note_remote(&Err(RemoteError::Unreachable(e.to_string())));
                     return Err(e.into());
                 }
             };
+            if bytes.len() as u64 > MAX_ENTRY {
+                return Err(self.halt(format!(
+                    "log entry {next} is larger than {MAX_ENTRY} bytes, more than any entry arca writes"
+                )));
+            }
             let e = open_entry(store.keys(), &self.hosts, next, &bytes)
                 .map_err(|e| self.halt(format!("{e}")))?;
             if e.prev != prev {
@@ -321,9 +386,9 @@ impl Fleet {
         }
         if seq > 0 {
             let (_, applied_hash) = store.applied()?;
-            match self.remote.get(&entry_key(seq)) {
-                Ok((b, _)) if entry_hash(&b) == applied_hash => {}
-                Ok((b, _)) => {
+            match self.remote.get_capped(&entry_key(seq), MAX_ENTRY) {
+                Ok(b) if entry_hash(&b) == applied_hash => {}
+                Ok(b) => {
                     return Err(self.halt(format!(
                         "fork at log entry {seq}: the store now holds {} there, but this host applied {applied_hash}: two entries claim seq {seq}",
                         entry_hash(&b)
@@ -350,17 +415,21 @@ impl Fleet {
             if !seen.insert(*id) || store.chunk_loc(id)?.is_some() {
                 continue;
             }
-            let added = store.with_sealed_chunk(id, |sealed| b.add(*id, sealed))?;
+            let added = store.with_sealed_chunk(id, |sealed| {
+                // Closed before it would pass the target, so one extent covers a whole pack.
+                if !b.is_empty() && b.len() + sealed.len() > pack::PACK_TARGET {
+                    out.extend(self.put_pack(store, std::mem::take(&mut b))?);
+                }
+                b.add(*id, sealed)
+                    .map_err(|e| FleetError::Config(e.to_string()))
+            })?;
             match added {
-                Some(r) => r.map_err(|e| FleetError::Config(e.to_string()))?,
+                Some(r) => r?,
                 None => {
                     return Err(FleetError::Store(crate::store::StoreError::Corrupt(
                         format!("chunk {id} of the version is not in the local store"),
                     )))
                 }
-            }
-            if b.full() {
-                out.extend(self.put_pack(store, std::mem::take(&mut b))?);
             }
         }
         if !b.is_empty() {
@@ -387,74 +456,192 @@ impl Fleet {
     }
 
     /// Fetches a chunk this host does not hold from its pack, with the chunks after it in the
-    /// pack (one ranged GET of up to `EXTENT` bytes), authenticating each before it is cached.
-    /// `Ok(false)`: the fleet has no location for it.
+    /// pack (one ranged GET of up to `EXTENT` bytes, streamed), authenticating each before it
+    /// is cached. `Ok(false)`: the fleet has no location for it.
     pub fn fetch(&self, store: &Store, id: &ChunkId) -> Result<bool, FleetError> {
-        let Some(loc) = store.chunk_loc(id)? else {
-            return Ok(false);
-        };
-        // A location comes from a signed entry, but a bound keeps a bad one (or a state
-        // directory written behind arcad's back) from asking for gigabytes.
-        if loc.len as usize > crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) {
-            self.state().integrity_failures += 1;
-            return Err(FleetError::Integrity {
-                chunk: *id,
-                pack: loc.pack,
-                why: format!(
-                    "its location claims {} sealed bytes, more than any chunk has",
-                    loc.len
-                ),
-            });
+        // Bound on waiting for another reader's fetch of this chunk: its request and any stall
+        // of its stream each end within the timeout.
+        let wait = self.cfg.remote.timeout * 2;
+        loop {
+            if store.has_chunk(id)? {
+                return Ok(true);
+            }
+            let Some(loc) = store.chunk_loc(id)? else {
+                return Ok(false);
+            };
+            // A location comes from a signed entry, but a bound keeps a bad one (or a state
+            // directory written behind arcad's back) from asking for gigabytes.
+            if loc.len as usize > crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) {
+                self.state().integrity_failures += 1;
+                return Err(FleetError::Integrity {
+                    chunk: *id,
+                    pack: loc.pack,
+                    why: format!(
+                        "its location claims {} sealed bytes, more than any chunk has",
+                        loc.len
+                    ),
+                });
+            }
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = inflight.get(id).cloned() {
+                drop(inflight);
+                match slot.wait(wait) {
+                    Some(true) => continue,
+                    Some(false) => {
+                        return Err(FleetError::Remote(RemoteError::Unreachable(format!(
+                            "the fetch that carried chunk {id} did not cache it"
+                        ))))
+                    }
+                    None => {
+                        return Err(FleetError::Remote(RemoteError::Unreachable(format!(
+                            "chunk {id} did not arrive within {wait:?}"
+                        ))))
+                    }
+                }
+            }
+            use std::sync::atomic::Ordering;
+            if self.fetches.fetch_add(1, Ordering::AcqRel) >= MAX_FETCHES {
+                self.fetches.fetch_sub(1, Ordering::AcqRel);
+                return Err(FleetError::Remote(RemoteError::Unreachable(format!(
+                    "{MAX_FETCHES} fetches from the store are already running on this host"
+                ))));
+            }
+            let extent = match self.plan_extent(store, &loc, id, &inflight) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.fetches.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e);
+                }
+            };
+            let slots: Vec<Arc<Slot>> = extent
+                .iter()
+                .map(|(c, _)| {
+                    let s = Arc::new(Slot::default());
+                    inflight.insert(*c, s.clone());
+                    s
+                })
+                .collect();
+            drop(inflight);
+            let result = self.stream_extent(store, &loc, &extent, &slots);
+            self.fetches.fetch_sub(1, Ordering::AcqRel);
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for ((c, _), slot) in extent.iter().zip(&slots) {
+                inflight.remove(c);
+                // A chunk the stream did not reach is released to its waiters as not cached.
+                let mut done = slot.done.lock().unwrap_or_else(|p| p.into_inner());
+                if done.is_none() {
+                    *done = Some(false);
+                    slot.cv.notify_all();
+                }
+            }
+            drop(inflight);
+            return match result {
+                Ok(failed) if failed.contains(id) => Err(FleetError::Integrity {
+                    chunk: *id,
+                    pack: loc.pack,
+                    why: "failed authentication".into(),
+                }),
+                Ok(_) => Ok(true),
+                Err(e) => Err(e),
+            };
         }
-        let gate = self
-            .fetching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(loc.pack)
-            .or_default()
-            .clone();
-        let _one = gate.lock().unwrap_or_else(|p| p.into_inner());
-        if store.has_chunk(id)? {
-            return Ok(true);
-        }
-        let mut extent = store.pack_extent(&loc, EXTENT)?;
+    }
+
+    /// The chunks to fetch for a miss on `id` at `loc`: it and the chunks after it in its pack,
+    /// contiguous, up to `EXTENT` bytes, stopping before one already cached or being fetched.
+    fn plan_extent(
+        &self,
+        store: &Store,
+        loc: &pack::ChunkLoc,
+        id: &ChunkId,
+        inflight: &HashMap<ChunkId, Arc<Slot>>,
+    ) -> Result<Vec<(ChunkId, pack::ChunkLoc)>, FleetError> {
+        let max = crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) as u32;
+        let mut extent = store.pack_extent(loc, EXTENT)?;
         if extent.first().map(|(c, _)| c) != Some(id) {
             // The location rows disagree with each other: fetch the one chunk.
-            extent = vec![(*id, loc)];
+            extent = vec![(*id, *loc)];
         }
-        // Stop before the first chunk already cached (a reader that skipped ahead).
         let mut keep = 1;
-        while keep < extent.len() && !store.has_chunk(&extent[keep].0)? {
+        while keep < extent.len()
+            && extent[keep].1.len <= max
+            && !inflight.contains_key(&extent[keep].0)
+            && !store.has_chunk(&extent[keep].0)?
+        {
             keep += 1;
         }
         extent.truncate(keep);
-        let start = extent[0].1.offset;
+        Ok(extent)
+    }
+
+    /// Streams `extent` (consecutive chunks of one pack) and caches each chunk that
+    /// authenticates as soon as it is whole. Returns the chunks that failed authentication.
+    fn stream_extent(
+        &self,
+        store: &Store,
+        from: &pack::ChunkLoc,
+        extent: &[(ChunkId, pack::ChunkLoc)],
+        slots: &[Arc<Slot>],
+    ) -> Result<Vec<ChunkId>, FleetError> {
+        let start = from.offset;
         let last = extent[extent.len() - 1].1;
-        let end = last.offset + last.len as u64;
-        let bytes = self.remote.get_range(&pack_key(&loc.pack), start..end)?;
-        let mut fetched = 0u64;
-        for (cid, l) in &extent {
-            let at = (l.offset - start) as usize;
-            let env = &bytes[at..at + l.len as usize];
-            if let Err(e) = store.keys().open_chunk(cid, env) {
-                self.state().integrity_failures += 1;
-                if cid == id {
-                    return Err(FleetError::Integrity {
-                        chunk: *cid,
-                        pack: loc.pack,
-                        why: e.to_string(),
-                    });
+        let end =
+            last.offset
+                .checked_add(last.len as u64)
+                .ok_or_else(|| FleetError::Integrity {
+                    chunk: extent[extent.len() - 1].0,
+                    pack: from.pack,
+                    why: "its location overflows".into(),
+                })?;
+        let mut buf: Vec<u8> =
+            Vec::with_capacity(crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) * 2);
+        let mut next = 0usize;
+        let mut failed = Vec::new();
+        let mut cached = 0u64;
+        let mut store_error = None;
+        let got = self
+            .remote
+            .get_range_each(&pack_key(&from.pack), start..end, |piece| {
+                buf.extend_from_slice(&piece);
+                while next < extent.len() && buf.len() >= extent[next].1.len as usize {
+                    let (cid, l) = &extent[next];
+                    let env = &buf[..l.len as usize];
+                    match store.keys().open_chunk(cid, env) {
+                        Ok(_) => match store.put_fetched_chunk(cid, env) {
+                            Ok(()) => {
+                                cached += 1;
+                                slots[next].complete(true);
+                            }
+                            Err(e) => {
+                                store_error = Some(e);
+                                return Err("the local store refused a fetched chunk".into());
+                            }
+                        },
+                        Err(e) => {
+                            tracing::error!(chunk = %cid, pack = %from.pack, "fleet: a fetched chunk failed authentication: {e}; not cached, not served");
+                            failed.push(*cid);
+                            slots[next].complete(false);
+                        }
+                    }
+                    buf.drain(..l.len as usize);
+                    next += 1;
                 }
-                // A later chunk of the extent: not cached; its own read will report it.
-                break;
+                Ok(())
+            });
+        {
+            let mut s = self.state();
+            s.pack_requests += 1;
+            s.chunks_fetched += cached;
+            s.integrity_failures += failed.len() as u64;
+            if let Ok(n) = &got {
+                s.bytes_fetched += n;
             }
-            store.put_fetched_chunk(cid, env)?;
-            fetched += 1;
         }
-        let mut s = self.state();
-        s.chunks_fetched += fetched;
-        s.bytes_fetched += bytes.len() as u64;
-        Ok(true)
+        if let Some(e) = store_error {
+            return Err(FleetError::Store(e));
+        }
+        got?;
+        Ok(failed)
     }
 }
 
@@ -474,16 +661,25 @@ impl Publisher for Fleet {
             Ok(_) => Ok(()),
             Err(RemoteError::Exists(_)) => {
                 // Ours, if an earlier attempt landed and only its answer was lost.
-                match self.remote.get(&key) {
-                    Ok((b, _)) if &b[..] == bytes => Ok(()),
+                match self.remote.get_capped(&key, MAX_ENTRY) {
+                    Ok(b) if &b[..] == bytes => Ok(()),
                     Ok(_) => Err(PublishError::Conflict),
-                    Err(e) => Err(PublishError::Unavailable(e.to_string())),
+                    // Taken, but not readable yet through this gateway (gateways of one store
+                    // may share metadata a moment late): another host's, most likely; try
+                    // again after catching up.
+                    Err(RemoteError::NotFound(_)) => Err(PublishError::Conflict),
+                    Err(e) => Err(PublishError::Unconfirmed(e.to_string())),
                 }
             }
+            // A request that failed before any answer never reached the store only if it
+            // never connected; the create may have landed.
+            Err(e @ RemoteError::Unreachable(_)) => Err(PublishError::Unconfirmed(e.to_string())),
             Err(e) => Err(PublishError::Unavailable(e.to_string())),
         };
         self.note_remote(&match &r {
-            Err(PublishError::Unavailable(m)) => Err(RemoteError::Unreachable(m.clone())),
+            Err(PublishError::Unavailable(m) | PublishError::Unconfirmed(m)) => {
+                Err(RemoteError::Unreachable(m.clone()))
+            }
             _ => Ok(()),
         });
         if r.is_ok() {

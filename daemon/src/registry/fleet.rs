@@ -43,8 +43,21 @@ impl Registry {
     }
 
     /// The commit lock; on a fleet host, held only after this host applied every entry in the
-    /// log, so the checks that follow see the fleet's state.
+    /// log. If that applied any, the operation's checks made before the lock (its permission
+    /// check above all) saw an older state: `FleetConflict` makes `retrying` run it again.
     pub(super) fn commit_guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        let g = lock(&self.commit_lock);
+        if let Some(f) = &self.fleet {
+            if self.catch_up_locked(f).map_err(unavailable)? > 0 {
+                return Err(RegistryError::Store(StoreError::FleetConflict));
+            }
+        }
+        Ok(g)
+    }
+
+    /// The commit lock after catching up, for work that checks everything under the lock
+    /// (garbage collection).
+    pub(super) fn commit_guard_caught_up(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         let g = lock(&self.commit_lock);
         if let Some(f) = &self.fleet {
             self.catch_up_locked(f).map_err(unavailable)?;

@@ -40,7 +40,7 @@ impl Registry {
         // snapshot cannot change under it (a deletion commits its candidate rows, leaves the
         // catalog and republishes the mount's snapshot all under this lock), so a chunk is
         // judged against one consistent state.
-        let _commit = self.commit_guard()?;
+        let _commit = self.commit_guard_caught_up()?;
         let actor = c.map_or_else(|| "arcad".to_string(), |c| c.user.clone());
         let peer = |d: Draft| match c {
             Some(c) => d.peer(c.uid, c.pid),

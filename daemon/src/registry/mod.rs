@@ -685,29 +685,14 @@ impl Registry {
         // Chunks first, durable; then the version and its event in one synced write. A crash
         // in between leaves only unreferenced chunks.
         self.store.flush_chunks()?;
-        // A fleet host puts the chunks the fleet lacks into packs in the object store first,
-        // outside the commit lock (this is the slow part); the log entry then names them.
-        let locs = match &self.fleet {
-            Some(f) => {
-                let ids: Vec<ChunkId> = rec
-                    .files
-                    .iter()
-                    .flat_map(|f| f.chunks.iter().map(|c| c.id))
-                    .collect();
-                f.upload(&self.store, &ids).map_err(fleet::unavailable)?
-            }
-            None => Vec::new(),
-        };
-        let mut attempt = 0;
-        let _g = loop {
-            let g = self.commit_guard()?;
+        // Policy and permission again, under the lock: either may have changed since the upload
+        // started, and concurrent pushes must not overshoot max-versions together.
+        let precheck = || -> Result<()> {
             if self.version(&name, &version).is_some() {
                 return Err(RegistryError::AlreadyExists(format!(
                     "model {name} already has version {version}"
                 )));
             }
-            // Policy and permission again, under the lock: either may have changed since the
-            // upload started, and concurrent pushes must not overshoot max-versions together.
             self.require(c, Some(&name), Permission::Write, "push versions")?;
             self.check_max_versions(c, &name)?;
             if rec.signer.is_none() && self.access().policy(&name).signing_required {
@@ -719,6 +704,39 @@ impl Registry {
                     format!("model {name}'s policy requires signed pushes; push with a trusted key (`arca key gen`), or have an admin run `arca policy set {name} --signing-required no`"),
                 ));
             }
+            Ok(())
+        };
+        // A fleet host puts the chunks the fleet lacks into packs in the object store first,
+        // outside the commit lock (this is the slow part); the log entry then names them. The
+        // checks run before as well, against the fleet's state, so a push that would be refused
+        // leaves no packs behind (two pushes of one version racing still both upload).
+        let locs = match &self.fleet {
+            Some(f) => {
+                {
+                    let _g = self.commit_guard_caught_up()?;
+                    precheck()?;
+                }
+                let ids: Vec<ChunkId> = rec
+                    .files
+                    .iter()
+                    .flat_map(|f| f.chunks.iter().map(|c| c.id))
+                    .collect();
+                f.upload(&self.store, &ids).map_err(fleet::unavailable)?
+            }
+            None => Vec::new(),
+        };
+        let mut attempt = 0;
+        let _g = loop {
+            let g = match self.commit_guard() {
+                Err(RegistryError::Store(StoreError::FleetConflict))
+                    if attempt < fleet::MAX_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    continue;
+                }
+                other => other?,
+            };
+            precheck()?;
             let event = audit::ev(c, EventKind::Registration)
                 .model(&name)
                 .version(&version)

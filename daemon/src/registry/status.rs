@@ -61,7 +61,9 @@ impl Registry {
             current_data_key: self.store.keys().current_key_id(),
             rotation: self.rotation_progress()?,
             audit_events: audit,
-            fleet: self.fleet.as_ref().map(|f| {
+            // Fetched and uploaded figures show what this host caches: store-wide, so only
+            // for readers of every model (as `disk_bytes`).
+            fleet: self.fleet.as_ref().filter(|_| all).map(|f| {
                 let st = f.status();
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -78,6 +80,11 @@ impl Registry {
                     halted: st.halted,
                     chunks_fetched: st.chunks_fetched,
                     bytes_fetched: st.bytes_fetched,
+                    pack_requests: st.pack_requests,
+                    bytes_uploaded: f
+                        .remote
+                        .bytes_out
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     integrity_failures: st.integrity_failures,
                 }
             }),

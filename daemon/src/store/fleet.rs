@@ -24,7 +24,10 @@ use super::{RecordPut, Store, StoreError};
 use crate::fleet::log::{self, Entry, EventWire, Located, RecordWire, GENESIS};
 use crate::fleet::pack::ChunkLoc;
 
-/// `meta` row: seq (u64 BE) and hash of the newest log entry applied here.
+/// `meta` row: seq (u64 BE) and hash of the newest log entry applied here, in a record
+/// envelope: someone who writes the state directory without the KEK cannot move it forward
+/// (which would make this host skip entries); putting back an older sealed value only makes it
+/// apply entries again, to the same state.
 const APPLIED: &[u8] = b"fleet-applied";
 /// `locs` rows: `c` + chunk id → `ChunkLoc`; `p` + pack id + offset (u64 BE) → chunk id and
 /// sealed length (u32 LE), for extent reads in pack order.
@@ -38,6 +41,8 @@ pub enum PublishError {
     Conflict,
     /// The object store did not answer: nothing was applied anywhere.
     Unavailable(String),
+    /// The create was sent but not confirmed: it may have landed.
+    Unconfirmed(String),
     Other(String),
 }
 
@@ -81,6 +86,56 @@ fn entry_cf(name: &str) -> Option<Cf> {
 }
 
 impl Store {
+    /// A record from another host's entry must decode as what its column family holds, and a
+    /// version record must sit at the row its name and version give: a bad one would stop
+    /// this host from loading its catalog or access table at its next start.
+    fn check_entry_record(&self, cf: Cf, row: &RowKey, json: &str) -> Result<(), String> {
+        match cf {
+            Cf::Versions => {
+                let rec: crate::manifest::VersionRecord =
+                    serde_json::from_str(json).map_err(|e| e.to_string())?;
+                let want = self.version_row(
+                    rec.metadata.name.as_str(),
+                    &rec.metadata.version.to_string(),
+                );
+                if want != row.0 {
+                    return Err("it is not at its version's row".into());
+                }
+                crate::registry::check_signed(&rec)
+            }
+            Cf::Keys => serde_json::from_str::<arca_core::api::TrustedKey>(json)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Cf::Acl => {
+                let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+                if v.is_array() || v.is_object() {
+                    Ok(())
+                } else {
+                    Err("neither a role list nor a policy".into())
+                }
+            }
+            _ => Err("no entry may write this column family".into()),
+        }
+    }
+
+    /// A fleet host's state directory opened without `[fleet]` would commit changes no other
+    /// host ever sees: refused.
+    pub fn was_fleet_host(&self) -> Result<bool, StoreError> {
+        Ok(self.kv.get(Cf::Meta, APPLIED)?.is_some())
+    }
+
+    /// Marks a store created for a fleet (applied marker at entry 0), so that it is known as a
+    /// fleet host's from then on, before it has applied any entry.
+    pub fn mark_fleet_host(&self) -> Result<(), StoreError> {
+        if self.was_fleet_host()? {
+            return Ok(());
+        }
+        let mut b = Batch::default();
+        self.note_applied(&mut b, 0, &GENESIS, &[])?;
+        self.kv.commit(b)?;
+        Ok(())
+    }
+
     /// Makes this store a fleet replica: from now on every change with records goes through
     /// `p` first.
     pub fn set_publisher(&self, p: Arc<dyn Publisher>) {
@@ -98,7 +153,20 @@ impl Store {
 
     /// The seq and hash of the newest entry applied here (0 and `GENESIS` before the first).
     pub fn applied(&self) -> Result<(u64, EntryHash), StoreError> {
-        match self.kv.get(Cf::Meta, APPLIED)? {
+        let sealed = self.kv.get(Cf::Meta, APPLIED)?;
+        let opened = match sealed {
+            None => None,
+            Some(s) => Some(
+                self.keys
+                    .open_record(Cf::Meta.name(), APPLIED, &s)
+                    .map_err(|_| {
+                        StoreError::Refused(
+                            "the fleet's applied marker does not open: the state directory was tampered with; restore it or start this host on an empty one".into(),
+                        )
+                    })?,
+            ),
+        };
+        match opened {
             None => Ok((0, GENESIS)),
             Some(v) if v.len() == 40 => {
                 let seq = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
@@ -118,10 +186,31 @@ impl Store {
     }
 
     pub fn chunk_loc(&self, id: &ChunkId) -> Result<Option<ChunkLoc>, StoreError> {
-        Ok(self
-            .kv
-            .get(Cf::Locs, &loc_by_chunk(id))?
-            .and_then(|v| ChunkLoc::from_bytes(&v)))
+        let key = loc_by_chunk(id);
+        match self.kv.get(Cf::Locs, &key)? {
+            None => Ok(None),
+            Some(v) => Ok(ChunkLoc::from_bytes(&self.open_loc(&key, &v)?)),
+        }
+    }
+
+    /// Location rows are sealed (bound to their key), so none can be planted: a planted one
+    /// would make `upload` skip a chunk the fleet does not have, or send reads elsewhere.
+    fn open_loc(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.keys
+            .open_record(Cf::Locs.name(), key, sealed)
+            .map_err(|source| StoreError::Crypt {
+                what: "a chunk location row".into(),
+                source,
+            })
+    }
+
+    fn seal_loc(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.keys
+            .seal_record(Cf::Locs.name(), key, value)
+            .map_err(|source| StoreError::Crypt {
+                what: "sealing a chunk location row".into(),
+                source,
+            })
     }
 
     /// The chunks stored in `from.pack` from `from.offset` on, in pack order, while they are
@@ -137,14 +226,17 @@ impl Store {
         let mut next = from.offset;
         for item in self.kv.range(Cf::Locs, &start, &end, false) {
             let (k, v) = item?;
+            let v = self.open_loc(&k, &v)?;
             if k.len() != 41 || v.len() != 36 {
                 return Err(StoreError::Corrupt("a malformed chunk location row".into()));
             }
             let offset = u64::from_be_bytes(k[33..41].try_into().unwrap_or_default());
             let id = ChunkId(v[..32].try_into().unwrap_or_default());
             let len = u32::from_le_bytes(v[32..36].try_into().unwrap_or_default());
-            if offset != next || (!out.is_empty() && offset + len as u64 - from.offset > max_bytes)
-            {
+            let Some(end) = offset.checked_add(len as u64) else {
+                break;
+            };
+            if offset != next || (!out.is_empty() && end - from.offset > max_bytes) {
                 break;
             }
             out.push((
@@ -155,7 +247,7 @@ impl Store {
                     len,
                 },
             ));
-            next = offset + len as u64;
+            next = end;
         }
         Ok(out)
     }
@@ -179,17 +271,30 @@ impl Store {
         let mut v = Vec::with_capacity(40);
         v.extend_from_slice(&seq.to_be_bytes());
         v.extend_from_slice(&hash.0);
-        b.put(Cf::Meta, APPLIED, v);
+        let sealed = self
+            .keys
+            .seal_record(Cf::Meta.name(), APPLIED, &v)
+            .map_err(|source| StoreError::Crypt {
+                what: "sealing the fleet's applied marker".into(),
+                source,
+            })?;
+        b.put(Cf::Meta, APPLIED, sealed);
         let mut seen = std::collections::HashSet::new();
         for l in chunks {
             if !seen.insert(l.id) || self.kv.contains(Cf::Locs, &loc_by_chunk(&l.id))? {
                 continue;
             }
-            b.put(Cf::Locs, &loc_by_chunk(&l.id), l.loc.to_bytes().to_vec());
+            let by_chunk = loc_by_chunk(&l.id);
+            b.put(
+                Cf::Locs,
+                &by_chunk,
+                self.seal_loc(&by_chunk, &l.loc.to_bytes())?,
+            );
             let mut v = Vec::with_capacity(36);
             v.extend_from_slice(l.id.as_bytes());
             v.extend_from_slice(&l.loc.len.to_le_bytes());
-            b.put(Cf::Locs, &loc_by_pack(&l.loc.pack, l.loc.offset), v);
+            let by_pack = loc_by_pack(&l.loc.pack, l.loc.offset);
+            b.put(Cf::Locs, &by_pack, self.seal_loc(&by_pack, &v)?);
         }
         Ok(())
     }
@@ -240,6 +345,7 @@ impl Store {
             return Err(match e {
                 PublishError::Conflict => StoreError::FleetConflict,
                 PublishError::Unavailable(m) => StoreError::FleetUnavailable(m),
+                PublishError::Unconfirmed(m) => StoreError::FleetUnconfirmed(m),
                 PublishError::Other(m) => StoreError::FleetUnavailable(m),
             });
         }
@@ -277,6 +383,14 @@ impl Store {
                     e.seq, r.cf
                 ))
             })?;
+            if let Some(json) = &r.json {
+                self.check_entry_record(cf, &r.row, json).map_err(|why| {
+                    StoreError::Corrupt(format!(
+                        "log entry {} writes a {} record that is not valid: {why}",
+                        e.seq, r.cf
+                    ))
+                })?;
+            }
             records.push(RecordPut {
                 cf,
                 row: r.row.0,
@@ -301,6 +415,22 @@ impl Store {
             )));
         }
         let mut b = Batch::default();
+        // A version another host deleted: its chunks here become GC candidates, as they do
+        // for a deletion made here.
+        for r in records
+            .iter()
+            .filter(|r| r.cf == Cf::Versions && r.json.is_none())
+        {
+            if let Some(sealed) = self.kv.get(Cf::Versions, &r.row)? {
+                if let Ok(rec) = self.open_version(&r.row, &sealed) {
+                    for f in &rec.files {
+                        for c in &f.chunks {
+                            b.put(Cf::Gc, c.id.as_bytes(), Vec::new());
+                        }
+                    }
+                }
+            }
+        }
         self.note_applied(&mut b, e.seq, &hash, &e.chunks)?;
         self.commit_audited_opt(b, drafts, records, true, false)?;
         Ok(())

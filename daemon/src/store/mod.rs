@@ -58,6 +58,9 @@ pub enum StoreError {
     /// Fleet: the object store did not answer; nothing was written anywhere.
     #[error("the fleet's object store is unreachable, so state changes are refused until it answers again (nothing was changed): {0}")]
     FleetUnavailable(String),
+    /// Fleet: the change was sent as the log's next entry but the store did not confirm it.
+    #[error("the fleet's object store did not confirm the change ({0}); it was not applied on this host, and if the store received it every host, this one included, applies it as soon as it reads the log: check with `arca history` or `arca show` before trying again")]
+    FleetUnconfirmed(String),
 }
 
 /// A mutable record written by an audited commit: sealed there, bound to the event that names
