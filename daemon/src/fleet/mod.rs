@@ -208,28 +208,59 @@ pub struct Fleet {
     fetches: std::sync::atomic::AtomicUsize,
 }
 
-/// One chunk of a fetch in progress: its waiters learn whether it was cached.
+/// One chunk of a fetch in progress: its waiters learn whether it was cached, and get its
+/// verified plaintext when it was (so the chunk is not read back and opened a second time).
 #[derive(Default)]
 struct Slot {
-    done: Mutex<Option<bool>>,
+    done: Mutex<Option<Option<Plain>>>,
     cv: std::sync::Condvar,
+    /// Readers waiting now: the plaintext is kept in the slot only for them, so a fetch holds
+    /// at most one chunk of plaintext per waiting reader, not a whole extent's.
+    waiters: std::sync::atomic::AtomicUsize,
 }
 
+/// A fetched chunk's verified plaintext.
+pub type Plain = Arc<Vec<u8>>;
+
 impl Slot {
-    fn complete(&self, ok: bool) {
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(ok);
+    /// `plain`: `None` if the chunk was not cached.
+    fn complete(&self, plain: Option<Plain>) {
+        let keep = self.waiters.load(std::sync::atomic::Ordering::Acquire) > 0;
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(match plain {
+            Some(p) if keep => Some(p),
+            // Cached, but nobody waits: an empty vector says "read it from the store".
+            Some(_) => Some(Arc::new(Vec::new())),
+            None => None,
+        });
         self.cv.notify_all();
     }
 
-    /// `Some(cached)` once the fetch is done with this chunk; `None` after `timeout`.
-    fn wait(&self, timeout: Duration) -> Option<bool> {
+    /// `Some(Some(plain))` once the fetch cached the chunk (`plain` empty: read it from the
+    /// store), `Some(None)` if it did not, `None` after `timeout`.
+    fn wait(&self, timeout: Duration) -> Option<Option<Plain>> {
+        self.waiters
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let g = self.done.lock().unwrap_or_else(|p| p.into_inner());
         let (g, _) = self
             .cv
             .wait_timeout_while(g, timeout, |d| d.is_none())
             .unwrap_or_else(|p| p.into_inner());
-        *g
+        let r = g.clone();
+        drop(g);
+        self.waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        r
     }
+}
+
+/// What `Fleet::fetch` found.
+pub enum Fetched {
+    /// The fleet has no location for the chunk.
+    Unknown,
+    /// The chunk is in this host's store now: read it from there.
+    Cached,
+    /// Fetched just now: cached, and here is its verified plaintext.
+    Plain(Plain),
 }
 
 fn now_ms() -> u64 {
@@ -457,17 +488,17 @@ impl Fleet {
 
     /// Fetches a chunk this host does not hold from its pack, with the chunks after it in the
     /// pack (one ranged GET of up to `EXTENT` bytes, streamed), authenticating each before it
-    /// is cached. `Ok(false)`: the fleet has no location for it.
-    pub fn fetch(&self, store: &Store, id: &ChunkId) -> Result<bool, FleetError> {
+    /// is cached.
+    pub fn fetch(&self, store: &Store, id: &ChunkId) -> Result<Fetched, FleetError> {
         // Bound on waiting for another reader's fetch of this chunk: its request and any stall
         // of its stream each end within the timeout.
         let wait = self.cfg.remote.timeout * 2;
         loop {
             if store.has_chunk(id)? {
-                return Ok(true);
+                return Ok(Fetched::Cached);
             }
             let Some(loc) = store.chunk_loc(id)? else {
-                return Ok(false);
+                return Ok(Fetched::Unknown);
             };
             // A location comes from a signed entry, but a bound keeps a bad one (or a state
             // directory written behind arcad's back) from asking for gigabytes.
@@ -486,8 +517,9 @@ impl Fleet {
             if let Some(slot) = inflight.get(id).cloned() {
                 drop(inflight);
                 match slot.wait(wait) {
-                    Some(true) => continue,
-                    Some(false) => {
+                    Some(Some(p)) if !p.is_empty() => return Ok(Fetched::Plain(p)),
+                    Some(Some(_)) => continue,
+                    Some(None) => {
                         return Err(FleetError::Remote(RemoteError::Unreachable(format!(
                             "the fetch that carried chunk {id} did not cache it"
                         ))))
@@ -530,18 +562,19 @@ impl Fleet {
                 // A chunk the stream did not reach is released to its waiters as not cached.
                 let mut done = slot.done.lock().unwrap_or_else(|p| p.into_inner());
                 if done.is_none() {
-                    *done = Some(false);
+                    *done = Some(None);
                     slot.cv.notify_all();
                 }
             }
             drop(inflight);
             return match result {
-                Ok(failed) if failed.contains(id) => Err(FleetError::Integrity {
+                Ok((failed, _)) if failed.contains(id) => Err(FleetError::Integrity {
                     chunk: *id,
                     pack: loc.pack,
                     why: "failed authentication".into(),
                 }),
-                Ok(_) => Ok(true),
+                Ok((_, Some(p))) => Ok(Fetched::Plain(p)),
+                Ok((_, None)) => Ok(Fetched::Cached),
                 Err(e) => Err(e),
             };
         }
@@ -575,14 +608,15 @@ impl Fleet {
     }
 
     /// Streams `extent` (consecutive chunks of one pack) and caches each chunk that
-    /// authenticates as soon as it is whole. Returns the chunks that failed authentication.
+    /// authenticates as soon as it is whole. Returns the chunks that failed authentication and
+    /// the first chunk's plaintext (the one a reader asked for).
     fn stream_extent(
         &self,
         store: &Store,
         from: &pack::ChunkLoc,
         extent: &[(ChunkId, pack::ChunkLoc)],
         slots: &[Arc<Slot>],
-    ) -> Result<Vec<ChunkId>, FleetError> {
+    ) -> Result<(Vec<ChunkId>, Option<Plain>), FleetError> {
         let start = from.offset;
         let last = extent[extent.len() - 1].1;
         let end =
@@ -599,6 +633,7 @@ impl Fleet {
         let mut failed = Vec::new();
         let mut cached = 0u64;
         let mut store_error = None;
+        let mut first = None;
         let got = self
             .remote
             .get_range_each(&pack_key(&from.pack), start..end, |piece| {
@@ -607,10 +642,14 @@ impl Fleet {
                     let (cid, l) = &extent[next];
                     let env = &buf[..l.len as usize];
                     match store.keys().open_chunk(cid, env) {
-                        Ok(_) => match store.put_fetched_chunk(cid, env) {
+                        Ok(plain) => match store.put_fetched_chunk(cid, env) {
                             Ok(()) => {
                                 cached += 1;
-                                slots[next].complete(true);
+                                let plain = Arc::new(plain);
+                                if next == 0 {
+                                    first = Some(plain.clone());
+                                }
+                                slots[next].complete(Some(plain));
                             }
                             Err(e) => {
                                 store_error = Some(e);
@@ -620,7 +659,7 @@ impl Fleet {
                         Err(e) => {
                             tracing::error!(chunk = %cid, pack = %from.pack, "fleet: a fetched chunk failed authentication: {e}; not cached, not served");
                             failed.push(*cid);
-                            slots[next].complete(false);
+                            slots[next].complete(None);
                         }
                     }
                     buf.drain(..l.len as usize);
@@ -641,7 +680,7 @@ impl Fleet {
             return Err(FleetError::Store(e));
         }
         got?;
-        Ok(failed)
+        Ok((failed, first))
     }
 }
 

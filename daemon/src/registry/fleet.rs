@@ -119,11 +119,14 @@ impl Registry {
         Ok(())
     }
 
-    /// A chunk missing here: fetched from its pack if the fleet has it. `Ok(true)`: it is now
-    /// cached (authenticated); `Ok(false)`: no fleet, or the fleet does not know it.
-    pub(super) fn fetch_missing(&self, id: &ChunkId) -> std::result::Result<bool, ChunkReadError> {
+    /// A chunk missing here: fetched from its pack if the fleet has it (authenticated, then
+    /// cached). `Unknown`: no fleet, or the fleet does not know it.
+    pub(super) fn fetch_missing(
+        &self,
+        id: &ChunkId,
+    ) -> std::result::Result<crate::fleet::Fetched, ChunkReadError> {
         let Some(f) = &self.fleet else {
-            return Ok(false);
+            return Ok(crate::fleet::Fetched::Unknown);
         };
         match f.fetch(&self.store, id) {
             Ok(found) => Ok(found),

@@ -886,9 +886,19 @@ impl Registry {
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
         match self.read_chunk_range_here(id, len, offset, size) {
-            Err(ChunkReadError::Missing) if self.fetch_missing(id)? => {
-                self.read_chunk_range_here(id, len, offset, size)
-            }
+            Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
+                crate::fleet::Fetched::Unknown => Err(ChunkReadError::Missing),
+                crate::fleet::Fetched::Cached => self.read_chunk_range_here(id, len, offset, size),
+                crate::fleet::Fetched::Plain(p) => {
+                    if p.len() != len as usize {
+                        return Err(ChunkReadError::Length);
+                    }
+                    let (a, b) = (offset as usize, offset as usize + size as usize);
+                    p.get(a..b).map(<[u8]>::to_vec).ok_or(ChunkReadError::Crypt(
+                        CryptError::Malformed("range beyond chunk"),
+                    ))
+                }
+            },
             other => other,
         }
     }
@@ -917,9 +927,16 @@ impl Registry {
 
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
         match self.read_chunk_here(id, expected_len) {
-            Err(ChunkReadError::Missing) if self.fetch_missing(id)? => {
-                self.read_chunk_here(id, expected_len)
-            }
+            Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
+                crate::fleet::Fetched::Unknown => Err(ChunkReadError::Missing),
+                crate::fleet::Fetched::Cached => self.read_chunk_here(id, expected_len),
+                crate::fleet::Fetched::Plain(p) => {
+                    if p.len() != expected_len as usize {
+                        return Err(ChunkReadError::Length);
+                    }
+                    Ok(Arc::try_unwrap(p).unwrap_or_else(|p| p.to_vec()))
+                }
+            },
             other => other,
         }
     }

@@ -872,6 +872,29 @@ fn bench_fleet() {
         .iter()
         .map(|h| h.json(&["status"])["fleet"].clone())
         .collect();
+    // CPU-seconds of each reader's arcad (utime + stime, /proc/PID/stat), and of the whole
+    // machine (/proc/stat), across the cold read.
+    let cpu_of = |h: &TestEnv| -> f64 {
+        let pid = h.daemon.as_ref().unwrap().id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let machine_busy = || -> f64 {
+        let s = std::fs::read_to_string("/proc/stat").unwrap();
+        let f: Vec<f64> = s
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        (f.iter().sum::<f64>() - f[3] - f[4]) / 100.0
+    };
+    let cpu0: Vec<f64> = readers.iter().map(cpu_of).collect();
+    let busy0 = machine_busy();
     std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop the page cache (root)");
     let bytes = (big_mib << 20) as f64;
     let reads: Vec<(f64, String)> = std::thread::scope(|s| {
@@ -900,6 +923,9 @@ fn bench_fleet() {
             .collect();
         ts.into_iter().map(|t| t.join().unwrap()).collect()
     });
+    let cpu1: Vec<f64> = readers.iter().map(cpu_of).collect();
+    let busy = machine_busy() - busy0;
+    let slowest = reads.iter().map(|(s, _)| *s).fold(0.0, f64::max);
     // The same pack bytes, downloaded plainly: one stream alone, then three at once (as the
     // hosts read).
     let download = |gw: &str| -> (f64, usize) {
@@ -936,15 +962,23 @@ fn bench_fleet() {
             st["pack_requests"].as_u64().unwrap() - status0[i]["pack_requests"].as_u64().unwrap();
         let rate = bytes / secs;
         println!(
-            "BENCH|cold_read|host=r{}|MBps={:.0}|fetched_over_read={:.3}|requests_per_GiB={:.1}|vs_plain_download_alone={:.2}|vs_plain_download_3_at_once={:.2}",
+            "BENCH|cold_read|host=r{}|MBps={:.0}|arcad_cpu_s_per_GiB={:.2}|fetched_over_read={:.3}|requests_per_GiB={:.1}|vs_plain_download_alone={:.2}|vs_plain_download_3_at_once={:.2}",
             i + 1,
             rate / 1e6,
+            (cpu1[i] - cpu0[i]) / (bytes / (1u64 << 30) as f64),
             fetched as f64 / bytes,
             reqs as f64 / (bytes / (1u64 << 30) as f64),
             rate / plain1,
             rate / plain3
         );
     }
+    println!(
+        "BENCH|machine|cores_busy_during_cold_read={:.2}|of={}",
+        busy / slowest,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!(
         "BENCH|plain_download|MBps_alone={:.0}|MBps_each_of_3={:.0}",
         plain1 / 1e6,
