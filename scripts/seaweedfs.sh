@@ -7,6 +7,8 @@
 #   bash scripts/seaweedfs.sh cluster DIR PORT  # 1 master, 3 volume servers (replication 001),
 #                                              # 2 filers, each with an S3 gateway
 #   bash scripts/seaweedfs.sh single DIR PORT   # one `weed server -s3` process (quick tests)
+#     with ARCA_SEAWEEDFS_TLS=CERTDIR (cert.pem, key.pem and the CA's ca.pem in it), its S3
+#     gateway serves HTTPS with that certificate
 #   bash scripts/seaweedfs.sh stop DIR          # stops what DIR's cluster started
 #
 # PORT is a base: the S3 gateways listen on PORT and PORT+1 (the single server on PORT), the
@@ -55,6 +57,25 @@ PY
   return 1
 }
 
+# Waits until a TLS server whose certificate `ca` signed answers on 127.0.0.1:$1, at most 60 s
+# (the certificate is checked, as arcad checks it).
+wait_https() {
+  local port=$1 ca=$2 i
+  for i in $(seq 1 600); do
+    if python3 - "$port" "$ca" <<'PY' 2>/dev/null; then return 0; fi
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1), server_hostname="127.0.0.1")
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+if not s.recv(12).startswith(b"HTTP/1."):
+    sys.exit(1)
+PY
+    sleep 0.1
+  done
+  echo "seaweedfs: no TLS server answers on 127.0.0.1:$port after 60 s (logs in $DIR)" >&2
+  return 1
+}
+
 start() {
   local name=$1
   shift
@@ -78,9 +99,15 @@ case "$cmd" in
       start server server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" \
         -master.port=$((PORT + 10)) -volume.port=$((PORT + 11)) -filer.port=$((PORT + 12)) \
         -master.port.grpc=$((PORT + 10010)) -volume.port.grpc=$((PORT + 10011)) \
-        -filer.port.grpc=$((PORT + 10012)) -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=16
-      wait_http "$PORT"
-      echo "http://127.0.0.1:$PORT"
+        -filer.port.grpc=$((PORT + 10012)) -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=16 \
+        ${ARCA_SEAWEEDFS_TLS:+-s3.cert.file=$ARCA_SEAWEEDFS_TLS/cert.pem -s3.key.file=$ARCA_SEAWEEDFS_TLS/key.pem}
+      if [ -n "${ARCA_SEAWEEDFS_TLS:-}" ]; then
+        wait_https "$PORT" "$ARCA_SEAWEEDFS_TLS/ca.pem"
+        echo "https://127.0.0.1:$PORT"
+      else
+        wait_http "$PORT"
+        echo "http://127.0.0.1:$PORT"
+      fi
       exit 0
     fi
     mport=$((PORT + 10))

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # systemd for systemd-analyze; man-db and groff-base render the man pages with warnings on; zsh
 # and fish parse the completions (tests/tests/e2e/ecosystem.rs).
-. scripts/deps.sh systemd man-db groff-base zsh fish
+. scripts/deps.sh systemd man-db groff-base zsh fish openssl
 # One profile for everything (RocksDB's C++ build is shared); the target directory is set in
 # .cargo/config.toml, outside the clone, so later runs reuse it.
 cargo fmt --all -- --check

@@ -76,7 +76,18 @@ impl RemoteError {
             E::Precondition { .. } => Self::Changed(key.to_owned()),
             E::NotModified { .. } => Self::Changed(key.to_owned()),
             other => {
-                let text = other.to_string();
+                // The causes too: "error sending request" alone hides a refused certificate
+                // or a refused connection.
+                let mut text = other.to_string();
+                let mut cause = std::error::Error::source(&other);
+                while let Some(c) = cause {
+                    let t = c.to_string();
+                    if !text.contains(&t) {
+                        text.push_str(": ");
+                        text.push_str(&t);
+                    }
+                    cause = c.source();
+                }
                 // `object_store` folds transport failures and 5xx answers that outlived their
                 // retries into `Generic`; they are what moves a call to the next endpoint.
                 Self::Unreachable(text)

@@ -221,14 +221,31 @@ const BUCKET: &str = "arca-fleet-hosts";
 
 /// A fleet host's `[fleet]` section.
 fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> String {
+    fleet_toml_with(host, endpoints, pins, "")
+}
+
+/// `extra`: more lines for the `[fleet]` section.
+fn fleet_toml_with(
+    host: &str,
+    endpoints: &[&str],
+    pins: &[(String, String)],
+    extra: &str,
+) -> String {
     let eps: Vec<String> = endpoints
         .iter()
-        .map(|e| format!("\"http://{e}\""))
+        .map(|e| {
+            if e.contains("://") {
+                format!("\"{e}\"")
+            } else {
+                format!("\"http://{e}\"")
+            }
+        })
         .collect();
     let mut t = format!(
         "[fleet]\nhost = \"{host}\"\nendpoints = [{}]\nbucket = \"{BUCKET}\"\npoll_ms = 200\ntimeout_secs = 3\n",
         eps.join(", ")
     );
+    t.push_str(extra);
     if !pins.is_empty() {
         t.push_str("[fleet.hosts]\n");
         for (n, k) in pins {
@@ -241,6 +258,10 @@ fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> Stri
 /// Hosts `names`, each with its own state, socket and mount, all holding one KEK; each pins
 /// every host's entry-signing key. Started.
 fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
+    fleet_hosts_with(names, endpoints, "")
+}
+
+fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec<TestEnv> {
     let mut hosts: Vec<TestEnv> = names.iter().map(|_| TestEnv::unstarted()).collect();
     let kek = hosts[0].path().join("kek.key");
     for h in &hosts[1..] {
@@ -249,7 +270,7 @@ fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
     let mut pins = Vec::new();
     for (i, h) in hosts.iter_mut().enumerate() {
         let cfg = h.path().join("arcad.toml");
-        std::fs::write(&cfg, fleet_toml(names[i], &endpoints[i], &[])).unwrap();
+        std::fs::write(&cfg, fleet_toml_with(names[i], &endpoints[i], &[], extra)).unwrap();
         h.daemon_args = vec!["--config".into(), cfg.to_str().unwrap().into()];
         let t = Instant::now();
         let out = h.arcad_once(&["--host-key"]);
@@ -272,7 +293,7 @@ fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
     for (i, h) in hosts.iter_mut().enumerate() {
         std::fs::write(
             h.path().join("arcad.toml"),
-            fleet_toml(names[i], &endpoints[i], &pins),
+            fleet_toml_with(names[i], &endpoints[i], &pins, extra),
         )
         .unwrap();
         h.start();
@@ -1028,4 +1049,162 @@ fn bench_fleet() {
         up as f64 / (1 << 20) as f64,
         up as f64 / (4 * region) as f64
     );
+}
+
+/// Runs `openssl` with `args` in `dir`; the test fails if it is missing or fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl) is needed for the HTTPS test");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops a SeaweedFS started by `scripts/seaweedfs.sh` in `0` on drop.
+struct Stop(PathBuf);
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/seaweedfs.sh"))
+            .arg("stop")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn fleet_over_https_checks_the_store_certificate() {
+    // A private CA and a certificate for 127.0.0.1 that it signed, made here.
+    let certs = tempfile::Builder::new()
+        .prefix("arca-tls-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let c = certs.path();
+    openssl(
+        c,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=arca test CA",
+        ],
+    );
+    openssl(
+        c,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "s.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(c.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(
+        c,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "s.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("arca-seaweedfs-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let _stop = Stop(dir.path().to_owned());
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/seaweedfs.sh"))
+        .args(["single", dir.path().to_str().unwrap(), "18900"])
+        .env("ARCA_SEAWEEDFS_TLS", c)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SeaweedFS with TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(url, "https://127.0.0.1:18900");
+    // The bucket, over HTTPS with the CA (python's ssl checks the certificate).
+    let st = Command::new("python3")
+        .args(["-c", "import ssl,sys,urllib.request as u; ctx=ssl.create_default_context(cafile=sys.argv[2]); r=u.urlopen(u.Request(sys.argv[1], method='PUT'), context=ctx); sys.exit(0 if r.status==200 else 1)"])
+        .arg(format!("{url}/{BUCKET}"))
+        .arg(c.join("ca.pem"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "creating the bucket over HTTPS");
+
+    // Without the CA, arcad refuses the store: the certificate is checked, not waved through.
+    let lone = TestEnv::unstarted();
+    let mut lone = lone;
+    let cfg = lone.path().join("arcad.toml");
+    std::fs::write(&cfg, fleet_toml("x", &[url.as_str()], &[])).unwrap();
+    lone.daemon_args = vec!["--config".into(), cfg.to_str().unwrap().into()];
+    let out = lone.arcad_once(&["--host-key"]);
+    assert!(
+        !out.status.success(),
+        "a store whose certificate no trusted CA signed is refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("certificate") || err.contains("issuer") || err.contains("tls"),
+        "{err}"
+    );
+
+    // With `ca_file`: two hosts share the registry over HTTPS.
+    let extra = format!("ca_file = \"{}\"\n", c.join("ca.pem").display());
+    let hosts = fleet_hosts_with(
+        &["a", "c"],
+        &[vec![url.as_str()], vec![url.as_str()]],
+        &extra,
+    );
+    let (a, hc) = (&hosts[0], &hosts[1]);
+    a.root_key();
+    let d = a.push_small("tls", "1.0.0", 4242, &[]);
+    within(10, "C sees the version pushed over HTTPS", || {
+        hc.arca(&["show", "tls", "1.0.0"]).status.success()
+    });
+    let got = hc.path().join("got");
+    hc.ok(&["get", "tls", "1.0.0", "--out", got.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(got.join("w.bin")).unwrap(),
+        std::fs::read(d.join("w.bin")).unwrap()
+    );
+    println!("fleet: two hosts shared a version over HTTPS with a private CA; without the CA the store was refused");
 }
