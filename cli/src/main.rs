@@ -137,6 +137,9 @@ enum Cmd {
     },
     /// The daemon's condition: catalog, store and dedup, mount and cache, key rotation, audit.
     Status,
+    /// A fleet host's view of the fleet.
+    #[command(subcommand)]
+    Fleet(ops::FleetCmd),
     /// Who the daemon says you are.
     Whoami,
     /// Store totals: models, versions, chunks, stored and logical bytes.
@@ -257,6 +260,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Audit(a) => audit::run(&client, a, json).await,
         Cmd::Gc { dry_run } => ops::gc(&client, dry_run, json).await,
         Cmd::Status => ops::status(&client, json).await,
+        Cmd::Fleet(ops::FleetCmd::Status) => ops::fleet_status(&client, json).await,
         Cmd::Whoami => show::whoami(&client, json).await,
         Cmd::Stats => show::stats(&client, json).await,
     }

@@ -132,3 +132,53 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Every host of the fleet as this host sees it in the store: the log entry each applied,
+    /// how far behind the newest it is, and how old its heartbeat is (needs read on every
+    /// model, as the fleet figures of `status` do).
+    Status,
+}
+
+pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
+    let s: StatusReport = client.get("/v1/status").await?;
+    let Some(f) = s.fleet else {
+        anyhow::bail!(
+            "no fleet figures: this daemon is a single host, or you may not read every model"
+        );
+    };
+    if json {
+        println!("{}", crate::escape::json(&f, false)?);
+        return Ok(0);
+    }
+    println!(
+        "this host {} via {}: applied entry {} of {}{}",
+        Term(&f.host),
+        Term(&f.endpoint),
+        f.applied_seq,
+        f.head_seq,
+        match (&f.halted, &f.store_error) {
+            (Some(h), _) => format!("; HALTED: {}", Term(h)),
+            (None, Some(e)) => format!("; STORE UNREACHABLE: {}", Term(e)),
+            (None, None) => String::new(),
+        }
+    );
+    let mut t = crate::show::table(&["HOST", "APPLIED", "BEHIND", "HEARTBEAT", "STATE"]);
+    for h in &f.hosts {
+        t.row([
+            Term(&h.host).to_string(),
+            h.applied_seq.to_string(),
+            f.head_seq.saturating_sub(h.applied_seq).to_string(),
+            format!("{:.1}s ago", h.heartbeat_age_secs),
+            match (&h.unreadable, &h.halted, &h.store_error) {
+                (Some(u), _, _) => format!("unreadable: {}", Term(u)),
+                (None, Some(x), _) => format!("halted: {}", Term(x)),
+                (None, None, Some(e)) => format!("store unreachable: {}", Term(e)),
+                _ => "ok".into(),
+            },
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}

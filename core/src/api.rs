@@ -764,6 +764,24 @@ pub struct FleetStatus {
     pub bytes_uploaded: u64,
     /// Chunks fetched from packs that failed authentication (never cached or served).
     pub integrity_failures: u64,
+    /// The newest entry in the log, as far as this host knows (its own applied one, or a
+    /// higher one a heartbeat reported).
+    pub head_seq: u64,
+    /// Every host's last heartbeat in the store (`arca fleet status`).
+    pub hosts: Vec<FleetHostSeen>,
+}
+
+/// One host's heartbeat, as another host reads it from the store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FleetHostSeen {
+    pub host: String,
+    pub applied_seq: u64,
+    /// Seconds since its heartbeat was written (hosts write one every 5 s).
+    pub heartbeat_age_secs: f64,
+    pub halted: Option<String>,
+    pub store_error: Option<String>,
+    /// Set when the heartbeat does not open under the fleet's keys or names another host.
+    pub unreadable: Option<String>,
 }
 
 /// The mount, in `status`.

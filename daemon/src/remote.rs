@@ -350,6 +350,11 @@ impl Remote {
         self.put(key, bytes, PutMode::Create)
     }
 
+    /// Puts `key`, whatever is there (for objects one host alone writes: its heartbeat).
+    pub fn overwrite(&self, key: &str, bytes: Bytes) -> Result<ETag, RemoteError> {
+        self.put(key, bytes, PutMode::Overwrite)
+    }
+
     /// Replaces `key` only if it still is the version `etag` names (`If-Match`).
     pub fn replace(&self, key: &str, bytes: Bytes, etag: &ETag) -> Result<ETag, RemoteError> {
         self.put(

@@ -40,6 +40,8 @@ pub struct FleetConfig {
 }
 
 const KEYS_OBJECT: &str = "fleet/keys";
+/// Each host's heartbeat: `hosts/<name>`, rewritten every `HEARTBEAT_EVERY`.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Reads of objects arca writes small are capped, so an object planted in the bucket cannot
 /// make every host read gigabytes into memory: a log entry (a version record with 100,000
 /// files is about 30 MB) and the keys object.
@@ -194,6 +196,16 @@ pub struct FleetState {
     pub integrity_failures: u64,
 }
 
+/// What a host writes to `hosts/<name>` (sealed with the fleet's keys, bound to the name).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    pub host: String,
+    pub applied: u64,
+    pub at_ms: u64,
+    pub halted: Option<String>,
+    pub store_error: Option<String>,
+}
+
 pub struct Fleet {
     pub cfg: FleetConfig,
     pub remote: Remote,
@@ -201,6 +213,7 @@ pub struct Fleet {
     hosts: BTreeMap<String, PublicKey>,
     state: Mutex<FleetState>,
     last_audit: Mutex<Option<Instant>>,
+    last_heartbeat: Mutex<Option<Instant>>,
     /// Chunks being fetched now: a miss on one of them waits for that fetch instead of
     /// starting another (single flight).
     inflight: Mutex<HashMap<ChunkId, Arc<Slot>>>,
@@ -302,6 +315,7 @@ impl Fleet {
             hosts,
             state: Mutex::new(FleetState::default()),
             last_audit: Mutex::new(None),
+            last_heartbeat: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             fetches: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -434,6 +448,81 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// Writes this host's heartbeat, at most every `HEARTBEAT_EVERY` (called by the poller).
+    pub fn heartbeat(&self, store: &Store) -> Result<(), FleetError> {
+        {
+            let mut last = self
+                .last_heartbeat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let st = self.status();
+        let hb = Heartbeat {
+            host: self.cfg.host.clone(),
+            applied: store.applied()?.0,
+            at_ms: now_ms(),
+            halted: st.halted,
+            store_error: st.last_error,
+        };
+        let json = serde_json::to_vec(&hb).map_err(|e| FleetError::Config(e.to_string()))?;
+        let sealed = store
+            .keys()
+            .seal_record("fleet-host", self.cfg.host.as_bytes(), &json)
+            .map_err(|e| FleetError::Config(e.to_string()))?;
+        self.remote
+            .overwrite(&format!("hosts/{}", self.cfg.host), Bytes::from(sealed))?;
+        Ok(())
+    }
+
+    /// Every host's last heartbeat in the store (at most 1,000 hosts).
+    pub fn hosts_seen(
+        &self,
+        store: &Store,
+    ) -> Result<Vec<arca_core::api::FleetHostSeen>, FleetError> {
+        let mut out = Vec::new();
+        let now = now_ms();
+        for l in self.remote.list_after("hosts/", "")?.into_iter().take(1000) {
+            let Some(name) = l.key.strip_prefix("hosts/") else {
+                continue;
+            };
+            let mut seen = arca_core::api::FleetHostSeen {
+                host: name.to_owned(),
+                applied_seq: 0,
+                heartbeat_age_secs: 0.0,
+                halted: None,
+                store_error: None,
+                unreadable: None,
+            };
+            let opened = self
+                .remote
+                .get_capped(&l.key, 64 << 10)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    store
+                        .keys()
+                        .open_record("fleet-host", name.as_bytes(), &b)
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|j| serde_json::from_slice::<Heartbeat>(&j).map_err(|e| e.to_string()));
+            match opened {
+                Ok(hb) if hb.host == name => {
+                    seen.applied_seq = hb.applied;
+                    seen.heartbeat_age_secs = now.saturating_sub(hb.at_ms) as f64 / 1000.0;
+                    seen.halted = hb.halted;
+                    seen.store_error = hb.store_error;
+                }
+                Ok(_) => seen.unreadable = Some("it names another host".into()),
+                Err(e) => seen.unreadable = Some(e),
+            }
+            out.push(seen);
+        }
+        Ok(out)
     }
 
     /// Puts the chunks among `ids` that the fleet does not have yet into packs, uploads them

@@ -152,7 +152,11 @@ pub fn spawn_poller(registry: Arc<Registry>) {
         .spawn(move || {
             let mut last_error = String::new();
             loop {
-                match registry.poll_fleet() {
+                let beat = registry
+                    .fleet()
+                    .map(|f| f.heartbeat(registry.store()))
+                    .unwrap_or(Ok(()));
+                match registry.poll_fleet().and(beat) {
                     Ok(_) => last_error.clear(),
                     Err(e) => {
                         // Once per distinct failure, not once per poll.

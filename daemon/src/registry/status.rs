@@ -65,6 +65,14 @@ impl Registry {
             // for readers of every model (as `disk_bytes`).
             fleet: self.fleet.as_ref().filter(|_| all).map(|f| {
                 let st = f.status();
+                // Each host's heartbeat, read from the store now (none while it is down).
+                let hosts = f.hosts_seen(&self.store).unwrap_or_default();
+                let head_seq = hosts
+                    .iter()
+                    .map(|h| h.applied_seq)
+                    .max()
+                    .unwrap_or(0)
+                    .max(st.applied);
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
@@ -86,6 +94,8 @@ impl Registry {
                         .bytes_out
                         .load(std::sync::atomic::Ordering::Relaxed),
                     integrity_failures: st.integrity_failures,
+                    hosts,
+                    head_seq,
                 }
             }),
         })

@@ -504,6 +504,31 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
         "one winner everywhere: {roots:?}"
     );
 
+    // `arca fleet status` on C: every host's heartbeat, readable, caught up with the log.
+    let mut last = serde_json::Value::Null;
+    let caught_up = |v: &serde_json::Value| {
+        let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+        hosts.len() == 3
+            && hosts.iter().all(|h| {
+                h["unreadable"].is_null()
+                    && h["applied_seq"] == v["head_seq"]
+                    && h["halted"].is_null()
+            })
+    };
+    let t = Instant::now();
+    while !caught_up(&last) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "fleet status never showed 3 hosts caught up: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        last = hc.json(&["fleet", "status"]);
+    }
+    let table = hc.ok(&["fleet", "status"]);
+    assert!(
+        table.contains("HOST") && table.contains(" a ") && table.contains(" b "),
+        "{table}"
+    );
     // Tampering at the store, behind arca's back: a flipped byte in a pack. C never served
     // these chunks: its read fails (EIO), nothing corrupt is served, and the log says why.
     let before: std::collections::HashSet<String> =
