@@ -1233,3 +1233,85 @@ fn fleet_over_https_checks_the_store_certificate() {
     );
     println!("fleet: two hosts shared a version over HTTPS with a private CA; without the CA the store was refused");
 }
+
+/// Kills the `i`-th process `scripts/seaweedfs.sh cluster` started (0 master, 1–3 volume
+/// servers, 4–5 filers with their S3 gateways), with SIGKILL.
+fn kill_cluster_process(c: &Cluster, i: usize) {
+    let pids = std::fs::read_to_string(c.dir.path().join("pids")).unwrap();
+    let pid: i32 = pids.lines().nth(i).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn fleet_survives_a_gateway_and_a_volume_server_dying() {
+    let c = Cluster::start(19_000);
+    let (g0, g1) = (c.endpoints[0].clone(), c.endpoints[1].clone());
+    let (st, _, _) = request(&g0, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200);
+    let both = vec![g0.as_str(), g1.as_str()];
+    let hosts = fleet_hosts(
+        &["a", "c", "r"],
+        &[both.clone(), both.clone(), vec![g1.as_str()]],
+    );
+    let (a, hc, r) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.root_key();
+    let u = user("arca-e2e-fleet-pub");
+    let d1 = model_dir(a, &u, "gw1", 20 << 20, 9501);
+    a.ok(&[
+        "push",
+        d1.to_str().unwrap(),
+        "--name",
+        "gw",
+        "--version",
+        "1.0.0",
+    ]);
+
+    // The gateway A and C use first dies: both go on through the other one.
+    kill_cluster_process(&c, 4);
+    let d2 = model_dir(a, &u, "gw2", 20 << 20, 9502);
+    let t = Instant::now();
+    a.ok(&[
+        "push",
+        d2.to_str().unwrap(),
+        "--name",
+        "gw",
+        "--version",
+        "2.0.0",
+    ]);
+    println!(
+        "fleet: with gateway 0 dead, A pushed through gateway 1 in {:?}",
+        t.elapsed()
+    );
+    within(15, "C sees 2.0.0 through the other gateway", || {
+        hc.arca(&["show", "gw", "2.0.0"]).status.success()
+    });
+    for (v, d) in [("1.0.0", &d1), ("2.0.0", &d2)] {
+        let got =
+            std::fs::read(hc.mnt().join(format!("gw/{v}/model.safetensors"))).expect("read on C");
+        assert_eq!(
+            sha256_hex(&got),
+            sha256_hex(&std::fs::read(d.join("model.safetensors")).unwrap())
+        );
+    }
+    assert_eq!(
+        hc.json(&["status"])["fleet"]["endpoint"],
+        format!("http://{g1}")
+    );
+
+    // A volume server dies: R, which holds none of the chunks, reads both versions from the
+    // replicas (replication 001).
+    kill_cluster_process(&c, 1);
+    for (v, d) in [("1.0.0", &d1), ("2.0.0", &d2)] {
+        let got = std::fs::read(r.mnt().join(format!("gw/{v}/model.safetensors")))
+            .expect("read on R with a volume server dead");
+        assert_eq!(
+            sha256_hex(&got),
+            sha256_hex(&std::fs::read(d.join("model.safetensors")).unwrap())
+        );
+    }
+    println!("fleet: a gateway and a volume server killed: every byte still served, verified");
+}
