@@ -422,6 +422,17 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
 
     // C has none of the chunks: its mount fetches them from packs and serves identical bytes.
     let original = std::fs::read(d.join("model.safetensors")).unwrap();
+    // First by mmap, the way safetensors loads weights, with none of the chunks here yet.
+    let f = std::fs::File::open(hc.mnt().join("fm/production/model.safetensors")).unwrap();
+    // SAFETY: the mount is read-only and the file is not changed while mapped.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+    assert_eq!(
+        sha256_hex(&map),
+        sha256_hex(&original),
+        "C's mount serves the bytes by mmap"
+    );
+    drop(map);
     let served = std::fs::read(hc.mnt().join("fm/production/model.safetensors"))
         .expect("read through C's mount");
     assert_eq!(
