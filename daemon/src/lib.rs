@@ -14,6 +14,7 @@ pub mod keys;
 pub mod manifest;
 pub mod metrics;
 pub mod mount;
+pub mod openapi;
 pub mod paths;
 pub mod pins;
 pub mod registry;
