@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chunker;
 pub mod config;
 pub mod crypt;
+pub mod extract;
 pub mod fleet;
 pub mod fuzz;
 pub mod journal;

@@ -18,17 +18,18 @@ use arca_core::audit::{AuditEvent, EventKind};
 use arca_core::{ModelName, ModelVersion, RelPath};
 use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::net::UnixListener;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::extract::{Json, Path, Query};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::openapi::errors::{
     BadRequest, Conflict, Forbidden, Integrity, Internal, NotFound, TooLarge, Unavailable,
@@ -80,7 +81,7 @@ impl Peer {
 }
 
 /// An API error as an HTTP response.
-pub struct ApiError(ErrorCode, String);
+pub struct ApiError(pub ErrorCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
