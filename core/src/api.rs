@@ -25,7 +25,25 @@ pub struct WhoAmI {
 /// `POST /v1/uploads`: start a push.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CreateUpload {
+    #[serde(deserialize_with = "object")]
     pub metadata: PublishedMetadata,
+}
+
+/// Reads a struct only from a JSON object: serde also takes an array of its fields in order,
+/// which the API does not document (the daemon checks that a body is an object; this is for a
+/// struct inside one).
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    use serde::Deserialize;
+    let value = serde_json::Value::deserialize(d)?;
+    if !value.is_object() {
+        return Err(D::Error::custom("expected a JSON object"));
+    }
+    serde_json::from_value(value).map_err(D::Error::custom)
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
