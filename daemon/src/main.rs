@@ -121,7 +121,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if args.openapi {
-        print!("{}", arcad::openapi::to_json(&arcad::server::openapi()));
+        print!("{}", arcad::openapi::json());
         return Ok(());
     }
     let mut cfg = Config::defaults();

@@ -320,7 +320,7 @@ fn api() -> OpenApiRouter<Arc<Registry>> {
 )]
 async fn openapi_json() -> Response {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| crate::openapi::to_json(&openapi()));
+    let doc = DOC.get_or_init(crate::openapi::json);
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         doc.as_str(),
