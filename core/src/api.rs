@@ -59,16 +59,8 @@ pub struct FileQuery {
     pub path: RelPath,
     /// Its mode, in decimal: 420 (0644) or 493 (0755); any other is refused before a byte is
     /// stored (docs/format.md, "File modes").
-    #[param(schema_with = file_mode_schema, required = true)]
+    #[param(value_type = crate::schema::FileMode, inline)]
     pub mode: u32,
-}
-
-fn file_mode_schema() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Integer)
-        .description(Some("420 (0644) or 493 (0755)"))
-        .enum_values(Some(crate::manifest::FILE_MODES))
-        .build()
 }
 
 /// What the daemon computed from one uploaded file.

@@ -43,6 +43,23 @@ macro_rules! string_schema {
 }
 pub(crate) use string_schema;
 
+/// A file's mode in a push, as the daemon accepts it (`manifest::FILE_MODES`): the type the
+/// document gives `PUT /v1/uploads/{id}/files?mode=`, which the daemon reads as a `u32` and
+/// refuses unless it is one of these.
+pub enum FileMode {}
+
+impl utoipa::PartialSchema for FileMode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some("420 (0644) or 493 (0755)"))
+            .enum_values(Some(crate::manifest::FILE_MODES))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FileMode {}
+
 /// 64 hex digits (32 bytes); either case is read, lower case is written.
 pub(crate) const HEX32: &str = "^[0-9a-fA-F]{64}$";
 
