@@ -76,9 +76,12 @@ pub(crate) fn rel_path_pattern() -> String {
     format!("^{COMPONENT}(?:/{COMPONENT})*$")
 }
 
-/// A semantic version (semver.org's grammar, with `[0-9]` for digits).
+/// A semantic version (semver.org's grammar, with `[0-9]` for digits). MAJOR, MINOR and PATCH
+/// have at most 19 digits here, so every number the pattern allows fits the daemon's `u64`
+/// (the contract test's versions with longer numbers were refused); the daemon also reads 20-digit
+/// ones up to 2^64 - 1.
 pub(crate) const SEMVER: &str = concat!(
-    r"^(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)",
+    r"^(?:0|[1-9][0-9]{0,18})\.(?:0|[1-9][0-9]{0,18})\.(?:0|[1-9][0-9]{0,18})",
     r"(?:-(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?",
     r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$"
 );
