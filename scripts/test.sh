@@ -17,6 +17,9 @@ bash scripts/seaweedfs.sh install
 # The contract test's validator and API fuzzer (pinned with hashes, from PyPI): installed once here.
 bash scripts/contract.sh install
 cargo build --release --workspace --bins
+# The Debian package: built with cargo-deb (pinned; installed on first use), then lintian, a
+# dpkg --root install into an empty root, dpkg -L and systemd-analyze verify --root.
+bash scripts/check-package.sh
 cargo clippy --release --workspace --all-targets -- -D warnings
 # --all-targets: unit and integration tests (the crates have no doc tests). The output is kept so
 # the totals can be summed into one closing line.
