@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # systemd for systemd-analyze; man-db and groff-base render the man pages with warnings on; zsh
-# and fish parse the completions (tests/tests/e2e/ecosystem.rs).
-. scripts/deps.sh systemd man-db groff-base zsh fish openssl
+# and fish parse the completions (tests/tests/e2e/ecosystem.rs); socat bridges the API fuzzer's
+# TCP to arcad's socket and curl fetches the OpenAPI document (tests/tests/e2e/contract.rs);
+# openssl makes the certificates of the fleet's HTTPS test (tests/tests/e2e/fleet.rs).
+. scripts/deps.sh systemd man-db groff-base zsh fish socat curl openssl
 # One profile for everything (RocksDB's C++ build is shared); the target directory is set in
 # .cargo/config.toml, outside the clone, so later runs reuse it.
 cargo fmt --all -- --check
@@ -13,7 +15,12 @@ cargo fmt --all -- --check
 bash scripts/check-units.sh
 # The fleet's tests run against a real SeaweedFS (pinned, from PyPI): installed once here.
 bash scripts/seaweedfs.sh install
+# The contract test's validator and API fuzzer (pinned with hashes, from PyPI): installed once here.
+bash scripts/contract.sh install
 cargo build --release --workspace --bins
+# The Debian package: built with cargo-deb (pinned; installed on first use), then lintian, a
+# dpkg --root install into an empty root, dpkg -L and systemd-analyze verify --root.
+bash scripts/check-package.sh
 cargo clippy --release --workspace --all-targets -- -D warnings
 # --all-targets: unit and integration tests (the crates have no doc tests). The output is kept so
 # the totals can be summed into one closing line.

@@ -13,7 +13,7 @@ use crate::sign::{PublicKey, Signature};
 pub const PREFIX: &str = "/v1";
 
 /// Who the daemon says the caller is.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     pub uid: u32,
     pub gid: u32,
@@ -23,25 +23,48 @@ pub struct WhoAmI {
 }
 
 /// `POST /v1/uploads`: start a push.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CreateUpload {
+    #[serde(deserialize_with = "object")]
     pub metadata: PublishedMetadata,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// Reads a struct only from a JSON object: serde also takes an array of its fields in order,
+/// which the API does not document (the daemon checks that a body is an object; this is for a
+/// struct inside one).
+fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    use serde::Deserialize;
+    let value = serde_json::Value::deserialize(d)?;
+    if !value.is_object() {
+        return Err(D::Error::custom("expected a JSON object"));
+    }
+    serde_json::from_value(value).map_err(D::Error::custom)
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UploadCreated {
     pub upload_id: String,
 }
 
 /// Query of `PUT /v1/uploads/{id}/files`: the file's bytes are the request body.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
+    /// The file's path inside the version.
     pub path: RelPath,
+    /// Its mode, in decimal: 420 (0644) or 493 (0755); any other is refused before a byte is
+    /// stored (docs/format.md, "File modes").
+    #[param(value_type = crate::schema::FileMode, inline)]
     pub mode: u32,
 }
 
 /// What the daemon computed from one uploaded file.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FileStored {
     pub entry: FileEntry,
     pub chunks: u64,
@@ -55,7 +78,7 @@ pub struct FileStored {
 }
 
 /// `POST /v1/uploads/{id}/commit`: what the publisher computed and signed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CommitUpload {
     pub merkle_root: MerkleRoot,
     pub metadata_digest: MetadataDigest,
@@ -68,7 +91,9 @@ pub struct CommitUpload {
 }
 
 /// A version's lifecycle status (the transitions are governed by issue #4's rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Development,
@@ -114,7 +139,7 @@ impl std::fmt::Display for Status {
 }
 
 /// Who signed a version.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SignerInfo {
     pub user: String,
     pub uid: u32,
@@ -123,7 +148,7 @@ pub struct SignerInfo {
 }
 
 /// Everything `arca show` prints about one version.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub metadata: PublishedMetadata,
     pub created_by: String,
@@ -147,7 +172,7 @@ pub struct VersionInfo {
 }
 
 /// One status change of a version: who, when, from, to, under which ticket.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Transition {
     pub from: Status,
     pub to: Status,
@@ -165,7 +190,7 @@ pub struct Transition {
 }
 
 /// An approver's signed consent to put this exact version (root) in production under a ticket.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Approval {
     pub approver: String,
     pub approver_uid: u32,
@@ -177,7 +202,7 @@ pub struct Approval {
 }
 
 /// `POST /v1/models/{name}/versions/{version}/approvals`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Approve {
     pub ticket: String,
     #[serde(default)]
@@ -187,7 +212,7 @@ pub struct Approve {
 }
 
 /// `POST /v1/models/{name}/versions/{version}/promote`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Promote {
     pub to: Status,
     #[serde(default)]
@@ -195,35 +220,35 @@ pub struct Promote {
 }
 
 /// `POST /v1/models/{name}/rollback`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Rollback {
     pub to: ModelVersion,
     pub reason: String,
 }
 
 /// One status change of one version, for a model's history.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct HistoryEvent {
     pub version: ModelVersion,
     pub transition: Transition,
 }
 
 /// A version and the chain of versions it derives from (parent first).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Lineage {
     pub version: ModelVersion,
     pub ancestors: Vec<ModelVersion>,
 }
 
 /// `GET /v1/models/{name}/history`: every status change, oldest first, and each version's lineage.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct History {
     pub events: Vec<HistoryEvent>,
     pub lineage: Vec<Lineage>,
 }
 
 /// Response of a commit: the stored version, and how much the push added to the store.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Committed {
     pub version: VersionInfo,
     /// As in `FileStored`: absent unless the caller may read every model.
@@ -234,7 +259,7 @@ pub struct Committed {
 }
 
 /// One line of `arca ls`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ModelSummary {
     pub name: ModelName,
     pub versions: u64,
@@ -243,7 +268,7 @@ pub struct ModelSummary {
 }
 
 /// One line of `arca ls NAME`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VersionSummary {
     pub version: ModelVersion,
     pub status: Status,
@@ -255,7 +280,7 @@ pub struct VersionSummary {
 }
 
 /// A problem found by `verify`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VerifyFailure {
     pub version: ModelVersion,
     pub file: Option<RelPath>,
@@ -264,7 +289,7 @@ pub struct VerifyFailure {
 }
 
 /// Result of `POST /v1/models/{name}/verify`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub ok: bool,
     pub versions: u64,
@@ -277,7 +302,7 @@ pub struct VerifyReport {
 /// One line of `POST /v1/models/{name}/verify?progress=true`: a JSON object per line
 /// (`application/x-ndjson`), `progress` lines while chunks are read, then one `report`, or one
 /// `error` if the check could not finish (its answer had already begun, so its status is 200).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerifyLine {
     /// Plaintext bytes read so far, of `total` (the size of every file checked).
@@ -290,21 +315,21 @@ pub enum VerifyLine {
 }
 
 /// `POST /v1/keys`: trust a public key for a user (a name or a numeric uid).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TrustKey {
     pub user: String,
     pub public_key: PublicKey,
 }
 
 /// `POST /v1/keys/untrust`: stop trusting a user's key, named by its fingerprint.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UntrustKey {
     pub user: String,
     pub fingerprint: String,
 }
 
 /// One trusted publisher key.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TrustedKey {
     pub user: String,
     pub uid: u32,
@@ -315,7 +340,7 @@ pub struct TrustedKey {
 }
 
 /// `GET /v1/store/stats`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StoreStats {
     pub models: u64,
     pub versions: u64,
@@ -330,7 +355,9 @@ pub struct StoreStats {
 }
 
 /// Counters of the read-only mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct MountCounters {
     pub bytes_served: u64,
     pub reads: u64,
@@ -343,7 +370,9 @@ pub struct MountCounters {
 }
 
 /// Machine-readable error kinds; the CLI prints `message` and exits non-zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -359,7 +388,7 @@ pub enum ErrorCode {
     Internal,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -367,7 +396,17 @@ pub struct ErrorBody {
 
 /// What an operation needs on a model (the design sketch's `ModelPermission`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
@@ -409,7 +448,17 @@ impl std::fmt::Display for Permission {
 
 /// A named set of permissions (the design sketch's four roles, and no others).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -468,7 +517,16 @@ impl std::str::FromStr for Role {
 /// Who a role is assigned to: a local user or a local group, by number (names can be reused),
 /// with the name it had when the assignment was made.
 #[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Principal {
@@ -497,7 +555,7 @@ impl std::fmt::Display for Principal {
 }
 
 /// One role assignment. `model: None` is the wildcard `*`: every model, present and future.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RoleAssignment {
     pub principal: Principal,
     pub role: Role,
@@ -508,7 +566,7 @@ pub struct RoleAssignment {
 
 /// `POST /v1/roles` and `POST /v1/roles/revoke`. `principal` is a user name, a uid, or
 /// `group:NAME`; the daemon resolves it against the host's account database.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RoleChange {
     pub principal: String,
     pub role: Role,
@@ -517,7 +575,7 @@ pub struct RoleChange {
 }
 
 /// What one user may do on one model (or, with `model: None`, on every model), and why.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct EffectivePermissions {
     pub model: Option<ModelName>,
     pub permissions: Vec<Permission>,
@@ -527,7 +585,7 @@ pub struct EffectivePermissions {
 
 /// `GET /v1/roles`: the matching assignments and, when a user was named, their effective
 /// permissions (through their own and their groups' assignments).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RoleListing {
     pub assignments: Vec<RoleAssignment>,
     #[serde(default)]
@@ -538,7 +596,7 @@ pub struct RoleListing {
 
 /// A model's policy (the design sketch's `set_model_policy`, with its defaults). Encryption is
 /// not a setting: every chunk and record is always sealed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Policy {
     /// Production needs `approvals` valid signed approvals.
     pub require_approval: bool,
@@ -567,7 +625,7 @@ impl Default for Policy {
 }
 
 /// `PUT /v1/models/{name}/policy`: the fields to change; absent ones keep their value.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PolicyUpdate {
     #[serde(default)]
     pub require_approval: Option<bool>,
@@ -584,7 +642,7 @@ pub struct PolicyUpdate {
 }
 
 /// `GET /v1/models/{name}/policy`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PolicyInfo {
     pub model: ModelName,
     pub policy: Policy,
@@ -597,7 +655,7 @@ pub struct PolicyInfo {
 }
 
 /// `POST /v1/audit/verify`: the whole trail checked.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditVerify {
     pub ok: bool,
     /// Events checked before the first fault (all of them when `ok`).
@@ -612,7 +670,7 @@ pub struct AuditVerify {
 }
 
 /// One production change in a compliance report.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProductionChange {
     pub at_ms: u64,
     pub version: Option<ModelVersion>,
@@ -624,7 +682,7 @@ pub struct ProductionChange {
 }
 
 /// One approval in a compliance report.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ApprovalRecord {
     pub at_ms: u64,
     pub version: Option<ModelVersion>,
@@ -634,7 +692,7 @@ pub struct ApprovalRecord {
 
 /// `GET /v1/audit/report/{name}`: the design sketch's compliance report for one model and period,
 /// with its production history and approvals.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ComplianceReport {
     pub model: ModelName,
     pub from_ms: u64,
@@ -652,14 +710,14 @@ pub struct ComplianceReport {
 }
 
 /// A version, by name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VersionRef {
     pub name: ModelName,
     pub version: ModelVersion,
 }
 
 /// `POST /v1/gc`: what a collection removed (or, with `dry_run`, would remove).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct GcReport {
     pub dry_run: bool,
     /// Archived versions older than their model's retention, removed.
@@ -678,7 +736,7 @@ pub struct GcReport {
 }
 
 /// A data-key rotation's progress (`arca status`, `arca key rotate-dek`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RotationProgress {
     pub target_key: u32,
     pub started_at: u64,
@@ -694,7 +752,7 @@ pub struct RotationProgress {
 }
 
 /// `POST /v1/keys/rotate-kek`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct KekRotated {
     /// Where the new key-encryption key now is.
     pub key_file: String,
@@ -706,7 +764,7 @@ pub struct KekRotated {
 }
 
 /// `GET /v1/status`: how the daemon and its store are doing.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub daemon_version: String,
     pub uptime_secs: u64,
@@ -740,7 +798,7 @@ pub struct StatusReport {
 }
 
 /// A fleet host's replica of the shared log, in `status`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FleetStatus {
     pub host: String,
     /// The object store endpoint calls go to now.
@@ -772,7 +830,7 @@ pub struct FleetStatus {
 }
 
 /// One host's heartbeat, as another host reads it from the store.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FleetHostSeen {
     pub host: String,
     pub applied_seq: u64,
@@ -785,7 +843,7 @@ pub struct FleetHostSeen {
 }
 
 /// The mount, in `status`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct MountStatus {
     pub mountpoint: String,
     /// The mount answered a stat of its root just now.

@@ -14,7 +14,17 @@ pub const GENESIS: EventHash = EventHash([0u8; 32]);
 
 /// What happened.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -116,7 +126,7 @@ pub struct Draft {
 /// family and row key (a keyed hash, so it names nothing in the clear). Each such record carries
 /// the seq and hash of the newest event that wrote its row, inside its seal; a record that does
 /// not match the newest event for its row in the chain is stale (replayed) and is not used.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RecordWrite {
     pub cf: String,
     pub row: crate::id::RowKey,
@@ -162,7 +172,7 @@ impl Draft {
 }
 
 /// One event of the trail, placed in the chain.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// The event id: 1, 2, 3, … without gaps.
     pub seq: u64,
@@ -309,7 +319,7 @@ impl Checkpoint {
 }
 
 /// The first thing wrong with a chain, naming the event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ChainFault {
     /// The event id where the chain first breaks (for a truncation: the first missing one).
     pub seq: u64,

@@ -100,6 +100,31 @@ id_type!(
     EntryHash
 );
 
+// JSON Schemas for the API document (the ids that appear in the API).
+macro_rules! hex_schema {
+    ($($t:ident: $what:literal),* $(,)?) => {
+        $(crate::schema::string_schema!(
+            $t,
+            stringify!($t),
+            crate::schema::string(
+                concat!($what, ": 32 bytes as 64 hex digits"),
+                crate::schema::HEX32,
+                Some(64),
+                crate::schema::HEX32_EXAMPLE,
+            )
+        );)*
+    };
+}
+hex_schema!(
+    ChunkId: "A chunk's content address (keyed BLAKE3 of its plaintext)",
+    Sha256Digest: "SHA-256 of a whole file",
+    Blake3Digest: "BLAKE3 of a whole file",
+    MerkleRoot: "The Merkle root over a version's file entries (docs/format.md)",
+    MetadataDigest: "The digest of a version's canonical metadata (docs/format.md)",
+    EventHash: "BLAKE3 of an audit event's canonical encoding",
+    RowKey: "A sealed record's row key (a keyed hash; names nothing in the clear)",
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod id;
 pub mod manifest;
 pub mod metadata;
 pub mod name;
+mod schema;
 pub mod sign;
 
 pub use id::{Blake3Digest, ChunkId, MerkleRoot, MetadataDigest, Sha256Digest};

@@ -10,7 +10,7 @@ use crate::name::RelPath;
 
 /// What the publisher attests for one file. Chunk lists are not part of it: chunk ids are keyed
 /// with the store's secret, which the publisher never sees.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FileEntry {
     pub path: RelPath,
     pub size: u64,

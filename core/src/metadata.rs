@@ -8,7 +8,17 @@ use crate::id::MetadataDigest;
 use crate::name::{ModelName, ModelVersion};
 
 /// The kinds of model the sketch names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    Default,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelType {
     Classification,
@@ -32,7 +42,7 @@ impl std::str::FromStr for ModelType {
 }
 
 /// What the publisher states about a version. Its canonical digest is signed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishedMetadata {
     pub name: ModelName,

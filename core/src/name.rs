@@ -151,6 +151,37 @@ serde_via_str!(ModelName);
 serde_via_str!(ModelVersion);
 serde_via_str!(RelPath);
 
+crate::schema::string_schema!(
+    ModelName,
+    "ModelName",
+    crate::schema::string(
+        "A model's name: 1-128 characters from A-Z a-z 0-9 . _ -, not starting with '.' or '-'",
+        "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$",
+        Some(128),
+        "resnet",
+    )
+);
+crate::schema::string_schema!(
+    ModelVersion,
+    "ModelVersion",
+    crate::schema::string(
+        "A semantic version (MAJOR.MINOR.PATCH[-pre][+build]), at most 128 characters, each number below 2^64",
+        crate::schema::SEMVER,
+        Some(128),
+        "1.2.0",
+    )
+);
+crate::schema::string_schema!(
+    RelPath,
+    "RelPath",
+    crate::schema::string(
+        "A file's path inside its version: '/'-separated components, none empty, '.' or '..', no NUL, not absolute; at most 255 bytes per component and 4096 bytes in all (UTF-8)",
+        &crate::schema::rel_path_pattern(),
+        None,
+        "weights/model.safetensors",
+    )
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,6 +259,27 @@ fn version_message(root: &MerkleRoot, meta: &MetadataDigest) -> Vec<u8> {
     m
 }
 
+crate::schema::string_schema!(
+    PublicKey,
+    "PublicKey",
+    crate::schema::string(
+        "An Ed25519 public key: arca-ed25519-v1: and its 32 bytes as 64 hex digits (surrounding white space is ignored); it must be a valid curve point",
+        r"^\s*arca-ed25519-v1:[0-9a-fA-F]{64}\s*$",
+        None,
+        "arca-ed25519-v1:3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+    )
+);
+crate::schema::string_schema!(
+    Signature,
+    "Signature",
+    crate::schema::string(
+        "An Ed25519 signature: 64 bytes as 128 hex digits (surrounding white space is ignored)",
+        r"^\s*[0-9a-fA-F]{128}\s*$",
+        None,
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+    )
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,10 @@ struct Args {
     /// Print the arcad(8) man page (roff) and exit (scripts/install.sh installs it).
     #[arg(long, exclusive = true, hide = true)]
     man: bool,
+    /// Print the control API's OpenAPI 3.1 document (JSON) and exit: docs/openapi.json, and
+    /// what `GET /v1/openapi.json` serves.
+    #[arg(long, exclusive = true)]
+    openapi: bool,
 }
 
 fn main() -> Result<()> {
@@ -114,6 +118,10 @@ fn main() -> Result<()> {
             .manual("arca")
             .render(&mut std::io::stdout())
             .context("writing the man page")?;
+        return Ok(());
+    }
+    if args.openapi {
+        print!("{}", arcad::openapi::json());
         return Ok(());
     }
     let mut cfg = Config::defaults();

@@ -1,26 +1,40 @@
 //! The control API over HTTP/1.1 on a Unix socket (axum). A thin translation: each handler reads
 //! the caller from the connection's peer credentials, calls one `Registry` method (on a blocking
 //! thread when it touches the store) and maps the result to JSON. Routes are listed in docs/api.md.
+//! Each handler's `#[utoipa::path]` describes it for the OpenAPI document, and the router is built
+//! from those same annotations (utoipa-axum's `routes!`), so what is served is what is documented
+//! (`crate::openapi`, `GET /v1/openapi.json`).
 
 use std::sync::Arc;
 
 use arca_core::api::{
-    Approve, CommitUpload, CreateUpload, ErrorBody, ErrorCode, FileQuery, PolicyUpdate, Promote,
-    RoleChange, Rollback, TrustKey, UploadCreated, VerifyLine,
+    Approve, AuditVerify, CommitUpload, Committed, ComplianceReport, CreateUpload, ErrorBody,
+    ErrorCode, FileQuery, FileStored, GcReport, History, KekRotated, ModelSummary, PolicyInfo,
+    PolicyUpdate, Promote, RoleAssignment, RoleChange, RoleListing, Rollback, RotationProgress,
+    StatusReport, StoreStats, TrustKey, TrustedKey, UntrustKey, UploadCreated, VerifyLine,
+    VerifyReport, VersionInfo, VersionSummary, WhoAmI,
 };
+use arca_core::audit::{AuditEvent, EventKind};
 use arca_core::{ModelName, ModelVersion, RelPath};
 use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::Router;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::net::UnixListener;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::extract::{Json, Path, Query};
 use crate::metrics::{Metrics, RequestLabels};
+use crate::openapi::errors::{
+    BadRequest, Conflict, Forbidden, Integrity, Internal, NotFound, TooLarge, Unavailable,
+};
+use crate::openapi::params::{Model as ModelPath, Upload as UploadPath, Version as VersionPath};
 use crate::registry::{Registry, RegistryError};
 
 /// Peer credentials of a connection, captured when it is accepted: uid, gid, pid and the
@@ -67,7 +81,7 @@ impl Peer {
 }
 
 /// An API error as an HTTP response.
-pub struct ApiError(ErrorCode, String);
+pub struct ApiError(pub ErrorCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -222,18 +236,35 @@ pub fn metrics_router(m: Arc<Metrics>) -> Router {
 }
 
 pub fn router(reg: Arc<Registry>, m: Arc<Metrics>) -> Router {
-    let socket_metrics = Router::new()
-        .route("/metrics", get(metrics_on_socket))
-        .with_state((reg.clone(), m.clone()));
-    api(reg)
-        .route_layer(axum::middleware::from_fn_with_state(m, track))
+    let socket_metrics: Router = socket_metrics().with_state((reg.clone(), m.clone())).into();
+    let api: Router = api().with_state(reg).into();
+    api.route_layer(axum::middleware::from_fn_with_state(m, track))
         .merge(socket_metrics)
 }
 
-/// `GET /metrics` on the control socket: the same text, for callers with read on every model
-/// (the store's figures are store-wide, and a pusher comparing them before and after a push
-/// would learn whether its content was already stored). The TCP listener has no caller to ask;
-/// docs/operations.md says so.
+/// The control API's OpenAPI document, from the same routes `router` serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api().into_openapi();
+    doc.merge(socket_metrics().into_openapi());
+    doc
+}
+
+fn socket_metrics() -> OpenApiRouter<(Arc<Registry>, Arc<Metrics>)> {
+    OpenApiRouter::default().routes(routes!(metrics_on_socket))
+}
+
+/// The Prometheus metrics (text format 0.0.4).
+///
+/// Needs read on `*`: the store's figures are store-wide, and a pusher comparing them before and
+/// after a push would learn whether its content was already stored. (The optional TCP listener,
+/// `metrics_addr`, serves the same text to whoever reaches it: docs/operations.md.)
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 403, response = Forbidden), (status = 500, response = Internal),
+    ),
+)]
 async fn metrics_on_socket(
     State((reg, m)): State<(Arc<Registry>, Arc<Metrics>)>,
     ConnectInfo(p): PeerInfo,
@@ -248,55 +279,85 @@ async fn metrics_on_socket(
     }
 }
 
-fn api(reg: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/v1/whoami", get(whoami))
-        .route("/v1/uploads", post(create_upload))
-        .route(
-            "/v1/uploads/{id}/files",
-            put(put_file).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v1/uploads/{id}/commit", post(commit))
-        .route("/v1/uploads/{id}", axum::routing::delete(abort))
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{name}", get(list_versions))
-        .route("/v1/models/{name}/versions/{version}", get(show))
-        .route("/v1/models/{name}/versions/{version}/file", get(read_file))
-        .route(
-            "/v1/models/{name}/versions/{version}/approvals",
-            post(approve),
-        )
-        .route(
-            "/v1/models/{name}/versions/{version}/promote",
-            post(promote),
-        )
-        .route("/v1/models/{name}/rollback", post(rollback))
-        .route("/v1/models/{name}/history", get(history))
-        .route("/v1/models/{name}/verify", post(verify))
-        .route(
-            "/v1/models/{name}/versions/{version}",
-            axum::routing::delete(delete_version),
-        )
-        .route("/v1/models/{name}/policy", get(policy).put(set_policy))
-        .route("/v1/roles", get(list_roles).post(assign_role))
-        .route("/v1/roles/revoke", post(revoke_role))
-        .route("/v1/keys", get(list_keys).post(trust_key))
-        .route("/v1/gc", post(gc))
-        .route("/v1/status", get(status))
-        .route("/v1/keys/untrust", post(untrust_key))
-        .route("/v1/keys/rotate-kek", post(rotate_kek))
-        .route("/v1/keys/rotate-dek", post(rotate_dek))
-        .route("/v1/audit", get(audit_ls))
-        .route("/v1/audit/verify", post(audit_verify))
-        .route("/v1/audit/report/{name}", get(audit_report))
-        .route("/v1/store/stats", get(stats))
-        .with_state(reg)
+/// Every route of the control API but `/metrics`, each with its description for the document.
+fn api() -> OpenApiRouter<Arc<Registry>> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(whoami))
+        .routes(routes!(openapi_json))
+        .routes(routes!(create_upload))
+        .routes(routes!(put_file).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(commit))
+        .routes(routes!(abort))
+        .routes(routes!(list_models))
+        .routes(routes!(list_versions))
+        .routes(routes!(show, delete_version))
+        .routes(routes!(read_file))
+        .routes(routes!(approve))
+        .routes(routes!(promote))
+        .routes(routes!(rollback))
+        .routes(routes!(history))
+        .routes(routes!(verify))
+        .routes(routes!(policy, set_policy))
+        .routes(routes!(list_roles, assign_role))
+        .routes(routes!(revoke_role))
+        .routes(routes!(list_keys, trust_key))
+        .routes(routes!(gc))
+        .routes(routes!(status))
+        .routes(routes!(untrust_key))
+        .routes(routes!(rotate_kek))
+        .routes(routes!(rotate_dek))
+        .routes(routes!(audit_ls))
+        .routes(routes!(audit_verify))
+        .routes(routes!(audit_report))
+        .routes(routes!(stats))
 }
 
+/// This document (OpenAPI 3.1).
+///
+/// Anyone who can connect may read it, with no role and no audit event: it describes the API,
+/// not the store.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "caller",
+    responses(
+        (status = 200, description = "The OpenAPI document", body = serde_json::Value),
+    ),
+)]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(crate::openapi::json);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str(),
+    )
+        .into_response()
+}
+
+/// Who the caller is, as arcad sees it from the socket's peer credentials.
+///
+/// Anyone.
+#[utoipa::path(get, path = "/v1/whoami", tag = "caller",
+    responses(
+        (status = 200, description = "The caller", body = WhoAmI),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn whoami(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     Ok(Json(reg.whoami(&caller(&reg, &p)?)))
 }
 
+/// Starts a push: checks the metadata and the caller's right to push it.
+///
+/// Needs write on the model. Refused early if the model already has its policy's
+/// `max_versions`, the version exists, the parent does not, or the policy requires signing and
+/// the caller has no trusted key.
+#[utoipa::path(post, path = "/v1/uploads", tag = "uploads",
+    request_body = CreateUpload,
+    responses(
+        (status = 201, description = "The upload was started", body = UploadCreated),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 413, response = TooLarge), (status = 500, response = Internal),
+    ),
+)]
 async fn create_upload(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -307,6 +368,21 @@ async fn create_upload(
     Ok((StatusCode::CREATED, Json(UploadCreated { upload_id: id })))
 }
 
+/// Stores one file of an upload: its bytes are the body, streamed (no size limit, bounded memory).
+///
+/// The daemon chunks, hashes, seals and stores them as they arrive, and answers with the entry it
+/// computed. Needs: the upload's owner. A body cut short discards the whole upload.
+#[utoipa::path(put, path = "/v1/uploads/{id}/files", tag = "uploads",
+    params(UploadPath, FileQuery),
+    request_body(description = "The file's bytes", content(("application/octet-stream"))),
+    responses(
+        (status = 200, description = "The file was stored: the entry the daemon computed",
+            body = FileStored),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn put_file(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -323,6 +399,23 @@ async fn put_file(
     Ok(Json(stored))
 }
 
+/// Commits an upload as a version, with what the publisher computed and signed.
+///
+/// The daemon recomputes the Merkle root and metadata digest, checks both and the signature
+/// (`signature` and `public_key` both, or neither for an unsigned push its policy allows), then
+/// writes the version in one synced batch. Needs: the upload's owner, and write. Any refusal
+/// discards the upload.
+#[utoipa::path(post, path = "/v1/uploads/{id}/commit", tag = "uploads",
+    params(UploadPath),
+    request_body = CommitUpload,
+    responses(
+        (status = 200, description = "The version was committed", body = Committed),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 413, response = TooLarge), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn commit(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -333,6 +426,17 @@ async fn commit(
     Ok(Json(blocking(move || reg.commit(&c, &id, req)).await?))
 }
 
+/// Discards an upload and the chunks it added (unless something else needs them).
+///
+/// Needs: the upload's owner.
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads",
+    params(UploadPath),
+    responses(
+        (status = 204, description = "Discarded"),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn abort(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -343,10 +447,30 @@ async fn abort(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The models the caller may read.
+///
+/// Anyone (a caller without roles gets an empty list).
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses(
+        (status = 200, description = "The models the caller may read", body = Vec<ModelSummary>),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list_models(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     Ok(Json(reg.list_models(&caller(&reg, &p)?)))
 }
 
+/// A model's versions.
+///
+/// Needs read on the model.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "models",
+    params(ModelPath),
+    responses(
+        (status = 200, description = "The model's versions", body = Vec<VersionSummary>),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list_versions(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -356,6 +480,17 @@ async fn list_versions(
     Ok(Json(reg.list_versions(&caller(&reg, &p)?, &name)?))
 }
 
+/// One version: metadata, files, signer, status, history and approvals.
+///
+/// Needs read on the model. `signer` is null for an unsigned version.
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}", tag = "models",
+    params(ModelPath, ("version" = ModelVersion, Path, description = "The version")),
+    responses(
+        (status = 200, description = "The version", body = VersionInfo),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -365,15 +500,32 @@ async fn show(
     Ok(Json(reg.show(&caller(&reg, &p)?, &name, &version)?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PathQuery {
+    /// The file's path inside the version.
     path: RelPath,
 }
 
-/// Streams a file's plaintext. Every chunk is fully verified before it is sent; if one fails the
-/// stream is cut (the client sees an incomplete body, and its own digest check fails too). The
-/// file's chunks stay pinned until the stream ends or its client goes away, so a deletion and a
-/// collection meanwhile neither cut it nor pass for damage.
+/// A file's bytes, each chunk verified before it is sent.
+///
+/// Needs read on the model; refused for a model this daemon's `--environment` does not serve.
+/// The first chunk is verified before the response starts (a failure is a 422 naming file and
+/// chunk); a later failure cuts the body short, which the client detects by length and digest.
+/// Every read is an `access` event.
+//
+// The file's chunks stay pinned until the stream ends or its client goes away, so a deletion
+// and a collection meanwhile neither cut it nor pass for damage.
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/file", tag = "models",
+    params(ModelPath, ("version" = ModelVersion, Path, description = "The version"), PathQuery),
+    responses(
+        (status = 200, description = "The file's bytes", content(("application/octet-stream")),
+            headers(("content-length" = u64, description = "The file's size"))),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 422, response = Integrity),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn read_file(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -422,6 +574,21 @@ async fn read_file(
         .map_err(|e| ApiError(ErrorCode::Internal, e.to_string()))
 }
 
+/// A signed approval of a version for production, under a ticket.
+///
+/// Needs promote on the model. Refused if the approver published the version (four eyes), the
+/// key is not trusted for the caller, or the signature does not match this name, version, root
+/// and ticket (docs/format.md); the same approver and ticket again counts once.
+#[utoipa::path(post, path = "/v1/models/{name}/versions/{version}/approvals", tag = "lifecycle",
+    params(ModelPath, ("version" = ModelVersion, Path, description = "The version")),
+    request_body = Approve,
+    responses(
+        (status = 200, description = "The version, with its valid approvals", body = VersionInfo),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 413, response = TooLarge),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn approve(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -435,6 +602,21 @@ async fn approve(
     ))
 }
 
+/// Moves a version along its lifecycle.
+///
+/// Needs promote on the model. development→staging, staging→production or development,
+/// production→deprecated, deprecated→archived; production needs the approvals its policy
+/// requires, and deprecates the previous production version in the same write.
+#[utoipa::path(post, path = "/v1/models/{name}/versions/{version}/promote", tag = "lifecycle",
+    params(ModelPath, ("version" = ModelVersion, Path, description = "The version")),
+    request_body = Promote,
+    responses(
+        (status = 200, description = "The version after the change", body = VersionInfo),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 413, response = TooLarge),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn promote(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -448,6 +630,20 @@ async fn promote(
     ))
 }
 
+/// Puts an earlier production version back in production.
+///
+/// Needs rollback on the model. The current production version becomes deprecated in the same
+/// write; no new approval is needed.
+#[utoipa::path(post, path = "/v1/models/{name}/rollback", tag = "lifecycle",
+    params(ModelPath),
+    request_body = Rollback,
+    responses(
+        (status = 200, description = "The version now in production", body = VersionInfo),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 413, response = TooLarge),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn rollback(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -459,6 +655,17 @@ async fn rollback(
     Ok(Json(blocking(move || reg.rollback(&c, &name, req)).await?))
 }
 
+/// A model's status changes in order, and each version's parent chain.
+///
+/// Needs read on the model.
+#[utoipa::path(get, path = "/v1/models/{name}/history", tag = "lifecycle",
+    params(ModelPath),
+    responses(
+        (status = 200, description = "The model's history", body = History),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn history(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -468,14 +675,37 @@ async fn history(
     Ok(Json(reg.history(&caller(&reg, &p)?, &name)?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct VerifyQuery {
+    /// Only this version (default: every version of the model).
+    #[param(value_type = Option<ModelVersion>)]
     version: Option<String>,
     /// Answer as NDJSON `VerifyLine`s, progress first (`arca verify` on a terminal).
     #[serde(default)]
     progress: bool,
 }
 
+/// Re-reads and checks every chunk of a model (or one version), and its records.
+///
+/// Needs read on the model. With `progress=true` the answer is `application/x-ndjson`: one
+/// `VerifyLine` per line, `progress` lines (the first at 0, then at most every 100 ms), then one
+/// `report`, or one `error` if the check failed after its answer began (a refusal or an unknown
+/// model is still a plain error status).
+#[utoipa::path(post, path = "/v1/models/{name}/verify", tag = "models",
+    params(ModelPath, VerifyQuery),
+    responses(
+        (status = 200,
+            description = "The report; with `progress=true`, NDJSON lines ending in one `report` or `error` line",
+            content(
+                (VerifyReport = "application/json"),
+                (VerifyLine = "application/x-ndjson"),
+            )),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn verify(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -541,11 +771,33 @@ async fn verify(
         .map_err(|e| ApiError(ErrorCode::Internal, e.to_string()))
 }
 
+/// The trusted signing keys.
+///
+/// Needs some role.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses(
+        (status = 200, description = "The trusted keys", body = Vec<TrustedKey>),
+        (status = 403, response = Forbidden), (status = 500, response = Internal),
+    ),
+)]
 async fn list_keys(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.list_keys(&c)).await?))
 }
 
+/// Trusts a public key for a user (a name or a uid).
+///
+/// Needs admin on `*`.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys",
+    request_body = TrustKey,
+    responses(
+        (status = 200, description = "The key, now trusted", body = TrustedKey),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 413, response = TooLarge), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn trust_key(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -555,6 +807,18 @@ async fn trust_key(
     Ok(Json(blocking(move || reg.trust_key(&c, req)).await?))
 }
 
+/// Stops trusting a user's key, named by its fingerprint.
+///
+/// Needs admin on `*`. Versions it signed then fail `verify` and its approvals stop counting.
+#[utoipa::path(post, path = "/v1/keys/untrust", tag = "keys",
+    request_body = UntrustKey,
+    responses(
+        (status = 200, description = "The key that is no longer trusted", body = TrustedKey),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 413, response = TooLarge),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn untrust_key(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -564,11 +828,34 @@ async fn untrust_key(
     Ok(Json(blocking(move || reg.untrust_key(&c, req)).await?))
 }
 
+/// The store's figures and the mount's counters.
+///
+/// Needs some role; a caller without read on every model gets the counts of the versions it may
+/// read.
+#[utoipa::path(get, path = "/v1/store/stats", tag = "operations",
+    responses(
+        (status = 200, description = "The figures", body = StoreStats),
+        (status = 403, response = Forbidden), (status = 500, response = Internal),
+    ),
+)]
 async fn stats(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.store_stats(&c)).await?))
 }
 
+/// Deletes a version record; its chunks become GC candidates in the same write.
+///
+/// Needs delete on the model. Refused (`bad_request`) for a production version and for the
+/// parent of another version.
+#[utoipa::path(delete, path = "/v1/models/{name}/versions/{version}", tag = "lifecycle",
+    params(VersionPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn delete_version(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -580,6 +867,16 @@ async fn delete_version(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A model's policy (`explicit` false while it runs on the defaults).
+///
+/// Needs read on the model.
+#[utoipa::path(get, path = "/v1/models/{name}/policy", tag = "access",
+    params(ModelPath),
+    responses(
+        (status = 200, description = "The policy", body = PolicyInfo),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+    ),
+)]
 async fn policy(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -589,6 +886,21 @@ async fn policy(
     Ok(Json(reg.policy(&caller(&reg, &p)?, &name)?))
 }
 
+/// Changes a model's policy; absent fields keep their value. Takes effect at once.
+///
+/// Needs admin on the model. Refused (`bad_request`): `approvals` 0 while approval is required
+/// or above 16, `max_versions` 0, no environments, an environment name not 1-64 letters, digits,
+/// `-` or `_`.
+#[utoipa::path(put, path = "/v1/models/{name}/policy", tag = "access",
+    params(ModelPath),
+    request_body = PolicyUpdate,
+    responses(
+        (status = 200, description = "The policy as changed", body = PolicyInfo),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn set_policy(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -602,12 +914,28 @@ async fn set_policy(
     ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RolesQuery {
+    /// Only the assignments of this user (a name or a uid) and of its groups, with its
+    /// effective permissions.
     user: Option<String>,
+    /// Only the assignments for this model or `*`.
+    #[param(value_type = Option<ModelName>)]
     model: Option<String>,
 }
 
+/// Role assignments, and a user's effective permissions.
+///
+/// Needs admin on `model`, or on `*` without it.
+#[utoipa::path(get, path = "/v1/roles", tag = "access",
+    params(RolesQuery),
+    responses(
+        (status = 200, description = "The matching assignments", body = RoleListing),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list_roles(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -622,6 +950,19 @@ async fn list_roles(
     )?))
 }
 
+/// Assigns a role to a user, a uid or `group:NAME`, on a model or (without `model`) on `*`.
+///
+/// Needs admin on `model`, or on `*` without it.
+#[utoipa::path(post, path = "/v1/roles", tag = "access",
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The new assignment", body = RoleAssignment),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 413, response = TooLarge), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn assign_role(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -631,6 +972,18 @@ async fn assign_role(
     Ok(Json(blocking(move || reg.assign_role(&c, req)).await?))
 }
 
+/// Revokes a role assignment; 404 unless that principal has that role on exactly that scope.
+///
+/// Needs admin on `model`, or on `*` without it.
+#[utoipa::path(post, path = "/v1/roles/revoke", tag = "access",
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The removed assignment", body = RoleAssignment),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 413, response = TooLarge),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn revoke_role(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -640,19 +993,40 @@ async fn revoke_role(
     Ok(Json(blocking(move || reg.revoke_role(&c, req)).await?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only events of this model.
+    #[param(value_type = Option<ModelName>)]
     model: Option<String>,
+    /// Only events of this version.
     version: Option<String>,
+    /// Only events of this type.
     #[serde(rename = "type")]
+    #[param(value_type = Option<EventKind>)]
     kind: Option<String>,
+    /// Only events by this user (account name).
     user: Option<String>,
     /// Milliseconds since the epoch, inclusive.
     since: Option<u64>,
+    /// Milliseconds since the epoch, inclusive.
     until: Option<u64>,
+    /// How many of the newest matching events (default 1000; 0 or more than 100000 means
+    /// 100000).
     limit: Option<usize>,
 }
 
+/// The newest `limit` audit events matching every filter given, oldest first.
+///
+/// Needs read on `model`, or admin on `*` without it.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The matching events, oldest first", body = Vec<AuditEvent>),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn audit_ls(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -677,17 +1051,42 @@ async fn audit_ls(
     Ok(Json(blocking(move || reg.audit_ls(&c, f)).await?))
 }
 
+/// Checks every event, link and signed checkpoint of the audit trail.
+///
+/// Needs admin on `*`. A broken trail is still 200, with `ok` false and `fault` naming the first
+/// bad event.
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "audit",
+    responses(
+        (status = 200, description = "The result of the check (also when the trail is broken)",
+            body = AuditVerify),
+        (status = 403, response = Forbidden), (status = 500, response = Internal),
+    ),
+)]
 async fn audit_verify(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.audit_verify(&c)).await?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// Milliseconds since the epoch, inclusive.
     from: u64,
+    /// Milliseconds since the epoch, inclusive.
     to: u64,
 }
 
+/// A compliance report of a model's events in `[from, to]`.
+///
+/// Needs read on the model.
+#[utoipa::path(get, path = "/v1/audit/report/{name}", tag = "audit",
+    params(ModelPath, ReportQuery),
+    responses(
+        (status = 200, description = "The report", body = ComplianceReport),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn audit_report(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -701,12 +1100,27 @@ async fn audit_report(
     ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct GcQuery {
+    /// Report what would be removed, writing nothing.
     #[serde(default)]
     dry_run: bool,
 }
 
+/// Garbage collection: archived versions past retention, then unreferenced chunks.
+///
+/// Needs admin on `*`. With `dry_run=true`, reports the same without writing.
+#[utoipa::path(post, path = "/v1/gc", tag = "operations",
+    params(GcQuery),
+    responses(
+        (status = 200, description = "What was (or, with dry_run, would be) removed",
+            body = GcReport),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 409, response = Conflict), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn gc(
     State(reg): Reg,
     ConnectInfo(p): PeerInfo,
@@ -716,6 +1130,16 @@ async fn gc(
     Ok(Json(blocking(move || reg.gc(Some(&c), q.dry_run)).await?))
 }
 
+/// How the daemon and its store are doing: counts only, no names.
+///
+/// Needs some role; a caller without read on every model gets the counts of what it may read,
+/// and no `disk_bytes` or `gc_candidates`.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses(
+        (status = 200, description = "The status", body = StatusReport),
+        (status = 403, response = Forbidden), (status = 500, response = Internal),
+    ),
+)]
 async fn status(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     let mount = reg.mountpoint();
@@ -724,6 +1148,17 @@ async fn status(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl Int
     ))
 }
 
+/// A new key-encryption key, and every wrapped key rewrapped under it in one synced write.
+///
+/// Needs admin on `*`. Data keys are not changed.
+#[utoipa::path(post, path = "/v1/keys/rotate-kek", tag = "keys",
+    responses(
+        (status = 200, description = "The key-encryption key was rotated", body = KekRotated),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 409, response = Conflict), (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn rotate_kek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     let path = reg.kek_rotation_path().ok_or_else(|| {
@@ -735,6 +1170,17 @@ async fn rotate_kek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl
     Ok(Json(blocking(move || reg.rotate_kek(&c, &path)).await?))
 }
 
+/// A new data key, current at once; chunks and records are re-sealed in the background.
+///
+/// Needs admin on `*`. Asked while a rotation is unfinished, it resumes that one; a request
+/// racing another's start gets `already_exists`.
+#[utoipa::path(post, path = "/v1/keys/rotate-dek", tag = "keys",
+    responses(
+        (status = 200, description = "The rotation's progress", body = RotationProgress),
+        (status = 403, response = Forbidden), (status = 409, response = Conflict),
+        (status = 500, response = Internal), (status = 503, response = Unavailable),
+    ),
+)]
 async fn rotate_dek(State(reg): Reg, ConnectInfo(p): PeerInfo) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.rotate_dek(&c)).await?))

@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod contract;
 mod deps;
 mod ecosystem;
 mod faults;
