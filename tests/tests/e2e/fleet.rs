@@ -331,6 +331,27 @@ fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> P
     d
 }
 
+/// `u` pushes `dir` as `name` `version` on `env`; the test fails if the push does.
+fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: &str) {
+    let out = env.arca_as(
+        u,
+        &[
+            "push",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            version,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "push of {name} {version} as {}: {}",
+        u.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The keys of the objects below `prefix` in the bucket.
 fn list_keys(gw: &str, prefix: &str) -> Vec<String> {
     let (st, _, body) = request(
@@ -365,22 +386,7 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
     a.ok(&["role", "assign", &u.name, "developer", "--model", "fm"]);
     let big = 24 << 20;
     let d = model_dir(a, &u, "fm1", big, 7001);
-    let out = a.arca_as(
-        &u,
-        &[
-            "push",
-            d.to_str().unwrap(),
-            "--name",
-            "fm",
-            "--version",
-            "1.0.0",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "push on A: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    push_as(a, &u, &d, "fm", "1.0.0");
     let packs = list_keys(g0, "arca/packs/");
     assert!(!packs.is_empty(), "the push put packs in the store");
     assert!(!list_keys(g0, "arca/log/").is_empty(), "and log entries");
@@ -545,22 +551,7 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
     let before: std::collections::HashSet<String> =
         list_keys(g0, "arca/packs/").into_iter().collect();
     let d2 = model_dir(a, &u, "fm2", 3 << 20, 7002);
-    let out = a.arca_as(
-        &u,
-        &[
-            "push",
-            d2.to_str().unwrap(),
-            "--name",
-            "fm",
-            "--version",
-            "2.0.0",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    push_as(a, &u, &d2, "fm", "2.0.0");
     let new: Vec<String> = list_keys(g0, "arca/packs/")
         .into_iter()
         .filter(|k| !before.contains(k))

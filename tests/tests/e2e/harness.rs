@@ -189,19 +189,24 @@ impl TestEnv {
     /// Runs arcad once with this environment's directories and `daemon_args`, plus `extra`
     /// (e.g. `--host-key`), and returns what it printed.
     pub fn arcad_once(&self, extra: &[&str]) -> Output {
-        Command::new(bin("arcad"))
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--key-file")
-            .arg(self.path().join("kek.key"))
+        let mut cmd = Command::new(bin("arcad"));
+        self.dir_args(&mut cmd)
             .arg("--no-mount")
             .args(&self.daemon_args)
             .args(extra)
             .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run arcad")
+    }
+
+    /// arcad's flags for this environment's state directory, socket and key file.
+    fn dir_args<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--key-file")
+            .arg(self.path().join("kek.key"))
     }
 
     pub fn path(&self) -> &Path {
@@ -239,13 +244,8 @@ impl TestEnv {
             }
             None => Command::new(bin("arcad")),
         };
-        let child = cmd
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--key-file")
-            .arg(self.path().join("kek.key"))
+        let child = self
+            .dir_args(&mut cmd)
             .arg("--mount")
             .arg(self.mnt())
             .args(&self.daemon_args)
