@@ -115,6 +115,11 @@ pub struct Listed {
 
 pub struct Remote {
     stores: Vec<Arc<dyn ObjectStore>>,
+    /// The same endpoints for bulk transfers (pack uploads, streamed pack reads): the client's
+    /// whole-request timeout would cut off a 32 MiB transfer on a slow link, so these have a
+    /// long one; a streamed read's stalls are bounded piece by piece instead, and an upload by
+    /// `BULK_TIMEOUT`.
+    bulk: Vec<Arc<dyn ObjectStore>>,
     names: Vec<String>,
     /// Index of the endpoint that last answered.
     current: AtomicUsize,
@@ -237,8 +242,10 @@ impl Remote {
             return Err(RemoteError::Config("no endpoint".into()));
         }
         let stores = build_stores(cfg, cfg.timeout)?;
+        let bulk = build_stores(cfg, BULK_TIMEOUT)?;
         Ok(Self {
             stores,
+            bulk,
             names: cfg.endpoints.clone(),
             current: AtomicUsize::new(0),
             prefix: normalise_prefix(&cfg.prefix),
@@ -255,8 +262,10 @@ impl Remote {
 
     /// An in-memory store, for unit tests of the modules above this one.
     pub fn memory() -> Self {
+        let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         Self {
-            stores: vec![Arc::new(InMemory::new())],
+            stores: vec![mem.clone()],
+            bulk: vec![mem],
             names: vec!["memory".into()],
             current: AtomicUsize::new(0),
             prefix: "arca/".into(),
@@ -293,6 +302,22 @@ impl Remote {
         F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
+        self.call_on(false, self.timeout, key, op)
+    }
+
+    /// `call` on the bulk clients (`bulk`), each attempt bounded by `bound`.
+    fn call_on<T, F, Fut>(
+        &self,
+        bulk: bool,
+        bound: Duration,
+        key: &str,
+        op: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        let stores = if bulk { &self.bulk } else { &self.stores };
         let now = now_ms();
         let until = self.down_until_ms.load(Ordering::Relaxed);
         if now < until {
@@ -310,18 +335,18 @@ impl Remote {
         let mut last = None;
         for i in 0..n {
             let at = (start + i) % n;
-            let store = self.stores[at].clone();
+            let store = stores[at].clone();
             self.requests.fetch_add(1, Ordering::Relaxed);
             let fut = op(store, path.clone());
             // The client's own timeouts bound each request; this bounds the retries as well.
             let r = self
                 .rt
-                .block_on(async { tokio::time::timeout(self.timeout, fut).await });
+                .block_on(async { tokio::time::timeout(bound, fut).await });
             let r = match r {
                 Ok(r) => r.map_err(|e| RemoteError::from_os(key, e)),
                 Err(_) => Err(RemoteError::Unreachable(format!(
                     "{} did not answer within {:?}",
-                    self.names[at], self.timeout
+                    self.names[at], bound
                 ))),
             };
             match r {
@@ -369,7 +394,10 @@ impl Remote {
 
     fn put(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<ETag, RemoteError> {
         let len = bytes.len() as u64;
-        let r = self.call(key, |s, p| {
+        // A pack takes as long as the link needs; a small object must answer at once.
+        let bulk = len > BULK_OVER;
+        let bound = if bulk { BULK_TIMEOUT } else { self.timeout };
+        let r = self.call_on(bulk, bound, key, |s, p| {
             let payload = PutPayload::from_bytes(bytes.clone());
             let opts = PutOptions::from(mode.clone());
             async move { s.put_opts(&p, payload, opts).await }
@@ -463,7 +491,8 @@ impl Remote {
         mut each: impl FnMut(Bytes) -> Result<(), String>,
     ) -> Result<u64, RemoteError> {
         let want = range.end.saturating_sub(range.start);
-        let started = self.call(key, |s, p| {
+        // The answer's head within the timeout; its body piece by piece below.
+        let started = self.call_on(true, self.timeout, key, |s, p| {
             let opts = object_store::GetOptions {
                 range: Some(range.clone().into()),
                 ..Default::default()
@@ -632,6 +661,11 @@ impl Remote {
         Ok(())
     }
 }
+
+/// Puts larger than this go through the bulk clients.
+const BULK_OVER: u64 = 1 << 20;
+/// Bound on one bulk request (a 32 MiB pack at 100 kB/s still fits).
+const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most keys one listing returns.
 const MAX_LISTED: usize = 10_000;
