@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{as_user, user, TestEnv, User};
+use crate::harness::{as_user, need, user, TestEnv, User};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,18 +41,6 @@ fn contract_sh(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run scripts/contract.sh")
-}
-
-/// Fails loudly, naming the Debian package, when a tool is missing (scripts/test.sh installs it).
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} not found: install the Debian package {package} (scripts/test.sh does)"
-    );
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on now.

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::harness::{bin, pseudo_random, TestEnv};
+use crate::harness::{bin, need, pseudo_random, TestEnv};
 
 /// `arca ARGS` run inside a pseudo-terminal (`script -qec`), as someone at a prompt would run
 /// it: returns everything the terminal received (stdout and stderr together, escape sequences
@@ -103,19 +103,6 @@ fn progress_bars_on_a_terminal_only() {
             "{args:?} showed progress: {seen:?}"
         );
     }
-}
-
-/// Fails loudly, naming the Debian package, when a tool a test needs is missing
-/// (scripts/test.sh installs them all).
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} not found: install the Debian package {package} (scripts/test.sh does)"
-    );
 }
 
 /// Runs `prog args`, feeding `stdin`; returns (success, stdout, stderr).

@@ -613,3 +613,16 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Fails loudly, naming the Debian package, when a tool a test needs is missing
+/// (scripts/test.sh installs them all).
+pub fn need(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} not found: install the Debian package {package} (scripts/test.sh does)"
+    );
+}
