@@ -30,6 +30,13 @@ impl Cluster {
 
     /// `cluster` (1 master, 3 volume servers, 2 filers and gateways) or `single` (one process).
     fn start_kind(kind: &'static str, port: u16) -> Self {
+        // Each test has its own fixed ports; ARCA_TEST_PORT_OFFSET shifts them all, so two
+        // checkouts can run the same test on one machine at once.
+        let port = port
+            + std::env::var("ARCA_TEST_PORT_OFFSET")
+                .ok()
+                .and_then(|v| v.parse::<u16>().ok())
+                .unwrap_or(0);
         let dir = tempfile::Builder::new()
             .prefix("arca-seaweedfs-")
             .tempdir_in("/var/tmp")
