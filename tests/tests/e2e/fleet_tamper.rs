@@ -159,6 +159,9 @@ fn refuses_changes(h: &TestEnv, name: &str, model: &str, version: &str) {
     );
 }
 
+/// What a host shows of a model: its `production` link, and every version with its status.
+type HostState = (Option<String>, Vec<(String, String)>);
+
 fn production(h: &TestEnv, model: &str) -> Option<String> {
     std::fs::read_link(h.mnt().join(model).join("production"))
         .ok()
@@ -352,7 +355,7 @@ fn fleet_tampered_log_is_never_applied_and_always_named() {
     let (head, _) = converged(&hosts);
     let names = ["A", "B", "C"];
     // What every host must keep showing while the log is tampered with.
-    let state = |hs: &[TestEnv]| -> Vec<(Option<String>, Vec<(String, String)>)> {
+    let state = |hs: &[TestEnv]| -> Vec<HostState> {
         hs.iter()
             .map(|h| (production(h, "tl"), statuses(h, "tl")))
             .collect()
