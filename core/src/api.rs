@@ -825,6 +825,9 @@ pub struct FleetStatus {
     /// The newest entry in the log, as far as this host knows (its own applied one, or a
     /// higher one a heartbeat reported).
     pub head_seq: u64,
+    /// The hash of the newest entry applied here: hosts that applied the same seq and show
+    /// the same hash hold the same log (each entry names its predecessor's hash).
+    pub applied_hash: crate::id::EntryHash,
     /// Every host's last heartbeat in the store (`arca fleet status`).
     pub hosts: Vec<FleetHostSeen>,
 }

@@ -123,6 +123,7 @@ hex_schema!(
     MetadataDigest: "The digest of a version's canonical metadata (docs/format.md)",
     EventHash: "BLAKE3 of an audit event's canonical encoding",
     RowKey: "A sealed record's row key (a keyed hash; names nothing in the clear)",
+    EntryHash: "BLAKE3 of a fleet log entry's stored bytes (docs/format.md)",
 );
 
 #[cfg(test)]

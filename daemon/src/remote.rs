@@ -89,8 +89,16 @@ impl RemoteError {
                     cause = c.source();
                 }
                 // `object_store` folds transport failures and 5xx answers that outlived their
-                // retries into `Generic`; they are what moves a call to the next endpoint.
-                Self::Unreachable(text)
+                // retries into `Generic`; they are what moves a call to the next endpoint. So
+                // does it fold the store's 4xx answers (416 for a range past the end of an
+                // object someone truncated), which are answers, not a store out of reach:
+                // trying every endpoint and then calling the store down for everyone would let
+                // one damaged object make the host refuse every change. Its error type is not
+                // public, so the status is read from its message.
+                match client_error_status(&text) {
+                    Some(status) if status != 408 && status != 429 => Self::Other(text),
+                    _ => Self::Unreachable(text),
+                }
             }
         }
     }
@@ -99,6 +107,13 @@ impl RemoteError {
     fn try_next(&self) -> bool {
         matches!(self, Self::Unreachable(_))
     }
+}
+
+/// The 4xx status in an `object_store` error message ("… non-2xx status code: 416 …").
+fn client_error_status(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    let code: u16 = text.get(at..at + 3)?.parse().ok()?;
+    (400..500).contains(&code).then_some(code)
 }
 
 /// Identity of one stored version of an object (the S3 ETag), for `If-Match`.
@@ -539,6 +554,18 @@ impl Remote {
     /// Objects whose keys start with `prefix` and sort after `prefix` + `after` (all of them
     /// when `after` is empty), in key order.
     pub fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<Listed>, RemoteError> {
+        self.list_after_max(prefix, after, MAX_LISTED)
+    }
+
+    /// The first `max` (at most `MAX_LISTED`) keys below `prefix` after `prefix` + `after`,
+    /// in key order.
+    pub fn list_after_max(
+        &self,
+        prefix: &str,
+        after: &str,
+        max: usize,
+    ) -> Result<Vec<Listed>, RemoteError> {
+        let max = max.min(MAX_LISTED);
         let full = self.prefix.clone();
         let items = self.call(prefix, |s, p| {
             let offset = (!after.is_empty()).then(|| self.path(&format!("{prefix}{after}")));
@@ -553,7 +580,7 @@ impl Remote {
                     out.push((m.location.to_string(), m.size));
                     // Callers look at the first few keys past a point; a bucket stuffed with
                     // keys must not fill memory.
-                    if out.len() >= MAX_LISTED {
+                    if out.len() >= max {
                         break;
                     }
                 }
@@ -714,6 +741,20 @@ mod tests {
         assert_eq!(&r.get_range("log/1", 1..3).unwrap()[..], b"hr");
         assert!(matches!(r.get("log/2"), Err(RemoteError::NotFound(_))));
         r.check_conditional_writes(8).unwrap();
+    }
+
+    #[test]
+    fn a_4xx_answer_is_not_an_unreachable_store() {
+        assert_eq!(
+            client_error_status("Error performing GET http://x/b/k in 2ms - Server returned non-2xx status code: 416 Range Not Satisfiable: "),
+            Some(416)
+        );
+        assert_eq!(
+            client_error_status("Server returned non-2xx status code: 503 Service Unavailable"),
+            None
+        );
+        assert_eq!(client_error_status("error sending request"), None);
+        assert_eq!(client_error_status("status code: 4"), None);
     }
 
     #[test]

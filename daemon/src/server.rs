@@ -123,7 +123,8 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Store(
                 inner @ (crate::store::StoreError::FleetUnavailable(_)
-                | crate::store::StoreError::FleetUnconfirmed(_)),
+                | crate::store::StoreError::FleetUnconfirmed(_)
+                | crate::store::StoreError::FleetHalted(_)),
             ) => {
                 tracing::warn!("{inner}");
                 return ApiError(ErrorCode::Unavailable, inner.to_string());

@@ -60,6 +60,8 @@ const MAX_FETCHES: usize = 4;
 /// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
 /// arca's back) and the newest applied entry read again (to notice it replaced).
 const AUDIT_EVERY: Duration = Duration::from_secs(5);
+/// Keys listed per audit by the sweep over the applied part of the log (`sweep_applied`).
+const SWEEP_PAGE: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -188,6 +190,9 @@ pub struct FleetState {
     pub last_error: Option<String>,
     /// Why this host stopped applying the log (a fork, a gap, an entry that does not check).
     pub halted: Option<String>,
+    /// Whether the halt is in this host's audit trail yet (the registry appends its
+    /// `integrity_violation` event: `take_unaudited_halt`).
+    pub halt_audited: bool,
     /// Chunks and bytes fetched from packs; chunks that failed authentication.
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
@@ -213,6 +218,8 @@ pub struct Fleet {
     hosts: BTreeMap<String, PublicKey>,
     state: Mutex<FleetState>,
     last_audit: Mutex<Option<Instant>>,
+    /// Where the next sweep of the applied part of the log starts (`audit_log`).
+    sweep_from: Mutex<u64>,
     last_heartbeat: Mutex<Option<Instant>>,
     /// Chunks being fetched now: a miss on one of them waits for that fetch instead of
     /// starting another (single flight).
@@ -315,6 +322,7 @@ impl Fleet {
             hosts,
             state: Mutex::new(FleetState::default()),
             last_audit: Mutex::new(None),
+            sweep_from: Mutex::new(0),
             last_heartbeat: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             fetches: std::sync::atomic::AtomicUsize::new(0),
@@ -338,6 +346,20 @@ impl Fleet {
             s.halted = Some(why.clone());
         }
         FleetError::Halted(s.halted.clone().unwrap_or(why))
+    }
+
+    /// The reason this host halted, once: for the registry to record it in the audit trail as
+    /// an `integrity_violation` event (the halt itself is decided where no registry is at hand).
+    pub fn take_unaudited_halt(&self) -> Option<String> {
+        let mut s = self.state();
+        match &s.halted {
+            Some(h) if !s.halt_audited => {
+                let h = h.clone();
+                s.halt_audited = true;
+                Some(h)
+            }
+            _ => None,
+        }
     }
 
     fn note_remote(&self, r: &Result<(), RemoteError>) {
@@ -389,7 +411,13 @@ impl Fleet {
                 )));
             }
             let hash = entry_hash(&bytes);
-            store.apply_entry(&e, hash)?;
+            // An entry that opened but does not apply (a record of the wrong shape, no event)
+            // is as bad as one that does not open: the host stops there, rather than failing
+            // on it again at every poll without saying so in `status`.
+            store.apply_entry(&e, hash).map_err(|err| match err {
+                crate::store::StoreError::Corrupt(m) => self.halt(m),
+                other => FleetError::Store(other),
+            })?;
             tracing::info!(seq = next, host = %e.host, events = e.events.len(), "fleet: applied log entry");
             seq = next;
             prev = hash;
@@ -429,6 +457,7 @@ impl Fleet {
                 )));
             }
         }
+        self.sweep_applied(seq)?;
         if seq > 0 {
             let (_, applied_hash) = store.applied()?;
             match self.remote.get_capped(&entry_key(seq), MAX_ENTRY) {
@@ -447,6 +476,49 @@ impl Fleet {
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
+    }
+
+    /// One page of a sweep over the entries this host applied: each of them must still be in
+    /// the store. An entry deleted behind arca's back is harmless to hosts that applied it, but
+    /// a host that has not (a lagging or a new one) would stop there, or, were it the newest,
+    /// take its seq for a change of its own; so every host that applied it names it at once.
+    /// A page is at most `SWEEP_PAGE` keys, so the cost of an audit stays bounded however long
+    /// the log grows; a long log is swept over several audits.
+    fn sweep_applied(&self, seq: u64) -> Result<(), FleetError> {
+        let from = *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner());
+        if seq == 0 || from >= seq {
+            *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+            return Ok(());
+        }
+        let after = if from == 0 {
+            String::new()
+        } else {
+            format!("{from:020}")
+        };
+        let listed = self.remote.list_after_max("log/", &after, SWEEP_PAGE)?;
+        let mut expect = from + 1;
+        for s in listed.iter().filter_map(|l| log::seq_of_key(&l.key)) {
+            if s > seq || s != expect {
+                break;
+            }
+            expect += 1;
+        }
+        let page_full = listed.len() >= SWEEP_PAGE;
+        let stopped_early = listed
+            .iter()
+            .filter_map(|l| log::seq_of_key(&l.key))
+            .any(|s| s >= expect && s <= seq);
+        if expect <= seq && (!page_full || stopped_early) {
+            return Err(self.halt(format!(
+                "log entry {expect}, applied here, is gone from the store (deleted behind arca's back)"
+            )));
+        }
+        *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if page_full && expect <= seq {
+            expect - 1
+        } else {
+            0
+        };
         Ok(())
     }
 
@@ -768,8 +840,33 @@ impl Fleet {
         if let Some(e) = store_error {
             return Err(FleetError::Store(e));
         }
-        got?;
-        Ok((failed, first))
+        match got {
+            Ok(_) => Ok((failed, first)),
+            // The store answered, but without the bytes the signed log places in this pack:
+            // the pack is gone, truncated or replaced behind arca's back. Named as what it is
+            // (an integrity failure of the pack), not as a store out of reach.
+            Err(e @ (RemoteError::Other(_) | RemoteError::NotFound(_))) => {
+                self.state().integrity_failures += 1;
+                let why = match e {
+                    RemoteError::NotFound(_) => "the pack is missing from the store".to_owned(),
+                    other => format!(
+                        "the pack does not hold the bytes its signed location names ({other}): truncated or replaced behind arca's back"
+                    ),
+                };
+                tracing::error!(chunk = %extent[next.min(extent.len() - 1)].0, pack = %from.pack, "fleet: {why}; not cached, not served");
+                if next > 0 {
+                    // The chunk asked for arrived whole (and authenticated or not, as
+                    // `failed` says); the ones after it fail when they are asked for.
+                    return Ok((failed, first));
+                }
+                Err(FleetError::Integrity {
+                    chunk: extent[next.min(extent.len() - 1)].0,
+                    pack: from.pack,
+                    why,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -780,11 +877,36 @@ impl Publisher for Fleet {
 
     fn publish(&self, seq: u64, bytes: &[u8]) -> Result<(), PublishError> {
         if let Some(h) = self.state().halted.clone() {
-            return Err(PublishError::Other(format!(
+            return Err(PublishError::Halted(format!(
                 "this host's replica of the log is halted ({h}); not writing on top of it"
             )));
         }
         let key = entry_key(seq);
+        // Entries past the one this change would take mean that seq is taken, or that it was
+        // deleted behind arca's back (a gap): creating it then would put this host's change
+        // under entries the other hosts applied after the deleted one, a fork only they would
+        // notice. One listing per change.
+        let past = match self.remote.list_after_max("log/", &format!("{seq:020}"), 1) {
+            Ok(l) => l.iter().find_map(|x| log::seq_of_key(&x.key)),
+            Err(e) => {
+                let m = e.to_string();
+                self.note_remote(&Err(RemoteError::Unreachable(m.clone())));
+                return Err(PublishError::Unavailable(m));
+            }
+        };
+        if let Some(later) = past {
+            return match self.remote.get_capped(&key, MAX_ENTRY) {
+                // Taken: another host's change came first.
+                Ok(_) => Err(PublishError::Conflict),
+                Err(RemoteError::NotFound(_)) => Err(PublishError::Halted(
+                    self.halt(format!(
+                        "gap in the log: entry {seq} is missing but entry {later} exists (an entry was deleted from the store)"
+                    ))
+                    .to_string(),
+                )),
+                Err(e) => Err(PublishError::Unavailable(e.to_string())),
+            };
+        }
         let r = match self.remote.create(&key, Bytes::copy_from_slice(bytes)) {
             Ok(_) => Ok(()),
             Err(RemoteError::Exists(_)) => {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arca_core::audit::{Draft, EventKind};
 use arca_core::ChunkId;
 
 use super::{lock, ChunkReadError, Registry, RegistryError, Result};
@@ -33,6 +34,7 @@ pub(super) fn backoff(attempt: u32) {
 pub(super) fn unavailable(e: FleetError) -> RegistryError {
     match e {
         FleetError::Store(s) => RegistryError::Store(s),
+        h @ FleetError::Halted(_) => RegistryError::Store(StoreError::FleetHalted(h.to_string())),
         other => RegistryError::Store(StoreError::FleetUnavailable(other.to_string())),
     }
 }
@@ -88,7 +90,15 @@ impl Registry {
     /// Applies new entries (the commit lock held) and, if there were any, reloads the catalog
     /// and the access table from the store and republishes the mount.
     fn catch_up_locked(&self, f: &Fleet) -> std::result::Result<usize, FleetError> {
-        let n = f.catch_up(&self.store)?;
+        let caught = f.catch_up(&self.store);
+        // A halt (a fork, a gap, an entry that does not check) is an integrity failure of the
+        // fleet's log: once in this host's trail, naming the entry and what is wrong with it.
+        if let Some(why) = f.take_unaudited_halt() {
+            self.record(vec![Draft::new(EventKind::IntegrityViolation, "arcad")
+                .detail("via", "fleet log")
+                .detail("problem", why)]);
+        }
+        let n = caught?;
         if n > 0 {
             self.reload().map_err(|e| match e {
                 RegistryError::Store(s) => FleetError::Store(s),

@@ -77,7 +77,13 @@ impl Registry {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
+                let applied_hash = self
+                    .store
+                    .applied()
+                    .map(|(_, h)| h)
+                    .unwrap_or(crate::fleet::log::GENESIS);
                 arca_core::api::FleetStatus {
+                    applied_hash,
                     host: f.cfg.host.clone(),
                     endpoint: f.remote.current_endpoint().to_owned(),
                     applied_seq: st.applied,

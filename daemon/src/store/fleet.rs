@@ -43,7 +43,8 @@ pub enum PublishError {
     Unavailable(String),
     /// The create was sent but not confirmed: it may have landed.
     Unconfirmed(String),
-    Other(String),
+    /// This host's replica is halted (or just halted: a gap under the seq it would take).
+    Halted(String),
 }
 
 /// Appends entries to the fleet's log (implemented by the fleet module, which owns the
@@ -346,7 +347,7 @@ impl Store {
                 PublishError::Conflict => StoreError::FleetConflict,
                 PublishError::Unavailable(m) => StoreError::FleetUnavailable(m),
                 PublishError::Unconfirmed(m) => StoreError::FleetUnconfirmed(m),
-                PublishError::Other(m) => StoreError::FleetUnavailable(m),
+                PublishError::Halted(m) => StoreError::FleetHalted(m),
             });
         }
         self.note_applied(b, entry.seq, &log::entry_hash(&bytes), &entry.chunks)?;

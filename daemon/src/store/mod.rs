@@ -61,6 +61,10 @@ pub enum StoreError {
     /// Fleet: the change was sent as the log's next entry but the store did not confirm it.
     #[error("the fleet's object store did not confirm the change ({0}); it was not applied on this host, and if the store received it every host, this one included, applies it as soon as it reads the log: check with `arca history` or `arca show` before trying again")]
     FleetUnconfirmed(String),
+    /// Fleet: this host stopped applying the log (a fork, a gap, an entry that does not
+    /// check); it refuses changes rather than write on top of a log it cannot trust.
+    #[error("state changes are refused (nothing was changed): {0}; this host serves what it applied before, until the store is repaired and it is restarted")]
+    FleetHalted(String),
 }
 
 /// A mutable record written by an audited commit: sealed there, bound to the event that names

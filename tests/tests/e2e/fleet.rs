@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A running cluster, stopped on drop.
-struct Cluster {
+pub(super) struct Cluster {
     dir: tempfile::TempDir,
-    endpoints: Vec<String>,
+    pub(super) endpoints: Vec<String>,
     kind: &'static str,
     port: u16,
 }
@@ -24,7 +24,7 @@ fn repo() -> PathBuf {
 }
 
 impl Cluster {
-    fn start(port: u16) -> Self {
+    pub(super) fn start(port: u16) -> Self {
         Self::start_kind("cluster", port)
     }
 
@@ -102,7 +102,7 @@ impl Drop for Cluster {
 }
 
 /// One HTTP/1.1 request; returns the status and the response headers (lower-cased names).
-fn request(
+pub(super) fn request(
     addr: &str,
     method: &str,
     path: &str,
@@ -224,10 +224,10 @@ use crate::harness::{pseudo_random, sha256_hex, user, TestEnv, User};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
-const BUCKET: &str = "arca-fleet-hosts";
+pub(super) const BUCKET: &str = "arca-fleet-hosts";
 
 /// A fleet host's `[fleet]` section.
-fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> String {
+pub(super) fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> String {
     fleet_toml_with(host, endpoints, pins, "")
 }
 
@@ -264,7 +264,7 @@ fn fleet_toml_with(
 
 /// Hosts `names`, each with its own state, socket and mount, all holding one KEK; each pins
 /// every host's entry-signing key. Started.
-fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
+pub(super) fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
     fleet_hosts_with(names, endpoints, "")
 }
 
@@ -309,7 +309,7 @@ fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec
 }
 
 /// Waits up to `secs` for `f` to hold; returns how long it took.
-fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+pub(super) fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !f() {
         assert!(
@@ -321,7 +321,7 @@ fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     t.elapsed()
 }
 
-fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> PathBuf {
+pub(super) fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> PathBuf {
     let d = env.path().join(format!("model-{tag}"));
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("model.safetensors"), pseudo_random(big, seed)).unwrap();
@@ -339,7 +339,7 @@ fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> P
 }
 
 /// `u` pushes `dir` as `name` `version` on `env`; the test fails if the push does.
-fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: &str) {
+pub(super) fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: &str) {
     let out = env.arca_as(
         u,
         &[
@@ -360,7 +360,7 @@ fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: &str) {
 }
 
 /// The keys of the objects below `prefix` in the bucket.
-fn list_keys(gw: &str, prefix: &str) -> Vec<String> {
+pub(super) fn list_keys(gw: &str, prefix: &str) -> Vec<String> {
     let (st, _, body) = request(
         gw,
         "GET",
