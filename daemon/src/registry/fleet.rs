@@ -87,15 +87,22 @@ impl Registry {
 
     /// Applies new entries (the commit lock held) and, if there were any, reloads the catalog
     /// and the access table from the store and republishes the mount.
+    ///
+    /// With `warm_before_switch`, `Fleet::catch_up` returns before an entry that needs a
+    /// warm-up, so what came before it is published first; this goes on until nothing is left.
     fn catch_up_locked(&self, f: &Fleet) -> std::result::Result<usize, FleetError> {
-        let n = f.catch_up(&self.store)?;
-        if n > 0 {
+        let mut total = 0;
+        loop {
+            let n = f.catch_up(&self.store, &|rec| self.serves(&rec.metadata.name))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
             self.reload().map_err(|e| match e {
                 RegistryError::Store(s) => FleetError::Store(s),
                 other => FleetError::Config(other.to_string()),
             })?;
         }
-        Ok(n)
     }
 
     /// One poll: apply what other hosts wrote. Called by the fleet poller thread.

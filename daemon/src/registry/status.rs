@@ -96,6 +96,7 @@ impl Registry {
                     integrity_failures: st.integrity_failures,
                     hosts,
                     head_seq,
+                    cache: Some(self.cache_status(f)),
                 }
             }),
         })
