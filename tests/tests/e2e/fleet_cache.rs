@@ -180,8 +180,14 @@ fn fleet_cache_stays_under_its_limit_and_keeps_what_it_must() {
         .as_u64()
         .unwrap();
     for (v, d) in &vs[3..] {
-        let got = std::fs::read(b.mnt().join(format!("cm/{v}/model.safetensors"))).unwrap();
-        assert_eq!(sha256_hex(&got), big_sha(d), "{v} through B's mount");
+        for f in ["model.safetensors", "config.json"] {
+            let got = std::fs::read(b.mnt().join(format!("cm/{v}/{f}"))).unwrap();
+            assert_eq!(
+                got,
+                std::fs::read(d.join(f)).unwrap(),
+                "{v} {f} through B's mount"
+            );
+        }
     }
     let settled = within(
         30,
