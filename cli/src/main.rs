@@ -261,6 +261,12 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Gc { dry_run } => ops::gc(&client, dry_run, json).await,
         Cmd::Status => ops::status(&client, json).await,
         Cmd::Fleet(ops::FleetCmd::Status) => ops::fleet_status(&client, json).await,
+        Cmd::Fleet(ops::FleetCmd::Pin { name, version }) => {
+            ops::fleet_pin(&client, &name, &version, true, json).await
+        }
+        Cmd::Fleet(ops::FleetCmd::Unpin { name, version }) => {
+            ops::fleet_pin(&client, &name, &version, false, json).await
+        }
         Cmd::Whoami => show::whoami(&client, json).await,
         Cmd::Stats => show::stats(&client, json).await,
     }

@@ -137,8 +137,43 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
 pub enum FleetCmd {
     /// Every host of the fleet as this host sees it in the store: the log entry each applied,
     /// how far behind the newest it is, and how old its heartbeat is (needs read on every
-    /// model, as the fleet figures of `status` do).
+    /// model, as the fleet figures of `status` do), and this host's chunk cache.
     Status,
+    /// Keep a version in this host's chunk cache whatever its limit: its chunks are fetched
+    /// now and never evicted (needs admin on every model: a pin spends this host's disk).
+    Pin {
+        name: arca_core::ModelName,
+        version: arca_core::ModelVersion,
+    },
+    /// Stop keeping a pinned version: its chunks may be evicted again (unless it is production
+    /// or staging).
+    Unpin {
+        name: arca_core::ModelName,
+        version: arca_core::ModelVersion,
+    },
+}
+
+/// `arca fleet pin` / `unpin`: this host's pins afterwards.
+pub async fn fleet_pin(
+    client: &Client,
+    name: &arca_core::ModelName,
+    version: &arca_core::ModelVersion,
+    pin: bool,
+    json: bool,
+) -> Result<i32> {
+    let path = format!("/v1/fleet/pins/{name}/{version}");
+    let method = if pin { Method::PUT } else { Method::DELETE };
+    let pins: Vec<arca_core::api::FleetPin> = client.json(method, &path, None::<&()>).await?;
+    if json {
+        println!("{}", crate::escape::json(&pins, false)?);
+        return Ok(0);
+    }
+    println!(
+        "{} {name} {version} on this host; {} pinned",
+        if pin { "pinned" } else { "unpinned" },
+        pins.len()
+    );
+    Ok(0)
 }
 
 pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
@@ -164,6 +199,40 @@ pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
             (None, None) => String::new(),
         }
     );
+    if let Some(c) = &f.cache {
+        println!(
+            "cache     {} of {} in {} chunks ({}); kept {}, pinned {}{}; evicted {} chunks ({}) in {} passes; on disk {} ({} garbage)",
+            bytes(c.cached_bytes),
+            bytes(c.limit_bytes),
+            c.cached_chunks,
+            if c.cached_bytes > c.limit_bytes { "OVER THE LIMIT" } else { "within the limit" },
+            bytes(c.kept_bytes),
+            bytes(c.pinned_bytes),
+            if c.over_limit { " (KEPT AND PINNED ALONE EXCEED THE LIMIT)" } else { "" },
+            c.evicted_chunks,
+            bytes(c.evicted_bytes),
+            c.evictions,
+            bytes(c.disk_bytes),
+            bytes(c.garbage_bytes),
+        );
+        if let Some(w) = c.warm_before_switch_secs {
+            println!(
+                "warm-up   before switching, up to {w}s: {} warm-ups, {} incomplete, the last took {} ms",
+                c.warmups, c.warmups_incomplete, c.last_warm_ms
+            );
+        }
+        if let Some(e) = &c.pins_error {
+            println!("pins      NOT USED: {}", Term(e));
+        }
+        for p in &c.pins {
+            println!(
+                "pinned    {} {} (by {})",
+                Term(p.model.as_str()),
+                p.version,
+                Term(&p.by)
+            );
+        }
+    }
     let mut t = crate::show::table(&["HOST", "APPLIED", "BEHIND", "HEARTBEAT", "STATE"]);
     for h in &f.hosts {
         t.row([

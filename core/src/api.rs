@@ -830,6 +830,55 @@ pub struct FleetStatus {
     pub applied_hash: crate::id::EntryHash,
     /// Every host's last heartbeat in the store (`arca fleet status`).
     pub hosts: Vec<FleetHostSeen>,
+    /// This host's chunk cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<FleetCacheStatus>,
+}
+
+/// A fleet host's local chunk cache, in `status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FleetCacheStatus {
+    /// The limit (`cache_gib`, or a quarter of the state directory's file system).
+    pub limit_bytes: u64,
+    /// Sealed bytes and chunks cached here now.
+    pub cached_bytes: u64,
+    pub cached_chunks: u64,
+    /// Bytes of chunks of versions this host keeps (production and staging of the models it
+    /// serves) and of pinned ones, at the last look (every 30 s and after each fetch that
+    /// took the cache over its limit); never evicted.
+    pub kept_bytes: u64,
+    pub pinned_bytes: u64,
+    /// Kept and pinned chunks alone exceed the limit: the cache stays over it.
+    pub over_limit: bool,
+    /// Chunks and bytes evicted since start, and the eviction passes that evicted any.
+    pub evicted_chunks: u64,
+    pub evicted_bytes: u64,
+    pub evictions: u64,
+    /// Blob files of the chunk store on disk, and the garbage (evicted chunks not yet given
+    /// back) among them, at the last look.
+    pub disk_bytes: u64,
+    pub garbage_bytes: u64,
+    /// `warm_before_switch_secs`, when set.
+    pub warm_before_switch_secs: Option<u64>,
+    /// Warm-ups before a switch since start, those that ran out of time, and the last one's
+    /// duration.
+    pub warmups: u64,
+    pub warmups_incomplete: u64,
+    pub last_warm_ms: u64,
+    /// `arca fleet pin`: versions this host keeps cached whatever the limit.
+    pub pins: Vec<FleetPin>,
+    /// Why the pins record is not used (it failed its check), if it is not.
+    pub pins_error: Option<String>,
+}
+
+/// A version pinned in one fleet host's cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FleetPin {
+    pub model: ModelName,
+    pub version: ModelVersion,
+    /// Who pinned it, and when (seconds since the epoch).
+    pub by: String,
+    pub at: u64,
 }
 
 /// One host's heartbeat, as another host reads it from the store.

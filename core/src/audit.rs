@@ -48,10 +48,13 @@ pub enum EventKind {
     /// The store itself: its creation (event 1, naming the audit public key) and format
     /// upgrades.
     Store,
+    /// A fleet host's pin of a version in its chunk cache set or removed (host-local: never in
+    /// the fleet's log).
+    CachePin,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Registration,
         EventKind::Access,
         EventKind::Approval,
@@ -65,6 +68,7 @@ impl EventKind {
         EventKind::IntegrityViolation,
         EventKind::GcRemoval,
         EventKind::Store,
+        EventKind::CachePin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +86,7 @@ impl EventKind {
             EventKind::IntegrityViolation => "integrity_violation",
             EventKind::GcRemoval => "gc_removal",
             EventKind::Store => "store",
+            EventKind::CachePin => "cache_pin",
         }
     }
 }

@@ -51,6 +51,12 @@ pub struct FleetFile {
     pub timeout_secs: Option<u64>,
     /// How often to look for other hosts' changes (default 500).
     pub poll_ms: Option<u64>,
+    /// The local chunk cache's limit, GiB (a fraction is fine). Default: a quarter of the
+    /// size of the file system holding the state directory.
+    pub cache_gib: Option<f64>,
+    /// Fetch a version before applying the entry that makes it production or staging, for at
+    /// most this many seconds. Default: not set (switch at once).
+    pub warm_before_switch_secs: Option<u64>,
     /// Every host's name and entry-signing key (`arcad --host-key` prints a host's).
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, String>,
@@ -233,6 +239,26 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
         }
         hosts.insert(name, k);
     }
+    let limit = match f.cache_gib {
+        None => None,
+        Some(g) if g.is_finite() && g > 0.0 && g < (1u64 << 33) as f64 => {
+            Some((g * (1u64 << 30) as f64) as u64)
+        }
+        Some(g) => {
+            return Err(format!(
+                "cache_gib = {g}: a positive number of GiB (a fraction such as 0.5 is fine)"
+            ))
+        }
+    };
+    let warm = match f.warm_before_switch_secs {
+        None | Some(0) => None,
+        Some(s) if s <= 3600 => Some(std::time::Duration::from_secs(s)),
+        Some(s) => {
+            return Err(format!(
+                "warm_before_switch_secs = {s}: at most 3600 (the host applies no other entry meanwhile)"
+            ))
+        }
+    };
     Ok(crate::fleet::FleetConfig {
         host: f.host,
         remote: crate::remote::RemoteConfig {
@@ -246,6 +272,10 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
         },
         hosts,
         poll: std::time::Duration::from_millis(f.poll_ms.unwrap_or(500).max(50)),
+        cache: crate::fleet::cache::CacheConfig {
+            limit,
+            warm_before_switch: warm,
+        },
     })
 }
 
@@ -264,5 +294,37 @@ mod tests {
         let mut c = Config::defaults();
         c.apply_file(&p).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/x"));
+    }
+
+    fn fleet(extra: &str) -> Result<crate::fleet::FleetConfig, ConfigError> {
+        let text = format!(
+            "[fleet]\nhost = \"a\"\nendpoints = [\"http://127.0.0.1:1\"]\nbucket = \"b\"\n{extra}"
+        );
+        let mut c = Config::defaults();
+        c.apply_str(&text, Path::new("t.toml"))?;
+        Ok(c.fleet.unwrap())
+    }
+
+    #[test]
+    fn cache_settings_are_checked() {
+        let f = fleet("cache_gib = 0.05\nwarm_before_switch_secs = 30\n").unwrap();
+        assert_eq!(f.cache.limit, Some((0.05 * (1u64 << 30) as f64) as u64));
+        assert_eq!(
+            f.cache.warm_before_switch,
+            Some(std::time::Duration::from_secs(30))
+        );
+        let f = fleet("").unwrap();
+        assert_eq!(f.cache.limit, None, "the default is resolved at start");
+        assert_eq!(f.cache.warm_before_switch, None);
+        for bad in [
+            "cache_gib = 0",
+            "cache_gib = -1",
+            "cache_gib = nan",
+            "cache_gib = inf",
+            "warm_before_switch_secs = 86400",
+        ] {
+            let e = fleet(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
+        }
     }
 }

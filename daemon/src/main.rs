@@ -230,6 +230,7 @@ fn main() -> Result<()> {
             Err(e) => tracing::warn!("fleet: serving the last state applied here: {e}"),
         }
         arcad::registry::fleet::spawn_poller(registry.clone());
+        arcad::registry::cache::spawn_cache_thread(registry.clone());
     }
     // An interrupted data-key rotation continues in the background.
     registry.resume_rotation();
@@ -451,8 +452,20 @@ fn open_fleet_host(
         );
     }
     check_audit_pin(cfg, &store)?;
+    let count = store
+        .open_cache_index()
+        .context("fleet: indexing the chunk cache")?;
+    let limit = arcad::fleet::cache::resolve_limit(&fc.cache, &cfg.state_dir)?;
+    tracing::info!(
+        limit_bytes = limit,
+        cached_bytes = count.bytes,
+        chunks = count.chunks,
+        warm_before_switch = ?fc.cache.warm_before_switch,
+        "fleet: chunk cache"
+    );
+    let cache = arcad::fleet::cache::Cache::new(fc.cache.clone(), limit, store.cache_recency());
     let fleet = Arc::new(
-        arcad::fleet::Fleet::new(fc.clone(), remote, store.host_public_key())
+        arcad::fleet::Fleet::new(fc.clone(), remote, store.host_public_key(), cache)
             .context("fleet configuration")?,
     );
     store.set_publisher(fleet.clone());

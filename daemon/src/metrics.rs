@@ -193,6 +193,54 @@ impl Collector for Live {
                 "Chunks fetched from packs that failed authentication (never cached or served)",
                 st.integrity_failures,
             )?;
+            let cs = f.cache.stats();
+            let count = reg.store().cache_count();
+            for (name, help, v) in [
+                ("arca_fleet_cache_bytes", "Sealed chunk bytes in this host's cache", count.bytes),
+                ("arca_fleet_cache_chunks", "Chunks in this host's cache", count.chunks),
+                ("arca_fleet_cache_limit_bytes", "The cache's limit (cache_gib)", f.cache.limit),
+                ("arca_fleet_cache_kept_bytes", "Cached bytes of production and staging versions of served models (never evicted)", cs.kept_bytes),
+                ("arca_fleet_cache_pinned_bytes", "Cached bytes of versions pinned on this host (never evicted)", cs.pinned_bytes),
+                ("arca_fleet_cache_disk_bytes", "Blob files of the chunk store on disk", cs.disk_bytes),
+                ("arca_fleet_cache_garbage_bytes", "Evicted chunks' bytes not given back yet (in blob files with live chunks)", cs.garbage_bytes),
+            ] {
+                gauge(&mut e, name, help, v as i64)?;
+            }
+            gauge(
+                &mut e,
+                "arca_fleet_cache_over_limit",
+                "1 if kept and pinned versions alone take more than the cache's limit",
+                cs.over_limit as i64,
+            )?;
+            for (name, help, v) in [
+                (
+                    "arca_fleet_cache_evicted_chunks",
+                    "Chunks evicted from the cache",
+                    cs.evicted_chunks,
+                ),
+                (
+                    "arca_fleet_cache_evicted_bytes",
+                    "Sealed bytes evicted from the cache",
+                    cs.evicted_bytes,
+                ),
+                (
+                    "arca_fleet_cache_evictions",
+                    "Eviction passes that evicted chunks",
+                    cs.evictions,
+                ),
+                (
+                    "arca_fleet_cache_warmups",
+                    "Warm-ups before a switch to production or staging",
+                    cs.warmups,
+                ),
+                (
+                    "arca_fleet_cache_warmups_incomplete",
+                    "Warm-ups that ran out of time or failed (the switch happened anyway)",
+                    cs.warmups_incomplete,
+                ),
+            ] {
+                counter(&mut e, name, help, v)?;
+            }
         }
         Ok(())
     }

@@ -303,6 +303,7 @@ fn api() -> OpenApiRouter<Arc<Registry>> {
         .routes(routes!(revoke_role))
         .routes(routes!(list_keys, trust_key))
         .routes(routes!(gc))
+        .routes(routes!(fleet_pin, fleet_unpin))
         .routes(routes!(status))
         .routes(routes!(untrust_key))
         .routes(routes!(rotate_kek))
@@ -1129,6 +1130,62 @@ async fn gc(
 ) -> ApiResult<impl IntoResponse> {
     let c = caller(&reg, &p)?;
     Ok(Json(blocking(move || reg.gc(Some(&c), q.dry_run)).await?))
+}
+
+/// Pins a version in this fleet host's chunk cache: its chunks are fetched now and never
+/// evicted, whatever the cache's limit.
+///
+/// Needs admin on `*` (a pin spends this host's disk, which every model on it shares). A
+/// single host answers `bad_request`. Returns this host's pins.
+#[utoipa::path(put, path = "/v1/fleet/pins/{name}/{version}", tag = "operations",
+    params(VersionPath),
+    responses(
+        (status = 200, description = "Pinned; this host's pins", body = Vec<arca_core::api::FleetPin>),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    ),
+)]
+async fn fleet_pin(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(v): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    set_fleet_pin(reg, p, v, true).await
+}
+
+/// `fleet_pin` and `fleet_unpin`.
+async fn set_fleet_pin(
+    reg: Arc<Registry>,
+    p: Peer,
+    (name, version): (String, String),
+    pin: bool,
+) -> ApiResult<Json<Vec<arca_core::api::FleetPin>>> {
+    let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
+    let c = caller(&reg, &p)?;
+    Ok(Json(
+        blocking(move || reg.set_cache_pin(&c, &name, &version, pin)).await?,
+    ))
+}
+
+/// Unpins a version in this fleet host's chunk cache: its chunks may be evicted again (unless
+/// it is production or staging).
+///
+/// Needs admin on `*`. Returns this host's pins.
+#[utoipa::path(delete, path = "/v1/fleet/pins/{name}/{version}", tag = "operations",
+    params(VersionPath),
+    responses(
+        (status = 200, description = "Unpinned; this host's pins", body = Vec<arca_core::api::FleetPin>),
+        (status = 400, response = BadRequest), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 500, response = Internal),
+    ),
+)]
+async fn fleet_unpin(
+    State(reg): Reg,
+    ConnectInfo(p): PeerInfo,
+    Path(v): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    set_fleet_pin(reg, p, v, false).await
 }
 
 /// How the daemon and its store are doing: counts only, no names.

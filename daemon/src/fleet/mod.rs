@@ -9,6 +9,7 @@
 //! Each host's RocksDB is a verified replica of the log plus a cache of chunks
 //! (`store/fleet.rs`). This module talks to the store only through `remote.rs`.
 
+pub mod cache;
 pub mod log;
 pub mod pack;
 
@@ -37,6 +38,8 @@ pub struct FleetConfig {
     pub hosts: BTreeMap<String, PublicKey>,
     /// How often a host looks for new entries.
     pub poll: Duration,
+    /// The local chunk cache: its limit and `warm_before_switch`.
+    pub cache: cache::CacheConfig,
 }
 
 const KEYS_OBJECT: &str = "fleet/keys";
@@ -226,6 +229,8 @@ pub struct Fleet {
     inflight: Mutex<HashMap<ChunkId, Arc<Slot>>>,
     /// Fetches running now (at most `MAX_FETCHES`).
     fetches: std::sync::atomic::AtomicUsize,
+    /// This host's chunk cache: limit, recency, figures.
+    pub cache: cache::Cache,
 }
 
 /// One chunk of a fetch in progress: its waiters learn whether it was cached, and get its
@@ -297,7 +302,12 @@ fn pack_key(p: &PackId) -> String {
 impl Fleet {
     /// `own` is this host's entry-signing key; if the config pins this host's name, it must
     /// pin this key.
-    pub fn new(cfg: FleetConfig, remote: Remote, own: PublicKey) -> Result<Self, FleetError> {
+    pub fn new(
+        cfg: FleetConfig,
+        remote: Remote,
+        own: PublicKey,
+        cache: cache::Cache,
+    ) -> Result<Self, FleetError> {
         let mut hosts = cfg.hosts.clone();
         match hosts.get(&cfg.host) {
             Some(k) if *k != own => {
@@ -326,6 +336,7 @@ impl Fleet {
             last_heartbeat: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             fetches: std::sync::atomic::AtomicUsize::new(0),
+            cache,
         })
     }
 
@@ -377,7 +388,17 @@ impl Fleet {
     /// Stops (and halts this host's replica) at the first entry that does not check out: a bad
     /// signature or seal, an unknown signer, a `prev` that is not the entry applied before it (a
     /// fork), a gap, or the newest applied entry replaced in the store.
-    pub fn catch_up(&self, store: &Store) -> Result<usize, FleetError> {
+    ///
+    /// With `warm_before_switch`, an entry that makes a version production or staging (one
+    /// that `served` says this host serves) is applied only after that version's chunks are
+    /// fetched, or its deadline passed. Such an entry is applied first in a call (entries
+    /// before it return at once, so the caller publishes them without waiting for the
+    /// warm-up); the caller calls again until nothing is left.
+    pub fn catch_up(
+        &self,
+        store: &Store,
+        served: &dyn Fn(&crate::manifest::VersionRecord) -> bool,
+    ) -> Result<usize, FleetError> {
         if let Some(h) = self.state().halted.clone() {
             return Err(FleetError::Halted(h));
         }
@@ -409,6 +430,16 @@ impl Fleet {
                     "fork at log entry {seq}: entry {next} (by host {}) chains to {}, but the entry {seq} applied here is {prev}: two entries claim seq {seq}",
                     e.host, e.prev
                 )));
+            }
+            if let Some(budget) = self.cache.cfg.warm_before_switch {
+                let switched = cache::switched_to_kept(store, &e, served);
+                if !switched.is_empty() {
+                    if n > 0 {
+                        // Publish what came before it first.
+                        break;
+                    }
+                    self.warm(store, &switched, budget);
+                }
             }
             let hash = entry_hash(&bytes);
             // An entry that opened but does not apply (a record of the wrong shape, no event)
@@ -651,6 +682,13 @@ impl Fleet {
     /// pack (one ranged GET of up to `EXTENT` bytes, streamed), authenticating each before it
     /// is cached.
     pub fn fetch(&self, store: &Store, id: &ChunkId) -> Result<Fetched, FleetError> {
+        self.fetch_for(store, id, false)
+    }
+
+    /// `fetch`; `warm`: for a warm-up before a switch (one at a time, from the poller), which
+    /// is not counted against the readers' `MAX_FETCHES`, so it never makes a mount read
+    /// fail for want of a fetch slot.
+    fn fetch_for(&self, store: &Store, id: &ChunkId, warm: bool) -> Result<Fetched, FleetError> {
         // Bound on waiting for another reader's fetch of this chunk: its request and any stall
         // of its stream each end within the timeout.
         let wait = self.cfg.remote.timeout * 2;
@@ -693,8 +731,9 @@ impl Fleet {
                 }
             }
             use std::sync::atomic::Ordering;
-            if self.fetches.fetch_add(1, Ordering::AcqRel) >= MAX_FETCHES {
-                self.fetches.fetch_sub(1, Ordering::AcqRel);
+            let counted = usize::from(!warm);
+            if self.fetches.fetch_add(counted, Ordering::AcqRel) >= MAX_FETCHES && !warm {
+                self.fetches.fetch_sub(counted, Ordering::AcqRel);
                 return Err(FleetError::Remote(RemoteError::Unreachable(format!(
                     "{MAX_FETCHES} fetches from the store are already running on this host"
                 ))));
@@ -702,7 +741,7 @@ impl Fleet {
             let extent = match self.plan_extent(store, &loc, id, &inflight) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.fetches.fetch_sub(1, Ordering::AcqRel);
+                    self.fetches.fetch_sub(counted, Ordering::AcqRel);
                     return Err(e);
                 }
             };
@@ -716,7 +755,10 @@ impl Fleet {
                 .collect();
             drop(inflight);
             let result = self.stream_extent(store, &loc, &extent, &slots);
-            self.fetches.fetch_sub(1, Ordering::AcqRel);
+            self.fetches.fetch_sub(counted, Ordering::AcqRel);
+            if store.cache_count().bytes > self.cache.limit {
+                self.cache.wake();
+            }
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             for ((c, _), slot) in extent.iter().zip(&slots) {
                 inflight.remove(c);

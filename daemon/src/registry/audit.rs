@@ -94,6 +94,7 @@ impl Registry {
         version: &ModelVersion,
         path: &RelPath,
     ) {
+        self.cache_touch(model, version);
         let key = (
             uid,
             model.clone(),

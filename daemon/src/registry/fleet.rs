@@ -89,23 +89,30 @@ impl Registry {
 
     /// Applies new entries (the commit lock held) and, if there were any, reloads the catalog
     /// and the access table from the store and republishes the mount.
+    ///
+    /// With `warm_before_switch`, `Fleet::catch_up` returns before an entry that needs a
+    /// warm-up, so what came before it is published first; this goes on until nothing is left.
     fn catch_up_locked(&self, f: &Fleet) -> std::result::Result<usize, FleetError> {
-        let caught = f.catch_up(&self.store);
-        // A halt (a fork, a gap, an entry that does not check) is an integrity failure of the
-        // fleet's log: once in this host's trail, naming the entry and what is wrong with it.
-        if let Some(why) = f.take_unaudited_halt() {
-            self.record(vec![Draft::new(EventKind::IntegrityViolation, "arcad")
-                .detail("via", "fleet log")
-                .detail("problem", why)]);
-        }
-        let n = caught?;
-        if n > 0 {
+        let mut total = 0;
+        loop {
+            let caught = f.catch_up(&self.store, &|rec| self.serves(&rec.metadata.name));
+            // A halt (a fork, a gap, an entry that does not check) is an integrity failure of
+            // the fleet's log: once in this host's trail, naming the entry and what is wrong.
+            if let Some(why) = f.take_unaudited_halt() {
+                self.record(vec![Draft::new(EventKind::IntegrityViolation, "arcad")
+                    .detail("via", "fleet log")
+                    .detail("problem", why)]);
+            }
+            let n = caught?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
             self.reload().map_err(|e| match e {
                 RegistryError::Store(s) => FleetError::Store(s),
                 other => FleetError::Config(other.to_string()),
             })?;
         }
-        Ok(n)
     }
 
     /// One poll: apply what other hosts wrote. Called by the fleet poller thread.

@@ -28,6 +28,7 @@ use crate::store::{BadVersion, Store, StoreError};
 
 mod access;
 pub mod audit;
+pub mod cache;
 pub mod fleet;
 mod gc;
 mod lifecycle;
@@ -88,6 +89,9 @@ impl Upload {
 
 /// Uploads idle for longer than this are dropped (their chunks stay unreferenced, reclaimable).
 const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
+/// Reads of one chunk on a fleet host: found missing, fetched, and evicted again before it
+/// was read, this many times, the read fails rather than loop.
+const FETCH_ROUNDS: usize = 3;
 /// Files in one version; a bound so one push cannot grow a manifest without limit.
 const MAX_FILES: usize = 100_000;
 
@@ -121,6 +125,8 @@ pub struct Registry {
     open_chunks: std::sync::OnceLock<gc::OpenChunks>,
     /// One garbage collection at a time.
     gc_lock: Mutex<()>,
+    /// One look at a fleet host's chunk cache at a time.
+    cache_lock: Mutex<()>,
     /// The data-key rotation job's state, for `status`.
     rotation: Mutex<rotation::RotationJob>,
     /// Bytes per second the rotation may re-seal (0: no limit).
@@ -209,6 +215,7 @@ impl Registry {
             mount_seen: Mutex::new(audit::MountSeen::new()),
             open_chunks: std::sync::OnceLock::new(),
             gc_lock: Mutex::new(()),
+            cache_lock: Mutex::new(()),
             rotation: Mutex::new(rotation::RotationJob::default()),
             rotation_rate: opts.rotation_rate,
             started: Instant::now(),
@@ -786,6 +793,7 @@ impl Registry {
             .or_default()
             .insert(version.clone(), Arc::new(rec));
         tracing::info!(arca_event = EventKind::Registration.as_str(), model = %name, version = %version, user = %c.user, "version committed");
+        self.cache_touch(&name, &version);
         Ok(Committed {
             version: info,
             new_chunks: Some(up.written.len() as u64),
@@ -873,6 +881,7 @@ impl Registry {
             .version(version)
             .detail("file", path.as_str())
             .detail("via", "get")]);
+        self.cache_touch(name, version);
         Ok((f, pins))
     }
 
@@ -885,22 +894,27 @@ impl Registry {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        match self.read_chunk_range_here(id, len, offset, size) {
-            Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
-                crate::fleet::Fetched::Unknown => Err(ChunkReadError::Missing),
-                crate::fleet::Fetched::Cached => self.read_chunk_range_here(id, len, offset, size),
-                crate::fleet::Fetched::Plain(p) => {
-                    if p.len() != len as usize {
-                        return Err(ChunkReadError::Length);
+        // On a fleet host a chunk found here may be evicted before it is read: it is then
+        // fetched again (a few times at most, so eviction can never make a read spin).
+        for _ in 0..FETCH_ROUNDS {
+            match self.read_chunk_range_here(id, len, offset, size) {
+                Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
+                    crate::fleet::Fetched::Unknown => return Err(ChunkReadError::Missing),
+                    crate::fleet::Fetched::Cached => continue,
+                    crate::fleet::Fetched::Plain(p) => {
+                        if p.len() != len as usize {
+                            return Err(ChunkReadError::Length);
+                        }
+                        let (a, b) = (offset as usize, offset as usize + size as usize);
+                        return p.get(a..b).map(<[u8]>::to_vec).ok_or(ChunkReadError::Crypt(
+                            CryptError::Malformed("range beyond chunk"),
+                        ));
                     }
-                    let (a, b) = (offset as usize, offset as usize + size as usize);
-                    p.get(a..b).map(<[u8]>::to_vec).ok_or(ChunkReadError::Crypt(
-                        CryptError::Malformed("range beyond chunk"),
-                    ))
-                }
-            },
-            other => other,
+                },
+                other => return other,
+            }
         }
+        Err(ChunkReadError::Missing)
     }
 
     fn read_chunk_range_here(
@@ -926,19 +940,22 @@ impl Registry {
     }
 
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
-        match self.read_chunk_here(id, expected_len) {
-            Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
-                crate::fleet::Fetched::Unknown => Err(ChunkReadError::Missing),
-                crate::fleet::Fetched::Cached => self.read_chunk_here(id, expected_len),
-                crate::fleet::Fetched::Plain(p) => {
-                    if p.len() != expected_len as usize {
-                        return Err(ChunkReadError::Length);
+        for _ in 0..FETCH_ROUNDS {
+            match self.read_chunk_here(id, expected_len) {
+                Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
+                    crate::fleet::Fetched::Unknown => return Err(ChunkReadError::Missing),
+                    crate::fleet::Fetched::Cached => continue,
+                    crate::fleet::Fetched::Plain(p) => {
+                        if p.len() != expected_len as usize {
+                            return Err(ChunkReadError::Length);
+                        }
+                        return Ok(Arc::try_unwrap(p).unwrap_or_else(|p| p.to_vec()));
                     }
-                    Ok(Arc::try_unwrap(p).unwrap_or_else(|p| p.to_vec()))
-                }
-            },
-            other => other,
+                },
+                other => return other,
+            }
         }
+        Err(ChunkReadError::Missing)
     }
 
     fn read_chunk_here(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
@@ -1009,6 +1026,9 @@ impl Registry {
                 .collect();
             Ok((recs, ids))
         })?;
+        for r in &recs {
+            self.cache_touch(&r.metadata.name, &r.metadata.version);
+        }
         let total = recs
             .iter()
             .flat_map(|r| r.files.iter())

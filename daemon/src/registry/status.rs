@@ -102,6 +102,7 @@ impl Registry {
                     integrity_failures: st.integrity_failures,
                     hosts,
                     head_seq,
+                    cache: Some(self.cache_status(f)),
                 }
             }),
         })

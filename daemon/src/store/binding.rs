@@ -92,8 +92,10 @@ pub struct Bindings {
     store_event: bool,
 }
 
+/// The column families whose records are bound to their events; `meta` for a fleet host's
+/// pins (`store/cache.rs`), its only bound row.
 fn cf_name(name: &str) -> Option<&'static str> {
-    [Cf::Versions, Cf::Acl, Cf::Keys]
+    [Cf::Versions, Cf::Acl, Cf::Keys, Cf::Meta]
         .into_iter()
         .map(Cf::name)
         .find(|n| *n == name)

@@ -256,8 +256,7 @@ impl Store {
     /// Stores a chunk fetched from a pack. The caller has authenticated it (AEAD of every
     /// segment and the keyed id) against the id it asked for.
     pub fn put_fetched_chunk(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
-        self.kv.put_chunk(id.as_bytes(), sealed)?;
-        Ok(())
+        self.put_counted(id, sealed)
     }
 
     /// Writes the applied marker and the entry's chunk locations into `b` (a chunk keeps the

@@ -37,10 +37,15 @@ pub enum Cf {
     Gc,
     /// Fleet hosts only: where each fleet chunk sits in the object store's packs.
     Locs,
+    /// The chunk cache's index: chunk id → sealed length (u32 LE), one row per row of
+    /// `chunks`, written and deleted with it. Why: knowing which chunks are here, and their
+    /// size, from `chunks` itself would read every blob (RocksDB loads a blob value with its
+    /// key), so the cache limit could not be enforced without reading the whole cache.
+    Cache,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Meta,
         Cf::Chunks,
         Cf::Versions,
@@ -50,6 +55,7 @@ impl Cf {
         Cf::AuditIdx,
         Cf::Gc,
         Cf::Locs,
+        Cf::Cache,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +69,7 @@ impl Cf {
             Cf::AuditIdx => "audit_idx",
             Cf::Gc => "gc",
             Cf::Locs => "locs",
+            Cf::Cache => "cache",
         }
     }
 }
@@ -224,10 +231,13 @@ impl Kv {
     /// Writes a chunk without the WAL; see the module comment for why this is safe. Its id is
     /// first recorded as a GC candidate (through the WAL), so a chunk whose upload never commits
     /// (a crash, a kill) is found and collected later instead of leaking.
+    /// The chunk's index row (its sealed length) goes in the same WAL write as the GC row, so
+    /// the index never misses a chunk that is on disk.
     pub fn put_chunk(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.db
-            .put_cf(self.cf(Cf::Gc), key, [])
-            .map_err(err("record gc candidate"))?;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(Cf::Gc), key, []);
+        wb.put_cf(self.cf(Cf::Cache), key, (value.len() as u32).to_le_bytes());
+        self.db.write(wb).map_err(err("record gc candidate"))?;
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
         self.db
@@ -286,6 +296,18 @@ impl Kv {
         done.and(enabled)
     }
 
+    /// Deletes obsolete files now (blob and table files a compaction left behind), rather
+    /// than whenever RocksDB's background purge gets to them: re-enabling file deletions
+    /// purges before it returns (as in `purge_overwritten`).
+    pub fn purge_obsolete_files(&self) -> Result<(), KvError> {
+        self.db
+            .disable_file_deletions()
+            .map_err(err("disable file deletions"))?;
+        self.db
+            .enable_file_deletions()
+            .map_err(err("enable file deletions"))
+    }
+
     /// RocksDB's estimate of the keys in a column family (for progress reports only).
     pub fn estimate_keys(&self, cf: Cf) -> Result<u64, KvError> {
         Ok(self
@@ -302,8 +324,52 @@ impl Kv {
         for k in keys {
             wb.delete_cf(self.cf(Cf::Chunks), k);
             wb.delete_cf(self.cf(Cf::Gc), k);
+            wb.delete_cf(self.cf(Cf::Cache), k);
         }
         self.db.write(wb).map_err(err("delete chunks"))
+    }
+
+    /// Blob bytes on disk in the chunk column family, and how many of them are garbage
+    /// (deleted chunks whose blob files still hold live ones), as RocksDB counts them after
+    /// compactions.
+    pub fn chunk_blob_bytes(&self) -> Result<(u64, u64), KvError> {
+        let h = self.cf(Cf::Chunks);
+        let prop = |name: &str| {
+            self.db
+                .property_int_value_cf(h, name)
+                .map(|v| v.unwrap_or(0))
+                .map_err(err("property"))
+        };
+        Ok((
+            prop("rocksdb.total-blob-file-size")?,
+            prop("rocksdb.live-blob-file-garbage-size")?,
+        ))
+    }
+
+    /// Compacts the chunk column family with blob garbage collection for this one run: every
+    /// live chunk is copied out of blob files that hold garbage, and those files are dropped.
+    /// Why not always on: measured, blob GC during a bulk push rewrote files written seconds
+    /// earlier (see `open`); a cache host calls this only when evictions left enough garbage
+    /// that plain compaction cannot drop (blob files mixing evicted and kept chunks).
+    pub fn compact_chunks_collecting_blobs(&self) -> Result<(), KvError> {
+        let h = self.cf(Cf::Chunks);
+        self.db
+            .set_options_cf(
+                h,
+                &[
+                    ("enable_blob_garbage_collection", "true"),
+                    ("blob_garbage_collection_age_cutoff", "1.0"),
+                ],
+            )
+            .map_err(err("enable blob gc"))?;
+        let mut co = CompactOptions::default();
+        co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(h, None::<&[u8]>, None::<&[u8]>, &co);
+        // Always turned off again, or every later compaction would rewrite blobs.
+        self.db
+            .set_options_cf(h, &[("enable_blob_garbage_collection", "false")])
+            .map_err(err("disable blob gc"))
     }
 
     /// Makes every chunk written so far durable (memtable to synced blob and table files).

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod binding;
+pub mod cache;
 pub mod fleet;
 pub mod kv;
 pub mod rotate;
@@ -126,6 +127,16 @@ pub struct Store {
     publisher: std::sync::OnceLock<std::sync::Arc<dyn fleet::Publisher>>,
     /// Fleet hosts: the chunk locations the next published change announces.
     staged_locs: std::sync::Mutex<Vec<crate::fleet::log::Located>>,
+    /// Chunks and sealed bytes here (the `cache` index's totals, `cache.rs`).
+    cache_count: CacheCounters,
+    /// Held across a chunk write or delete and its count, so the count stays exact.
+    cache_lock: std::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct CacheCounters {
+    chunks: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The keys a fleet host's store must hold (the fleet's, from its keys object): a new store is
@@ -238,6 +249,8 @@ impl Store {
             bindings: Default::default(),
             publisher: Default::default(),
             staged_locs: Default::default(),
+            cache_count: Default::default(),
+            cache_lock: Default::default(),
         };
         if created {
             store.record_creation()?;
@@ -457,7 +470,7 @@ impl Store {
                 what: format!("sealing chunk {id}"),
                 source,
             })?;
-        self.kv.put_chunk(id.as_bytes(), &sealed)?;
+        self.put_counted(id, &sealed)?;
         Ok(sealed.len())
     }
 
@@ -471,8 +484,7 @@ impl Store {
     }
 
     pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
-        let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
-        Ok(self.kv.delete_chunks(&keys)?)
+        self.delete_counted(ids).map(|_| ())
     }
 
     /// After deleting chunks: give back the space of blob files that are now entirely garbage.

@@ -29,7 +29,7 @@ impl Cluster {
     }
 
     /// `cluster` (1 master, 3 volume servers, 2 filers and gateways) or `single` (one process).
-    fn start_kind(kind: &'static str, port: u16) -> Self {
+    pub(super) fn start_kind(kind: &'static str, port: u16) -> Self {
         // Each test has its own fixed ports; ARCA_TEST_PORT_OFFSET shifts them all, so two
         // checkouts can run the same test on one machine at once.
         let port = port
@@ -52,7 +52,7 @@ impl Cluster {
     }
 
     /// Stops every process; the data stays in the directory.
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         let st = Command::new("bash")
             .arg(repo().join("scripts/seaweedfs.sh"))
             .arg("stop")
@@ -63,7 +63,7 @@ impl Cluster {
     }
 
     /// Starts it again on the same data.
-    fn restart(&mut self) {
+    pub(super) fn restart(&mut self) {
         self.run_start();
     }
 
@@ -268,7 +268,11 @@ pub(super) fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEn
     fleet_hosts_with(names, endpoints, "")
 }
 
-fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec<TestEnv> {
+pub(super) fn fleet_hosts_with(
+    names: &[&str],
+    endpoints: &[Vec<&str>],
+    extra: &str,
+) -> Vec<TestEnv> {
     let mut hosts: Vec<TestEnv> = names.iter().map(|_| TestEnv::unstarted()).collect();
     let kek = hosts[0].path().join("kek.key");
     for h in &hosts[1..] {

@@ -9,6 +9,7 @@ mod deps;
 mod ecosystem;
 mod faults;
 mod fleet;
+mod fleet_cache;
 mod fleet_tamper;
 mod harness;
 mod insider;
