@@ -12,11 +12,13 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A running cluster, stopped on drop.
-struct Cluster {
+pub(super) struct Cluster {
     dir: tempfile::TempDir,
-    endpoints: Vec<String>,
+    pub(super) endpoints: Vec<String>,
     kind: &'static str,
     port: u16,
+    /// The address every process binds and advertises (`ARCA_SEAWEEDFS_IP`).
+    ip: String,
 }
 
 fn repo() -> PathBuf {
@@ -24,12 +26,17 @@ fn repo() -> PathBuf {
 }
 
 impl Cluster {
-    fn start(port: u16) -> Self {
+    pub(super) fn start(port: u16) -> Self {
         Self::start_kind("cluster", port)
     }
 
     /// `cluster` (1 master, 3 volume servers, 2 filers and gateways) or `single` (one process).
     fn start_kind(kind: &'static str, port: u16) -> Self {
+        Self::start_on("127.0.0.1", kind, port)
+    }
+
+    /// `start_kind` with every process on `ip` (an address of this host) instead of loopback.
+    pub(super) fn start_on(ip: &str, kind: &'static str, port: u16) -> Self {
         // Each test has its own fixed ports; ARCA_TEST_PORT_OFFSET shifts them all, so two
         // checkouts can run the same test on one machine at once.
         let port = port
@@ -46,13 +53,14 @@ impl Cluster {
             endpoints: Vec::new(),
             kind,
             port,
+            ip: ip.to_owned(),
         };
         c.run_start();
         c
     }
 
     /// Stops every process; the data stays in the directory.
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         let st = Command::new("bash")
             .arg(repo().join("scripts/seaweedfs.sh"))
             .arg("stop")
@@ -63,7 +71,7 @@ impl Cluster {
     }
 
     /// Starts it again on the same data.
-    fn restart(&mut self) {
+    pub(super) fn restart(&mut self) {
         self.run_start();
     }
 
@@ -73,6 +81,7 @@ impl Cluster {
             .arg(self.kind)
             .arg(self.dir.path())
             .arg(self.port.to_string())
+            .env("ARCA_SEAWEEDFS_IP", &self.ip)
             .output()
             .expect("run scripts/seaweedfs.sh");
         let c = self;
@@ -102,7 +111,7 @@ impl Drop for Cluster {
 }
 
 /// One HTTP/1.1 request; returns the status and the response headers (lower-cased names).
-fn request(
+pub(super) fn request(
     addr: &str,
     method: &str,
     path: &str,
@@ -224,7 +233,7 @@ use crate::harness::{pseudo_random, sha256_hex, user, TestEnv, User};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
-const BUCKET: &str = "arca-fleet-hosts";
+pub(super) const BUCKET: &str = "arca-fleet-hosts";
 
 /// A fleet host's `[fleet]` section.
 fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> String {
@@ -268,7 +277,22 @@ fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
     fleet_hosts_with(names, endpoints, "")
 }
 
-fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec<TestEnv> {
+pub(super) fn fleet_hosts_with(
+    names: &[&str],
+    endpoints: &[Vec<&str>],
+    extra: &str,
+) -> Vec<TestEnv> {
+    fleet_hosts_wrapped(names, endpoints, extra, &[])
+}
+
+/// `fleet_hosts_with`, host `i` started through `wrappers[i]` (`TestEnv::daemon_wrapper`; none
+/// past the end), e.g. in a network namespace.
+pub(super) fn fleet_hosts_wrapped(
+    names: &[&str],
+    endpoints: &[Vec<&str>],
+    extra: &str,
+    wrappers: &[Vec<String>],
+) -> Vec<TestEnv> {
     let mut hosts: Vec<TestEnv> = names.iter().map(|_| TestEnv::unstarted()).collect();
     let kek = hosts[0].path().join("kek.key");
     for h in &hosts[1..] {
@@ -303,13 +327,14 @@ fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec
             fleet_toml_with(names[i], &endpoints[i], &pins, extra),
         )
         .unwrap();
+        h.daemon_wrapper = wrappers.get(i).cloned().unwrap_or_default();
         h.start();
     }
     hosts
 }
 
 /// Waits up to `secs` for `f` to hold; returns how long it took.
-fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+pub(super) fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !f() {
         assert!(
@@ -321,7 +346,7 @@ fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     t.elapsed()
 }
 
-fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> PathBuf {
+pub(super) fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> PathBuf {
     let d = env.path().join(format!("model-{tag}"));
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("model.safetensors"), pseudo_random(big, seed)).unwrap();
@@ -339,7 +364,7 @@ fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> P
 }
 
 /// `u` pushes `dir` as `name` `version` on `env`; the test fails if the push does.
-fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: &str) {
+pub(super) fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: &str) {
     let out = env.arca_as(
         u,
         &[
