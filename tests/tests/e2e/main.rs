@@ -9,6 +9,7 @@ mod deps;
 mod ecosystem;
 mod faults;
 mod fleet;
+mod fleet_netns;
 mod harness;
 mod insider;
 mod lifecycle;
