@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 # systemd for systemd-analyze; man-db and groff-base render the man pages with warnings on; zsh
 # and fish parse the completions (tests/tests/e2e/ecosystem.rs); socat bridges the API fuzzer's
 # TCP to arcad's socket and curl fetches the OpenAPI document (tests/tests/e2e/contract.rs);
-# openssl makes the certificates of the fleet's HTTPS test (tests/tests/e2e/fleet.rs).
-. scripts/deps.sh systemd man-db groff-base zsh fish socat curl openssl
+# openssl makes the certificates of the fleet's HTTPS test (tests/tests/e2e/fleet.rs); iproute2
+# (ip, tc) and nftables make the network namespaces, slow links and cut links of
+# tests/tests/e2e/fleet_netns.rs.
+. scripts/deps.sh systemd man-db groff-base zsh fish socat curl openssl iproute2 nftables
 # One profile for everything (RocksDB's C++ build is shared); the target directory is set in
 # .cargo/config.toml, outside the clone, so later runs reuse it.
 cargo fmt --all -- --check

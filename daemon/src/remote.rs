@@ -9,7 +9,9 @@
 //!
 //! Endpoints: a fleet may name several S3 gateways of one store (SeaweedFS filers, RGW
 //! instances). Calls go to the one that last answered; a transport failure or a 5xx moves to the
-//! next, so a gateway that dies costs one failed attempt, not an outage.
+//! next, so a gateway that dies costs one failed attempt, not an outage. The timeout bounds a
+//! whole call, whatever the number of endpoints: a gateway that hangs (or a cut link) costs one
+//! call its timeout, and the next call starts at the next gateway.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -41,7 +43,7 @@ pub struct RemoteConfig {
     pub credentials_file: Option<PathBuf>,
     /// PEM file of the CA that signed the endpoints' certificates, added to the system's roots.
     pub ca_file: Option<PathBuf>,
-    /// Bound on one request, and on all retries of one call.
+    /// Bound on one call: its request, its retries and the other endpoints it tries.
     pub timeout: Duration,
 }
 
@@ -310,8 +312,7 @@ impl Remote {
     }
 
     /// Runs `op` against the current endpoint, moving on to the next ones while it fails with
-    /// an error another endpoint might not have. The whole call is bounded by the timeout per
-    /// endpoint tried.
+    /// an error another endpoint might not have. The whole call is bounded by the timeout.
     fn call<T, F, Fut>(&self, key: &str, op: F) -> Result<T, RemoteError>
     where
         F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
@@ -320,7 +321,16 @@ impl Remote {
         self.call_on(false, self.timeout, key, op)
     }
 
-    /// `call` on the bulk clients (`bulk`), each attempt bounded by `bound`.
+    /// `call`, on the bulk clients if `bulk`, the whole call (every endpoint tried) bounded by
+    /// `bound`.
+    ///
+    /// The bound is on the call, not on each endpoint: an endpoint that refuses the connection
+    /// costs nothing and the next is tried at once, but one that hangs (a cut link, a gateway
+    /// that accepts and never answers) takes the whole bound, and the call fails then instead
+    /// of waiting as long again on each further endpoint. (Bounding each endpoint made an
+    /// uncached read behind the mount wait one timeout per configured endpoint: 10 s with the
+    /// default 5 s and two gateways, past the mount's 10 s promise.) The next call starts at
+    /// the endpoint after the one that hung, so a hung gateway costs one call, not every call.
     fn call_on<T, F, Fut>(
         &self,
         bulk: bool,
@@ -347,16 +357,23 @@ impl Remote {
         let path = self.path(key);
         let n = self.stores.len();
         let start = self.current.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + bound;
         let mut last = None;
+        let mut tried = 0;
         for i in 0..n {
             let at = (start + i) % n;
+            if i > 0 && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tried += 1;
             let store = stores[at].clone();
             self.requests.fetch_add(1, Ordering::Relaxed);
             let fut = op(store, path.clone());
-            // The client's own timeouts bound each request; this bounds the retries as well.
+            // The client's own timeouts bound each request; this bounds the retries as well,
+            // and the endpoints after this one.
             let r = self
                 .rt
-                .block_on(async { tokio::time::timeout(bound, fut).await });
+                .block_on(async { tokio::time::timeout_at(deadline, fut).await });
             let r = match r {
                 Ok(r) => r.map_err(|e| RemoteError::from_os(key, e)),
                 Err(_) => Err(RemoteError::Unreachable(format!(
@@ -380,6 +397,14 @@ impl Remote {
             }
         }
         self.errors.fetch_add(1, Ordering::Relaxed);
+        if tried < n {
+            // The bound ran out before every endpoint was tried: the next call starts at the
+            // first one not tried, which may answer.
+            self.current.store((start + tried) % n, Ordering::Relaxed);
+        }
+        // Also when not every endpoint was tried: a call that hung for its whole bound is as
+        // good a sign as any that the next one would too, and the kernel asks again at once
+        // for a page whose readahead failed (a second wait of the whole bound for one read).
         self.down_until_ms
             .store(now_ms() + DOWN_FOR_MS, Ordering::Relaxed);
         Err(last.unwrap_or_else(|| RemoteError::Unreachable("no endpoint".into())))

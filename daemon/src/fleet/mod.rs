@@ -242,6 +242,10 @@ struct Slot {
     /// Readers waiting now: the plaintext is kept in the slot only for them, so a fetch holds
     /// at most one chunk of plaintext per waiting reader, not a whole extent's.
     waiters: std::sync::atomic::AtomicUsize,
+    /// When the fetch carrying this chunk last received bytes (ms since the epoch), shared by
+    /// every slot of one fetch: a waiter gives up when the fetch stalls, not when it is merely
+    /// slow (a chunk at the end of a 32 MiB extent arrives after the whole extent before it).
+    progress: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A fetched chunk's verified plaintext.
@@ -261,15 +265,23 @@ impl Slot {
     }
 
     /// `Some(Some(plain))` once the fetch cached the chunk (`plain` empty: read it from the
-    /// store), `Some(None)` if it did not, `None` after `timeout`.
-    fn wait(&self, timeout: Duration) -> Option<Option<Plain>> {
+    /// store), `Some(None)` if it did not, `None` once the fetch received nothing for `stall`.
+    fn wait(&self, stall: Duration) -> Option<Option<Plain>> {
         self.waiters
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let g = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, timeout, |d| d.is_none())
-            .unwrap_or_else(|p| p.into_inner());
+        let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (g2, _) = self
+                .cv
+                .wait_timeout_while(g, stall, |d| d.is_none())
+                .unwrap_or_else(|p| p.into_inner());
+            g = g2;
+            let quiet =
+                now_ms().saturating_sub(self.progress.load(std::sync::atomic::Ordering::Acquire));
+            if g.is_some() || quiet >= stall.as_millis() as u64 {
+                break;
+            }
+        }
         let r = g.clone();
         drop(g);
         self.waiters
@@ -689,8 +701,10 @@ impl Fleet {
     /// is not counted against the readers' `MAX_FETCHES`, so it never makes a mount read
     /// fail for want of a fetch slot.
     fn fetch_for(&self, store: &Store, id: &ChunkId, warm: bool) -> Result<Fetched, FleetError> {
-        // Bound on waiting for another reader's fetch of this chunk: its request and any stall
-        // of its stream each end within the timeout.
+        // Bound on waiting for another reader's fetch of this chunk while that fetch receives
+        // nothing: its request and any stall of its stream each end within the timeout. Not a
+        // bound on the wait as a whole: on a slow link, a chunk far into an extent arrives only
+        // after the bytes before it, however long that takes.
         let wait = self.cfg.remote.timeout * 2;
         loop {
             if store.has_chunk(id)? {
@@ -725,7 +739,7 @@ impl Fleet {
                     }
                     None => {
                         return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                            "chunk {id} did not arrive within {wait:?}"
+                            "the fetch carrying chunk {id} received nothing for {wait:?}"
                         ))))
                     }
                 }
@@ -745,16 +759,20 @@ impl Fleet {
                     return Err(e);
                 }
             };
+            let progress = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
             let slots: Vec<Arc<Slot>> = extent
                 .iter()
                 .map(|(c, _)| {
-                    let s = Arc::new(Slot::default());
+                    let s = Arc::new(Slot {
+                        progress: progress.clone(),
+                        ..Slot::default()
+                    });
                     inflight.insert(*c, s.clone());
                     s
                 })
                 .collect();
             drop(inflight);
-            let result = self.stream_extent(store, &loc, &extent, &slots);
+            let result = self.stream_extent(store, &loc, &extent, &slots, &progress);
             self.fetches.fetch_sub(counted, Ordering::AcqRel);
             if store.cache_count().bytes > self.cache.limit {
                 self.cache.wake();
@@ -819,6 +837,7 @@ impl Fleet {
         from: &pack::ChunkLoc,
         extent: &[(ChunkId, pack::ChunkLoc)],
         slots: &[Arc<Slot>],
+        progress: &std::sync::atomic::AtomicU64,
     ) -> Result<(Vec<ChunkId>, Option<Plain>), FleetError> {
         let start = from.offset;
         let last = extent[extent.len() - 1].1;
@@ -840,6 +859,7 @@ impl Fleet {
         let got = self
             .remote
             .get_range_each(&pack_key(&from.pack), start..end, |piece| {
+                progress.store(now_ms(), std::sync::atomic::Ordering::Release);
                 buf.extend_from_slice(&piece);
                 while next < extent.len() && buf.len() >= extent[next].1.len as usize {
                     let (cid, l) = &extent[next];

@@ -17,6 +17,8 @@ pub(super) struct Cluster {
     pub(super) endpoints: Vec<String>,
     kind: &'static str,
     port: u16,
+    /// The address every process binds and advertises (`ARCA_SEAWEEDFS_IP`).
+    ip: String,
 }
 
 fn repo() -> PathBuf {
@@ -30,6 +32,11 @@ impl Cluster {
 
     /// `cluster` (1 master, 3 volume servers, 2 filers and gateways) or `single` (one process).
     pub(super) fn start_kind(kind: &'static str, port: u16) -> Self {
+        Self::start_on("127.0.0.1", kind, port)
+    }
+
+    /// `start_kind` with every process on `ip` (an address of this host) instead of loopback.
+    pub(super) fn start_on(ip: &str, kind: &'static str, port: u16) -> Self {
         // Each test has its own fixed ports; ARCA_TEST_PORT_OFFSET shifts them all, so two
         // checkouts can run the same test on one machine at once.
         let port = port
@@ -46,6 +53,7 @@ impl Cluster {
             endpoints: Vec::new(),
             kind,
             port,
+            ip: ip.to_owned(),
         };
         c.run_start();
         c
@@ -73,6 +81,7 @@ impl Cluster {
             .arg(self.kind)
             .arg(self.dir.path())
             .arg(self.port.to_string())
+            .env("ARCA_SEAWEEDFS_IP", &self.ip)
             .output()
             .expect("run scripts/seaweedfs.sh");
         let c = self;
@@ -273,6 +282,17 @@ pub(super) fn fleet_hosts_with(
     endpoints: &[Vec<&str>],
     extra: &str,
 ) -> Vec<TestEnv> {
+    fleet_hosts_wrapped(names, endpoints, extra, &[])
+}
+
+/// `fleet_hosts_with`, host `i` started through `wrappers[i]` (`TestEnv::daemon_wrapper`; none
+/// past the end), e.g. in a network namespace.
+pub(super) fn fleet_hosts_wrapped(
+    names: &[&str],
+    endpoints: &[Vec<&str>],
+    extra: &str,
+    wrappers: &[Vec<String>],
+) -> Vec<TestEnv> {
     let mut hosts: Vec<TestEnv> = names.iter().map(|_| TestEnv::unstarted()).collect();
     let kek = hosts[0].path().join("kek.key");
     for h in &hosts[1..] {
@@ -307,6 +327,7 @@ pub(super) fn fleet_hosts_with(
             fleet_toml_with(names[i], &endpoints[i], &pins, extra),
         )
         .unwrap();
+        h.daemon_wrapper = wrappers.get(i).cloned().unwrap_or_default();
         h.start();
     }
     hosts
