@@ -337,3 +337,248 @@ impl Fleet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::log::{Entry, EventWire};
+    use crate::fleet::pack::read_index;
+    use crate::fleet::FleetConfig;
+    use crate::keys::Kek;
+    use crate::remote::{Remote, RemoteConfig};
+    use arca_core::audit::{Draft, EventKind};
+    use arca_core::id::EntryHash;
+    use bytes::Bytes;
+
+    const GRACE_MS: u64 = 10_000;
+
+    fn fleet_and_store(dir: &std::path::Path) -> (Store, Fleet) {
+        let kek = Kek::generate_file(&dir.join("kek")).unwrap();
+        let store = Store::open(&dir.join("state"), kek).unwrap();
+        store.mark_fleet_host().unwrap();
+        let cfg = FleetConfig {
+            host: "a".into(),
+            remote: RemoteConfig {
+                endpoints: vec!["memory".into()],
+                bucket: "b".into(),
+                region: "r".into(),
+                prefix: "arca".into(),
+                credentials_file: None,
+                ca_file: None,
+                timeout: Duration::from_secs(5),
+            },
+            hosts: Default::default(),
+            poll: Duration::from_millis(500),
+            gc_grace: Duration::from_millis(GRACE_MS),
+            repack_dead_percent: 50,
+            gc_packs: false,
+        };
+        let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key()).unwrap();
+        (store, fleet)
+    }
+
+    /// Applies an entry as another host's: `n` is its seq.
+    fn apply(store: &Store, n: u64, at_ms: u64, chunks: Vec<Located>, gc: Option<GcWire>) {
+        let e = Entry {
+            seq: n,
+            prev: EntryHash([n as u8 - 1; 32]),
+            host: "b".into(),
+            at_ms,
+            events: vec![EventWire::from_draft(&Draft::new(
+                EventKind::GcRemoval,
+                "arcad",
+            ))],
+            records: Vec::new(),
+            chunks,
+            gc,
+        };
+        store.apply_entry(&e, EntryHash([n as u8; 32])).unwrap();
+    }
+
+    /// Uploads a pack of `plain` chunks; returns its id, its locations and its size.
+    fn pack(store: &Store, fleet: &Fleet, plain: &[&[u8]]) -> (PackId, Vec<Located>, u64) {
+        let mut b = PackBuilder::new();
+        for p in plain {
+            let id = store.keys().chunk_id(p);
+            b.add(id, &store.keys().seal_chunk(&id, p).unwrap())
+                .unwrap();
+        }
+        let f = b.finish(store.keys()).unwrap();
+        let size = f.bytes.len() as u64;
+        fleet
+            .remote
+            .create(&pack_key(&f.name), Bytes::from(f.bytes))
+            .unwrap();
+        let locs = f
+            .locs
+            .into_iter()
+            .map(|(id, loc)| Located { id, loc })
+            .collect();
+        (f.name, locs, size)
+    }
+
+    fn listed(p: &PackId, size: u64, modified_ms: u64) -> (PackId, Listed) {
+        (
+            *p,
+            Listed {
+                key: pack_key(p),
+                size,
+                modified_ms,
+            },
+        )
+    }
+
+    #[test]
+    fn condemn_repack_wait_rescue_and_delete_through_entries() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (store, fleet) = fleet_and_store(dir.path());
+        let (p1, p2, p3) = (vec![1u8; 100_000], vec![2u8; 300_000], vec![3u8; 50_000]);
+        let (c1, c2, c3) = (
+            store.keys().chunk_id(&p1),
+            store.keys().chunk_id(&p2),
+            store.keys().chunk_id(&p3),
+        );
+        let (pa, la, sa) = pack(&store, &fleet, &[&p1, &p2]);
+        let (pb, lb, sb) = pack(&store, &fleet, &[&p3]);
+        let now = 1_000_000_000;
+        apply(&store, 1, now, [la, lb].concat(), None);
+
+        // c1 live; c2 (in pa) and c3 (pb) dead; an old and a young orphan in the listing.
+        let live: HashSet<ChunkId> = [c1].into();
+        let (old, young) = (PackId([9; 32]), PackId([8; 32]));
+        let listing: HashMap<PackId, Listed> = [
+            listed(&pa, sa, now),
+            listed(&pb, sb, now),
+            listed(&old, 10, now - GRACE_MS),
+            listed(&young, 10, now - GRACE_MS + 1),
+        ]
+        .into();
+        let plan = fleet.gc_plan(&store, &live, &listing, now).unwrap();
+        let mut want = vec![pb, old];
+        want.sort();
+        assert_eq!(plan.wire.condemn, want, "the dead pack and the old orphan");
+        assert_eq!(plan.report.orphans, 1);
+        assert_eq!(plan.report.young_orphans, 1);
+        assert_eq!(plan.report.live_packs, 1);
+        assert_eq!(plan.repack.len(), 1, "pa is 3/4 dead");
+        assert_eq!(plan.repack[0].pack, pa);
+        assert_eq!(plan.repack[0].chunks.len(), 1);
+
+        // The repack copies c1 into a new pack that opens and authenticates.
+        let done = fleet.repack(&store, &plan.repack).unwrap();
+        assert_eq!((done.new_packs, done.unreadable), (1, 0));
+        let moves = done.moves[&pa].clone();
+        assert_eq!(moves.len(), 1);
+        assert_eq!(moves[0].id, c1);
+        let np = moves[0].loc.pack;
+        let (bytes, _) = fleet.remote.get(&pack_key(&np)).unwrap();
+        let index = read_index(store.keys(), &bytes).unwrap();
+        assert_eq!(index[0].0, c1);
+        let l = moves[0].loc;
+        let env = &bytes[l.offset as usize..l.offset as usize + l.len as usize];
+        assert_eq!(store.keys().open_chunk(&c1, env).unwrap(), p1);
+
+        // Entry 2 moves c1 and condemns pa, pb and the orphan.
+        let mut condemn = vec![pa, pb, old];
+        condemn.sort();
+        apply(
+            &store,
+            2,
+            now,
+            Vec::new(),
+            Some(GcWire {
+                condemn: condemn.clone(),
+                moved: moves.clone(),
+                ..GcWire::default()
+            }),
+        );
+        assert_eq!(store.chunk_loc(&c1).unwrap(), Some(l));
+        assert!(
+            store.usable_chunk_loc(&c2).unwrap().is_none(),
+            "pa is condemned"
+        );
+        assert!(
+            store.chunk_loc(&c2).unwrap().is_some(),
+            "but still readable"
+        );
+        assert_eq!(
+            store.condemned(&pa).unwrap().map(|c| (c.seq, c.at_ms)),
+            Some((2, now))
+        );
+        let rows: Vec<_> = store.pack_rows().unwrap();
+        assert!(
+            !rows.iter().any(|r| r.pack == pa && r.id == c1),
+            "c1's row left pa"
+        );
+
+        // Within the grace: nothing deleted, three waiting.
+        let mut listing = listing;
+        listing.insert(
+            np,
+            Listed {
+                key: pack_key(&np),
+                size: bytes.len() as u64,
+                modified_ms: now,
+            },
+        );
+        let plan = fleet
+            .gc_plan(&store, &live, &listing, now + GRACE_MS - 1)
+            .unwrap();
+        assert!(plan.wire.deleted.is_empty());
+        assert_eq!(plan.report.waiting, 3);
+        // After it: deleted. Unless a live version uses a condemned pack again: rescued.
+        let plan = fleet
+            .gc_plan(&store, &live, &listing, now + GRACE_MS)
+            .unwrap();
+        assert_eq!(plan.wire.deleted, condemn);
+        let revived: HashSet<ChunkId> = [c1, c2].into();
+        let plan = fleet
+            .gc_plan(&store, &revived, &listing, now + GRACE_MS)
+            .unwrap();
+        assert_eq!(plan.wire.rescue, vec![pa]);
+        assert!(!plan.wire.deleted.contains(&pa));
+
+        // Entry 3 deletes them: their locations go; c1 keeps its new one.
+        apply(
+            &store,
+            3,
+            now + GRACE_MS,
+            Vec::new(),
+            Some(GcWire {
+                deleted: condemn.clone(),
+                ..GcWire::default()
+            }),
+        );
+        assert!(store.pack_deleted(&pa).unwrap());
+        assert!(store.condemned(&pa).unwrap().is_none());
+        assert_eq!(store.chunk_loc(&c2).unwrap(), None);
+        assert_eq!(store.chunk_loc(&c3).unwrap(), None);
+        assert_eq!(store.chunk_loc(&c1).unwrap(), Some(l));
+        assert!(store.pack_rows().unwrap().iter().all(|r| r.pack == np));
+        // A deleted pack still listed (its deleter stopped short) is a leftover, not an orphan.
+        let plan = fleet
+            .gc_plan(&store, &live, &listing, now + 3 * GRACE_MS)
+            .unwrap();
+        assert!(plan.leftovers.contains(&pa) && plan.leftovers.contains(&pb));
+        assert!(!plan.wire.condemn.contains(&pa));
+
+        // A later push naming c2 in a new pack locates it there; c1 keeps its usable location
+        // whatever a later entry says.
+        let (q, lq, _) = pack(&store, &fleet, &[&p2, &p1]);
+        apply(&store, 4, now, lq, None);
+        assert_eq!(store.chunk_loc(&c2).unwrap().map(|l| l.pack), Some(q));
+        assert_eq!(store.chunk_loc(&c1).unwrap(), Some(l));
+    }
+
+    #[test]
+    fn a_replica_missing_a_live_chunks_location_is_refused() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (store, fleet) = fleet_and_store(dir.path());
+        let live: HashSet<ChunkId> = [ChunkId([4; 32])].into();
+        let e = fleet
+            .gc_plan(&store, &live, &HashMap::new(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no location"), "{e}");
+    }
+}

@@ -160,6 +160,7 @@ impl Registry {
             self.catch_up_for_read();
             let after = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
             fetched = if after.is_some() && after != before {
+                tracing::info!(chunk = %id, "fleet: {key} was gone from the object store; the log, caught up, moved the chunk to another pack: fetching it from there");
                 f.fetch(&self.store, id)
             } else {
                 Err(FleetError::Remote(RemoteError::NotFound(format!(

@@ -745,6 +745,12 @@ impl Registry {
                 let need = self.chunks_to_upload_again(&rec, &locs)?;
                 if !need.is_empty() && attempt < fleet::MAX_ATTEMPTS {
                     drop(g);
+                    tracing::info!(
+                        model = %name,
+                        version = %version,
+                        chunks = need.len(),
+                        "fleet: chunks of the version are in packs fleet GC condemned or deleted since the upload; uploading them again"
+                    );
                     let more = f.upload(&self.store, &need).map_err(fleet::unavailable)?;
                     let again: HashSet<ChunkId> = need.into_iter().collect();
                     locs.retain(|l| !again.contains(&l.id));

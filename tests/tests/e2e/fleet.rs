@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A running cluster, stopped on drop.
-struct Cluster {
+pub(super) struct Cluster {
     dir: tempfile::TempDir,
-    endpoints: Vec<String>,
+    pub(super) endpoints: Vec<String>,
     kind: &'static str,
     port: u16,
 }
@@ -29,7 +29,7 @@ impl Cluster {
     }
 
     /// `cluster` (1 master, 3 volume servers, 2 filers and gateways) or `single` (one process).
-    fn start_kind(kind: &'static str, port: u16) -> Self {
+    pub(super) fn start_kind(kind: &'static str, port: u16) -> Self {
         // Each test has its own fixed ports; ARCA_TEST_PORT_OFFSET shifts them all, so two
         // checkouts can run the same test on one machine at once.
         let port = port
@@ -102,7 +102,7 @@ impl Drop for Cluster {
 }
 
 /// One HTTP/1.1 request; returns the status and the response headers (lower-cased names).
-fn request(
+pub(super) fn request(
     addr: &str,
     method: &str,
     path: &str,
@@ -224,7 +224,7 @@ use crate::harness::{pseudo_random, sha256_hex, user, TestEnv, User};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
-const BUCKET: &str = "arca-fleet-hosts";
+pub(super) const BUCKET: &str = "arca-fleet-hosts";
 
 /// A fleet host's `[fleet]` section.
 fn fleet_toml(host: &str, endpoints: &[&str], pins: &[(String, String)]) -> String {
@@ -268,7 +268,11 @@ fn fleet_hosts(names: &[&str], endpoints: &[Vec<&str>]) -> Vec<TestEnv> {
     fleet_hosts_with(names, endpoints, "")
 }
 
-fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec<TestEnv> {
+pub(super) fn fleet_hosts_with(
+    names: &[&str],
+    endpoints: &[Vec<&str>],
+    extra: &str,
+) -> Vec<TestEnv> {
     let mut hosts: Vec<TestEnv> = names.iter().map(|_| TestEnv::unstarted()).collect();
     let kek = hosts[0].path().join("kek.key");
     for h in &hosts[1..] {
@@ -309,7 +313,7 @@ fn fleet_hosts_with(names: &[&str], endpoints: &[Vec<&str>], extra: &str) -> Vec
 }
 
 /// Waits up to `secs` for `f` to hold; returns how long it took.
-fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+pub(super) fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !f() {
         assert!(

@@ -9,6 +9,7 @@ mod deps;
 mod ecosystem;
 mod faults;
 mod fleet;
+mod fleet_gc;
 mod harness;
 mod insider;
 mod lifecycle;
