@@ -349,6 +349,7 @@ mod tests {
     use arca_core::audit::{Draft, EventKind};
     use arca_core::id::EntryHash;
     use bytes::Bytes;
+    use std::time::Duration;
 
     const GRACE_MS: u64 = 10_000;
 
