@@ -491,24 +491,11 @@ impl Store {
         Ok(seq)
     }
 
-    /// Called by `commit_audited` for a change with records on a fleet host: publishes it as
-    /// the next entry and, having won the seq, adds the applied marker to the local batch and
-    /// the fleet details to its events.
-    pub(super) fn publish_change(
-        &self,
-        p: &Arc<dyn Publisher>,
-        b: &mut Batch,
-        drafts: &mut [Draft],
-        records: &[RecordPut],
-        owners: &[usize],
-    ) -> Result<(), StoreError> {
-        self.publish_entry(p, b, drafts, records, owners, None)
-            .map(|_| ())
-    }
-
-    /// Builds, signs and publishes the next entry (a change's records, or fleet GC's
-    /// decisions), then adds what applying it means here to `b`. Returns its seq.
-    fn publish_entry(
+    /// Builds, signs and publishes the next entry (a change's records, from `commit_audited`
+    /// on a fleet host, or fleet GC's decisions) and, having won the seq, adds the applied
+    /// marker and what applying it means here to `b`, and the fleet details to its events.
+    /// Returns its seq.
+    pub(super) fn publish_entry(
         &self,
         p: &Arc<dyn Publisher>,
         b: &mut Batch,

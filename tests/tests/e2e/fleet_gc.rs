@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::fleet::{fleet_hosts_with, request, within, Cluster, BUCKET};
+use super::fleet::{fleet_hosts_with, list_sizes, request, within, Cluster, BUCKET};
 use crate::harness::{pseudo_random, sha256_hex, TestEnv};
 
 /// Grace period of these hosts: 7.2 s (fractions of an hour are allowed for tests).
@@ -18,28 +18,7 @@ const GRACE: Duration = Duration::from_millis(7200);
 
 /// The packs in the bucket: key → size.
 fn packs(gw: &str) -> BTreeMap<String, u64> {
-    let (st, _, body) = request(
-        gw,
-        "GET",
-        &format!("/{BUCKET}?list-type=2&prefix=arca/packs/&max-keys=1000"),
-        &[],
-        b"",
-    );
-    assert_eq!(st, 200, "listing the packs");
-    let text = String::from_utf8_lossy(&body);
-    let mut out = BTreeMap::new();
-    for c in text.split("<Contents>").skip(1) {
-        let field = |name: &str| {
-            c.split(&format!("<{name}>"))
-                .nth(1)
-                .and_then(|s| s.split(&format!("</{name}>")).next())
-                .map(str::to_owned)
-        };
-        let key = field("Key").expect("a key");
-        let size = field("Size").and_then(|s| s.parse().ok()).expect("a size");
-        out.insert(key, size);
-    }
-    out
+    list_sizes(gw, "arca/packs/")
 }
 
 fn total(p: &BTreeMap<String, u64>) -> u64 {
