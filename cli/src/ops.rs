@@ -29,6 +29,42 @@ pub async fn gc(client: &Client, dry_run: bool, json: bool) -> Result<i32> {
         "{verb} {} chunks ({} bytes) of {} candidates; {} still referenced, {} held by uploads, gets and verifies, {} held by open files in the mount",
         r.deleted_chunks, r.deleted_bytes, r.candidates, r.referenced, r.pinned, r.open_in_mount
     );
+    if let Some(f) = &r.fleet {
+        let (cond, del, rep) = if dry_run {
+            ("would condemn", "would delete", "would repack")
+        } else {
+            ("condemned", "deleted", "repacked")
+        };
+        println!(
+            "fleet: {} packs ({}) in the store, {} live; grace {}s",
+            f.packs,
+            bytes(f.pack_bytes),
+            f.live_packs,
+            f.grace_secs
+        );
+        println!(
+            "fleet: {cond} {} packs ({} orphans); {} condemned earlier still in their grace period; {} unreferenced packs younger than it left alone; {} rescued",
+            f.condemned, f.orphans, f.waiting, f.young_orphans, f.rescued
+        );
+        println!(
+            "fleet: {rep} {} packs ({} chunks into {} new packs, {}); {del} {} packs ({})",
+            f.repacked,
+            f.moved_chunks,
+            f.new_packs,
+            bytes(f.new_pack_bytes),
+            f.deleted_packs,
+            bytes(f.deleted_bytes)
+        );
+        if let Some(seq) = f.seq {
+            println!("fleet: decisions recorded in log entry {seq}");
+        }
+        if f.missing > 0 || f.unreadable > 0 {
+            println!(
+                "fleet: {} packs holding live chunks are missing from the store and {} could not be read for repacking: see arcad's log",
+                f.missing, f.unreadable
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -733,6 +733,49 @@ pub struct GcReport {
     pub pinned: u64,
     /// Candidates only a file open in the mount still uses (examined again next time).
     pub open_in_mount: u64,
+    /// On a fleet host, when the run also collected the fleet's packs in the object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetGcReport>,
+}
+
+/// Fleet GC: what a run did (or, dry, would do) to the packs in the fleet's object store.
+/// A pack is condemned through the log when no live version has a chunk in it, and deleted by
+/// a later run once the grace period has passed since then.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FleetGcReport {
+    /// The log entry that recorded this run's decisions (none: nothing to decide, or dry).
+    pub seq: Option<u64>,
+    /// Seconds from condemnation to deletion, and the age an unreferenced pack must reach to
+    /// count as an orphan.
+    pub grace_secs: f64,
+    /// Packs the store listed when the run started, and their bytes.
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Packs holding a chunk of a version in the catalog.
+    pub live_packs: u64,
+    /// Packs this run condemned: dead, repacked (`repacked`) or orphans (`orphans`).
+    pub condemned: u64,
+    /// Packs no entry of the log names, older than the grace period (a push that failed or
+    /// lost its race), condemned by this run.
+    pub orphans: u64,
+    /// Packs no entry names, younger than the grace period (perhaps a push in flight): left.
+    pub young_orphans: u64,
+    /// Packs condemned by an earlier run and still within their grace period.
+    pub waiting: u64,
+    /// Condemned packs that a version in the catalog uses again: no longer condemned.
+    pub rescued: u64,
+    /// Packs deleted from the store by this run, and their bytes.
+    pub deleted_packs: u64,
+    pub deleted_bytes: u64,
+    /// Packs whose live chunks were copied into new packs (then condemned).
+    pub repacked: u64,
+    pub moved_chunks: u64,
+    pub new_packs: u64,
+    pub new_pack_bytes: u64,
+    /// Packs the log says hold live chunks but the store does not list (damage; logged).
+    pub missing: u64,
+    /// Packs a repack could not read or authenticate: left as they are (logged).
+    pub unreadable: u64,
 }
 
 /// A data-key rotation's progress (`arca status`, `arca key rotate-dek`).

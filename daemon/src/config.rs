@@ -57,6 +57,15 @@ pub struct FleetFile {
     /// Fetch a version before applying the entry that makes it production or staging, for at
     /// most this many seconds. Default: not set (switch at once).
     pub warm_before_switch_secs: Option<u64>,
+    /// Fleet GC: hours between a pack's condemnation and its deletion, and the age an
+    /// unreferenced pack must reach before it counts as an orphan (default 24; fractions
+    /// allowed).
+    pub gc_grace_hours: Option<f64>,
+    /// Fleet GC: a pack at least this many percent dead is repacked (default 50).
+    pub gc_repack_dead_percent: Option<u8>,
+    /// Fleet GC: this host's periodic GC also collects the fleet's packs (default false:
+    /// `arca gc` does; set it on one host, or a few).
+    pub gc_packs: Option<bool>,
     /// Every host's name and entry-signing key (`arcad --host-key` prints a host's).
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, String>,
@@ -259,6 +268,18 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
             ))
         }
     };
+    let grace_hours = f.gc_grace_hours.unwrap_or(24.0);
+    if !grace_hours.is_finite() || !(0.0..=24.0 * 365.0).contains(&grace_hours) {
+        return Err(format!(
+            "gc_grace_hours = {grace_hours}: a number of hours from 0 to 8760"
+        ));
+    }
+    let repack = f.gc_repack_dead_percent.unwrap_or(50);
+    if !(1..=100).contains(&repack) {
+        return Err(format!(
+            "gc_repack_dead_percent = {repack}: a percentage from 1 to 100"
+        ));
+    }
     Ok(crate::fleet::FleetConfig {
         host: f.host,
         remote: crate::remote::RemoteConfig {
@@ -276,6 +297,9 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
             limit,
             warm_before_switch: warm,
         },
+        gc_grace: std::time::Duration::from_secs_f64(grace_hours * 3600.0),
+        repack_dead_percent: repack,
+        gc_packs: f.gc_packs.unwrap_or(false),
     })
 }
 

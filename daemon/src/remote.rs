@@ -128,6 +128,9 @@ pub struct Listed {
     /// The key below the prefix.
     pub key: String,
     pub size: u64,
+    /// When the store says the object was last written (ms since the epoch). The store can
+    /// lie about it: only fleet GC's orphan search uses it, and never for a pack the log names.
+    pub modified_ms: u64,
 }
 
 pub struct Remote {
@@ -602,7 +605,11 @@ impl Remote {
                 let mut out = Vec::new();
                 while let Some(m) = st.next().await {
                     let m = m?;
-                    out.push((m.location.to_string(), m.size));
+                    out.push((
+                        m.location.to_string(),
+                        m.size,
+                        u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0),
+                    ));
                     // Callers look at the first few keys past a point; a bucket stuffed with
                     // keys must not fill memory.
                     if out.len() >= max {
@@ -614,15 +621,40 @@ impl Remote {
         })?;
         let mut out: Vec<Listed> = items
             .into_iter()
-            .filter_map(|(loc, size)| {
+            .filter_map(|(loc, size, modified_ms)| {
                 loc.strip_prefix(&full).map(|k| Listed {
                     key: k.to_owned(),
                     size,
+                    modified_ms,
                 })
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// Every object under `prefix`, in key order, a page of listing at a time (at most
+    /// `max` of them: a bound on memory, not a sample: more is an error).
+    pub fn list_all(&self, prefix: &str, max: usize) -> Result<Vec<Listed>, RemoteError> {
+        let mut out: Vec<Listed> = Vec::new();
+        loop {
+            let after = out
+                .last()
+                .and_then(|l| l.key.strip_prefix(prefix))
+                .unwrap_or("")
+                .to_owned();
+            let page = self.list_after(prefix, &after)?;
+            let full = page.len() >= MAX_LISTED;
+            out.extend(page);
+            if out.len() > max {
+                return Err(RemoteError::TooLarge(format!(
+                    "more than {max} objects under {prefix}"
+                )));
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
     }
 
     pub fn delete(&self, key: &str) -> Result<(), RemoteError> {

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use arca_core::audit::{Draft, EventKind};
-use arca_core::id::{ChunkId, EntryHash, RowKey};
+use arca_core::id::{ChunkId, EntryHash, PackId, RowKey};
 use arca_core::name::{ModelName, ModelVersion};
 use arca_core::sign::{PublicKey, SecretKey, Signature};
 
@@ -24,6 +24,10 @@ use crate::crypt::{CryptError, Keyring};
 
 pub const LOG_MAGIC: &[u8; 4] = b"arcL";
 pub const LOG_FORMAT: u8 = 1;
+/// The format of an entry that carries fleet GC decisions (`Entry::gc`): a host that does not
+/// know them refuses the entry (and halts) rather than apply it without them, which would leave
+/// it reading from packs the fleet is about to delete.
+pub const LOG_FORMAT_GC: u8 = 2;
 /// magic, format, seq (u64 BE), signer public key, signature.
 const HEADER: usize = 4 + 1 + 8 + 32 + 64;
 const SIGN_TAG: &[u8] = b"arca fleet log entry v1\0";
@@ -96,6 +100,36 @@ pub struct Located {
     pub loc: ChunkLoc,
 }
 
+/// What one fleet GC run decided (docs/format.md, "Log entry"). Every host applies it to its
+/// chunk locations in the same way, so that all agree which packs are live, condemned or gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GcWire {
+    /// Packs condemned at this seq: no live version has a chunk located in them (dead packs,
+    /// packs whose live chunks `moved` relocates, orphans). Deleted by a later run, once the
+    /// grace period has passed since this entry's `at_ms`.
+    #[serde(default)]
+    pub condemn: Vec<PackId>,
+    /// Condemned packs that a live version uses again: no longer condemned.
+    #[serde(default)]
+    pub rescue: Vec<PackId>,
+    /// Packs condemned long enough ago: their locations are dropped now, and the object is
+    /// deleted from the store after this entry is in the log.
+    #[serde(default)]
+    pub deleted: Vec<PackId>,
+    /// Chunks copied (sealed envelopes as they were) into new packs: their new locations.
+    #[serde(default)]
+    pub moved: Vec<Located>,
+}
+
+impl GcWire {
+    pub fn is_empty(&self) -> bool {
+        self.condemn.is_empty()
+            && self.rescue.is_empty()
+            && self.deleted.is_empty()
+            && self.moved.is_empty()
+    }
+}
+
 /// The plaintext of an entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
@@ -107,6 +141,9 @@ pub struct Entry {
     pub events: Vec<EventWire>,
     pub records: Vec<RecordWire>,
     pub chunks: Vec<Located>,
+    /// Fleet GC's decisions (format 2 entries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcWire>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +192,11 @@ pub fn seal_entry(keys: &Keyring, host_key: &SecretKey, e: &Entry) -> Result<Vec
     let sig = host_key.sign_message(&signed_message(e.seq, &sealed));
     let mut out = Vec::with_capacity(HEADER + sealed.len());
     out.extend_from_slice(LOG_MAGIC);
-    out.push(LOG_FORMAT);
+    out.push(if e.gc.is_some() {
+        LOG_FORMAT_GC
+    } else {
+        LOG_FORMAT
+    });
     out.extend_from_slice(&e.seq.to_be_bytes());
     out.extend_from_slice(host_key.public().as_bytes());
     out.extend_from_slice(&sig.to_bytes());
@@ -175,8 +216,11 @@ pub fn open_entry(
         seq,
         why: why.to_owned(),
     };
-    if bytes.len() < HEADER || &bytes[..4] != LOG_MAGIC || bytes[4] != LOG_FORMAT {
-        return Err(bad("not a format-1 log entry"));
+    if bytes.len() < HEADER
+        || &bytes[..4] != LOG_MAGIC
+        || !(bytes[4] == LOG_FORMAT || bytes[4] == LOG_FORMAT_GC)
+    {
+        return Err(bad("not a format-1 or format-2 log entry"));
     }
     let stored_seq = u64::from_be_bytes(bytes[5..13].try_into().map_err(|_| bad("seq"))?);
     if stored_seq != seq {
@@ -217,6 +261,16 @@ pub fn open_entry(
     if e.records.iter().any(|r| r.by >= e.events.len()) {
         return Err(bad("a record no event of the entry names"));
     }
+    // The format byte says whether GC decisions are inside (the seal covers the body, the
+    // chain hash the byte); an entry whose two disagree is not one arca wrote.
+    if (bytes[4] == LOG_FORMAT_GC) != e.gc.is_some() {
+        return Err(bad(
+            "its format does not match whether it carries GC decisions",
+        ));
+    }
+    if e.gc.is_some() && !(e.records.is_empty() && e.chunks.is_empty()) {
+        return Err(bad("GC decisions travel in an entry of their own"));
+    }
     Ok(e)
 }
 
@@ -251,7 +305,39 @@ mod tests {
                 by: 0,
             }],
             chunks: Vec::new(),
+            gc: None,
         }
+    }
+
+    #[test]
+    fn gc_entries_are_format_2_and_the_format_must_match_the_body() {
+        let k = keys(1);
+        let a = SecretKey::from_seed(&[10; 32]);
+        let hosts: BTreeMap<String, PublicKey> = [("a".to_string(), a.public())].into();
+        let mut e = entry(1, GENESIS, "a");
+        e.records.clear();
+        e.gc = Some(GcWire {
+            condemn: vec![PackId([7; 32])],
+            ..GcWire::default()
+        });
+        let s = seal_entry(&k, &a, &e).unwrap();
+        assert_eq!(s[4], LOG_FORMAT_GC);
+        assert_eq!(open_entry(&k, &hosts, 1, &s).unwrap(), e);
+        // The format byte turned back to 1 (to slip the decisions past a host that would
+        // ignore them): refused.
+        let mut one = s.clone();
+        one[4] = LOG_FORMAT;
+        assert!(open_entry(&k, &hosts, 1, &one).is_err());
+        // And a plain entry claiming format 2.
+        let plain = seal_entry(&k, &a, &entry(1, GENESIS, "a")).unwrap();
+        let mut two = plain.clone();
+        two[4] = LOG_FORMAT_GC;
+        assert!(open_entry(&k, &hosts, 1, &two).is_err());
+        // GC decisions next to records: refused.
+        let mut mixed = entry(1, GENESIS, "a");
+        mixed.gc = Some(GcWire::default());
+        let m = seal_entry(&k, &a, &mixed).unwrap();
+        assert!(open_entry(&k, &hosts, 1, &m).is_err());
     }
 
     #[test]

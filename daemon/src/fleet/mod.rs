@@ -10,6 +10,7 @@
 //! (`store/fleet.rs`). This module talks to the store only through `remote.rs`.
 
 pub mod cache;
+pub mod gc;
 pub mod log;
 pub mod pack;
 
@@ -40,6 +41,13 @@ pub struct FleetConfig {
     pub poll: Duration,
     /// The local chunk cache: its limit and `warm_before_switch`.
     pub cache: cache::CacheConfig,
+    /// Fleet GC: time from a pack's condemnation to its deletion, and the age an unreferenced
+    /// pack must reach before it counts as an orphan.
+    pub gc_grace: Duration,
+    /// Fleet GC: a pack at least this many percent dead is repacked.
+    pub repack_dead_percent: u8,
+    /// Fleet GC: the periodic GC collects the fleet's packs too (else only `arca gc` does).
+    pub gc_packs: bool,
 }
 
 const KEYS_OBJECT: &str = "fleet/keys";
@@ -300,7 +308,7 @@ pub enum Fetched {
     Plain(Plain),
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -647,7 +655,8 @@ impl Fleet {
         let mut seen = std::collections::HashSet::new();
         let mut b = PackBuilder::new();
         for id in ids {
-            if !seen.insert(*id) || store.chunk_loc(id)?.is_some() {
+            // A chunk in a pack fleet GC condemned or deleted counts as absent: uploaded again.
+            if !seen.insert(*id) || store.usable_chunk_loc(id)?.is_some() {
                 continue;
             }
             let added = store.with_sealed_chunk(id, |sealed| {

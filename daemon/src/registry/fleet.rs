@@ -14,6 +14,7 @@ use arca_core::ChunkId;
 
 use super::{lock, ChunkReadError, Registry, RegistryError, Result};
 use crate::fleet::{Fleet, FleetError};
+use crate::remote::RemoteError;
 use crate::store::StoreError;
 
 /// Attempts of one change against a log that other hosts keep extending.
@@ -115,6 +116,27 @@ impl Registry {
         }
     }
 
+    /// Applies new entries for a reader that found a pack gone, waiting a bounded time for the
+    /// commit lock (a push or GC may hold it); the poller catches up later if this cannot.
+    fn catch_up_for_read(&self) {
+        for _ in 0..50 {
+            let held = match self.commit_lock.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(_g) = held {
+                if let Some(f) = &self.fleet {
+                    if let Err(e) = self.catch_up_locked(f) {
+                        tracing::warn!("fleet: catching up after a missing pack: {e}");
+                    }
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// One poll: apply what other hosts wrote. Called by the fleet poller thread.
     pub fn poll_fleet(&self) -> std::result::Result<usize, FleetError> {
         let Some(f) = &self.fleet else { return Ok(0) };
@@ -145,7 +167,25 @@ impl Registry {
         let Some(f) = &self.fleet else {
             return Ok(crate::fleet::Fetched::Unknown);
         };
-        match f.fetch(&self.store, id) {
+        let mut fetched = f.fetch(&self.store, id);
+        if let Err(FleetError::Remote(RemoteError::NotFound(key))) = &fetched {
+            // The pack is gone: fleet GC deleted it after moving the chunk, in an entry this
+            // host has not applied yet (or someone deleted it behind arca's back). Catch up and
+            // look again; the bytes read are authenticated as ever, so a stale location can
+            // only cost an error, never a wrong byte.
+            let before = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
+            self.catch_up_for_read();
+            let after = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
+            fetched = if after.is_some() && after != before {
+                tracing::info!(chunk = %id, "fleet: {key} was gone from the object store; the log, caught up, moved the chunk to another pack: fetching it from there");
+                f.fetch(&self.store, id)
+            } else {
+                Err(FleetError::Remote(RemoteError::NotFound(format!(
+                    "{key} (holding chunk {id}) is gone from the object store, and the fleet's log places the chunk nowhere else"
+                ))))
+            };
+        }
+        match fetched {
             Ok(found) => Ok(found),
             Err(FleetError::Integrity { chunk, pack, why }) => {
                 tracing::error!(chunk = %chunk, pack = %pack, "fleet: a fetched chunk failed authentication: {why}; not cached, not served");

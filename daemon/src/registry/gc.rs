@@ -30,12 +30,24 @@ impl Registry {
     }
 
     /// One collection. `c` is the caller of `arca gc` (admin on every model), or `None` for the
-    /// daemon's periodic run.
+    /// daemon's periodic run. On a fleet host, `arca gc` (and the periodic run where
+    /// `[fleet] gc_packs` is set) then collects the fleet's packs (`fleet_gc.rs`).
     pub fn gc(&self, c: Option<&Caller>, dry_run: bool) -> Result<GcReport> {
         if let Some(c) = c {
             self.require(c, None, Permission::Admin, "run garbage collection")?;
         }
         let _one = lock(&self.gc_lock);
+        let mut report = self.gc_here(c, dry_run)?;
+        if let Some(f) = &self.fleet {
+            if c.is_some() || f.cfg.gc_packs {
+                report.fleet = Some(self.gc_fleet(f, c, dry_run)?);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Retention, then this host's unreferenced chunks.
+    fn gc_here(&self, c: Option<&Caller>, dry_run: bool) -> Result<GcReport> {
         // The whole run holds the commit lock: the catalog, the candidate rows and the mount's
         // snapshot cannot change under it (a deletion commits its candidate rows, leaves the
         // catalog and republishes the mount's snapshot all under this lock), so a chunk is

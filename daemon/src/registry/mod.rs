@@ -30,6 +30,7 @@ mod access;
 pub mod audit;
 pub mod cache;
 pub mod fleet;
+mod fleet_gc;
 mod gc;
 mod lifecycle;
 mod rotation;
@@ -717,7 +718,7 @@ impl Registry {
         // outside the commit lock (this is the slow part); the log entry then names them. The
         // checks run before as well, against the fleet's state, so a push that would be refused
         // leaves no packs behind (two pushes of one version racing still both upload).
-        let locs = match &self.fleet {
+        let mut locs = match &self.fleet {
             Some(f) => {
                 {
                     let _g = self.commit_guard_caught_up()?;
@@ -744,6 +745,27 @@ impl Registry {
                 other => other?,
             };
             precheck()?;
+            // A chunk the upload relied on may have left the fleet since (fleet GC condemned or
+            // deleted its pack; this host learned it catching up just now): upload it again,
+            // outside the lock, and try again.
+            if let Some(f) = &self.fleet {
+                let need = self.chunks_to_upload_again(&rec, &locs)?;
+                if !need.is_empty() && attempt < fleet::MAX_ATTEMPTS {
+                    drop(g);
+                    tracing::info!(
+                        model = %name,
+                        version = %version,
+                        chunks = need.len(),
+                        "fleet: chunks of the version are in packs fleet GC condemned or deleted since the upload; uploading them again"
+                    );
+                    let more = f.upload(&self.store, &need).map_err(fleet::unavailable)?;
+                    let again: HashSet<ChunkId> = need.into_iter().collect();
+                    locs.retain(|l| !again.contains(&l.id));
+                    locs.extend(more);
+                    attempt += 1;
+                    continue;
+                }
+            }
             let event = audit::ev(c, EventKind::Registration)
                 .model(&name)
                 .version(&version)

@@ -261,7 +261,7 @@ impl Store {
             if let Some(p) = self.publisher.get() {
                 // Before the chain lock: the network round trip must not hold up the events
                 // that reads append meanwhile.
-                self.publish_change(p, &mut b, &mut drafts, &records, &owners)?;
+                self.publish_entry(p, &mut b, &mut drafts, &records, &owners, None)?;
             }
         }
         for (r, i) in records.iter().zip(&owners) {

@@ -21,7 +21,7 @@ use arca_core::id::{ChunkId, EntryHash, PackId, RowKey};
 
 use super::kv::{Batch, Cf};
 use super::{RecordPut, Store, StoreError};
-use crate::fleet::log::{self, Entry, EventWire, Located, RecordWire, GENESIS};
+use crate::fleet::log::{self, Entry, EventWire, GcWire, Located, RecordWire, GENESIS};
 use crate::fleet::pack::ChunkLoc;
 
 /// `meta` row: seq (u64 BE) and hash of the newest log entry applied here, in a record
@@ -33,6 +33,11 @@ const APPLIED: &[u8] = b"fleet-applied";
 /// sealed length (u32 LE), for extent reads in pack order.
 const LOC_BY_CHUNK: u8 = b'c';
 const LOC_BY_PACK: u8 = b'p';
+/// `locs` rows kept by fleet GC's entries: `k` + pack id → seq (u64 LE) and time (ms, u64
+/// LE) of the entry that condemned the pack; `x` + pack id → seq (u64 LE) of the entry that
+/// deleted it. Sealed like the locations, so none can be planted.
+const CONDEMNED: u8 = b'k';
+const DELETED: u8 = b'x';
 
 /// Why publishing failed.
 #[derive(Debug)]
@@ -69,6 +74,29 @@ fn loc_by_pack(pack: &PackId, offset: u64) -> Vec<u8> {
     k.extend_from_slice(&pack.0);
     k.extend_from_slice(&offset.to_be_bytes());
     k
+}
+
+fn pack_row(kind: u8, pack: &PackId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(kind);
+    k.extend_from_slice(&pack.0);
+    k
+}
+
+/// A pack fleet GC condemned: by the entry at `seq`, written at `at_ms` (the GC host's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Condemned {
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// One `p` row: a chunk a pack serves, at an offset.
+#[derive(Debug, Clone, Copy)]
+pub struct PackRow {
+    pub pack: PackId,
+    pub offset: u64,
+    pub id: ChunkId,
+    pub len: u32,
 }
 
 fn now_ms() -> u64 {
@@ -281,38 +309,207 @@ impl Store {
         b.put(Cf::Meta, APPLIED, sealed);
         let mut seen = std::collections::HashSet::new();
         for l in chunks {
-            if !seen.insert(l.id) || self.kv.contains(Cf::Locs, &loc_by_chunk(&l.id))? {
+            if !seen.insert(l.id) {
                 continue;
             }
-            let by_chunk = loc_by_chunk(&l.id);
-            b.put(
-                Cf::Locs,
-                &by_chunk,
-                self.seal_loc(&by_chunk, &l.loc.to_bytes())?,
-            );
-            let mut v = Vec::with_capacity(36);
-            v.extend_from_slice(l.id.as_bytes());
-            v.extend_from_slice(&l.loc.len.to_le_bytes());
-            let by_pack = loc_by_pack(&l.loc.pack, l.loc.offset);
-            b.put(Cf::Locs, &by_pack, self.seal_loc(&by_pack, &v)?);
+            // A chunk keeps the location it has while that pack is usable; one in a pack fleet
+            // GC condemned or deleted moves to the new one (a push uploaded it again).
+            if self.usable_chunk_loc(&l.id)?.is_some() {
+                continue;
+            }
+            self.put_location(b, l)?;
         }
         Ok(())
     }
 
-    /// Called by `commit_audited` for a change with records on a fleet host: publishes it as
-    /// the next entry and, having won the seq, adds the applied marker to the local batch and
-    /// the fleet details to its events.
-    pub(super) fn publish_change(
+    /// Points chunk `l.id` at `l.loc` in `b`: its `c` row, and its `p` row in the new pack;
+    /// its `p` row in the pack it leaves goes, so that a pack's `p` rows list exactly the
+    /// chunks it serves (what fleet GC counts in it).
+    fn put_location(&self, b: &mut Batch, l: &Located) -> Result<(), StoreError> {
+        if let Some(old) = self.chunk_loc(&l.id)? {
+            if old != l.loc {
+                b.delete(Cf::Locs, &loc_by_pack(&old.pack, old.offset));
+            }
+        }
+        let by_chunk = loc_by_chunk(&l.id);
+        b.put(
+            Cf::Locs,
+            &by_chunk,
+            self.seal_loc(&by_chunk, &l.loc.to_bytes())?,
+        );
+        let mut v = Vec::with_capacity(36);
+        v.extend_from_slice(l.id.as_bytes());
+        v.extend_from_slice(&l.loc.len.to_le_bytes());
+        let by_pack = loc_by_pack(&l.loc.pack, l.loc.offset);
+        b.put(Cf::Locs, &by_pack, self.seal_loc(&by_pack, &v)?);
+        Ok(())
+    }
+
+    /// When fleet GC condemned `pack`, if it did (and did not rescue or delete it since).
+    pub fn condemned(&self, pack: &PackId) -> Result<Option<Condemned>, StoreError> {
+        let key = pack_row(CONDEMNED, pack);
+        let Some(v) = self.kv.get(Cf::Locs, &key)? else {
+            return Ok(None);
+        };
+        let v = self.open_loc(&key, &v)?;
+        if v.len() != 16 {
+            return Err(StoreError::Corrupt("a malformed condemned-pack row".into()));
+        }
+        Ok(Some(Condemned {
+            seq: u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
+            at_ms: u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
+        }))
+    }
+
+    /// Whether an entry of the log deleted `pack`.
+    pub fn pack_deleted(&self, pack: &PackId) -> Result<bool, StoreError> {
+        let key = pack_row(DELETED, pack);
+        match self.kv.get(Cf::Locs, &key)? {
+            None => Ok(false),
+            Some(v) => self.open_loc(&key, &v).map(|_| true),
+        }
+    }
+
+    /// Whether a new reference may rely on chunks in `pack`: neither condemned nor deleted.
+    pub fn pack_usable(&self, pack: &PackId) -> Result<bool, StoreError> {
+        Ok(self.condemned(pack)?.is_none() && !self.pack_deleted(pack)?)
+    }
+
+    /// The chunk's location if a push may rely on it: a chunk in a condemned or deleted pack
+    /// counts as absent from the fleet, so the push uploads it again.
+    pub fn usable_chunk_loc(&self, id: &ChunkId) -> Result<Option<ChunkLoc>, StoreError> {
+        match self.chunk_loc(id)? {
+            Some(l) if self.pack_usable(&l.pack)? => Ok(Some(l)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every condemned pack, with when it was condemned.
+    pub fn condemned_packs(&self) -> Result<Vec<(PackId, Condemned)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .kv
+            .range(Cf::Locs, &[CONDEMNED], &[CONDEMNED + 1], false)
+        {
+            let (k, _) = item?;
+            let pack = k
+                .get(1..33)
+                .and_then(|s| <[u8; 32]>::try_from(s).ok())
+                .map(PackId)
+                .ok_or_else(|| StoreError::Corrupt("a malformed condemned-pack key".into()))?;
+            if let Some(c) = self.condemned(&pack)? {
+                out.push((pack, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every `p` row, opened: which chunk each pack serves at which offset.
+    pub fn pack_rows(&self) -> Result<Vec<PackRow>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .kv
+            .range(Cf::Locs, &[LOC_BY_PACK], &[LOC_BY_PACK + 1], false)
+        {
+            let (k, v) = item?;
+            out.push(self.open_pack_row(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn open_pack_row(&self, k: &[u8], v: &[u8]) -> Result<PackRow, StoreError> {
+        let v = self.open_loc(k, v)?;
+        if k.len() != 41 || v.len() != 36 {
+            return Err(StoreError::Corrupt("a malformed chunk location row".into()));
+        }
+        Ok(PackRow {
+            pack: PackId(k[1..33].try_into().unwrap_or_default()),
+            offset: u64::from_be_bytes(k[33..41].try_into().unwrap_or_default()),
+            id: ChunkId(v[..32].try_into().unwrap_or_default()),
+            len: u32::from_le_bytes(v[32..36].try_into().unwrap_or_default()),
+        })
+    }
+
+    /// Fleet GC's decisions of the entry at `seq` (written at `at_ms`), into `b`: moved chunks
+    /// first, then condemned, rescued and deleted packs. Every host does the same, so all
+    /// agree which pack serves each chunk and which packs are going.
+    fn apply_gc(&self, b: &mut Batch, seq: u64, at_ms: u64, gc: &GcWire) -> Result<(), StoreError> {
+        let mut moved = std::collections::HashSet::new();
+        for l in &gc.moved {
+            if !moved.insert(l.id) {
+                return Err(StoreError::Corrupt(format!(
+                    "log entry {seq} moves chunk {} twice",
+                    l.id
+                )));
+            }
+            self.put_location(b, l)?;
+        }
+        let mut when = Vec::with_capacity(16);
+        when.extend_from_slice(&seq.to_le_bytes());
+        when.extend_from_slice(&at_ms.to_le_bytes());
+        for p in &gc.condemn {
+            let key = pack_row(CONDEMNED, p);
+            b.put(Cf::Locs, &key, self.seal_loc(&key, &when)?);
+        }
+        for p in &gc.rescue {
+            b.delete(Cf::Locs, &pack_row(CONDEMNED, p));
+        }
+        for p in &gc.deleted {
+            // Its chunks' locations go (those still pointing here; a moved chunk points at its
+            // new pack), so no read and no push relies on it any more.
+            let start = loc_by_pack(p, 0);
+            let end = loc_by_pack(p, u64::MAX);
+            for item in self.kv.range(Cf::Locs, &start, &end, false) {
+                let (k, v) = item?;
+                let row = self.open_pack_row(&k, &v)?;
+                b.delete(Cf::Locs, &k);
+                if !moved.contains(&row.id)
+                    && self.chunk_loc(&row.id)?.is_some_and(|l| l.pack == *p)
+                {
+                    b.delete(Cf::Locs, &loc_by_chunk(&row.id));
+                }
+            }
+            b.delete(Cf::Locs, &pack_row(CONDEMNED, p));
+            let key = pack_row(DELETED, p);
+            b.put(Cf::Locs, &key, self.seal_loc(&key, &seq.to_le_bytes())?);
+        }
+        Ok(())
+    }
+
+    /// Publishes fleet GC's decisions as the log's next entry, with the run's audit events,
+    /// and, having won the seq, applies them here. Returns the entry's seq.
+    /// `FleetConflict`: another host's entry took the seq; nothing was written.
+    pub fn commit_fleet_gc(&self, gc: GcWire, mut drafts: Vec<Draft>) -> Result<u64, StoreError> {
+        let p = self
+            .publisher
+            .get()
+            .ok_or_else(|| StoreError::Refused("not a fleet host".into()))?
+            .clone();
+        let mut b = Batch::default();
+        let seq = self.publish_entry(&p, &mut b, &mut drafts, &[], &[], Some(gc))?;
+        self.commit_audited_opt(b, drafts, Vec::new(), true, false)?;
+        Ok(seq)
+    }
+
+    /// Builds, signs and publishes the next entry (a change's records, from `commit_audited`
+    /// on a fleet host, or fleet GC's decisions) and, having won the seq, adds the applied
+    /// marker and what applying it means here to `b`, and the fleet details to its events.
+    /// Returns its seq.
+    pub(super) fn publish_entry(
         &self,
         p: &Arc<dyn Publisher>,
         b: &mut Batch,
         drafts: &mut [Draft],
         records: &[RecordPut],
         owners: &[usize],
-    ) -> Result<(), StoreError> {
+        gc: Option<GcWire>,
+    ) -> Result<u64, StoreError> {
         let (applied, prev) = self.applied()?;
-        let chunks =
-            std::mem::take(&mut *self.staged_locs.lock().unwrap_or_else(|e| e.into_inner()));
+        let chunks = if gc.is_some() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *self.staged_locs.lock().unwrap_or_else(|e| e.into_inner()))
+        };
         let mut wire = Vec::with_capacity(records.len());
         for (r, by) in records.iter().zip(owners) {
             let json = match &r.json {
@@ -336,12 +533,15 @@ impl Store {
             events: drafts.iter().map(EventWire::from_draft).collect(),
             records: wire,
             chunks,
+            gc,
         };
         let bytes = log::seal_entry(&self.keys, &self.audit_key, &entry)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if let Err(e) = p.publish(entry.seq, &bytes) {
             // The staged locations belong to the change, which the registry retries.
-            *self.staged_locs.lock().unwrap_or_else(|e| e.into_inner()) = entry.chunks;
+            if entry.gc.is_none() {
+                *self.staged_locs.lock().unwrap_or_else(|e| e.into_inner()) = entry.chunks;
+            }
             return Err(match e {
                 PublishError::Conflict => StoreError::FleetConflict,
                 PublishError::Unavailable(m) => StoreError::FleetUnavailable(m),
@@ -350,11 +550,14 @@ impl Store {
             });
         }
         self.note_applied(b, entry.seq, &log::entry_hash(&bytes), &entry.chunks)?;
+        if let Some(gc) = &entry.gc {
+            self.apply_gc(b, entry.seq, entry.at_ms, gc)?;
+        }
         for d in drafts.iter_mut() {
             d.details.insert("fleet_seq".into(), entry.seq.to_string());
             d.details.insert("fleet_host".into(), entry.host.clone());
         }
-        Ok(())
+        Ok(entry.seq)
     }
 
     /// Applies entry `e` (opened and checked by the fleet module: signature, seal, seq) whose
@@ -432,6 +635,9 @@ impl Store {
             }
         }
         self.note_applied(&mut b, e.seq, &hash, &e.chunks)?;
+        if let Some(gc) = &e.gc {
+            self.apply_gc(&mut b, e.seq, e.at_ms, gc)?;
+        }
         self.commit_audited_opt(b, drafts, records, true, false)?;
         Ok(())
     }

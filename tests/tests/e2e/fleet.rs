@@ -386,19 +386,33 @@ pub(super) fn push_as(env: &TestEnv, u: &User, dir: &Path, name: &str, version: 
 
 /// The keys of the objects below `prefix` in the bucket.
 pub(super) fn list_keys(gw: &str, prefix: &str) -> Vec<String> {
+    list_sizes(gw, prefix).into_keys().collect()
+}
+
+/// The objects below `prefix` in the bucket (at most 1,000): key → size.
+pub(super) fn list_sizes(gw: &str, prefix: &str) -> std::collections::BTreeMap<String, u64> {
     let (st, _, body) = request(
         gw,
         "GET",
-        &format!("/{BUCKET}?list-type=2&prefix={prefix}"),
+        &format!("/{BUCKET}?list-type=2&prefix={prefix}&max-keys=1000"),
         &[],
         b"",
     );
     assert_eq!(st, 200, "listing {prefix}");
     let text = String::from_utf8_lossy(&body);
-    text.split("<Key>")
+    text.split("<Contents>")
         .skip(1)
-        .filter_map(|s| s.split("</Key>").next())
-        .map(str::to_owned)
+        .map(|c| {
+            let field = |name: &str| {
+                c.split(&format!("<{name}>"))
+                    .nth(1)
+                    .and_then(|s| s.split(&format!("</{name}>")).next())
+                    .map(str::to_owned)
+            };
+            let key = field("Key").expect("a key");
+            let size = field("Size").and_then(|s| s.parse().ok()).expect("a size");
+            (key, size)
+        })
         .collect()
 }
 

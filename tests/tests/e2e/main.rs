@@ -10,6 +10,7 @@ mod ecosystem;
 mod faults;
 mod fleet;
 mod fleet_cache;
+mod fleet_gc;
 mod fleet_netns;
 mod fleet_tamper;
 mod harness;
