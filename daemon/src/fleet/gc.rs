@@ -188,6 +188,16 @@ impl Fleet {
                 r.young_orphans += 1;
             }
         }
+        if r.missing > 0 && !plan.wire.deleted.is_empty() {
+            // A pack the log places live chunks in is not in the store: the replica and the
+            // store disagree (a deletion behind arca's back, or a move into a pack that is
+            // gone). Nothing more is deleted until an operator has looked; condemning goes on.
+            tracing::error!(
+                missing = r.missing,
+                "fleet GC: deleting nothing this run: live packs are missing from the store"
+            );
+            plan.wire.deleted.clear();
+        }
         plan.wire.condemn.sort();
         plan.wire.deleted.sort();
         plan.wire.rescue.sort();
@@ -373,8 +383,10 @@ mod tests {
             gc_grace: Duration::from_millis(GRACE_MS),
             repack_dead_percent: 50,
             gc_packs: false,
+            cache: crate::fleet::cache::CacheConfig::default(),
         };
-        let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key()).unwrap();
+        let cache = crate::fleet::cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
+        let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), cache).unwrap();
         (store, fleet)
     }
 
