@@ -97,8 +97,11 @@ impl RemoteError {
                 // trying every endpoint and then calling the store down for everyone would let
                 // one damaged object make the host refuse every change. Its error type is not
                 // public, so the status is read from its message.
+                // Only answers about the object itself count so: a gateway answering 400,
+                // 401 or 403 to everything (stale credentials, a misconfigured or hostile
+                // gateway) is a gateway to move away from, not a verdict on the object.
                 match client_error_status(&text) {
-                    Some(status) if status != 408 && status != 429 => Self::Other(text),
+                    Some(404 | 410 | 416) => Self::Other(text),
                     _ => Self::Unreachable(text),
                 }
             }
@@ -812,6 +815,32 @@ mod tests {
         );
         assert_eq!(client_error_status("error sending request"), None);
         assert_eq!(client_error_status("status code: 4"), None);
+        // An answer about the object stays with this endpoint; a gateway refusing everything
+        // (403) or failing moves the call to the next one.
+        let generic = |msg: &str| object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_owned().into(),
+        };
+        for (msg, next) in [
+            (
+                "Server returned non-2xx status code: 416 Range Not Satisfiable",
+                false,
+            ),
+            ("Server returned non-2xx status code: 404 Not Found", false),
+            ("Server returned non-2xx status code: 403 Forbidden", true),
+            ("Server returned non-2xx status code: 400 Bad Request", true),
+            (
+                "Server returned non-2xx status code: 429 Too Many Requests",
+                true,
+            ),
+            ("error sending request", true),
+        ] {
+            assert_eq!(
+                RemoteError::from_os("packs/x", generic(msg)).try_next(),
+                next,
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -360,6 +360,11 @@ impl Fleet {
         })
     }
 
+    /// Counts an integrity failure found above this module (a pack the log names, gone).
+    pub fn note_integrity_failure(&self) {
+        self.state().integrity_failures += 1;
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, FleetState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -913,6 +918,13 @@ impl Fleet {
         }
         match got {
             Ok(_) => Ok((failed, first)),
+            // The pack is gone before a byte came: fleet GC may have moved the chunk in an
+            // entry this host has not applied yet. The caller catches up and looks again
+            // (`Registry::fetch_missing`), and names an integrity failure only if the log then
+            // places the chunk nowhere else: a host behind the log is not a tampered store.
+            Err(RemoteError::NotFound(key)) if next == 0 => {
+                Err(FleetError::Remote(RemoteError::NotFound(key)))
+            }
             // The store answered, but without the bytes the signed log places in this pack:
             // the pack is gone, truncated or replaced behind arca's back. Named as what it is
             // (an integrity failure of the pack), not as a store out of reach.

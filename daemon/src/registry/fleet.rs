@@ -176,13 +176,26 @@ impl Registry {
             let before = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
             self.catch_up_for_read();
             let after = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
-            fetched = if after.is_some() && after != before {
-                tracing::info!(chunk = %id, "fleet: {key} was gone from the object store; the log, caught up, moved the chunk to another pack: fetching it from there");
-                f.fetch(&self.store, id)
-            } else {
-                Err(FleetError::Remote(RemoteError::NotFound(format!(
+            fetched = match (before, after) {
+                (before, Some(after)) if Some(&after) != before.as_ref() => {
+                    tracing::info!(chunk = %id, "fleet: {key} was gone from the object store; the log, caught up, moved the chunk to another pack: fetching it from there");
+                    f.fetch(&self.store, id)
+                }
+                // The signed log still places the chunk in a pack the store no longer has:
+                // deleted behind arca's back (or a catch-up that could not reach the store).
+                (Some(loc), _) => {
+                    f.note_integrity_failure();
+                    Err(FleetError::Integrity {
+                        chunk: *id,
+                        pack: loc.pack,
+                        why: format!(
+                            "{key} is gone from the object store, and the fleet's log places the chunk nowhere else"
+                        ),
+                    })
+                }
+                (None, _) => Err(FleetError::Remote(RemoteError::NotFound(format!(
                     "{key} (holding chunk {id}) is gone from the object store, and the fleet's log places the chunk nowhere else"
-                ))))
+                )))),
             };
         }
         match fetched {

@@ -173,6 +173,21 @@ impl Registry {
             if !live_here_all_copied {
                 continue;
             }
+            // A destination must be a pack the fleet may still hold: another host's run may
+            // have taken a repack's new pack for an orphan (no entry named it yet) and
+            // condemned or deleted it while this run was copying; moving chunks there would
+            // lose them when it goes.
+            let mut dest_ok = true;
+            for l in moves {
+                if !self.store.pack_usable(&l.loc.pack)? || plan.wire.condemn.contains(&l.loc.pack)
+                {
+                    dest_ok = false;
+                    break;
+                }
+            }
+            if !dest_ok {
+                continue;
+            }
             let mut still = Vec::with_capacity(moves.len());
             for l in moves {
                 if self

@@ -750,7 +750,16 @@ impl Registry {
             // outside the lock, and try again.
             if let Some(f) = &self.fleet {
                 let need = self.chunks_to_upload_again(&rec, &locs)?;
-                if !need.is_empty() && attempt < fleet::MAX_ATTEMPTS {
+                if !need.is_empty() && attempt >= fleet::MAX_ATTEMPTS {
+                    // Never committed with chunks in packs that are leaving the fleet: the
+                    // version would be unreadable everywhere once they are gone.
+                    return Err(RegistryError::Store(StoreError::FleetUnavailable(format!(
+                        "{} chunks of the version were still in packs fleet GC is removing after {} uploads; nothing was changed, push again",
+                        need.len(),
+                        fleet::MAX_ATTEMPTS
+                    ))));
+                }
+                if !need.is_empty() {
                     drop(g);
                     tracing::info!(
                         model = %name,
