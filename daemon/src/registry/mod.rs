@@ -916,7 +916,6 @@ impl Registry {
         Ok((f, pins))
     }
 
-    /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
     /// Reads part of a chunk, authenticating only the 64 KiB segments it touches.
     pub fn read_chunk_range(
         &self,
@@ -925,10 +924,34 @@ impl Registry {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        // On a fleet host a chunk found here may be evicted before it is read: it is then
-        // fetched again (a few times at most, so eviction can never make a read spin).
+        self.read_or_fetch(
+            id,
+            len,
+            || self.read_chunk_range_here(id, len, offset, size),
+            |p| {
+                let (a, b) = (offset as usize, offset as usize + size as usize);
+                p.get(a..b)
+                    .map(<[u8]>::to_vec)
+                    .ok_or(ChunkReadError::Crypt(CryptError::Malformed(
+                        "range beyond chunk",
+                    )))
+            },
+        )
+    }
+
+    /// A chunk read by `here`, or, when it is missing on a fleet host, fetched from its pack;
+    /// `from_plain` then takes the plaintext the fetch authenticated (its length checked). A
+    /// chunk found here may be evicted before it is read: it is then fetched again, a few times
+    /// at most, so eviction can never make a read spin. A single host's read costs one call.
+    fn read_or_fetch(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        here: impl Fn() -> Result<Vec<u8>, ChunkReadError>,
+        from_plain: impl FnOnce(crate::fleet::Plain) -> Result<Vec<u8>, ChunkReadError>,
+    ) -> Result<Vec<u8>, ChunkReadError> {
         for _ in 0..FETCH_ROUNDS {
-            match self.read_chunk_range_here(id, len, offset, size) {
+            match here() {
                 Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
                     crate::fleet::Fetched::Unknown => return Err(ChunkReadError::Missing),
                     crate::fleet::Fetched::Cached => continue,
@@ -936,10 +959,7 @@ impl Registry {
                         if p.len() != len as usize {
                             return Err(ChunkReadError::Length);
                         }
-                        let (a, b) = (offset as usize, offset as usize + size as usize);
-                        return p.get(a..b).map(<[u8]>::to_vec).ok_or(ChunkReadError::Crypt(
-                            CryptError::Malformed("range beyond chunk"),
-                        ));
+                        return from_plain(p);
                     }
                 },
                 other => return other,
@@ -970,23 +990,14 @@ impl Registry {
             .ok_or(ChunkReadError::Missing)?
     }
 
+    /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
-        for _ in 0..FETCH_ROUNDS {
-            match self.read_chunk_here(id, expected_len) {
-                Err(ChunkReadError::Missing) => match self.fetch_missing(id)? {
-                    crate::fleet::Fetched::Unknown => return Err(ChunkReadError::Missing),
-                    crate::fleet::Fetched::Cached => continue,
-                    crate::fleet::Fetched::Plain(p) => {
-                        if p.len() != expected_len as usize {
-                            return Err(ChunkReadError::Length);
-                        }
-                        return Ok(Arc::try_unwrap(p).unwrap_or_else(|p| p.to_vec()));
-                    }
-                },
-                other => return other,
-            }
-        }
-        Err(ChunkReadError::Missing)
+        self.read_or_fetch(
+            id,
+            expected_len,
+            || self.read_chunk_here(id, expected_len),
+            |p| Ok(Arc::try_unwrap(p).unwrap_or_else(|p| p.to_vec())),
+        )
     }
 
     fn read_chunk_here(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
