@@ -124,7 +124,13 @@ impl Kv {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
-        db_opts.set_max_total_wal_size(64 << 20);
+        // The WAL holds only small records (chunks are written without it), so a few MiB of
+        // live WAL is plenty. The cap matters for disk use too: RocksDB preallocates each new
+        // WAL file (fallocate, kept until the file is closed) by 1.1x the write buffer of the
+        // column family whose flush switched it, capped by this value. Measured with 64 MiB: a
+        // fleet host's cache limited to 51 MiB had a 36 MiB WAL of which about 1 MiB was
+        // written, after a flush of the chunks' 32 MiB memtable switched it.
+        db_opts.set_max_total_wal_size(8 << 20);
         // Chunks are ciphertext and do not compress; records are small.
         db_opts.set_compression_type(DBCompressionType::None);
         // RocksDB's default fadvise(RANDOM) on every file it opens turns off the kernel's

@@ -29,7 +29,7 @@ fn du(dir: &Path, kinds: &mut std::collections::BTreeMap<String, u64>) -> u64 {
                     .to_owned(),
             };
             *kinds.entry(kind.clone()).or_default() += used;
-            if kind == "blob" {
+            if kind == "blob" || used > 1 << 20 {
                 println!("  {name}: {} bytes, {used} allocated", m.len());
             }
             n += used;
