@@ -85,15 +85,33 @@ impl Prefetcher {
         first: usize,
         next: usize,
     ) {
-        let Some(pool) = &self.pool else {
+        if self.pool.is_none() {
             return;
-        };
+        }
         let stop = next.saturating_add(self.depth).min(chunks.len());
         let start = stream
             .requested_upto
             .fetch_max(stop, Ordering::Relaxed)
             .max(first);
-        for &(id, len) in chunks.get(start..stop).unwrap_or_default() {
+        self.queue(chunks.get(start..stop).unwrap_or_default());
+    }
+
+    /// At a read that is not sequential but spans whole chunks `chunks` (a random 1 MiB read
+    /// covers about 30): queue them, so the workers read and decrypt them in parallel with the
+    /// reader, who joins each one as it gets to it. Read one after another by the reader alone,
+    /// each waited for its own small disk read (measured: 1 MiB random reads at 0.6x bindfs's
+    /// IOPS). Nothing beyond the read is queued: a random reader does not want the next chunk.
+    pub(crate) fn at_large_read(&self, chunks: &[(ChunkId, u32)]) {
+        if self.pool.is_some() {
+            self.queue(chunks);
+        }
+    }
+
+    fn queue(&self, chunks: &[(ChunkId, u32)]) {
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        for &(id, len) in chunks {
             if self.cache.contains(&id) {
                 continue;
             }

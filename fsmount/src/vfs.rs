@@ -182,6 +182,11 @@ struct OpenFile {
 }
 
 /// One piece of a read: `len` bytes at `start` inside chunk `index` of the file.
+/// A read that is not sequential and spans at least this many chunks has its whole chunks read
+/// by the prefetch workers in parallel (see `Prefetcher::at_large_read`); a 64 KiB read spanning
+/// three chunks is not worth the hand-offs.
+const PARALLEL_PIECES: usize = 4;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
     index: usize,
@@ -586,6 +591,13 @@ impl Vfs {
             if let Some(first) = pieces.first() {
                 self.prefetch
                     .at_sequential_read(&of.stream, &mf.chunks, first.index, next);
+            }
+        } else if pieces.len() >= PARALLEL_PIECES {
+            // The whole chunks between the first and last piece (those two may be partial, and
+            // a partial piece of a random read decrypts only its segments, on this thread).
+            let inner = &pieces[1..pieces.len() - 1];
+            if let (Some(a), Some(b)) = (inner.first(), inner.last()) {
+                self.prefetch.at_large_read(&mf.chunks[a.index..=b.index]);
             }
         }
         let mut bufs = Vec::with_capacity(pieces.len());

@@ -569,6 +569,54 @@ fn a_small_read_of_an_uncached_chunk_decrypts_only_its_range() {
 }
 
 #[test]
+fn a_large_random_read_has_its_whole_chunks_read_in_parallel_each_once() {
+    let fake = Arc::new(Fake::default());
+    // Sizes differ so that no two chunks hold the same bytes (`bytes` repeats itself).
+    let sizes: Vec<u32> = (0..12).map(|k| (32 << 10) + 7 * k).collect();
+    let starts: Vec<u64> = sizes
+        .iter()
+        .scan(0u64, |at, &s| {
+            let start = *at;
+            *at += u64::from(s);
+            Some(start)
+        })
+        .collect();
+    let (f, content) = file(&fake, "big.bin", 0o644, 11, &sizes);
+    let snap = snapshot(vec![(
+        "m",
+        model(vec![("1.0.0", version(T1, vec![f]))], None, None),
+    )]);
+    let vfs = Vfs::new(fake.clone(), snap, &opts(64 << 20, 4)).unwrap();
+    let fh = vfs
+        .open(ino(&vfs, "m/1.0.0/big.bin"), ROOT_USER, false)
+        .unwrap()
+        .fh;
+    // Not sequential (a first read), from inside chunk 1 to inside chunk 10: chunks 2..=9 are
+    // whole and go to the prefetch workers, the two ends are ranges.
+    let (from, to) = (starts[1] + 100, starts[10] + 100);
+    let got = vfs.read(fh, from, (to - from) as u32).unwrap();
+    assert_eq!(got.to_vec(), &content[from as usize..to as usize]);
+    assert_eq!(vfs.stats().prefetch_queued, 8, "the inner whole chunks");
+    // Each whole chunk was read once, by a worker or by the reader, never by both.
+    let t = std::time::Instant::now();
+    while fake.counts().0 < 8 && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(fake.counts(), (8, 2));
+
+    // A read spanning three chunks is done by the reader alone.
+    let fh2 = vfs
+        .open(ino(&vfs, "m/1.0.0/big.bin"), ROOT_USER, false)
+        .unwrap()
+        .fh;
+    let (from, to) = (starts[10] - 10, starts[11] + 10);
+    let got = vfs.read(fh2, from, (to - from) as u32).unwrap();
+    assert_eq!(got.to_vec(), &content[from as usize..to as usize]);
+    assert_eq!(vfs.stats().prefetch_queued, 8, "nothing more queued");
+}
+
+#[test]
 fn without_a_cache_whole_chunks_are_still_verified_whole() {
     let fake = Arc::new(Fake::default());
     let (f, content) = file(&fake, "a.bin", 0o644, 4, &[1000, 1000]);
