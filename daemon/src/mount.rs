@@ -32,7 +32,9 @@ fn chunk_error(e: ChunkReadError) -> ChunkError {
 
 impl ChunkSource for RegistrySource {
     fn chunk(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
-        self.registry.read_chunk(id, len).map_err(chunk_error)
+        self.registry
+            .read_chunk_for_mount(id, len)
+            .map_err(chunk_error)
     }
 
     fn chunk_range(
@@ -183,6 +185,12 @@ impl Mount {
                 m.update(snap);
             }
         }));
+        if let (Some(f), Some(m)) = (
+            registry.fleet(),
+            handle.lock().unwrap_or_else(|p| p.into_inner()).as_ref(),
+        ) {
+            f.set_plaintext_sink(m.plaintext_sink());
+        }
         let h = handle.clone();
         registry.set_open_chunks(Box::new(move || {
             h.lock()

@@ -117,6 +117,17 @@ impl ChunkCache {
         }
     }
 
+    /// Caches `plain` for `id` unless it is cached or being loaded already (then the loader's
+    /// copy wins). For plaintext verified elsewhere that a reader is likely to ask for next.
+    pub(crate) fn offer(&self, id: &ChunkId, plain: Plain) {
+        let Some(cache) = &self.inner else {
+            return;
+        };
+        if let GuardResult::Guard(guard) = cache.get_value_or_guard(id, Some(Duration::ZERO)) {
+            let _ = guard.insert(plain);
+        }
+    }
+
     /// Load `id` into the cache unless it is cached or already being loaded by someone else.
     /// For prefetch, which must never wait. Returns whether `load` ran and succeeded.
     pub(crate) fn fill_if_idle<E>(
@@ -176,6 +187,21 @@ mod tests {
         assert!(cache.get(&id(1)).is_some());
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
         assert!(cache.weight() >= 1000);
+    }
+
+    #[test]
+    fn an_offer_fills_a_gap_and_never_replaces() {
+        let cache = ChunkCache::new(64 << 20);
+        let offered = Arc::new(vec![1u8; 100]);
+        cache.offer(&id(3), offered.clone());
+        assert!(Arc::ptr_eq(&cache.get(&id(3)).unwrap(), &offered));
+        // Cached already: the offer is dropped.
+        cache.offer(&id(3), Arc::new(vec![2u8; 100]));
+        assert_eq!(cache.get(&id(3)).unwrap()[0], 1);
+        // Without a cache, nothing happens.
+        let none = ChunkCache::new(0);
+        none.offer(&id(4), Arc::new(vec![1u8; 10]));
+        assert!(none.get(&id(4)).is_none());
     }
 
     #[test]

@@ -241,6 +241,9 @@ pub enum MountError {
 }
 
 /// A live mount. Dropping it unmounts (errors are logged); [`MountHandle::unmount`] reports them.
+/// See [`MountHandle::plaintext_sink`].
+pub type PlaintextSink = Arc<dyn Fn(&ChunkId, Arc<Vec<u8>>) + Send + Sync>;
+
 pub struct MountHandle {
     mountpoint: PathBuf,
     vfs: Arc<vfs::Vfs>,
@@ -317,6 +320,21 @@ impl MountHandle {
     /// belongs to a version in the snapshot published at that time.
     pub fn open_chunks(&self) -> std::collections::HashSet<ChunkId> {
         self.vfs.open_chunks()
+    }
+
+    /// A function that puts a chunk's verified plaintext into the mount's cache (unless it is
+    /// there or being loaded), for a source that verifies more chunks than it was asked for: a
+    /// fleet host fetches a run of consecutive chunks in one request, and without this each
+    /// one was read back from the store and decrypted again when the reader got to it. The
+    /// caller must give only plaintext it authenticated, under its chunk's id. Holds the mount
+    /// weakly: after an unmount it does nothing.
+    pub fn plaintext_sink(&self) -> PlaintextSink {
+        let vfs = Arc::downgrade(&self.vfs);
+        Arc::new(move |id: &ChunkId, plain: Arc<Vec<u8>>| {
+            if let Some(vfs) = vfs.upgrade() {
+                vfs.offer(id, plain);
+            }
+        })
     }
 
     /// Counters since the mount started.

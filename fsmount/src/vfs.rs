@@ -661,6 +661,11 @@ impl Vfs {
         );
     }
 
+    /// See `MountHandle::plaintext_sink`.
+    pub(crate) fn offer(&self, id: &ChunkId, plain: Arc<Vec<u8>>) {
+        self.cache.offer(id, plain);
+    }
+
     /// Every chunk of every file that is open now (for GC: never delete what a reader holds).
     pub(crate) fn open_chunks(&self) -> std::collections::HashSet<ChunkId> {
         lock(&self.handles)
