@@ -228,7 +228,7 @@ impl Fleet {
                     if started.elapsed() >= budget {
                         return Ok((false, fetched));
                     }
-                    match self.fetch_for(store, &c.id, true, false)? {
+                    match self.fetch_for(store, &c.id, true, super::FetchFor::Bulk)? {
                         // Neither here nor in the fleet's store: nothing to fetch it from.
                         super::Fetched::Unknown => complete = false,
                         _ => fetched += 1,

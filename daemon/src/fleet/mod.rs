@@ -64,6 +64,22 @@ const MAX_KEYS_OBJECT: u64 = 64 << 10;
 /// authenticated, cached and handed to its waiters as soon as it is whole, so memory stays at
 /// about one chunk per fetch and readers need not wait for the whole extent.
 const EXTENT: u64 = pack::PACK_TARGET as u64;
+/// The extent of a fetch for a mount reader who wants part of one chunk (a random reader: a
+/// 4 KiB read of a safetensors header, a tensor's slice): the chunk and about 1 MiB after it,
+/// not the rest of a 32 MiB pack. A sequential reader reads whole chunks and gets `EXTENT`.
+const RANDOM_EXTENT: u64 = 1 << 20;
+
+/// Who a fetch is for: how much of the pack it reads, and where the plaintext goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchFor {
+    /// `get`, `verify`, warm-ups: the rest of the pack; plaintext only to waiting readers.
+    Bulk,
+    /// The mount, a whole chunk (a sequential reader, or a read covering the chunk): the rest
+    /// of the pack; every chunk's plaintext also to the mount's cache (`set_plaintext_sink`).
+    MountWhole,
+    /// The mount, part of one chunk (a random reader): `RANDOM_EXTENT`; plaintext as above.
+    MountPart,
+}
 /// Fetches running at once on this host. Below the mount's read pool (8 threads), so that
 /// reads of cached chunks always find a free thread while uncached ones wait on the store;
 /// a fetch that finds no room fails at once (EIO) rather than queueing behind a slow store.
@@ -712,10 +728,8 @@ impl Fleet {
     /// Fetches a chunk this host does not hold from its pack, with the chunks after it in the
     /// pack (one ranged GET of up to `EXTENT` bytes, streamed), authenticating each before it
     /// is cached.
-    /// `offer`: the other chunks of the extent go to the plaintext sink (the mount's cache), if
-    /// one is set.
-    pub fn fetch(&self, store: &Store, id: &ChunkId, offer: bool) -> Result<Fetched, FleetError> {
-        self.fetch_for(store, id, false, offer)
+    pub fn fetch(&self, store: &Store, id: &ChunkId, why: FetchFor) -> Result<Fetched, FleetError> {
+        self.fetch_for(store, id, false, why)
     }
 
     /// Where the plaintext of chunks a mount read's fetch authenticated goes (besides the
@@ -734,7 +748,7 @@ impl Fleet {
         store: &Store,
         id: &ChunkId,
         warm: bool,
-        offer: bool,
+        why: FetchFor,
     ) -> Result<Fetched, FleetError> {
         // Bound on waiting for another reader's fetch of this chunk while that fetch receives
         // nothing: its request and any stall of its stream each end within the timeout. Not a
@@ -787,7 +801,12 @@ impl Fleet {
                     "{MAX_FETCHES} fetches from the store are already running on this host"
                 ))));
             }
-            let extent = match self.plan_extent(store, &loc, id, &inflight) {
+            let max = if why == FetchFor::MountPart {
+                RANDOM_EXTENT
+            } else {
+                EXTENT
+            };
+            let extent = match self.plan_extent(store, &loc, id, &inflight, max) {
                 Ok(e) => e,
                 Err(e) => {
                     self.fetches.fetch_sub(counted, Ordering::AcqRel);
@@ -807,7 +826,10 @@ impl Fleet {
                 })
                 .collect();
             drop(inflight);
-            let sink = if offer { self.sink.get() } else { None };
+            let sink = match why {
+                FetchFor::Bulk => None,
+                FetchFor::MountWhole | FetchFor::MountPart => self.sink.get(),
+            };
             let result = self.stream_extent(store, &loc, &extent, &slots, &progress, sink);
             self.fetches.fetch_sub(counted, Ordering::AcqRel);
             if store.cache_count().bytes > self.cache.limit {
@@ -838,16 +860,17 @@ impl Fleet {
     }
 
     /// The chunks to fetch for a miss on `id` at `loc`: it and the chunks after it in its pack,
-    /// contiguous, up to `EXTENT` bytes, stopping before one already cached or being fetched.
+    /// contiguous, up to `max_bytes`, stopping before one already cached or being fetched.
     fn plan_extent(
         &self,
         store: &Store,
         loc: &pack::ChunkLoc,
         id: &ChunkId,
         inflight: &HashMap<ChunkId, Arc<Slot>>,
+        max_bytes: u64,
     ) -> Result<Vec<(ChunkId, pack::ChunkLoc)>, FleetError> {
         let max = crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) as u32;
-        let mut extent = store.pack_extent(loc, EXTENT)?;
+        let mut extent = store.pack_extent(loc, max_bytes)?;
         if extent.first().map(|(c, _)| c) != Some(id) {
             // The location rows disagree with each other: fetch the one chunk.
             extent = vec![(*id, *loc)];

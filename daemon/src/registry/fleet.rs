@@ -160,16 +160,15 @@ impl Registry {
 
     /// A chunk missing here: fetched from its pack if the fleet has it (authenticated, then
     /// cached). `Unknown`: no fleet, or the fleet does not know it.
-    /// `offer`: see `Registry::read_or_fetch_offering`.
     pub(super) fn fetch_missing(
         &self,
         id: &ChunkId,
-        offer: bool,
+        why: crate::fleet::FetchFor,
     ) -> std::result::Result<crate::fleet::Fetched, ChunkReadError> {
         let Some(f) = &self.fleet else {
             return Ok(crate::fleet::Fetched::Unknown);
         };
-        let mut fetched = f.fetch(&self.store, id, offer);
+        let mut fetched = f.fetch(&self.store, id, why);
         if let Err(FleetError::Remote(RemoteError::NotFound(key))) = &fetched {
             // The pack is gone: fleet GC deleted it after moving the chunk, in an entry this
             // host has not applied yet (or someone deleted it behind arca's back). Catch up and
@@ -181,7 +180,7 @@ impl Registry {
             fetched = match (before, after) {
                 (before, Some(after)) if Some(&after) != before.as_ref() => {
                     tracing::info!(chunk = %id, "fleet: {key} was gone from the object store; the log, caught up, moved the chunk to another pack: fetching it from there");
-                    f.fetch(&self.store, id, offer)
+                    f.fetch(&self.store, id, why)
                 }
                 // The signed log still places the chunk in a pack the store no longer has:
                 // deleted behind arca's back (or a catch-up that could not reach the store).

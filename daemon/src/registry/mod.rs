@@ -924,8 +924,8 @@ impl Registry {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_or_fetch_offering(
-            true,
+        self.read_or_fetch_for(
+            crate::fleet::FetchFor::MountPart,
             id,
             len,
             || self.read_chunk_range_here(id, len, offset, size),
@@ -944,12 +944,12 @@ impl Registry {
     /// `from_plain` then takes the plaintext the fetch authenticated (its length checked). A
     /// chunk found here may be evicted before it is read: it is then fetched again, a few times
     /// at most, so eviction can never make a read spin. A single host's read costs one call.
-    /// `offer`: the read is the mount's, so the other chunks a fetch authenticates go to the
-    /// mount's plaintext cache (`Fleet::set_plaintext_sink`); a `get` or `verify` does not
-    /// fill the mount's cache with a whole version.
-    fn read_or_fetch_offering(
+    /// `why`: for the mount, the other chunks a fetch authenticates go to the mount's plaintext
+    /// cache (`Fleet::set_plaintext_sink`), and a part of a chunk fetches a short extent; a
+    /// `get` or `verify` does not fill the mount's cache with a whole version.
+    fn read_or_fetch_for(
         &self,
-        offer: bool,
+        why: crate::fleet::FetchFor,
         id: &ChunkId,
         len: u32,
         here: impl Fn() -> Result<Vec<u8>, ChunkReadError>,
@@ -957,7 +957,7 @@ impl Registry {
     ) -> Result<Vec<u8>, ChunkReadError> {
         for _ in 0..FETCH_ROUNDS {
             match here() {
-                Err(ChunkReadError::Missing) => match self.fetch_missing(id, offer)? {
+                Err(ChunkReadError::Missing) => match self.fetch_missing(id, why)? {
                     crate::fleet::Fetched::Unknown => return Err(ChunkReadError::Missing),
                     crate::fleet::Fetched::Cached => continue,
                     crate::fleet::Fetched::Plain(p) => {
@@ -997,26 +997,26 @@ impl Registry {
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_offering(false, id, expected_len)
+        self.read_chunk_for(crate::fleet::FetchFor::Bulk, id, expected_len)
     }
 
-    /// `read_chunk` for the mount: see `read_or_fetch_offering`.
+    /// `read_chunk` for the mount: see `read_or_fetch_for`.
     pub fn read_chunk_for_mount(
         &self,
         id: &ChunkId,
         expected_len: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_offering(true, id, expected_len)
+        self.read_chunk_for(crate::fleet::FetchFor::MountWhole, id, expected_len)
     }
 
-    fn read_chunk_offering(
+    fn read_chunk_for(
         &self,
-        offer: bool,
+        why: crate::fleet::FetchFor,
         id: &ChunkId,
         expected_len: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_or_fetch_offering(
-            offer,
+        self.read_or_fetch_for(
+            why,
             id,
             expected_len,
             || self.read_chunk_here(id, expected_len),
