@@ -37,6 +37,12 @@ impl ChunkSource for RegistrySource {
             .map_err(chunk_error)
     }
 
+    fn chunk_near(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
+        self.registry
+            .read_chunk_near_for_mount(id, len)
+            .map_err(chunk_error)
+    }
+
     fn chunk_range(
         &self,
         id: &ChunkId,

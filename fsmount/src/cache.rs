@@ -1,7 +1,8 @@
 //! The bounded cache of verified chunk plaintext that reads and prefetch share.
 //!
-//! Only whole chunks that passed full verification ([`ChunkSource::chunk`]: every segment's AEAD
-//! and the keyed id) are ever inserted; partial reads authenticated segment by segment are served
+//! Only whole chunks that passed full verification ([`ChunkSource::chunk`], or a source's fetch
+//! through [`crate::MountHandle::plaintext_sink`]: every segment's AEAD and the keyed id) are
+//! ever inserted; partial reads authenticated segment by segment are served
 //! once and never cached, so a cache hit always carries the strongest check. Keys are chunk ids,
 //! which are content addresses: a cached plaintext is valid for every file and version that
 //! references the id.
@@ -198,6 +199,36 @@ mod tests {
         // Cached already: the offer is dropped.
         cache.offer(&id(3), Arc::new(vec![2u8; 100]));
         assert_eq!(cache.get(&id(3)).unwrap()[0], 1);
+        // While another reader loads a chunk, an offer returns at once and the loader's value
+        // wins.
+        let (started, release) = (
+            std::sync::Arc::new(std::sync::Barrier::new(2)),
+            std::sync::Arc::new(std::sync::Barrier::new(2)),
+        );
+        let shared = std::sync::Arc::new(cache);
+        let loader = {
+            let (c, started, release) = (shared.clone(), started.clone(), release.clone());
+            std::thread::spawn(move || {
+                c.get_or_load(&id(5), || {
+                    started.wait();
+                    release.wait();
+                    Ok::<_, ()>(vec![9u8; 100])
+                })
+                .unwrap()
+            })
+        };
+        started.wait();
+        let t = std::time::Instant::now();
+        shared.offer(&id(5), Arc::new(vec![2u8; 100]));
+        assert!(t.elapsed() < Duration::from_secs(1), "the offer waited");
+        release.wait();
+        let loaded = loader.join().unwrap();
+        assert_eq!(loaded[0], 9);
+        assert_eq!(
+            shared.get(&id(5)).unwrap()[0],
+            9,
+            "the loader's value is cached"
+        );
         // Without a cache, nothing happens.
         let none = ChunkCache::new(0);
         none.offer(&id(4), Arc::new(vec![1u8; 10]));

@@ -62,7 +62,13 @@ use arca_core::{ChunkId, MerkleRoot, ModelName, ModelVersion, RelPath};
 /// What the daemon provides: verified chunk reads and authorization.
 pub trait ChunkSource: Send + Sync + 'static {
     /// The whole chunk's plaintext, fully verified (AEAD of every segment + keyed-id check).
+    /// For a sequential reader: a source that fetches from afar may fetch much beyond it.
     fn chunk(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError>;
+    /// [`ChunkSource::chunk`] for a reader that is not sequential (a whole chunk inside a
+    /// large random read): a source that fetches from afar should fetch little beyond it.
+    fn chunk_near(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
+        self.chunk(id, len)
+    }
     /// `size` bytes at `offset` inside the chunk, authenticating only the 64 KiB segments touched.
     fn chunk_range(
         &self,
@@ -240,10 +246,10 @@ pub enum MountError {
     },
 }
 
-/// A live mount. Dropping it unmounts (errors are logged); [`MountHandle::unmount`] reports them.
 /// See [`MountHandle::plaintext_sink`].
 pub type PlaintextSink = Arc<dyn Fn(&ChunkId, Arc<Vec<u8>>) + Send + Sync>;
 
+/// A live mount. Dropping it unmounts (errors are logged); [`MountHandle::unmount`] reports them.
 pub struct MountHandle {
     mountpoint: PathBuf,
     vfs: Arc<vfs::Vfs>,
@@ -326,13 +332,14 @@ impl MountHandle {
     /// there or being loaded), for a source that verifies more chunks than it was asked for: a
     /// fleet host fetches a run of consecutive chunks in one request, and without this each
     /// one was read back from the store and decrypted again when the reader got to it. The
-    /// caller must give only plaintext it authenticated, under its chunk's id. Holds the mount
-    /// weakly: after an unmount it does nothing.
+    /// caller must give only plaintext it authenticated, under its chunk's id. Holds the cache
+    /// weakly (not the mount, whose last drop on a fetch thread would join the prefetch workers
+    /// waiting on that very fetch): after an unmount it does nothing.
     pub fn plaintext_sink(&self) -> PlaintextSink {
-        let vfs = Arc::downgrade(&self.vfs);
+        let cache = Arc::downgrade(self.vfs.cache());
         Arc::new(move |id: &ChunkId, plain: Arc<Vec<u8>>| {
-            if let Some(vfs) = vfs.upgrade() {
-                vfs.offer(id, plain);
+            if let Some(cache) = cache.upgrade() {
+                cache.offer(id, plain);
             }
         })
     }

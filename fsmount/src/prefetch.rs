@@ -93,7 +93,7 @@ impl Prefetcher {
             .requested_upto
             .fetch_max(stop, Ordering::Relaxed)
             .max(first);
-        self.queue(chunks.get(start..stop).unwrap_or_default());
+        self.queue(chunks.get(start..stop).unwrap_or_default(), true);
     }
 
     /// At a read that is not sequential but spans whole chunks `chunks` (a random 1 MiB read
@@ -103,11 +103,13 @@ impl Prefetcher {
     /// IOPS). Nothing beyond the read is queued: a random reader does not want the next chunk.
     pub(crate) fn at_large_read(&self, chunks: &[(ChunkId, u32)]) {
         if self.pool.is_some() {
-            self.queue(chunks);
+            self.queue(chunks, false);
         }
     }
 
-    fn queue(&self, chunks: &[(ChunkId, u32)]) {
+    /// `sequential`: for a sequential reader (`ChunkSource::chunk`), else for a random one
+    /// (`ChunkSource::chunk_near`).
+    fn queue(&self, chunks: &[(ChunkId, u32)], sequential: bool) {
         let Some(pool) = &self.pool else {
             return;
         };
@@ -120,7 +122,14 @@ impl Prefetcher {
             let job = Box::new(move || {
                 // Errors are not reported here: the reader that needs this chunk will fetch it
                 // itself, fail, and report the failure exactly once.
-                cache.fill_if_idle(&id, || match source.chunk(&id, len) {
+                let got = || {
+                    if sequential {
+                        source.chunk(&id, len)
+                    } else {
+                        source.chunk_near(&id, len)
+                    }
+                };
+                cache.fill_if_idle(&id, || match got() {
                     Ok(plain) if plain.len() == len as usize => Ok(plain),
                     Ok(_) => Err(()),
                     Err(e) => {

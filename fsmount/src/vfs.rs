@@ -181,12 +181,12 @@ struct OpenFile {
     stream: Stream,
 }
 
-/// One piece of a read: `len` bytes at `start` inside chunk `index` of the file.
 /// A read that is not sequential and spans at least this many chunks has its whole chunks read
 /// by the prefetch workers in parallel (see `Prefetcher::at_large_read`); a 64 KiB read spanning
 /// three chunks is not worth the hand-offs.
 const PARALLEL_PIECES: usize = 4;
 
+/// One piece of a read: `len` bytes at `start` inside chunk `index` of the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
     index: usize,
@@ -637,7 +637,11 @@ impl Vfs {
         }
         if piece.len == len || sequential {
             let plain = self.cache.get_or_load(&id, || {
-                let plain = self.source.chunk(&id, len)?;
+                let plain = if sequential {
+                    self.source.chunk(&id, len)?
+                } else {
+                    self.source.chunk_near(&id, len)?
+                };
                 check_len(plain.len(), len).map(|()| plain)
             })?;
             return Ok(ReadBuf::Shared(plain, range));
@@ -661,9 +665,9 @@ impl Vfs {
         );
     }
 
-    /// See `MountHandle::plaintext_sink`.
-    pub(crate) fn offer(&self, id: &ChunkId, plain: Arc<Vec<u8>>) {
-        self.cache.offer(id, plain);
+    /// The plaintext cache, for `MountHandle::plaintext_sink`.
+    pub(crate) fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
     }
 
     /// Every chunk of every file that is open now (for GC: never delete what a reader holds).

@@ -77,7 +77,8 @@ pub enum FetchFor {
     /// The mount, a whole chunk (a sequential reader, or a read covering the chunk): the rest
     /// of the pack; every chunk's plaintext also to the mount's cache (`set_plaintext_sink`).
     MountWhole,
-    /// The mount, part of one chunk (a random reader): `RANDOM_EXTENT`; plaintext as above.
+    /// The mount, a random reader (part of one chunk, or a whole chunk inside a read that is
+    /// not sequential): `RANDOM_EXTENT`; plaintext as above, the first chunk's too.
     MountPart,
 }
 /// Fetches running at once on this host. Below the mount's read pool (8 threads), so that
@@ -830,6 +831,9 @@ impl Fleet {
                 FetchFor::Bulk => None,
                 FetchFor::MountWhole | FetchFor::MountPart => self.sink.get(),
             };
+            // The caller of a whole-chunk read caches the first chunk itself; a part of one
+            // (`chunk_range`) does not, so it goes to the sink too.
+            let sink = sink.map(|s| (s, why == FetchFor::MountPart));
             let result = self.stream_extent(store, &loc, &extent, &slots, &progress, sink);
             self.fetches.fetch_sub(counted, Ordering::AcqRel);
             if store.cache_count().bytes > self.cache.limit {
@@ -889,7 +893,8 @@ impl Fleet {
 
     /// Streams `extent` (consecutive chunks of one pack) and caches each chunk that
     /// authenticates as soon as it is whole. Returns the chunks that failed authentication and
-    /// the first chunk's plaintext (the one a reader asked for).
+    /// the first chunk's plaintext (the one a reader asked for). `sink`: where else each
+    /// chunk's plaintext goes, and whether the first one's too.
     fn stream_extent(
         &self,
         store: &Store,
@@ -897,7 +902,7 @@ impl Fleet {
         extent: &[(ChunkId, pack::ChunkLoc)],
         slots: &[Arc<Slot>],
         progress: &std::sync::atomic::AtomicU64,
-        sink: Option<&PlaintextSink>,
+        sink: Option<(&PlaintextSink, bool)>,
     ) -> Result<(Vec<ChunkId>, Option<Plain>), FleetError> {
         let start = from.offset;
         let last = extent[extent.len() - 1].1;
@@ -931,9 +936,11 @@ impl Fleet {
                         let plain = Arc::new(plain);
                         if next == 0 {
                             first = Some(plain.clone());
-                        } else if let Some(sink) = sink {
-                            // The first is the caller's, who caches it.
-                            sink(cid, plain.clone());
+                        }
+                        if let Some((sink, first_too)) = sink {
+                            if next > 0 || first_too {
+                                sink(cid, plain.clone());
+                            }
                         }
                         slots[next].complete(Some(plain));
                     }

@@ -1009,6 +1009,15 @@ impl Registry {
         self.read_chunk_for(crate::fleet::FetchFor::MountWhole, id, expected_len)
     }
 
+    /// `read_chunk_for_mount` for a reader that is not sequential: a short extent.
+    pub fn read_chunk_near_for_mount(
+        &self,
+        id: &ChunkId,
+        expected_len: u32,
+    ) -> Result<Vec<u8>, ChunkReadError> {
+        self.read_chunk_for(crate::fleet::FetchFor::MountPart, id, expected_len)
+    }
+
     fn read_chunk_for(
         &self,
         why: crate::fleet::FetchFor,

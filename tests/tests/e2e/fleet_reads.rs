@@ -61,6 +61,14 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
     );
 
     // The whole file, sequentially: byte-identical, and fetched about once.
+    let hm = |h: &TestEnv| {
+        let m = h.json(&["stats"])["mount"].clone();
+        (
+            m["cache_hits"].as_u64().unwrap(),
+            m["cache_misses"].as_u64().unwrap(),
+        )
+    };
+    let (hits0, misses0) = hm(b);
     let t = std::time::Instant::now();
     let all = std::fs::read(&path).unwrap();
     assert_eq!(sha256_hex(&all), sha256_hex(&want), "the sequential read");
@@ -75,8 +83,50 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
         (seq as f64) <= size as f64 * 1.05,
         "a sequential read of {size} bytes fetched {seq}"
     );
+    let (hits1, misses1) = hm(b);
+    println!(
+        "fleet reads: the sequential read's mount cache: {} hits, {} misses",
+        hits1 - hits0,
+        misses1 - misses0
+    );
     // One pack: a handful of requests (the stretch fetched for the random read splits it in
     // two, and a chunk a reader asks for while its extent streams may start a short one).
     assert!(req2 - req1 <= 6, "{} requests for one pack", req2 - req1);
+
+    // Four random 1 MiB reads at once in another version's pack: each fetches a short extent,
+    // none fails for want of a fetch slot.
+    let d2 = model_dir(a, &u, "rr2", size, 18_802);
+    push_as(a, &u, &d2, "rr", "2.0.0");
+    within(10, "B sees 2.0.0", || {
+        b.arca(&["show", "rr", "2.0.0"]).status.success()
+    });
+    let want2 = std::fs::read(d2.join("model.safetensors")).unwrap();
+    let path2 = b.mnt().join("rr/2.0.0/model.safetensors");
+    let (bytes3, _) = fetched(b);
+    std::thread::scope(|s| {
+        for at in [2usize << 20, 8 << 20, 14 << 20, 20 << 20] {
+            let (path2, want2) = (&path2, &want2);
+            s.spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::open(path2).unwrap();
+                let mut got = vec![0u8; 1 << 20];
+                f.read_exact_at(&mut got, at as u64)
+                    .unwrap_or_else(|e| panic!("1 MiB at {at}: {e}"));
+                assert!(got == want2[at..at + (1 << 20)], "1 MiB at {at}");
+            });
+        }
+    });
+    let (bytes4, _) = fetched(b);
+    println!(
+        "fleet reads: four random 1 MiB reads at once fetched {} bytes",
+        bytes4 - bytes3
+    );
+    // Each read's chunks and about 1 MiB after them (the kernel's own readahead may add a
+    // little), not the rest of the pack four times over (about 40 MiB).
+    assert!(
+        bytes4 - bytes3 <= 12 << 20,
+        "four random 1 MiB reads fetched {} bytes",
+        bytes4 - bytes3
+    );
     drop(c);
 }
