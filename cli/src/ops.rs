@@ -269,13 +269,36 @@ pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
             );
         }
     }
-    let mut t = crate::show::table(&["HOST", "APPLIED", "BEHIND", "HEARTBEAT", "STATE"]);
+    if let Some(a) = &f.audit_shipping {
+        println!(
+            "audit     {} segments in the store, trail shipped through event {}, {} events after it{}",
+            a.segments,
+            a.shipped_through,
+            a.pending,
+            match (&a.halted, &a.error) {
+                (Some(h), _) => format!("; SHIPPING HALTED: {}", Term(h)),
+                (None, Some(e)) => format!("; NOT SHIPPED YET: {}", Term(e)),
+                (None, None) => String::new(),
+            }
+        );
+    }
+    let mut t = crate::show::table(&[
+        "HOST",
+        "APPLIED",
+        "BEHIND",
+        "HEARTBEAT",
+        "AUDIT SEGMENTS",
+        "STATE",
+    ]);
     for h in &f.hosts {
         t.row([
             Term(&h.host).to_string(),
             h.applied_seq.to_string(),
             f.head_seq.saturating_sub(h.applied_seq).to_string(),
             format!("{:.1}s ago", h.heartbeat_age_secs),
+            h.audit_segments
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
             match (&h.unreadable, &h.halted, &h.store_error) {
                 (Some(u), _, _) => format!("unreadable: {}", Term(u)),
                 (None, Some(x), _) => format!("halted: {}", Term(x)),

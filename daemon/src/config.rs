@@ -66,6 +66,9 @@ pub struct FleetFile {
     /// Fleet GC: this host's periodic GC also collects the fleet's packs (default false:
     /// `arca gc` does; set it on one host, or a few).
     pub gc_packs: Option<bool>,
+    /// Seconds between shipments of this host's new audit events (reads, refusals, integrity
+    /// failures) to the store (default 30; 1 to 3600). It also ships at clean shutdown.
+    pub audit_ship_secs: Option<u64>,
     /// Every host's name and entry-signing key (`arcad --host-key` prints a host's).
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, String>,
@@ -280,6 +283,12 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
             "gc_repack_dead_percent = {repack}: a percentage from 1 to 100"
         ));
     }
+    let audit_ship = f.audit_ship_secs.unwrap_or(30);
+    if !(1..=3600).contains(&audit_ship) {
+        return Err(format!(
+            "audit_ship_secs = {audit_ship}: a number of seconds from 1 to 3600"
+        ));
+    }
     Ok(crate::fleet::FleetConfig {
         host: f.host,
         remote: crate::remote::RemoteConfig {
@@ -300,6 +309,7 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
         gc_grace: std::time::Duration::from_secs_f64(grace_hours * 3600.0),
         repack_dead_percent: repack,
         gc_packs: f.gc_packs.unwrap_or(false),
+        audit_ship: std::time::Duration::from_secs(audit_ship),
     })
 }
 
@@ -340,12 +350,19 @@ mod tests {
         let f = fleet("").unwrap();
         assert_eq!(f.cache.limit, None, "the default is resolved at start");
         assert_eq!(f.cache.warm_before_switch, None);
+        assert_eq!(f.audit_ship, std::time::Duration::from_secs(30));
+        assert_eq!(
+            fleet("audit_ship_secs = 2\n").unwrap().audit_ship,
+            std::time::Duration::from_secs(2)
+        );
         for bad in [
             "cache_gib = 0",
             "cache_gib = -1",
             "cache_gib = nan",
             "cache_gib = inf",
             "warm_before_switch_secs = 86400",
+            "audit_ship_secs = 0",
+            "audit_ship_secs = 3601",
         ] {
             let e = fleet(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");

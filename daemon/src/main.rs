@@ -616,6 +616,22 @@ async fn serve(cfg: Config, registry: Arc<Registry>, to_journal: bool) -> Result
             tracing::error!("unmounting: {e}");
         }
     }
+    // A fleet host ships what its trail gained since the last shipment (bounded by the
+    // store's timeout: a store out of reach leaves the events for the next start).
+    if registry.fleet().is_some() {
+        let r = registry.clone();
+        let shipped = tokio::task::spawn_blocking(move || {
+            r.fleet()
+                .map(|f| f.ship_audit(r.store(), true))
+                .unwrap_or(Ok(()))
+        })
+        .await?;
+        if let Err(e) = shipped {
+            tracing::warn!(
+                "fleet: shipping the audit trail at shutdown: {e}; the next start ships it"
+            );
+        }
+    }
     // A signed checkpoint of the audit head at every clean shutdown.
     if let Err(e) = registry.store().checkpoint_audit() {
         tracing::error!("writing the audit checkpoint at shutdown: {e}");

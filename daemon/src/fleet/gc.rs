@@ -384,6 +384,7 @@ mod tests {
             repack_dead_percent: 50,
             gc_packs: false,
             cache: crate::fleet::cache::CacheConfig::default(),
+            audit_ship: Duration::from_secs(30),
         };
         let cache = crate::fleet::cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
         let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), cache).unwrap();

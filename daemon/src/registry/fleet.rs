@@ -221,7 +221,23 @@ pub fn spawn_poller(registry: Arc<Registry>) {
         .name("arca-fleet-poll".into())
         .spawn(move || {
             let mut last_error = String::new();
+            let mut last_ship_error = String::new();
             loop {
+                // Shipped before the heartbeat, so the count of segments it names is fresh.
+                let shipped = registry
+                    .fleet()
+                    .map(|f| f.ship_audit(registry.store(), false))
+                    .unwrap_or(Ok(()));
+                match shipped {
+                    Ok(()) => last_ship_error.clear(),
+                    Err(e) => {
+                        let text = e.to_string();
+                        if text != last_ship_error {
+                            tracing::warn!("fleet: shipping the audit trail: {text}");
+                            last_ship_error = text;
+                        }
+                    }
+                }
                 let beat = registry
                     .fleet()
                     .map(|f| f.heartbeat(registry.store()))

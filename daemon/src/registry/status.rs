@@ -103,6 +103,7 @@ impl Registry {
                     hosts,
                     head_seq,
                     cache: Some(self.cache_status(f)),
+                    audit_shipping: Some(f.ship_status(&self.store)),
                 }
             }),
         })

@@ -176,11 +176,19 @@ fn dedup_same_content_and_one_percent_change() {
     // promotion writes to the WAL the last push's flush started.
     env.ok(&["promote", "llm", "1.0.0", "--to", "staging"]);
     let mut wal = 0;
-    for e in std::fs::read_dir(env.state_dir().join("db")).unwrap().flatten() {
+    for e in std::fs::read_dir(env.state_dir().join("db"))
+        .unwrap()
+        .flatten()
+    {
         use std::os::unix::fs::MetadataExt;
         if e.file_name().to_string_lossy().ends_with(".log") {
             let m = e.metadata().unwrap();
-            println!("WAL {:?}: {} bytes, {} allocated", e.file_name(), m.len(), m.blocks() * 512);
+            println!(
+                "WAL {:?}: {} bytes, {} allocated",
+                e.file_name(),
+                m.len(),
+                m.blocks() * 512
+            );
             wal += m.blocks() * 512;
         }
     }
