@@ -165,6 +165,18 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
             bytes(f.bytes_fetched),
             f.integrity_failures
         );
+        if let Some(l) = &f.object_lock {
+            println!(
+                "          S3 Object Lock {}",
+                match (l.in_force, &l.mode, l.days) {
+                    (true, Some(m), Some(d)) => format!("in force ({}, {d} days)", Term(m)),
+                    _ => format!(
+                        "NOT in force: {}",
+                        Term(l.reason.as_deref().unwrap_or("unknown"))
+                    ),
+                }
+            );
+        }
     }
     Ok(0)
 }
@@ -267,6 +279,18 @@ pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
                 p.version,
                 Term(&p.by)
             );
+        }
+    }
+    if let Some(l) = &f.object_lock {
+        match (l.in_force, &l.mode, l.days) {
+            (true, Some(m), Some(d)) => println!(
+                "lock      S3 Object Lock in force: log entries and audit segments retained {d} days ({})",
+                Term(m)
+            ),
+            _ => println!(
+                "lock      S3 Object Lock NOT in force: {}; whoever holds the store's credentials can delete or overwrite log entries and audit segments (detected, not prevented)",
+                Term(l.reason.as_deref().unwrap_or("unknown"))
+            ),
         }
     }
     if let Some(a) = &f.audit_shipping {

@@ -909,6 +909,24 @@ pub struct FleetStatus {
     /// This host's audit segments in the store (`audit/<host>/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_shipping: Option<AuditShipping>,
+    /// Whether log entries and audit segments are written with S3 Object Lock retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockStatus>,
+}
+
+/// S3 Object Lock on a fleet's store, in `status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ObjectLockStatus {
+    /// Log entries and audit segments are written with retention: no one, the store's
+    /// administrator included, can delete or overwrite those versions before it ends
+    /// (`GOVERNANCE`: except holders of the store's bypass permission).
+    pub in_force: bool,
+    /// `COMPLIANCE` or `GOVERNANCE`, when in force.
+    pub mode: Option<String>,
+    pub days: Option<u32>,
+    /// Why it is not in force (the bucket has no Object Lock, the store does not implement it,
+    /// `object_lock = "off"`, not checked yet).
+    pub reason: Option<String>,
 }
 
 /// How far a fleet host has shipped its own audit trail to the store (the events that are not

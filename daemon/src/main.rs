@@ -429,6 +429,20 @@ fn open_fleet_host(
             remote.current_endpoint()
         )
     })?;
+    // Object Lock: log entries and audit segments are retained where the bucket allows it.
+    match remote.check_object_lock() {
+        arcad::remote::lock::LockState::InForce(r) => tracing::info!(
+            mode = r.mode.as_str(),
+            days = r.days,
+            "fleet: Object Lock in force: log entries and audit segments are written with retention"
+        ),
+        arcad::remote::lock::LockState::Off(why) => tracing::warn!(
+            "fleet: Object Lock NOT in force ({why}): log entries and audit segments can be deleted or overwritten by whoever holds the store's credentials (arca detects it, but cannot prevent it)"
+        ),
+        arcad::remote::lock::LockState::Unknown => tracing::warn!(
+            "fleet: the bucket's Object Lock configuration could not be read yet; the first log entry or audit segment checks it again"
+        ),
+    }
     // A new host takes the fleet's keys from the store (the first host creates them); a host
     // that already has its store uses the keys in it, so a keys object deleted from the store
     // stops no host that has joined.

@@ -193,6 +193,15 @@ impl Collector for Live {
                 "Chunks fetched from packs that failed authentication (never cached or served)",
                 st.integrity_failures,
             )?;
+            gauge(
+                &mut e,
+                "arca_fleet_object_lock",
+                "1 if log entries and audit segments are written with S3 Object Lock retention",
+                matches!(
+                    f.remote.lock_state(),
+                    crate::remote::lock::LockState::InForce(_)
+                ) as i64,
+            )?;
             let ship = f.ship_status(reg.store());
             gauge(
                 &mut e,

@@ -493,7 +493,7 @@ impl super::Fleet {
             let hash = segment_hash(&bytes);
             match self
                 .remote
-                .create(&segment_key(&host, seg.index), Bytes::from(bytes))
+                .create_retained(&segment_key(&host, seg.index), Bytes::from(bytes))
             {
                 Ok(_) => {
                     tracing::debug!(
@@ -850,6 +850,7 @@ mod tests {
                 credentials_file: None,
                 ca_file: None,
                 timeout: Duration::from_secs(5),
+                retention: None,
             },
             hosts: Default::default(),
             poll: Duration::from_millis(500),

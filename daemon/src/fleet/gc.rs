@@ -377,6 +377,7 @@ mod tests {
                 credentials_file: None,
                 ca_file: None,
                 timeout: Duration::from_secs(5),
+                retention: None,
             },
             hosts: Default::default(),
             poll: Duration::from_millis(500),

@@ -1068,7 +1068,10 @@ impl Publisher for Fleet {
                 Err(e) => Err(PublishError::Unavailable(e.to_string())),
             };
         }
-        let r = match self.remote.create(&key, Bytes::copy_from_slice(bytes)) {
+        let r = match self
+            .remote
+            .create_retained(&key, Bytes::copy_from_slice(bytes))
+        {
             Ok(_) => Ok(()),
             Err(RemoteError::Exists(_)) => {
                 // Ours, if an earlier attempt landed and only its answer was lost.

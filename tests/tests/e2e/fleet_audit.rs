@@ -105,6 +105,23 @@ fn fleet_audit_covers_every_host_and_names_tampered_segments() {
             let r = report(a, "fam");
             host(&r, "b")["events_in_report"].as_u64() == Some(want as u64)
         });
+        // This bucket was made without Object Lock: every host says so.
+        for h in [a, b] {
+            let l = &h.json(&["status"])["fleet"]["object_lock"];
+            assert_eq!(l["in_force"], false, "{l}");
+            assert!(
+                l["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no Object Lock configuration"),
+                "{l}"
+            );
+        }
+        assert!(
+            a.ok(&["fleet", "status"])
+                .contains("S3 Object Lock NOT in force"),
+            "fleet status names it"
+        );
         let r = report(a, "fam");
         println!("fleet audit: A's report: {r}");
         assert_eq!(r["chain_intact"], true, "{r}");
@@ -249,5 +266,155 @@ fn fleet_audit_covers_every_host_and_names_tampered_segments() {
         10,
         "the event B recorded just before stopping is in A's report",
         || host(&report(&hosts[0], "fam"), "b")["events_in_report"].as_u64() == Some(want as u64),
+    );
+}
+
+/// A response header's value.
+fn header(h: &[(String, String)], name: &str) -> String {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {name} header in {h:?}"))
+}
+
+/// On a bucket with Object Lock, log entries and audit segments are written with COMPLIANCE
+/// retention (packs without): someone holding the store's S3 credentials cannot delete or
+/// replace those versions. (SeaweedFS 4.48 enforces it; this test measures what it refuses.)
+#[test]
+fn fleet_object_lock_keeps_log_entries_and_audit_segments() {
+    let c = Cluster::start_kind("single", 23_100);
+    let g = c.endpoints[0].clone();
+    let (st, _, _) = request(
+        &g,
+        "PUT",
+        &format!("/{BUCKET}"),
+        &[("x-amz-bucket-object-lock-enabled", "true")],
+        b"",
+    );
+    assert_eq!(st, 200, "creating the bucket with Object Lock");
+    let hosts = fleet_hosts_with(
+        &["a", "b"],
+        &[vec![g.as_str()], vec![g.as_str()]],
+        "audit_ship_secs = 1\nobject_lock_days = 1\n",
+    );
+    let (a, b) = (&hosts[0], &hosts[1]);
+    for h in [a, b] {
+        let l = &h.json(&["status"])["fleet"]["object_lock"];
+        assert_eq!(l["in_force"], true, "{l}");
+        assert_eq!(l["mode"], "COMPLIANCE");
+        assert_eq!(l["days"], 1);
+    }
+    assert!(a
+        .ok(&["fleet", "status"])
+        .contains("S3 Object Lock in force"));
+    let reader = user("arca-e2e-fa-read");
+    a.root_key();
+    a.push_small("lk", "1.0.0", 77, &[]);
+    a.ok(&["role", "assign", &reader.name, "viewer", "--model", "lk"]);
+    within(10, "B serves lk to the reader", || {
+        get(b, &reader, "lk", "x")
+    });
+    within(15, "B ships a segment", || segments(b) >= 1);
+
+    let obj = |k: &str| format!("/{BUCKET}/{k}");
+    let retention = |k: &str| {
+        let (st, _, body) = request(&g, "GET", &format!("{}?retention", obj(k)), &[], b"");
+        (st, String::from_utf8_lossy(&body).into_owned())
+    };
+    let entry = "arca/log/00000000000000000001".to_string();
+    let segment = list_keys(&g, "arca/audit/b/")[0].clone();
+    let pack = list_keys(&g, "arca/packs/")[0].clone();
+    for k in [&entry, &segment] {
+        let (st, body) = retention(k);
+        assert_eq!(st, 200, "{k}: {body}");
+        assert!(body.contains("<Mode>COMPLIANCE</Mode>"), "{k}: {body}");
+    }
+    let (st, body) = retention(&pack);
+    assert!(
+        !body.contains("<Mode>"),
+        "packs carry no retention (fleet GC deletes them): {st} {body}"
+    );
+
+    // The attacker holds the store's credentials (this cluster takes anonymous requests with
+    // every right).
+    for (what, k) in [("log entry", &entry), ("audit segment", &segment)] {
+        let (st, h, original) = request(&g, "GET", &obj(k), &[], b"");
+        assert_eq!(st, 200);
+        let v = header(&h, "x-amz-version-id");
+        let at = format!("{}?versionId={v}", obj(k));
+        let (st, _, body) = request(&g, "DELETE", &at, &[], b"");
+        println!("LOCK|{what}|DELETE of its version: {st}");
+        assert_eq!(
+            st,
+            403,
+            "{what}: deleting the version: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let (st, _, _) = request(
+            &g,
+            "DELETE",
+            &at,
+            &[("x-amz-bypass-governance-retention", "true")],
+            b"",
+        );
+        println!("LOCK|{what}|DELETE with the governance bypass: {st}");
+        assert_eq!(st, 403, "{what}: with the bypass");
+        // One hour instead of a day (a date in the past is refused as invalid before any
+        // retention rule is looked at).
+        let soon = std::process::Command::new("date")
+            .args(["-u", "-d", "+1 hour", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .expect("date");
+        let soon = String::from_utf8_lossy(&soon.stdout).trim().to_owned();
+        let shorter = format!("<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>COMPLIANCE</Mode><RetainUntilDate>{soon}</RetainUntilDate></Retention>");
+        let (st, _, _) = request(
+            &g,
+            "PUT",
+            &format!("{}?retention&versionId={v}", obj(k)),
+            &[],
+            shorter.as_bytes(),
+        );
+        println!("LOCK|{what}|shortening the retention: {st}");
+        assert_eq!(st, 403, "{what}: shortening the retention");
+        // While lengthening it is taken (so the refusal above is the lock's, not a request
+        // the store does not understand).
+        let later = std::process::Command::new("date")
+            .args(["-u", "-d", "+2 days", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .expect("date");
+        let later = String::from_utf8_lossy(&later.stdout).trim().to_owned();
+        let longer = shorter.replace(&soon, &later);
+        let (st, _, _) = request(
+            &g,
+            "PUT",
+            &format!("{}?retention&versionId={v}", obj(k)),
+            &[],
+            longer.as_bytes(),
+        );
+        assert_eq!(st, 200, "{what}: lengthening the retention");
+        // A plain overwrite or delete only stacks a new version or a delete marker on top: the
+        // retained version stays, byte for byte.
+        let (st, _, _) = request(&g, "PUT", &obj(k), &[], b"forged");
+        assert_eq!(st, 200);
+        let (st, _, _) = request(&g, "DELETE", &obj(k), &[], b"");
+        assert!(st == 204 || st == 200);
+        let (st, _, kept) = request(&g, "GET", &at, &[], b"");
+        assert_eq!(
+            (st, &kept),
+            (200, &original),
+            "{what}: the retained version"
+        );
+        println!("LOCK|{what}|overwritten and deleted by key: the retained version is intact");
+    }
+    // The deleted segment is named on A (its version is still in the store for an operator to
+    // restore: the report says which).
+    let (ok, v) = verify(a);
+    assert!(!ok, "{v}");
+    assert!(
+        host(&v, "b")["fault"]
+            .as_str()
+            .unwrap_or("")
+            .contains("segment 1"),
+        "{v}"
     );
 }
