@@ -315,6 +315,14 @@ fn fleet_object_lock_keeps_log_entries_and_audit_segments() {
         get(b, &reader, "lk", "x")
     });
     within(15, "B ships a segment", || segments(b) >= 1);
+    // B's heartbeat (every 5 s) names it, so a reader can tell it was deleted.
+    within(15, "B's heartbeat names its segment", || {
+        a.json(&["fleet", "status"])["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["host"] == "b" && h["audit_segments"].as_u64() >= Some(1))
+    });
 
     let obj = |k: &str| format!("/{BUCKET}/{k}");
     let retention = |k: &str| {
