@@ -140,7 +140,26 @@ pub async fn run(client: &Client, cmd: AuditCmd, json: bool) -> Result<i32> {
                 .await?;
             if json {
                 println!("{}", crate::escape::json(&r, false)?);
-            } else if let Some(f) = &r.fault {
+                return Ok(if r.ok { 0 } else { 1 });
+            }
+            for h in r.fleet_hosts.iter().flatten() {
+                match &h.fault {
+                    None => println!(
+                        "fleet host {}: {} audit segments intact, {} events, its trail shipped through event {}",
+                        Term(&h.host),
+                        h.segments,
+                        h.events,
+                        h.shipped_through
+                    ),
+                    Some(f) => eprintln!(
+                        "fleet host {}: audit segments BROKEN after segment {}: {}",
+                        Term(&h.host),
+                        h.segments,
+                        Term(f)
+                    ),
+                }
+            }
+            if let Some(f) = &r.fault {
                 eprintln!(
                     "audit trail BROKEN at event {}: {}",
                     f.seq,
@@ -240,6 +259,20 @@ fn markdown(r: &ComplianceReport) -> String {
             opt(a.ticket.as_deref())
         ));
     }
+    if let Some(hosts) = &r.fleet_hosts {
+        s.push_str("\n## Fleet hosts\n\n| host | segments | shipped through | events | in this report | fault |\n|---|---|---|---|---|---|\n");
+        for h in hosts {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                md(&h.host),
+                h.segments,
+                h.shipped_through,
+                h.events,
+                h.events_in_report,
+                opt(h.fault.as_deref())
+            ));
+        }
+    }
     s
 }
 
@@ -303,6 +336,21 @@ fn html(r: &ComplianceReport) -> String {
             a.ticket.clone().unwrap_or_default(),
         ]));
     }
-    s.push_str("</table>\n</body></html>\n");
+    s.push_str("</table>\n");
+    if let Some(hosts) = &r.fleet_hosts {
+        s.push_str("<h2>Fleet hosts</h2>\n<table>\n<tr><th>host</th><th>segments</th><th>shipped through</th><th>events</th><th>in this report</th><th>fault</th></tr>\n");
+        for h in hosts {
+            s.push_str(&row(vec![
+                h.host.clone(),
+                h.segments.to_string(),
+                h.shipped_through.to_string(),
+                h.events.to_string(),
+                h.events_in_report.to_string(),
+                h.fault.clone().unwrap_or_default(),
+            ]));
+        }
+        s.push_str("</table>\n");
+    }
+    s.push_str("</body></html>\n");
     s
 }

@@ -165,6 +165,18 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
             bytes(f.bytes_fetched),
             f.integrity_failures
         );
+        if let Some(l) = &f.object_lock {
+            println!(
+                "          S3 Object Lock {}",
+                match (l.in_force, &l.mode, l.days) {
+                    (true, Some(m), Some(d)) => format!("in force ({}, {d} days)", Term(m)),
+                    _ => format!(
+                        "NOT in force: {}",
+                        Term(l.reason.as_deref().unwrap_or("unknown"))
+                    ),
+                }
+            );
+        }
     }
     Ok(0)
 }
@@ -269,13 +281,48 @@ pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
             );
         }
     }
-    let mut t = crate::show::table(&["HOST", "APPLIED", "BEHIND", "HEARTBEAT", "STATE"]);
+    if let Some(l) = &f.object_lock {
+        match (l.in_force, &l.mode, l.days) {
+            (true, Some(m), Some(d)) => println!(
+                "lock      S3 Object Lock in force: log entries and audit segments retained {d} days ({})",
+                Term(m)
+            ),
+            _ => println!(
+                "lock      S3 Object Lock NOT in force: {}; whoever holds the store's credentials can delete or overwrite log entries and audit segments (detected, not prevented)",
+                Term(l.reason.as_deref().unwrap_or("unknown"))
+            ),
+        }
+    }
+    if let Some(a) = &f.audit_shipping {
+        println!(
+            "audit     {} segments in the store, trail shipped through event {}, {} events after it{}",
+            a.segments,
+            a.shipped_through,
+            a.pending,
+            match (&a.halted, &a.error) {
+                (Some(h), _) => format!("; SHIPPING HALTED: {}", Term(h)),
+                (None, Some(e)) => format!("; NOT SHIPPED YET: {}", Term(e)),
+                (None, None) => String::new(),
+            }
+        );
+    }
+    let mut t = crate::show::table(&[
+        "HOST",
+        "APPLIED",
+        "BEHIND",
+        "HEARTBEAT",
+        "AUDIT SEGMENTS",
+        "STATE",
+    ]);
     for h in &f.hosts {
         t.row([
             Term(&h.host).to_string(),
             h.applied_seq.to_string(),
             f.head_seq.saturating_sub(h.applied_seq).to_string(),
             format!("{:.1}s ago", h.heartbeat_age_secs),
+            h.audit_segments
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
             match (&h.unreadable, &h.halted, &h.store_error) {
                 (Some(u), _, _) => format!("unreadable: {}", Term(u)),
                 (None, Some(x), _) => format!("halted: {}", Term(x)),

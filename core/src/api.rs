@@ -667,6 +667,10 @@ pub struct AuditVerify {
     pub fault: Option<crate::audit::ChainFault>,
     /// The daemon's audit key: record it somewhere else to check this trail independently.
     pub public_key: PublicKey,
+    /// On a fleet host: every pinned host's shipped audit segments, verified (`ok` is false
+    /// when any host's are missing or do not check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_hosts: Option<Vec<HostAudit>>,
 }
 
 /// One production change in a compliance report.
@@ -707,6 +711,32 @@ pub struct ComplianceReport {
     pub chain_fault: Option<String>,
     pub production_history: Vec<ProductionChange>,
     pub approvals: Vec<ApprovalRecord>,
+    /// On a fleet host: every pinned host's shipped audit segments, verified, whose events
+    /// of this model are counted above with this host's own trail (`chain_intact` is false
+    /// when any host's segments are missing or do not check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_hosts: Option<Vec<HostAudit>>,
+}
+
+/// One fleet host's shipped audit segments (reads, refusals, integrity failures and other
+/// events not in the fleet's log), as another host verified them from the object store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct HostAudit {
+    pub host: String,
+    /// Segments that verified, from the first, in order.
+    pub segments: u64,
+    /// The host's own trail is covered up to this event id by the verified segments.
+    pub shipped_through: u64,
+    /// Events the verified segments hold.
+    pub events: u64,
+    /// Events of the report's model (and period) among them (`audit report` only).
+    #[serde(default)]
+    pub events_in_report: u64,
+    /// The first thing wrong with the host's segments: one missing (a gap, or fewer than the
+    /// host's heartbeat says it shipped), one that does not verify (an edit, another host's
+    /// signature, a segment replayed at another position), or a broken chain. Events after it
+    /// are not counted.
+    pub fault: Option<String>,
 }
 
 /// A version, by name.
@@ -876,6 +906,47 @@ pub struct FleetStatus {
     /// This host's chunk cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<FleetCacheStatus>,
+    /// This host's audit segments in the store (`audit/<host>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_shipping: Option<AuditShipping>,
+    /// Whether log entries and audit segments are written with S3 Object Lock retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockStatus>,
+}
+
+/// S3 Object Lock on a fleet's store, in `status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ObjectLockStatus {
+    /// Log entries and audit segments are written with retention: no one, the store's
+    /// administrator included, can delete or overwrite those versions before it ends
+    /// (`GOVERNANCE`: except holders of the store's bypass permission).
+    pub in_force: bool,
+    /// `COMPLIANCE` or `GOVERNANCE`, when in force.
+    pub mode: Option<String>,
+    pub days: Option<u32>,
+    /// Why it is not in force (the bucket has no Object Lock, the store does not implement it,
+    /// `object_lock = "off"`, not checked yet).
+    pub reason: Option<String>,
+}
+
+/// How far a fleet host has shipped its own audit trail to the store (the events that are not
+/// in the fleet's log: reads, refusals, integrity failures, its cache pins).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditShipping {
+    /// Segments this host has in the store (known once it has listed them, after start).
+    pub segments: u64,
+    /// Its trail is in the store up to this event id (the last segment's end).
+    pub shipped_through: u64,
+    /// Events in its trail after that (of any kind; those from the log are not shipped).
+    pub pending: u64,
+    /// When a segment was last shipped (ms since the epoch; 0: not since start).
+    pub last_shipped_ms: u64,
+    /// Why the last attempt failed, while it lasts (the store out of reach: shipping goes on
+    /// from the same point once it answers).
+    pub error: Option<String>,
+    /// Why shipping stopped (this host's newest segment in the store does not verify): events
+    /// stay in the local trail.
+    pub halted: Option<String>,
 }
 
 /// A fleet host's local chunk cache, in `status`.
@@ -935,6 +1006,9 @@ pub struct FleetHostSeen {
     pub store_error: Option<String>,
     /// Set when the heartbeat does not open under the fleet's keys or names another host.
     pub unreadable: Option<String>,
+    /// The audit segments the host says it has shipped (`None`: not known to it yet).
+    #[serde(default)]
+    pub audit_segments: Option<u64>,
 }
 
 /// The mount, in `status`.

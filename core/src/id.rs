@@ -99,6 +99,11 @@ id_type!(
     /// BLAKE3 of a fleet log entry's exact stored bytes; each entry names its predecessor's.
     EntryHash
 );
+id_type!(
+    /// BLAKE3 of a fleet host's audit segment's exact stored bytes; each segment names its
+    /// predecessor's.
+    SegmentHash
+);
 
 // JSON Schemas for the API document (the ids that appear in the API).
 macro_rules! hex_schema {

@@ -66,6 +66,14 @@ pub struct FleetFile {
     /// Fleet GC: this host's periodic GC also collects the fleet's packs (default false:
     /// `arca gc` does; set it on one host, or a few).
     pub gc_packs: Option<bool>,
+    /// S3 Object Lock retention for log entries and audit segments where the bucket has Object
+    /// Lock enabled: `compliance` (default), `governance`, or `off`.
+    pub object_lock: Option<String>,
+    /// Days of that retention (default 365; 1 to 36500).
+    pub object_lock_days: Option<u32>,
+    /// Seconds between shipments of this host's new audit events (reads, refusals, integrity
+    /// failures) to the store (default 30; 1 to 3600). It also ships at clean shutdown.
+    pub audit_ship_secs: Option<u64>,
     /// Every host's name and entry-signing key (`arcad --host-key` prints a host's).
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, String>,
@@ -280,6 +288,35 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
             "gc_repack_dead_percent = {repack}: a percentage from 1 to 100"
         ));
     }
+    let audit_ship = f.audit_ship_secs.unwrap_or(30);
+    if !(1..=3600).contains(&audit_ship) {
+        return Err(format!(
+            "audit_ship_secs = {audit_ship}: a number of seconds from 1 to 3600"
+        ));
+    }
+    let days = f.object_lock_days.unwrap_or(365);
+    if !(1..=36_500).contains(&days) {
+        return Err(format!(
+            "object_lock_days = {days}: a number of days from 1 to 36500"
+        ));
+    }
+    use crate::remote::lock::{LockMode, Retention};
+    let retention = match f.object_lock.as_deref().unwrap_or("compliance") {
+        "compliance" => Some(Retention {
+            mode: LockMode::Compliance,
+            days,
+        }),
+        "governance" => Some(Retention {
+            mode: LockMode::Governance,
+            days,
+        }),
+        "off" => None,
+        other => {
+            return Err(format!(
+                "object_lock = {other:?}: \"compliance\", \"governance\" or \"off\""
+            ))
+        }
+    };
     Ok(crate::fleet::FleetConfig {
         host: f.host,
         remote: crate::remote::RemoteConfig {
@@ -290,6 +327,7 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
             credentials_file: f.credentials_file,
             ca_file: f.ca_file,
             timeout: std::time::Duration::from_secs(f.timeout_secs.unwrap_or(5).max(1)),
+            retention,
         },
         hosts,
         poll: std::time::Duration::from_millis(f.poll_ms.unwrap_or(500).max(50)),
@@ -300,6 +338,7 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
         gc_grace: std::time::Duration::from_secs_f64(grace_hours * 3600.0),
         repack_dead_percent: repack,
         gc_packs: f.gc_packs.unwrap_or(false),
+        audit_ship: std::time::Duration::from_secs(audit_ship),
     })
 }
 
@@ -340,12 +379,38 @@ mod tests {
         let f = fleet("").unwrap();
         assert_eq!(f.cache.limit, None, "the default is resolved at start");
         assert_eq!(f.cache.warm_before_switch, None);
+        assert_eq!(f.audit_ship, std::time::Duration::from_secs(30));
+        use crate::remote::lock::{LockMode, Retention};
+        assert_eq!(
+            f.remote.retention,
+            Some(Retention {
+                mode: LockMode::Compliance,
+                days: 365
+            })
+        );
+        let g = fleet("object_lock = \"governance\"\nobject_lock_days = 7\n").unwrap();
+        assert_eq!(
+            g.remote.retention.map(|r| (r.mode, r.days)),
+            Some((LockMode::Governance, 7))
+        );
+        assert_eq!(
+            fleet("object_lock = \"off\"\n").unwrap().remote.retention,
+            None
+        );
+        assert_eq!(
+            fleet("audit_ship_secs = 2\n").unwrap().audit_ship,
+            std::time::Duration::from_secs(2)
+        );
         for bad in [
             "cache_gib = 0",
             "cache_gib = -1",
             "cache_gib = nan",
             "cache_gib = inf",
             "warm_before_switch_secs = 86400",
+            "audit_ship_secs = 0",
+            "object_lock_days = 0",
+            "object_lock = \"forever\"",
+            "audit_ship_secs = 3601",
         ] {
             let e = fleet(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");

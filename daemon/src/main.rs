@@ -429,6 +429,20 @@ fn open_fleet_host(
             remote.current_endpoint()
         )
     })?;
+    // Object Lock: log entries and audit segments are retained where the bucket allows it.
+    match remote.check_object_lock() {
+        arcad::remote::lock::LockState::InForce(r) => tracing::info!(
+            mode = r.mode.as_str(),
+            days = r.days,
+            "fleet: Object Lock in force: log entries and audit segments are written with retention"
+        ),
+        arcad::remote::lock::LockState::Off(why) => tracing::warn!(
+            "fleet: Object Lock NOT in force ({why}): log entries and audit segments can be deleted or overwritten by whoever holds the store's credentials (arca detects it, but cannot prevent it)"
+        ),
+        arcad::remote::lock::LockState::Unknown => tracing::warn!(
+            "fleet: the bucket's Object Lock configuration could not be read yet; the first log entry or audit segment checks it again"
+        ),
+    }
     // A new host takes the fleet's keys from the store (the first host creates them); a host
     // that already has its store uses the keys in it, so a keys object deleted from the store
     // stops no host that has joined.
@@ -614,6 +628,22 @@ async fn serve(cfg: Config, registry: Arc<Registry>, to_journal: bool) -> Result
     if let Some(m) = mount {
         if let Err(e) = tokio::task::spawn_blocking(move || m.stop()).await? {
             tracing::error!("unmounting: {e}");
+        }
+    }
+    // A fleet host ships what its trail gained since the last shipment (bounded by the
+    // store's timeout: a store out of reach leaves the events for the next start).
+    if registry.fleet().is_some() {
+        let r = registry.clone();
+        let shipped = tokio::task::spawn_blocking(move || {
+            r.fleet()
+                .map(|f| f.ship_audit(r.store(), true))
+                .unwrap_or(Ok(()))
+        })
+        .await?;
+        if let Err(e) = shipped {
+            tracing::warn!(
+                "fleet: shipping the audit trail at shutdown: {e}; the next start ships it"
+            );
         }
     }
     // A signed checkpoint of the audit head at every clean shutdown.

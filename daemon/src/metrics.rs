@@ -193,6 +193,34 @@ impl Collector for Live {
                 "Chunks fetched from packs that failed authentication (never cached or served)",
                 st.integrity_failures,
             )?;
+            gauge(
+                &mut e,
+                "arca_fleet_object_lock",
+                "1 if log entries and audit segments are written with S3 Object Lock retention",
+                matches!(
+                    f.remote.lock_state(),
+                    crate::remote::lock::LockState::InForce(_)
+                ) as i64,
+            )?;
+            let ship = f.ship_status(reg.store());
+            gauge(
+                &mut e,
+                "arca_fleet_audit_segments",
+                "Audit segments this host has in the store",
+                ship.segments as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_fleet_audit_pending_events",
+                "Events in this host's audit trail after its last shipped segment",
+                ship.pending as i64,
+            )?;
+            gauge(
+                &mut e,
+                "arca_fleet_audit_shipping_halted",
+                "1 if this host stopped shipping its audit trail (its newest segment in the store does not verify)",
+                ship.halted.is_some() as i64,
+            )?;
             let cs = f.cache.stats();
             let count = reg.store().cache_count();
             for (name, help, v) in [

@@ -13,6 +13,8 @@
 //! whole call, whatever the number of endpoints: a gateway that hangs (or a cut link) costs one
 //! call its timeout, and the next call starts at the next gateway.
 
+pub mod lock;
+
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+
 use object_store::aws::AmazonS3Builder;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
@@ -45,6 +48,9 @@ pub struct RemoteConfig {
     pub ca_file: Option<PathBuf>,
     /// Bound on one call: its request, its retries and the other endpoints it tries.
     pub timeout: Duration,
+    /// Object Lock retention for log entries and audit segments, where the bucket has Object
+    /// Lock enabled (`None`: never; `object_lock = "off"`).
+    pub retention: Option<lock::Retention>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +164,10 @@ pub struct Remote {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub requests: AtomicU64,
+    /// The puts with retention and the check of the bucket's Object Lock configuration (none
+    /// for the in-memory store).
+    locker: Option<lock::Locker>,
+    lock_state: std::sync::Mutex<lock::LockState>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -178,40 +188,52 @@ fn runtime() -> Result<tokio::runtime::Runtime, RemoteError> {
         .map_err(|e| RemoteError::Config(format!("runtime: {e}")))
 }
 
+fn display(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The access key id and secret key from the credentials file, if one is configured.
+fn read_credentials(cfg: &RemoteConfig) -> Result<Option<(String, String)>, RemoteError> {
+    let Some(p) = &cfg.credentials_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| RemoteError::Config(format!("credentials file {}: {e}", p.display())))?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next()) {
+        (Some(id), Some(secret)) => Ok(Some((id.to_owned(), secret.to_owned()))),
+        _ => Err(RemoteError::Config(format!(
+            "credentials file {}: expected two lines, the access key id and the secret key",
+            p.display()
+        ))),
+    }
+}
+
+/// The PEM bytes of the CA file, if one is configured.
+fn read_ca(cfg: &RemoteConfig) -> Result<Option<Vec<u8>>, RemoteError> {
+    match &cfg.ca_file {
+        Some(p) => std::fs::read(p)
+            .map(Some)
+            .map_err(|e| RemoteError::Config(format!("CA file {}: {e}", p.display()))),
+        None => Ok(None),
+    }
+}
+
 /// One client per endpoint, each bounded by `timeout` per request and for its retries.
 fn build_stores(
     cfg: &RemoteConfig,
     timeout: Duration,
 ) -> Result<Vec<Arc<dyn ObjectStore>>, RemoteError> {
-    let creds = match &cfg.credentials_file {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                RemoteError::Config(format!("credentials file {}: {e}", p.display()))
-            })?;
-            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            match (lines.next(), lines.next()) {
-                (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
-                _ => {
-                    return Err(RemoteError::Config(format!(
-                    "credentials file {}: expected two lines, the access key id and the secret key",
-                    p.display()
-                )))
-                }
-            }
-        }
-        None => None,
-    };
-    let ca = match &cfg.ca_file {
-        Some(p) => {
-            let pem = std::fs::read(p)
-                .map_err(|e| RemoteError::Config(format!("CA file {}: {e}", p.display())))?;
-            Some(
-                object_store::Certificate::from_pem(&pem)
-                    .map_err(|e| RemoteError::Config(format!("CA file {}: {e}", p.display())))?,
-            )
-        }
-        None => None,
-    };
+    let creds = read_credentials(cfg)?;
+    let ca =
+        match read_ca(cfg)? {
+            Some(pem) => Some(object_store::Certificate::from_pem(&pem).map_err(|e| {
+                RemoteError::Config(format!("CA file {}: {e}", display(&cfg.ca_file)))
+            })?),
+            None => None,
+        };
     let mut stores: Vec<Arc<dyn ObjectStore>> = Vec::new();
     for ep in &cfg.endpoints {
         let http = ep.starts_with("http://");
@@ -266,7 +288,22 @@ impl Remote {
         }
         let stores = build_stores(cfg, cfg.timeout)?;
         let bulk = build_stores(cfg, BULK_TIMEOUT)?;
+        let locker = lock::Locker::new(
+            &cfg.endpoints,
+            &cfg.bucket,
+            &cfg.region,
+            read_credentials(cfg)?,
+            read_ca(cfg)?.as_deref(),
+            cfg.timeout,
+        )?;
         Ok(Self {
+            locker: Some(locker),
+            lock_state: std::sync::Mutex::new(match cfg.retention {
+                Some(_) => lock::LockState::Unknown,
+                None => lock::LockState::Off(
+                    "turned off in the configuration (object_lock = \"off\")".into(),
+                ),
+            }),
             stores,
             bulk,
             names: cfg.endpoints.clone(),
@@ -287,6 +324,10 @@ impl Remote {
     pub fn memory() -> Self {
         let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         Self {
+            locker: None,
+            lock_state: std::sync::Mutex::new(lock::LockState::Off(
+                "the in-memory store has no Object Lock".into(),
+            )),
             stores: vec![mem.clone()],
             bulk: vec![mem],
             names: vec!["memory".into()],
@@ -419,6 +460,106 @@ impl Remote {
     /// Creates `key` holding `bytes`, only if no object has that key (`If-None-Match: *`).
     pub fn create(&self, key: &str, bytes: Bytes) -> Result<ETag, RemoteError> {
         self.put(key, bytes, PutMode::Create)
+    }
+
+    /// Whether log entries and audit segments are written with Object Lock retention.
+    pub fn lock_state(&self) -> lock::LockState {
+        self.lock_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks whether the bucket has Object Lock enabled (once: at start, or at the first
+    /// retained put if the store could not be reached then), and so whether the configured
+    /// retention is in force. A store out of reach leaves the question open (`Unknown`).
+    pub fn check_object_lock(&self) -> lock::LockState {
+        let mut st = self.lock_state.lock().unwrap_or_else(|p| p.into_inner());
+        if *st != lock::LockState::Unknown {
+            return st.clone();
+        }
+        let (Some(locker), Some(r)) =
+            (&self.locker, self.config.as_ref().and_then(|c| c.retention))
+        else {
+            return st.clone();
+        };
+        let start = self.current.load(Ordering::Relaxed);
+        for i in 0..self.names.len() {
+            let at = (start + i) % self.names.len();
+            let got = self.rt.block_on(async {
+                tokio::time::timeout(self.timeout, locker.configured(at)).await
+            });
+            match got {
+                Ok(Ok(Ok(()))) => {
+                    *st = lock::LockState::InForce(r);
+                    break;
+                }
+                Ok(Ok(Err(why))) => {
+                    *st = lock::LockState::Off(why);
+                    break;
+                }
+                Ok(Err(e)) if !e.try_next() => {
+                    *st = lock::LockState::Off(format!("the check failed: {e}"));
+                    break;
+                }
+                Ok(Err(e)) => tracing::debug!(endpoint = %self.names[at], "object store: {e}"),
+                Err(_) => {
+                    tracing::debug!(endpoint = %self.names[at], "object store: checking Object Lock timed out")
+                }
+            }
+        }
+        st.clone()
+    }
+
+    /// Creates `key` only if no object has that key, as `create` does, with the configured
+    /// Object Lock retention where it is in force: for the objects that must outlive anyone's
+    /// wish to remove them (log entries, audit segments). A store whose Object Lock could not
+    /// be checked yet is checked first; out of reach, nothing is written.
+    pub fn create_retained(&self, key: &str, bytes: Bytes) -> Result<ETag, RemoteError> {
+        let r = match self.check_object_lock() {
+            lock::LockState::InForce(r) => r,
+            lock::LockState::Off(_) => return self.create(key, bytes),
+            lock::LockState::Unknown => {
+                return Err(RemoteError::Unreachable(
+                    "could not check the bucket's Object Lock configuration".into(),
+                ))
+            }
+        };
+        let Some(locker) = &self.locker else {
+            return self.create(key, bytes);
+        };
+        let full = format!("{}{key}", self.prefix);
+        let n = self.names.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let got = self.rt.block_on(async {
+                tokio::time::timeout(self.timeout, locker.create(at, &full, bytes.clone(), r)).await
+            });
+            let res = got.unwrap_or_else(|_| {
+                Err(RemoteError::Unreachable(format!(
+                    "{} did not answer within {:?}",
+                    self.names[at], self.timeout
+                )))
+            });
+            match res {
+                Err(e) if e.try_next() => last = Some(e),
+                other => {
+                    if other.is_ok() {
+                        self.bytes_out
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    }
+                    if at != start {
+                        self.current.store(at, Ordering::Relaxed);
+                    }
+                    return other;
+                }
+            }
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        Err(last.unwrap_or_else(|| RemoteError::Unreachable("no endpoint".into())))
     }
 
     /// Puts `key`, whatever is there (for objects one host alone writes: its heartbeat).

@@ -377,6 +377,7 @@ mod tests {
                 credentials_file: None,
                 ca_file: None,
                 timeout: Duration::from_secs(5),
+                retention: None,
             },
             hosts: Default::default(),
             poll: Duration::from_millis(500),
@@ -384,6 +385,7 @@ mod tests {
             repack_dead_percent: 50,
             gc_packs: false,
             cache: crate::fleet::cache::CacheConfig::default(),
+            audit_ship: Duration::from_secs(30),
         };
         let cache = crate::fleet::cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
         let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), cache).unwrap();

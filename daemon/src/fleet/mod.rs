@@ -5,10 +5,14 @@
 //!   holds. Created once, create-only, by the first host to start.
 //! - `packs/<pack id>`: immutable packs of sealed chunks (`pack.rs`).
 //! - `log/<seq>`: the ordered, signed, sealed, hash-chained log of state changes (`log.rs`).
+//! - `audit/<host>/<index>`: each host's own audit events that are not in the log (reads,
+//!   refusals, integrity failures), shipped in signed, sealed, hash-chained segments
+//!   (`audit.rs`), so every host can report and verify the whole fleet's trail.
 //!
 //! Each host's RocksDB is a verified replica of the log plus a cache of chunks
 //! (`store/fleet.rs`). This module talks to the store only through `remote.rs`.
 
+pub mod audit;
 pub mod cache;
 pub mod gc;
 pub mod log;
@@ -48,6 +52,8 @@ pub struct FleetConfig {
     pub repack_dead_percent: u8,
     /// Fleet GC: the periodic GC collects the fleet's packs too (else only `arca gc` does).
     pub gc_packs: bool,
+    /// How often this host ships its new audit events to the store (and at clean shutdown).
+    pub audit_ship: Duration,
 }
 
 const KEYS_OBJECT: &str = "fleet/keys";
@@ -111,6 +117,10 @@ pub enum FleetError {
     },
     #[error("{0}")]
     Config(String),
+    /// This host's audit segments in the store are not as it left them: it ships no more
+    /// (its events stay in its own trail) until an operator looks.
+    #[error("audit shipping halted: {0}")]
+    AuditShipping(String),
 }
 
 /// The fleet's key object: wrapped keys, hex-encoded.
@@ -237,6 +247,10 @@ pub struct Heartbeat {
     pub at_ms: u64,
     pub halted: Option<String>,
     pub store_error: Option<String>,
+    /// How many audit segments the host has in the store (`None`: it does not know yet):
+    /// a reader that finds fewer names the newest ones as deleted.
+    #[serde(default)]
+    pub audit_segments: Option<u64>,
 }
 
 pub struct Fleet {
@@ -257,7 +271,44 @@ pub struct Fleet {
     fetches: std::sync::atomic::AtomicUsize,
     /// This host's chunk cache: limit, recency, figures.
     pub cache: cache::Cache,
+    /// Where shipping this host's audit trail stands (`ship_audit`).
+    ship: Mutex<Shipper>,
 }
+
+/// Where shipping this host's trail stands: the next segment's index and `prev`, how far the
+/// segments in the store cover the trail, and how far it has looked past that (events from
+/// the log alone make no segment).
+struct Shipper {
+    /// Read from the store (the newest segment, opened): after start, and after a create
+    /// found the next index taken.
+    ready: bool,
+    next: u64,
+    prev: arca_core::id::SegmentHash,
+    covered_to: u64,
+    scanned_to: u64,
+    last: Option<Instant>,
+    status: arca_core::api::AuditShipping,
+}
+
+impl Default for Shipper {
+    fn default() -> Self {
+        Self {
+            ready: false,
+            next: 1,
+            prev: audit::GENESIS,
+            covered_to: 0,
+            scanned_to: 0,
+            last: None,
+            status: arca_core::api::AuditShipping::default(),
+        }
+    }
+}
+
+/// Most objects under `audit/` a report or verify reads (a bound on a listing an attacker
+/// could stuff; more is an error, not a sample).
+const MAX_AUDIT_OBJECTS: usize = 1_000_000;
+/// Most segments one `ship_audit` call writes (the rest go at the next call).
+const SHIP_SEGMENTS_PER_CALL: usize = 16;
 
 /// One chunk of a fetch in progress: its waiters learn whether it was cached, and get its
 /// verified plaintext when it was (so the chunk is not read back and opened a second time).
@@ -379,7 +430,13 @@ impl Fleet {
             sink: std::sync::OnceLock::new(),
             fetches: std::sync::atomic::AtomicUsize::new(0),
             cache,
+            ship: Mutex::new(Shipper::default()),
         })
+    }
+
+    /// The pinned hosts' names, this one included.
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.keys().cloned().collect()
     }
 
     /// Counts an integrity failure found above this module (a pack the log names, gone).
@@ -619,6 +676,10 @@ impl Fleet {
             at_ms: now_ms(),
             halted: st.halted,
             store_error: st.last_error,
+            audit_segments: {
+                let sh = self.shipper();
+                sh.ready.then(|| sh.next.saturating_sub(1))
+            },
         };
         let json = serde_json::to_vec(&hb).map_err(|e| FleetError::Config(e.to_string()))?;
         let sealed = store
@@ -628,6 +689,21 @@ impl Fleet {
         self.remote
             .overwrite(&format!("hosts/{}", self.cfg.host), Bytes::from(sealed))?;
         Ok(())
+    }
+
+    /// Host `name`'s heartbeat in the store, if it is there and opens.
+    fn heartbeat_of(&self, store: &Store, name: &str) -> Option<Heartbeat> {
+        let b = self
+            .remote
+            .get_capped(&format!("hosts/{name}"), 64 << 10)
+            .ok()?;
+        let j = store
+            .keys()
+            .open_record("fleet-host", name.as_bytes(), &b)
+            .ok()?;
+        serde_json::from_slice::<Heartbeat>(&j)
+            .ok()
+            .filter(|h| h.host == name)
     }
 
     /// Every host's last heartbeat in the store (at most 1,000 hosts).
@@ -648,6 +724,7 @@ impl Fleet {
                 halted: None,
                 store_error: None,
                 unreadable: None,
+                audit_segments: None,
             };
             let opened = self
                 .remote
@@ -666,6 +743,7 @@ impl Fleet {
                     seen.heartbeat_age_secs = now.saturating_sub(hb.at_ms) as f64 / 1000.0;
                     seen.halted = hb.halted;
                     seen.store_error = hb.store_error;
+                    seen.audit_segments = hb.audit_segments;
                 }
                 Ok(_) => seen.unreadable = Some("it names another host".into()),
                 Err(e) => seen.unreadable = Some(e),
@@ -1067,7 +1145,10 @@ impl Publisher for Fleet {
                 Err(e) => Err(PublishError::Unavailable(e.to_string())),
             };
         }
-        let r = match self.remote.create(&key, Bytes::copy_from_slice(bytes)) {
+        let r = match self
+            .remote
+            .create_retained(&key, Bytes::copy_from_slice(bytes))
+        {
             Ok(_) => Ok(()),
             Err(RemoteError::Exists(_)) => {
                 // Ours, if an earlier attempt landed and only its answer was lost.

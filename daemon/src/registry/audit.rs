@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use arca_core::api::{ApprovalRecord, AuditVerify, ComplianceReport, Permission, ProductionChange};
+use arca_core::api::{
+    ApprovalRecord, AuditVerify, ComplianceReport, HostAudit, Permission, ProductionChange,
+};
 use arca_core::audit::{AuditEvent, Draft, EventKind};
 use arca_core::{ChunkId, ModelName, ModelVersion, RelPath};
 
@@ -154,8 +156,54 @@ impl Registry {
         Ok(self.store.audit_query(&f)?)
     }
 
+    /// On a fleet host, every host's shipped audit segments, checked, and the events `keep`
+    /// wants from the other hosts' (this host's own are in its trail already). A store out of
+    /// reach is a fault of every host: the answer does not cover them.
+    fn fleet_audit(
+        &self,
+        keep: &dyn Fn(&AuditEvent) -> bool,
+    ) -> Option<(Vec<HostAudit>, Vec<AuditEvent>)> {
+        let f = self.fleet.as_ref()?;
+        let own = f.cfg.host.as_str();
+        let wanted = |host: &str, e: &AuditEvent| host != own && keep(e);
+        let mut hosts = Vec::new();
+        let mut events = Vec::new();
+        match f.fleet_trails(&self.store, &wanted) {
+            Ok(trails) => {
+                for t in trails {
+                    if let Some(fault) = &t.fault {
+                        tracing::error!(host = %t.host, "fleet audit segments: {fault}");
+                    }
+                    hosts.push(HostAudit {
+                        host: t.host,
+                        segments: t.segments,
+                        shipped_through: t.through,
+                        events: t.count,
+                        events_in_report: t.events.len() as u64,
+                        fault: t.fault,
+                    });
+                    events.extend(t.events);
+                }
+            }
+            Err(e) => {
+                for host in f.host_names() {
+                    hosts.push(HostAudit {
+                        host,
+                        segments: 0,
+                        shipped_through: 0,
+                        events: 0,
+                        events_in_report: 0,
+                        fault: Some(format!("not checked: {e}")),
+                    });
+                }
+            }
+        }
+        Some((hosts, events))
+    }
+
     pub fn audit_verify(&self, c: &Caller) -> Result<AuditVerify> {
         self.require(c, None, Permission::Admin, "verify the audit trail")?;
+        let fleet_hosts = self.fleet_audit(&|_| false).map(|(h, _)| h);
         let r = self.store.audit_verify()?;
         if let Some(f) = &r.fault {
             tracing::error!(
@@ -164,8 +212,10 @@ impl Registry {
                 f.problem
             );
         }
+        let hosts_ok = fleet_hosts.iter().flatten().all(|h| h.fault.is_none());
         Ok(AuditVerify {
-            ok: r.fault.is_none(),
+            ok: r.fault.is_none() && hosts_ok,
+            fleet_hosts,
             events: r.events,
             checkpoints: r.checkpoints,
             head_count: r.head.as_ref().map(|h| h.count),
@@ -189,7 +239,7 @@ impl Registry {
             Permission::Read,
             "read its compliance report",
         )?;
-        let events = self.store.audit_query(&AuditFilter {
+        let mut events = self.store.audit_query(&AuditFilter {
             model: Some(name.as_str().to_owned()),
             since_ms: Some(from_ms),
             until_ms: Some(to_ms),
@@ -197,6 +247,18 @@ impl Registry {
             ..AuditFilter::default()
         })?;
         let chain = self.store.audit_verify()?;
+        // On a fleet host, the other hosts' reads, refusals and integrity failures of this
+        // model (their state changes are in this host's trail, from the log).
+        let fleet = self.fleet_audit(&|e| {
+            e.model.as_ref() == Some(name) && (from_ms..=to_ms).contains(&e.at_ms)
+        });
+        let host_fault = fleet
+            .as_ref()
+            .and_then(|(hosts, _)| hosts.iter().find_map(|h| h.fault.clone()));
+        let fleet_hosts = fleet.map(|(hosts, theirs)| {
+            events.extend(theirs);
+            hosts
+        });
         let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
         let mut users = BTreeSet::new();
         let mut versions = BTreeSet::new();
@@ -245,10 +307,11 @@ impl Registry {
             events_by_type: by_type,
             unique_users: users.into_iter().collect(),
             versions_affected: versions.into_iter().collect(),
-            chain_intact: chain.fault.is_none(),
-            chain_fault: chain.fault.map(|f| f.problem),
+            chain_intact: chain.fault.is_none() && host_fault.is_none(),
+            chain_fault: chain.fault.map(|f| f.problem).or(host_fault),
             production_history: production,
             approvals,
+            fleet_hosts,
         })
     }
 }

@@ -213,11 +213,44 @@ impl Registry {
     }
 }
 
-/// Applies other hosts' entries every `poll` until the process ends.
+/// Ships this host's audit trail every `audit_ship_secs` until the process ends, on a thread
+/// of its own: a slow store costs the shipping time, never the poller's.
+fn spawn_shipper(registry: Arc<Registry>) {
+    let spawned = std::thread::Builder::new()
+        .name("arca-fleet-audit".into())
+        .spawn(move || {
+            let mut last_error = String::new();
+            loop {
+                let shipped = registry
+                    .fleet()
+                    .map(|f| f.ship_audit(registry.store(), false))
+                    .unwrap_or(Ok(()));
+                match shipped {
+                    Ok(()) => last_error.clear(),
+                    Err(e) => {
+                        // Once per distinct failure, not once per round.
+                        let text = e.to_string();
+                        if text != last_error {
+                            tracing::warn!("fleet: shipping the audit trail: {text}");
+                            last_error = text;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("fleet: cannot start the audit shipping thread: {e}");
+    }
+}
+
+/// Applies other hosts' entries every `poll` until the process ends (and starts the thread
+/// that ships this host's audit trail).
 pub fn spawn_poller(registry: Arc<Registry>) {
     let Some(poll) = registry.fleet().map(|f| f.cfg.poll) else {
         return;
     };
+    spawn_shipper(registry.clone());
     let spawned = std::thread::Builder::new()
         .name("arca-fleet-poll".into())
         .spawn(move || {

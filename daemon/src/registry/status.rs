@@ -103,9 +103,36 @@ impl Registry {
                     hosts,
                     head_seq,
                     cache: Some(self.cache_status(f)),
+                    audit_shipping: Some(f.ship_status(&self.store)),
+                    object_lock: Some(object_lock_status(&f.remote.lock_state())),
                 }
             }),
         })
+    }
+}
+
+/// The store's Object Lock, as `status` shows it.
+pub fn object_lock_status(st: &crate::remote::lock::LockState) -> arca_core::api::ObjectLockStatus {
+    use crate::remote::lock::LockState;
+    match st {
+        LockState::InForce(r) => arca_core::api::ObjectLockStatus {
+            in_force: true,
+            mode: Some(r.mode.as_str().into()),
+            days: Some(r.days),
+            reason: None,
+        },
+        LockState::Off(why) => arca_core::api::ObjectLockStatus {
+            in_force: false,
+            mode: None,
+            days: None,
+            reason: Some(why.clone()),
+        },
+        LockState::Unknown => arca_core::api::ObjectLockStatus {
+            in_force: false,
+            mode: None,
+            days: None,
+            reason: Some("not checked yet: the store could not be reached".into()),
+        },
     }
 }
 

@@ -12,7 +12,8 @@
 //! - Where each fleet chunk sits (pack, offset, length) is kept in the `locs` column family;
 //!   a chunk fetched from a pack is authenticated by the caller before `put_fetched_chunk`.
 //!
-//! Events without records (reads, refusals) stay in this host's own trail.
+//! Events without records (reads, refusals) stay in this host's own trail, which the fleet
+//! module ships to the store in segments (`fleet/audit.rs`), signed with the same host key.
 
 use std::sync::Arc;
 
@@ -558,6 +559,15 @@ impl Store {
             d.details.insert("fleet_host".into(), entry.host.clone());
         }
         Ok(entry.seq)
+    }
+
+    /// The stored bytes of one of this host's audit segments: sealed under the fleet's keys
+    /// and signed with this host's key (the one its log entries carry).
+    pub fn seal_audit_segment(
+        &self,
+        s: &crate::fleet::audit::Segment,
+    ) -> Result<Vec<u8>, crate::fleet::audit::SegmentError> {
+        crate::fleet::audit::seal_segment(&self.keys, &self.audit_key, s)
     }
 
     /// Applies entry `e` (opened and checked by the fleet module: signature, seal, seq) whose

@@ -9,6 +9,7 @@ mod deps;
 mod ecosystem;
 mod faults;
 mod fleet;
+mod fleet_audit;
 mod fleet_cache;
 mod fleet_gc;
 mod fleet_netns;
