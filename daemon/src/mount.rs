@@ -26,7 +26,7 @@ fn chunk_error(e: ChunkReadError) -> ChunkError {
         ChunkReadError::Crypt(c) => ChunkError::Integrity(c.to_string()),
         ChunkReadError::Length => ChunkError::Integrity("length differs from the manifest".into()),
         ChunkReadError::Store(s) => ChunkError::Io(s.to_string()),
-        ChunkReadError::Unavailable(s) => ChunkError::Io(s),
+        ChunkReadError::Unavailable(s) => ChunkError::Unavailable(s),
     }
 }
 

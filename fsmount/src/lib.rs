@@ -118,6 +118,11 @@ pub enum ChunkError {
     Integrity(String),
     #[error("I/O error reading chunk: {0}")]
     Io(String),
+    /// The chunk is not held here and where it is kept (a fleet's object store) did not deliver
+    /// it in time: an outage, not damage. The read fails with `EIO` all the same, but it is not
+    /// reported through [`ChunkSource::integrity_failure`] nor counted as an integrity failure.
+    #[error("chunk unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The catalog as the mount shows it. Published atomically by [`MountHandle::update`].

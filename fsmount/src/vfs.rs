@@ -647,10 +647,16 @@ impl Vfs {
     }
 
     fn report(&self, file: &FileNode, chunk: &ChunkId, error: &ChunkError) {
+        let (scope, path) = (&file.scope, &file.file().path);
+        if let ChunkError::Unavailable(why) = error {
+            // An outage of the store the chunk comes from: the read fails, but nothing is
+            // damaged, so it is neither counted nor reported as an integrity failure.
+            tracing::warn!(model = %scope.model, version = %scope.version, %path, %chunk, "read failed: EIO: chunk unavailable: {why}");
+            return;
+        }
         self.counters
             .integrity_failures
             .fetch_add(1, Ordering::Relaxed);
-        let (scope, path) = (&file.scope, &file.file().path);
         tracing::warn!(model = %scope.model, version = %scope.version, %path, %chunk, %error, "read failed: EIO");
         self.source.integrity_failure(
             &scope.model,

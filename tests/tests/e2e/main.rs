@@ -11,6 +11,7 @@ mod faults;
 mod fleet;
 mod fleet_cache;
 mod fleet_gc;
+mod fleet_limits;
 mod fleet_netns;
 mod fleet_tamper;
 mod harness;
