@@ -71,6 +71,39 @@ pub trait ChunkSource: Send + Sync + 'static {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkError>;
+    /// Whether reading this chunk needs nothing but local storage (no fetch from elsewhere,
+    /// such as a fleet's object store). Asked on the thread that received the kernel's read,
+    /// so it must be cheap. Reads of chunks that are not local run on threads of their own,
+    /// so reads of local ones never queue behind reads waiting on something remote.
+    fn is_local(&self, _id: &ChunkId) -> bool {
+        true
+    }
+    /// How long a read may wait for chunks that are not local, counted from when the kernel's
+    /// request arrived (its threads' queue included); `None`: no bound of the mount's own.
+    fn read_bound(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// [`ChunkSource::chunk`], failing (not waiting) once `deadline` has passed for what is
+    /// not local.
+    fn chunk_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.chunk(id, len)
+    }
+    /// [`ChunkSource::chunk_range`] with a deadline, as [`ChunkSource::chunk_by`].
+    fn chunk_range_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.chunk_range(id, len, offset, size)
+    }
     /// May this caller read this version? Checked at lookup, opendir and open (never rely on the
     /// uid of a read: the kernel issues readahead and page faults on behalf of nobody in particular).
     /// Must imply `may_list` for the same model: a version's lookups ask only this.

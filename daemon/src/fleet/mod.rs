@@ -10,11 +10,12 @@
 //! (`store/fleet.rs`). This module talks to the store only through `remote.rs`.
 
 pub mod cache;
+mod fetch;
 pub mod gc;
 pub mod log;
 pub mod pack;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,9 +65,10 @@ const MAX_KEYS_OBJECT: u64 = 64 << 10;
 /// authenticated, cached and handed to its waiters as soon as it is whole, so memory stays at
 /// about one chunk per fetch and readers need not wait for the whole extent.
 const EXTENT: u64 = pack::PACK_TARGET as u64;
-/// Fetches running at once on this host. Below the mount's read pool (8 threads), so that
-/// reads of cached chunks always find a free thread while uncached ones wait on the store;
-/// a fetch that finds no room fails at once (EIO) rather than queueing behind a slow store.
+/// Fetches for readers streaming at once on this host (each on a thread of its own,
+/// `fetch.rs`); a reader that finds no room waits for one to end, until its deadline. Reads of
+/// cached chunks never wait for them: the mount runs reads of uncached chunks on threads of
+/// their own.
 const MAX_FETCHES: usize = 4;
 /// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
 /// arca's back) and the newest applied entry read again (to notice it replaced).
@@ -224,37 +226,20 @@ pub struct Heartbeat {
 
 pub struct Fleet {
     pub cfg: FleetConfig,
-    pub remote: Remote,
+    pub remote: Arc<Remote>,
     /// Pinned hosts, this one included.
     hosts: BTreeMap<String, PublicKey>,
-    state: Mutex<FleetState>,
+    state: Arc<Mutex<FleetState>>,
     last_audit: Mutex<Option<Instant>>,
     /// Where the next sweep of the applied part of the log starts (`audit_log`).
     sweep_from: Mutex<u64>,
     last_heartbeat: Mutex<Option<Instant>>,
-    /// Chunks being fetched now: a miss on one of them waits for that fetch instead of
-    /// starting another (single flight).
-    inflight: Mutex<HashMap<ChunkId, Arc<Slot>>>,
+    /// Chunks being fetched now, and the fetches running (`fetch.rs`).
+    fetches: Arc<fetch::Fetches>,
+    /// Where a mount read's fetch hands the other chunks it authenticated (`set_plaintext_sink`).
     sink: std::sync::OnceLock<PlaintextSink>,
-    /// Fetches running now (at most `MAX_FETCHES`).
-    fetches: std::sync::atomic::AtomicUsize,
     /// This host's chunk cache: limit, recency, figures.
-    pub cache: cache::Cache,
-}
-
-/// One chunk of a fetch in progress: its waiters learn whether it was cached, and get its
-/// verified plaintext when it was (so the chunk is not read back and opened a second time).
-#[derive(Default)]
-struct Slot {
-    done: Mutex<Option<Option<Plain>>>,
-    cv: std::sync::Condvar,
-    /// Readers waiting now: the plaintext is kept in the slot only for them, so a fetch holds
-    /// at most one chunk of plaintext per waiting reader, not a whole extent's.
-    waiters: std::sync::atomic::AtomicUsize,
-    /// When the fetch carrying this chunk last received bytes (ms since the epoch), shared by
-    /// every slot of one fetch: a waiter gives up when the fetch stalls, not when it is merely
-    /// slow (a chunk at the end of a 32 MiB extent arrives after the whole extent before it).
-    progress: Arc<std::sync::atomic::AtomicU64>,
+    pub cache: Arc<cache::Cache>,
 }
 
 /// A fetched chunk's verified plaintext.
@@ -262,45 +247,6 @@ pub type Plain = Arc<Vec<u8>>;
 
 /// See `Fleet::set_plaintext_sink`.
 pub type PlaintextSink = Arc<dyn Fn(&ChunkId, Plain) + Send + Sync>;
-
-impl Slot {
-    /// `plain`: `None` if the chunk was not cached.
-    fn complete(&self, plain: Option<Plain>) {
-        let keep = self.waiters.load(std::sync::atomic::Ordering::Acquire) > 0;
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(match plain {
-            Some(p) if keep => Some(p),
-            // Cached, but nobody waits: an empty vector says "read it from the store".
-            Some(_) => Some(Arc::new(Vec::new())),
-            None => None,
-        });
-        self.cv.notify_all();
-    }
-
-    /// `Some(Some(plain))` once the fetch cached the chunk (`plain` empty: read it from the
-    /// store), `Some(None)` if it did not, `None` once the fetch received nothing for `stall`.
-    fn wait(&self, stall: Duration) -> Option<Option<Plain>> {
-        self.waiters
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let (g2, _) = self
-                .cv
-                .wait_timeout_while(g, stall, |d| d.is_none())
-                .unwrap_or_else(|p| p.into_inner());
-            g = g2;
-            let quiet =
-                now_ms().saturating_sub(self.progress.load(std::sync::atomic::Ordering::Acquire));
-            if g.is_some() || quiet >= stall.as_millis() as u64 {
-                break;
-            }
-        }
-        let r = g.clone();
-        drop(g);
-        self.waiters
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        r
-    }
-}
 
 /// What `Fleet::fetch` found.
 pub enum Fetched {
@@ -352,16 +298,15 @@ impl Fleet {
         }
         Ok(Self {
             cfg,
-            remote,
+            remote: Arc::new(remote),
             hosts,
-            state: Mutex::new(FleetState::default()),
+            state: Arc::default(),
             last_audit: Mutex::new(None),
             sweep_from: Mutex::new(0),
             last_heartbeat: Mutex::new(None),
-            inflight: Mutex::new(HashMap::new()),
             sink: std::sync::OnceLock::new(),
-            fetches: std::sync::atomic::AtomicUsize::new(0),
-            cache,
+            fetches: Arc::default(),
+            cache: Arc::new(cache),
         })
     }
 
@@ -426,7 +371,7 @@ impl Fleet {
     /// warm-up); the caller calls again until nothing is left.
     pub fn catch_up(
         &self,
-        store: &Store,
+        store: &Arc<Store>,
         served: &dyn Fn(&crate::manifest::VersionRecord) -> bool,
     ) -> Result<usize, FleetError> {
         if let Some(h) = self.state().halted.clone() {
@@ -709,294 +654,12 @@ impl Fleet {
             .collect())
     }
 
-    /// Fetches a chunk this host does not hold from its pack, with the chunks after it in the
-    /// pack (one ranged GET of up to `EXTENT` bytes, streamed), authenticating each before it
-    /// is cached.
-    /// `offer`: the other chunks of the extent go to the plaintext sink (the mount's cache), if
-    /// one is set.
-    pub fn fetch(&self, store: &Store, id: &ChunkId, offer: bool) -> Result<Fetched, FleetError> {
-        self.fetch_for(store, id, false, offer)
-    }
-
     /// Where the plaintext of chunks a mount read's fetch authenticated goes (besides the
     /// readers waiting for them): the mount's cache, so the reader finds them there instead of
     /// reading each back from RocksDB and decrypting it a second time (measured: most of the
     /// chunks of an extent arrive before any reader waits for them).
     pub fn set_plaintext_sink(&self, sink: PlaintextSink) {
         let _ = self.sink.set(sink);
-    }
-
-    /// `fetch`; `warm`: for a warm-up before a switch (one at a time, from the poller), which
-    /// is not counted against the readers' `MAX_FETCHES`, so it never makes a mount read
-    /// fail for want of a fetch slot.
-    fn fetch_for(
-        &self,
-        store: &Store,
-        id: &ChunkId,
-        warm: bool,
-        offer: bool,
-    ) -> Result<Fetched, FleetError> {
-        // Bound on waiting for another reader's fetch of this chunk while that fetch receives
-        // nothing: its request and any stall of its stream each end within the timeout. Not a
-        // bound on the wait as a whole: on a slow link, a chunk far into an extent arrives only
-        // after the bytes before it, however long that takes.
-        let wait = self.cfg.remote.timeout * 2;
-        loop {
-            if store.has_chunk(id)? {
-                return Ok(Fetched::Cached);
-            }
-            let Some(loc) = store.chunk_loc(id)? else {
-                return Ok(Fetched::Unknown);
-            };
-            // A location comes from a signed entry, but a bound keeps a bad one (or a state
-            // directory written behind arcad's back) from asking for gigabytes.
-            if loc.len as usize > crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) {
-                self.state().integrity_failures += 1;
-                return Err(FleetError::Integrity {
-                    chunk: *id,
-                    pack: loc.pack,
-                    why: format!(
-                        "its location claims {} sealed bytes, more than any chunk has",
-                        loc.len
-                    ),
-                });
-            }
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(slot) = inflight.get(id).cloned() {
-                drop(inflight);
-                match slot.wait(wait) {
-                    Some(Some(p)) if !p.is_empty() => return Ok(Fetched::Plain(p)),
-                    Some(Some(_)) => continue,
-                    Some(None) => {
-                        return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                            "the fetch that carried chunk {id} did not cache it"
-                        ))))
-                    }
-                    None => {
-                        return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                            "the fetch carrying chunk {id} received nothing for {wait:?}"
-                        ))))
-                    }
-                }
-            }
-            use std::sync::atomic::Ordering;
-            let counted = usize::from(!warm);
-            if self.fetches.fetch_add(counted, Ordering::AcqRel) >= MAX_FETCHES && !warm {
-                self.fetches.fetch_sub(counted, Ordering::AcqRel);
-                return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                    "{MAX_FETCHES} fetches from the store are already running on this host"
-                ))));
-            }
-            let extent = match self.plan_extent(store, &loc, id, &inflight) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.fetches.fetch_sub(counted, Ordering::AcqRel);
-                    return Err(e);
-                }
-            };
-            let progress = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
-            let slots: Vec<Arc<Slot>> = extent
-                .iter()
-                .map(|(c, _)| {
-                    let s = Arc::new(Slot {
-                        progress: progress.clone(),
-                        ..Slot::default()
-                    });
-                    inflight.insert(*c, s.clone());
-                    s
-                })
-                .collect();
-            drop(inflight);
-            let sink = if offer { self.sink.get() } else { None };
-            let result = self.stream_extent(store, &loc, &extent, &slots, &progress, sink);
-            self.fetches.fetch_sub(counted, Ordering::AcqRel);
-            if store.cache_count().bytes > self.cache.limit {
-                self.cache.wake();
-            }
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            for ((c, _), slot) in extent.iter().zip(&slots) {
-                inflight.remove(c);
-                // A chunk the stream did not reach is released to its waiters as not cached.
-                let mut done = slot.done.lock().unwrap_or_else(|p| p.into_inner());
-                if done.is_none() {
-                    *done = Some(None);
-                    slot.cv.notify_all();
-                }
-            }
-            drop(inflight);
-            return match result {
-                Ok((failed, _)) if failed.contains(id) => Err(FleetError::Integrity {
-                    chunk: *id,
-                    pack: loc.pack,
-                    why: "failed authentication".into(),
-                }),
-                Ok((_, Some(p))) => Ok(Fetched::Plain(p)),
-                Ok((_, None)) => Ok(Fetched::Cached),
-                Err(e) => Err(e),
-            };
-        }
-    }
-
-    /// The chunks to fetch for a miss on `id` at `loc`: it and the chunks after it in its pack,
-    /// contiguous, up to `EXTENT` bytes, stopping before one already cached or being fetched.
-    fn plan_extent(
-        &self,
-        store: &Store,
-        loc: &pack::ChunkLoc,
-        id: &ChunkId,
-        inflight: &HashMap<ChunkId, Arc<Slot>>,
-    ) -> Result<Vec<(ChunkId, pack::ChunkLoc)>, FleetError> {
-        let max = crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) as u32;
-        let mut extent = store.pack_extent(loc, EXTENT)?;
-        if extent.first().map(|(c, _)| c) != Some(id) {
-            // The location rows disagree with each other: fetch the one chunk.
-            extent = vec![(*id, *loc)];
-        }
-        let mut keep = 1;
-        while keep < extent.len()
-            && extent[keep].1.len <= max
-            && !inflight.contains_key(&extent[keep].0)
-            && !store.has_chunk(&extent[keep].0)?
-        {
-            keep += 1;
-        }
-        extent.truncate(keep);
-        Ok(extent)
-    }
-
-    /// Streams `extent` (consecutive chunks of one pack) and caches each chunk that
-    /// authenticates as soon as it is whole. Returns the chunks that failed authentication and
-    /// the first chunk's plaintext (the one a reader asked for).
-    fn stream_extent(
-        &self,
-        store: &Store,
-        from: &pack::ChunkLoc,
-        extent: &[(ChunkId, pack::ChunkLoc)],
-        slots: &[Arc<Slot>],
-        progress: &std::sync::atomic::AtomicU64,
-        sink: Option<&PlaintextSink>,
-    ) -> Result<(Vec<ChunkId>, Option<Plain>), FleetError> {
-        let start = from.offset;
-        let last = extent[extent.len() - 1].1;
-        let end =
-            last.offset
-                .checked_add(last.len as u64)
-                .ok_or_else(|| FleetError::Integrity {
-                    chunk: extent[extent.len() - 1].0,
-                    pack: from.pack,
-                    why: "its location overflows".into(),
-                })?;
-        // Only a chunk split between two pieces of the stream is copied (into `partial`); one
-        // that lies within a piece is opened and stored from the piece itself. Why: the stream
-        // was copied into one buffer and each chunk drained from its front, which moved the
-        // rest of the buffer again for every chunk (memmove was arcad's top symbol on this
-        // path).
-        let mut partial: Vec<u8> =
-            Vec::with_capacity(crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK));
-        let mut next = 0usize;
-        let mut failed = Vec::new();
-        let mut cached = 0u64;
-        let mut store_error = None;
-        let mut first = None;
-        // Authenticates and caches chunk `next` from `env`, its whole sealed envelope.
-        let mut take = |next: usize, env: &[u8]| -> Result<(), String> {
-            let cid = &extent[next].0;
-            match store.keys().open_chunk(cid, env) {
-                Ok(plain) => match store.put_fetched_chunk(cid, env) {
-                    Ok(()) => {
-                        cached += 1;
-                        let plain = Arc::new(plain);
-                        if next == 0 {
-                            first = Some(plain.clone());
-                        } else if let Some(sink) = sink {
-                            // The first is the caller's, who caches it.
-                            sink(cid, plain.clone());
-                        }
-                        slots[next].complete(Some(plain));
-                    }
-                    Err(e) => {
-                        store_error = Some(e);
-                        return Err("the local store refused a fetched chunk".into());
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(chunk = %cid, pack = %from.pack, "fleet: a fetched chunk failed authentication: {e}; not cached, not served");
-                    failed.push(*cid);
-                    slots[next].complete(None);
-                }
-            }
-            Ok(())
-        };
-        let got = self
-            .remote
-            .get_range_each(&pack_key(&from.pack), start..end, |piece| {
-                progress.store(now_ms(), std::sync::atomic::Ordering::Release);
-                let mut data: &[u8] = &piece;
-                while next < extent.len() && !data.is_empty() {
-                    let len = extent[next].1.len as usize;
-                    if partial.is_empty() && data.len() >= len {
-                        take(next, &data[..len])?;
-                        data = &data[len..];
-                    } else {
-                        let n = (len - partial.len()).min(data.len());
-                        partial.extend_from_slice(&data[..n]);
-                        data = &data[n..];
-                        if partial.len() < len {
-                            break;
-                        }
-                        take(next, &partial)?;
-                        partial.clear();
-                    }
-                    next += 1;
-                }
-                Ok(())
-            });
-        {
-            let mut s = self.state();
-            s.pack_requests += 1;
-            s.chunks_fetched += cached;
-            s.integrity_failures += failed.len() as u64;
-            if let Ok(n) = &got {
-                s.bytes_fetched += n;
-            }
-        }
-        if let Some(e) = store_error {
-            return Err(FleetError::Store(e));
-        }
-        match got {
-            Ok(_) => Ok((failed, first)),
-            // The pack is gone before a byte came: fleet GC may have moved the chunk in an
-            // entry this host has not applied yet. The caller catches up and looks again
-            // (`Registry::fetch_missing`), and names an integrity failure only if the log then
-            // places the chunk nowhere else: a host behind the log is not a tampered store.
-            Err(RemoteError::NotFound(key)) if next == 0 => {
-                Err(FleetError::Remote(RemoteError::NotFound(key)))
-            }
-            // The store answered, but without the bytes the signed log places in this pack:
-            // the pack is gone, truncated or replaced behind arca's back. Named as what it is
-            // (an integrity failure of the pack), not as a store out of reach.
-            Err(e @ (RemoteError::Other(_) | RemoteError::NotFound(_))) => {
-                self.state().integrity_failures += 1;
-                let why = match e {
-                    RemoteError::NotFound(_) => "the pack is missing from the store".to_owned(),
-                    other => format!(
-                        "the pack does not hold the bytes its signed location names ({other}): truncated or replaced behind arca's back"
-                    ),
-                };
-                tracing::error!(chunk = %extent[next.min(extent.len() - 1)].0, pack = %from.pack, "fleet: {why}; not cached, not served");
-                if next > 0 {
-                    // The chunk asked for arrived whole (and authenticated or not, as
-                    // `failed` says); the ones after it fail when they are asked for.
-                    return Ok((failed, first));
-                }
-                Err(FleetError::Integrity {
-                    chunk: extent[next.min(extent.len() - 1)].0,
-                    pack: from.pack,
-                    why,
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 }
 

@@ -108,3 +108,149 @@ fn fleet_store_outage_is_unavailable_not_an_integrity_failure() {
         sha256_hex(&std::fs::read(d1.join("model.safetensors")).unwrap())
     );
 }
+
+/// Review item: a reader waiting for a chunk another reader's fetch streamed waited as long as
+/// the stream progressed, and the reader that started a fetch streamed the whole extent on its
+/// own thread, so on a trickling link the mount's read threads all waited on one extent and
+/// reads of cached chunks queued behind them. Now every uncached read ends (data or EIO)
+/// within its bound, and cached reads are served at once meanwhile, on threads of their own.
+#[test]
+fn fleet_reads_on_a_trickling_link_end_in_time_and_cached_reads_stay_fast() {
+    use super::fleet::{fleet_hosts_wrapped, push_as};
+    use super::fleet_netns::{slot, Netns};
+    use std::os::unix::fs::FileExt;
+    use std::sync::mpsc;
+
+    let ns = Netns::new(slot(24_100));
+    let c = Cluster::start_on(&ns.host_ip, "single", 24_100);
+    let g = c.endpoints[0].clone();
+    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200, "creating the bucket");
+    let hosts = fleet_hosts_wrapped(
+        &["a", "s"],
+        &[vec![g.as_str()], vec![g.as_str()]],
+        "",
+        &[vec![], ns.wrapper()],
+    );
+    let (a, hs) = (&hosts[0], &hosts[1]);
+    a.root_key();
+    let u = user("arca-e2e-fleet-pub");
+    a.trusted_key_for(&u);
+    a.ok(&["role", "assign", &u.name, "developer", "--model", "tm"]);
+    let (small, big) = (8usize << 20, 24usize << 20);
+    let d1 = model_dir(a, &u, "trickle-cached", small, 24_101);
+    let d2 = model_dir(a, &u, "trickle-cold", big, 24_102);
+    push_as(a, &u, &d1, "tm", "1.0.0");
+    push_as(a, &u, &d2, "tm", "2.0.0");
+    within(10, "S sees both versions", || {
+        hs.arca(&["show", "tm", "2.0.0"]).status.success()
+    });
+    // 1.0.0 in S's cache (through `get`, so the kernel's page cache holds none of it).
+    let got = hs.path().join("got");
+    hs.ok(&["get", "tm", "1.0.0", "--out", got.to_str().unwrap()]);
+    let want1 = std::fs::read(d1.join("model.safetensors")).unwrap();
+    let want2 = std::fs::read(d2.join("model.safetensors")).unwrap();
+
+    // 256 kbit/s: the 24 MiB pack would take about 13 minutes to stream.
+    ns.slow("256kbit", "2000ms");
+    let cold = hs.mnt().join("tm/2.0.0/model.safetensors");
+    let (tx, rx) = mpsc::channel();
+    let readers = 12;
+    for i in 0..readers {
+        let (cold, tx) = (cold.clone(), tx.clone());
+        let at = (i * (2 << 20)) as u64;
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut buf = vec![0u8; 64 << 10];
+            let r = std::fs::File::open(&cold).and_then(|f| f.read_exact_at(&mut buf, at));
+            let _ = tx.send((i, at, r.map(|()| buf), t.elapsed()));
+        });
+        if i == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    drop(tx);
+    // Meanwhile reads of the cached version, each of bytes never read before through the
+    // mount: each must be served at once, not queued behind the uncached ones.
+    std::thread::sleep(Duration::from_millis(700));
+    let hot = hs.mnt().join("tm/1.0.0/model.safetensors");
+    let mut slowest = Duration::ZERO;
+    for k in 0..24u64 {
+        let at = k * (256 << 10);
+        let (htx, hrx) = mpsc::channel();
+        let hot = hot.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut buf = vec![0u8; 64 << 10];
+            let r = std::fs::File::open(&hot).and_then(|f| f.read_exact_at(&mut buf, at));
+            let _ = htx.send((r.map(|()| buf), t.elapsed()));
+        });
+        let (r, took) = hrx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| {
+                panic!("a read of cached bytes at {at} waited more than 5 s behind uncached ones")
+            });
+        let bytes = r.unwrap_or_else(|e| panic!("a read of cached bytes at {at}: {e}"));
+        assert_eq!(bytes[..], want1[at as usize..at as usize + (64 << 10)]);
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a cached read took {slowest:?} while uncached ones trickled"
+    );
+    // Every uncached read ends, with its bytes or EIO, within 10 s of its start.
+    let (mut served, mut eio, mut longest) = (0, 0, Duration::ZERO);
+    for _ in 0..readers {
+        let (i, at, r, took) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("an uncached read still waits after 20 s\n{}", hs.log()));
+        longest = longest.max(took);
+        assert!(
+            took < Duration::from_secs(10),
+            "uncached reader {i} (at {at}) ended after {took:?}"
+        );
+        match r {
+            Ok(bytes) => {
+                assert_eq!(bytes[..], want2[at as usize..at as usize + (64 << 10)]);
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "reader {i}: {e}");
+                eio += 1;
+            }
+        }
+    }
+    println!(
+        "TRICKLE|256 kbit/s link: {readers} uncached readers of one pack: {served} served, {eio} EIO, the longest {longest:?}; 24 cached reads meanwhile, the slowest {slowest:?}"
+    );
+
+    // The link back: the version reads whole and byte-identical; nothing was counted as damage.
+    // (Calls that failed on the slowed link mark the store down for a second, and streams
+    // that stalled there fail their readers: the first reads after it may still fail.)
+    ns.fast();
+    let mut back = Vec::new();
+    let mut last = None;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        match std::fs::read(&cold) {
+            Ok(b) => {
+                back = b;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        sha256_hex(&back),
+        sha256_hex(&want2),
+        "the cold version once the link is back ({last:?} before)\n{}",
+        hs.log()
+    );
+    println!(
+        "TRICKLE|link back: the cold version read whole after {:?} ({last:?} before)",
+        t.elapsed()
+    );
+    assert_eq!(integrity_counts(hs).0, 0, "a slow link counted as damage");
+}
