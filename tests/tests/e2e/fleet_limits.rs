@@ -254,3 +254,185 @@ fn fleet_reads_on_a_trickling_link_end_in_time_and_cached_reads_stay_fast() {
     );
     assert_eq!(integrity_counts(hs).0, 0, "a slow link counted as damage");
 }
+
+/// A compromised fleet host: the fleet's keys (from the store, unwrapped with the KEK every
+/// host holds) and a signing key pinned under `name`, writing validly signed, sealed and
+/// chained entries of its own making at the log's next seq.
+struct RogueHost {
+    name: String,
+    key: arca_core::sign::SecretKey,
+    keys: arcad::crypt::Keyring,
+    gateway: String,
+}
+
+impl RogueHost {
+    fn new(name: &str, gateway: &str, kek: &std::path::Path) -> Self {
+        let remote = arcad::remote::Remote::s3(&arcad::remote::RemoteConfig {
+            endpoints: vec![format!("http://{gateway}")],
+            bucket: BUCKET.into(),
+            region: "us-east-1".into(),
+            prefix: "arca".into(),
+            credentials_file: None,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        })
+        .expect("a client for the store");
+        let kek = arcad::keys::Kek::load(kek).expect("the fleet's KEK");
+        let seed = arcad::fleet::load_or_create_keys(&remote, &kek, false).expect("fleet keys");
+        RogueHost {
+            name: name.into(),
+            key: arca_core::sign::SecretKey::generate().unwrap(),
+            keys: arcad::crypt::Keyring::new(seed.deks, seed.current, seed.id_key),
+            gateway: gateway.into(),
+        }
+    }
+
+    fn public(&self) -> String {
+        self.key.public().to_string()
+    }
+
+    /// Writes `gc` as the log's next entry; returns its seq.
+    fn publish_gc(&self, gc: arcad::fleet::log::GcWire) -> u64 {
+        use arcad::fleet::log::{entry_hash, seal_entry, Entry, EventWire, GENESIS};
+        let keys = super::fleet::list_keys(&self.gateway, "arca/log/");
+        let last = keys.iter().filter_map(|k| k.strip_prefix("arca/log/")).max();
+        let (seq, prev) = match last {
+            None => (1, GENESIS),
+            Some(k) => {
+                let (st, _, body) = request(
+                    &self.gateway,
+                    "GET",
+                    &format!("/{BUCKET}/arca/log/{k}"),
+                    &[],
+                    b"",
+                );
+                assert_eq!(st, 200);
+                (k.parse::<u64>().unwrap() + 1, entry_hash(&body))
+            }
+        };
+        let e = Entry {
+            seq,
+            prev,
+            host: self.name.clone(),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+            events: vec![EventWire::from_draft(
+                &arca_core::audit::Draft::new(arca_core::audit::EventKind::GcRemoval, "arcad")
+                    .detail("fleet_packs_deleted", gc.deleted.len().to_string()),
+            )],
+            records: Vec::new(),
+            chunks: Vec::new(),
+            gc: Some(gc),
+        };
+        let bytes = seal_entry(&self.keys, &self.key, &e).expect("sealing the entry");
+        let (st, _, _) = request(
+            &self.gateway,
+            "PUT",
+            &format!("/{BUCKET}/arca/log/{seq:020}"),
+            &[("if-none-match", "*")],
+            &bytes,
+        );
+        assert_eq!(st, 200, "writing entry {seq}");
+        seq
+    }
+}
+
+/// Appends `name = "key"` to every host's `[fleet.hosts]` (the config's last table) and
+/// restarts it.
+fn pin_host(hosts: &mut [TestEnv], name: &str, key: &str) {
+    for h in hosts.iter_mut() {
+        let cfg = h.path().join("arcad.toml");
+        let mut t = std::fs::read_to_string(&cfg).unwrap();
+        assert!(t.contains("[fleet.hosts]"));
+        t.push_str(&format!("{name} = \"{key}\"\n"));
+        std::fs::write(&cfg, t).unwrap();
+        h.stop();
+        h.start();
+    }
+}
+
+/// Waits until `h` is halted with a reason containing `needle`; returns the reason.
+fn halted_with(h: &TestEnv, needle: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let s = h.json(&["status"]);
+        if let Some(why) = s["fleet"]["halted"].as_str() {
+            assert!(why.contains(needle), "halted for another reason: {why}");
+            return why.to_owned();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "not halted: {s}\n{}",
+            h.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Review item: hosts applied another host's fleet GC entry unchecked, so a compromised host
+/// holding the fleet's keys could record a pack that holds live chunks as deleted: every host
+/// dropped its locations (the version became unreadable wherever it was not cached) and an
+/// honest GC run then deleted the object as a leftover. Now each host checks a GC entry
+/// against its own replica first, and halts on it, naming it, as on any entry that does not
+/// apply: the pack keeps its locations and the version stays readable.
+#[test]
+fn fleet_gc_entry_from_a_compromised_host_is_checked_and_refused() {
+    let c = Cluster::start_kind("single", 24_200);
+    let g = c.endpoints[0].clone();
+    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200, "creating the bucket");
+    let mut hosts = fleet_hosts(&["a", "b"], &[vec![g.as_str()], vec![g.as_str()]]);
+    let rogue = RogueHost::new("z", &g, &hosts[0].path().join("kek.key"));
+    pin_host(&mut hosts, "z", &rogue.public());
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.root_key();
+    let u = user("arca-e2e-fleet-pub");
+    let d = model_dir(a, &u, "gcforge", 3 << 20, 24_201);
+    a.ok(&["push", d.to_str().unwrap(), "--name", "pm", "--version", "1.0.0"]);
+    within(10, "B sees the version", || {
+        b.arca(&["show", "pm", "1.0.0"]).status.success()
+    });
+    let packs = super::fleet::list_keys(&g, "arca/packs/");
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let pack: arca_core::id::PackId = packs[0]
+        .strip_prefix("arca/packs/")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let applied = a.json(&["status"])["fleet"]["applied_seq"].as_u64().unwrap();
+
+    // Z records the live pack as deleted (no condemnation before, no grace).
+    let seq = rogue.publish_gc(arcad::fleet::log::GcWire {
+        deleted: vec![pack],
+        ..Default::default()
+    });
+    for h in [a, b] {
+        let why = halted_with(h, &format!("log entry {seq} (fleet GC by host z)"));
+        assert!(
+            why.contains(&format!("condemns or deletes pack {pack}")) && why.contains("pm 1.0.0"),
+            "{why}"
+        );
+        assert_eq!(
+            h.json(&["status"])["fleet"]["applied_seq"].as_u64(),
+            Some(applied),
+            "the entry was not applied"
+        );
+        let events = integrity_events(h);
+        assert!(
+            events
+                .iter()
+                .any(|e| e.to_string().contains(&format!("log entry {seq} (fleet GC by host z)"))),
+            "no integrity_violation event names the entry: {events:?}"
+        );
+    }
+    // B never read the version: it fetches it from the pack, which keeps its locations.
+    let got = std::fs::read(b.mnt().join("pm/1.0.0/model.safetensors")).expect("still readable");
+    assert_eq!(
+        sha256_hex(&got),
+        sha256_hex(&std::fs::read(d.join("model.safetensors")).unwrap())
+    );
+    assert_eq!(super::fleet::list_keys(&g, "arca/packs/"), packs);
+    println!("GCFORGE|a deletion of a live pack signed by pinned host z at seq {seq}: A and B halted naming it, applied nothing; B still reads the version from the pack");
+}
