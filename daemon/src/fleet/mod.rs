@@ -73,8 +73,15 @@ const MAX_FETCHES: usize = 4;
 /// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
 /// arca's back) and the newest applied entry read again (to notice it replaced).
 const AUDIT_EVERY: Duration = Duration::from_secs(5);
-/// Keys listed per audit by the sweep over the applied part of the log (`sweep_applied`).
+/// Entries looked at per audit by the sweep over the applied part of the log
+/// (`sweep_applied`).
 const SWEEP_PAGE: usize = 1000;
+/// Keys per listing of the log, and listings one look past a seq may take (`entries_after`):
+/// keys under `log/` that are not entry names (planted by a bucket writer) are skipped, but no
+/// more than this many pages of them, so a bucket stuffed with them costs a bounded look and
+/// a clear error, never a check that passes without having seen the entries.
+const LOG_PAGE: usize = 1000;
+const MAX_LOG_PAGES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -453,13 +460,8 @@ impl Fleet {
             }
             *last = Some(Instant::now());
         }
-        let later = self.remote.list_after("log/", &format!("{:020}", seq))?;
-        if let Some(l) = later.iter().find_map(|l| log::seq_of_key(&l.key)) {
-            if l > seq + 1
-                || later
-                    .iter()
-                    .all(|x| log::seq_of_key(&x.key) != Some(seq + 1))
-            {
+        if let Some(&l) = self.entries_after(seq, 1)?.first() {
+            if l > seq + 1 {
                 return Err(self.halt(format!(
                     "gap in the log: entry {} is missing but entry {l} exists (an entry was deleted from the store)",
                     seq + 1
@@ -500,24 +502,16 @@ impl Fleet {
             *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = 0;
             return Ok(());
         }
-        let after = if from == 0 {
-            String::new()
-        } else {
-            format!("{from:020}")
-        };
-        let listed = self.remote.list_after_max("log/", &after, SWEEP_PAGE)?;
+        let listed = self.entries_after(from, SWEEP_PAGE)?;
         let mut expect = from + 1;
-        for s in listed.iter().filter_map(|l| log::seq_of_key(&l.key)) {
+        for &s in &listed {
             if s > seq || s != expect {
                 break;
             }
             expect += 1;
         }
         let page_full = listed.len() >= SWEEP_PAGE;
-        let stopped_early = listed
-            .iter()
-            .filter_map(|l| log::seq_of_key(&l.key))
-            .any(|s| s >= expect && s <= seq);
+        let stopped_early = listed.iter().any(|&s| s >= expect && s <= seq);
         if expect <= seq && (!page_full || stopped_early) {
             return Err(self.halt(format!(
                 "log entry {expect}, applied here, is gone from the store (deleted behind arca's back)"
@@ -529,6 +523,47 @@ impl Fleet {
             0
         };
         Ok(())
+    }
+
+    /// The seqs of up to `want` entries past `seq` in the store, in order, from listings of
+    /// `log/` after entry `seq`'s key (0: from the start). Keys that are not entry names (junk a
+    /// bucket writer planted between entries) are neither returned nor counted, and a run of
+    /// them under one entry's key is stepped over in one listing; at most `MAX_LOG_PAGES`
+    /// listings are made, and a log still stuffed past that is an error naming it, never an
+    /// answer that missed entries.
+    fn entries_after(&self, seq: u64, want: usize) -> Result<Vec<u64>, FleetError> {
+        let mut out = Vec::new();
+        let mut after = if seq == 0 {
+            String::new()
+        } else {
+            format!("{seq:020}")
+        };
+        for _ in 0..MAX_LOG_PAGES {
+            let page = self.remote.list_after_max("log/", &after, LOG_PAGE)?;
+            for l in &page {
+                match log::seq_of_key(&l.key) {
+                    Some(s) if s > seq => {
+                        out.push(s);
+                        if out.len() >= want {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            if page.len() < LOG_PAGE {
+                return Ok(out);
+            }
+            let last = last.key.strip_prefix("log/").unwrap_or(&last.key);
+            after = log::skip_junk_after(last);
+        }
+        Err(FleetError::Remote(RemoteError::Other(format!(
+            "more than {} keys under log/ past entry {seq} are not log entries (planted in the bucket behind arca's back): remove the keys under log/ that are not 20 digits",
+            (MAX_LOG_PAGES - 1) * LOG_PAGE
+        ))))
     }
 
     /// Writes this host's heartbeat, at most every `HEARTBEAT_EVERY` (called by the poller).
@@ -682,8 +717,8 @@ impl Publisher for Fleet {
         // deleted behind arca's back (a gap): creating it then would put this host's change
         // under entries the other hosts applied after the deleted one, a fork only they would
         // notice. One listing per change.
-        let past = match self.remote.list_after_max("log/", &format!("{seq:020}"), 1) {
-            Ok(l) => l.iter().find_map(|x| log::seq_of_key(&x.key)),
+        let past = match self.entries_after(seq, 1) {
+            Ok(l) => l.first().copied(),
             Err(e) => {
                 let m = e.to_string();
                 self.note_remote(&Err(RemoteError::Unreachable(m.clone())));
