@@ -65,7 +65,9 @@ impl ChunkSource for RegistrySource {
     ) -> Result<Vec<u8>, ChunkError> {
         match deadline {
             Some(d) => self.registry.read_chunk_for_mount(id, len, d),
-            None => self.registry.read_chunk_for_mount(id, len, self.registry.read_deadline()),
+            None => self
+                .registry
+                .read_chunk_for_mount(id, len, self.registry.read_deadline()),
         }
         .map_err(chunk_error)
     }

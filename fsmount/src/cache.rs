@@ -184,7 +184,9 @@ mod tests {
             .unwrap();
         assert_eq!(loaded.len(), 1000);
         let again = cache
-            .get_or_load(&id(1), None, || -> Result<Vec<u8>, ()> { panic!("loaded twice") })
+            .get_or_load(&id(1), None, || -> Result<Vec<u8>, ()> {
+                panic!("loaded twice")
+            })
             .unwrap();
         assert!(Arc::ptr_eq(&loaded, &again));
         assert!(cache.get(&id(1)).is_some());

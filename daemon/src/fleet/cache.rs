@@ -249,7 +249,12 @@ impl Fleet {
     /// `warm_before_switch`: fetches `recs` (the versions an entry makes production or
     /// staging) for at most `budget`, before the entry is applied. Logs and counts what it
     /// did; the switch happens whatever the outcome.
-    pub(super) fn warm(&self, store: &Arc<Store>, recs: &[VersionRecord], budget: Duration) -> bool {
+    pub(super) fn warm(
+        &self,
+        store: &Arc<Store>,
+        recs: &[VersionRecord],
+        budget: Duration,
+    ) -> bool {
         let started = Instant::now();
         for rec in recs {
             self.cache

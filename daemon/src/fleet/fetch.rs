@@ -288,7 +288,11 @@ impl Fleet {
                 flight,
                 counted: !warm,
                 bound,
-                sink: if offer { self.sink.get().cloned() } else { None },
+                sink: if offer {
+                    self.sink.get().cloned()
+                } else {
+                    None
+                },
             };
             // Its own thread, so the reader waits only for its chunk, and only until its
             // deadline; if no thread can be made, the reader streams it itself.
@@ -303,7 +307,9 @@ impl Fleet {
                     }
                 });
             if let Err(e) = spawned {
-                tracing::warn!("fleet: cannot start a fetch thread ({e}); fetching on the reader's");
+                tracing::warn!(
+                    "fleet: cannot start a fetch thread ({e}); fetching on the reader's"
+                );
                 let s = run.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(s) = s {
                     s.run();

@@ -80,7 +80,11 @@ impl Fleet {
     /// condemning entry, by the entry's time and by this host's clock; a move into a pack that
     /// is condemned or deleted (or condemned by the same entry), or to a location whose length
     /// is not the chunk's, or of a chunk twice.
-    pub(super) fn check_gc_entry(&self, store: &Store, e: &super::log::Entry) -> Result<(), String> {
+    pub(super) fn check_gc_entry(
+        &self,
+        store: &Store,
+        e: &super::log::Entry,
+    ) -> Result<(), String> {
         let Some(gc) = &e.gc else {
             return Ok(());
         };
@@ -102,7 +106,12 @@ impl Fleet {
                 }
             }
         };
-        for rec in store.versions().map_err(|e| e.to_string())?.iter().flatten() {
+        for rec in store
+            .versions()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .flatten()
+        {
             add(rec);
         }
         // Versions the entry itself writes count as live too (an honest GC entry writes none).

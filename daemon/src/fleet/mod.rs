@@ -425,7 +425,8 @@ impl Fleet {
             }
             // Fleet GC's decisions are checked against this host's own replica first: a host
             // holding the fleet's keys must not be able to make the others drop live packs.
-            self.check_gc_entry(store, &e).map_err(|why| self.halt(why))?;
+            self.check_gc_entry(store, &e)
+                .map_err(|why| self.halt(why))?;
             let hash = entry_hash(&bytes);
             // An entry that opened but does not apply (a record of the wrong shape, no event)
             // is as bad as one that does not open: the host stops there, rather than failing

@@ -27,7 +27,9 @@ fn integrity_events(h: &TestEnv) -> Vec<serde_json::Value> {
 fn integrity_counts(h: &TestEnv) -> (u64, u64) {
     let s = h.json(&["status"]);
     (
-        s["fleet"]["integrity_failures"].as_u64().expect("fleet figures"),
+        s["fleet"]["integrity_failures"]
+            .as_u64()
+            .expect("fleet figures"),
         s["mount"]["counters"]["integrity_failures"]
             .as_u64()
             .expect("mount figures"),
@@ -295,7 +297,10 @@ impl RogueHost {
     fn publish_gc(&self, gc: arcad::fleet::log::GcWire) -> u64 {
         use arcad::fleet::log::{entry_hash, seal_entry, Entry, EventWire, GENESIS};
         let keys = super::fleet::list_keys(&self.gateway, "arca/log/");
-        let last = keys.iter().filter_map(|k| k.strip_prefix("arca/log/")).max();
+        let last = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("arca/log/"))
+            .max();
         let (seq, prev) = match last {
             None => (1, GENESIS),
             Some(k) => {
@@ -390,7 +395,14 @@ fn fleet_gc_entry_from_a_compromised_host_is_checked_and_refused() {
     a.root_key();
     let u = user("arca-e2e-fleet-pub");
     let d = model_dir(a, &u, "gcforge", 3 << 20, 24_201);
-    a.ok(&["push", d.to_str().unwrap(), "--name", "pm", "--version", "1.0.0"]);
+    a.ok(&[
+        "push",
+        d.to_str().unwrap(),
+        "--name",
+        "pm",
+        "--version",
+        "1.0.0",
+    ]);
     within(10, "B sees the version", || {
         b.arca(&["show", "pm", "1.0.0"]).status.success()
     });
@@ -401,7 +413,9 @@ fn fleet_gc_entry_from_a_compromised_host_is_checked_and_refused() {
         .unwrap()
         .parse()
         .unwrap();
-    let applied = a.json(&["status"])["fleet"]["applied_seq"].as_u64().unwrap();
+    let applied = a.json(&["status"])["fleet"]["applied_seq"]
+        .as_u64()
+        .unwrap();
 
     // Z records the live pack as deleted (no condemnation before, no grace).
     let seq = rogue.publish_gc(arcad::fleet::log::GcWire {
@@ -421,9 +435,9 @@ fn fleet_gc_entry_from_a_compromised_host_is_checked_and_refused() {
         );
         let events = integrity_events(h);
         assert!(
-            events
-                .iter()
-                .any(|e| e.to_string().contains(&format!("log entry {seq} (fleet GC by host z)"))),
+            events.iter().any(|e| e
+                .to_string()
+                .contains(&format!("log entry {seq} (fleet GC by host z)"))),
             "no integrity_violation event names the entry: {events:?}"
         );
     }
@@ -460,7 +474,13 @@ fn plant_junk(gw: &str, name: &str, n: usize) {
 
 /// The bytes of log entry `seq`.
 fn entry_bytes(gw: &str, seq: u64) -> Vec<u8> {
-    let (st, _, body) = request(gw, "GET", &format!("/{BUCKET}/arca/log/{seq:020}"), &[], b"");
+    let (st, _, body) = request(
+        gw,
+        "GET",
+        &format!("/{BUCKET}/arca/log/{seq:020}"),
+        &[],
+        b"",
+    );
     assert_eq!(st, 200, "entry {seq}");
     body
 }
@@ -483,7 +503,11 @@ fn fleet_junk_keys_in_the_log_blind_neither_the_sweep_nor_the_gap_check() {
         hosts[0].root_key();
         (c, g, hosts)
     };
-    let head = |h: &TestEnv| h.json(&["status"])["fleet"]["applied_seq"].as_u64().unwrap();
+    let head = |h: &TestEnv| {
+        h.json(&["status"])["fleet"]["applied_seq"]
+            .as_u64()
+            .unwrap()
+    };
 
     // 1. The sweep: 1,500 junk keys after entry 1, then entry 2 deleted.
     let (_c1, g1, hosts) = start(24_300);
@@ -495,7 +519,13 @@ fn fleet_junk_keys_in_the_log_blind_neither_the_sweep_nor_the_gap_check() {
     within(10, "C applied every entry", || head(hc) == head(a));
     assert!(head(a) >= 4, "entries: {}", head(a));
     plant_junk(&g1, &format!("{:020}", 1), 1_500);
-    let (st, _, _) = request(&g1, "DELETE", &format!("/{BUCKET}/arca/log/{:020}", 2), &[], b"");
+    let (st, _, _) = request(
+        &g1,
+        "DELETE",
+        &format!("/{BUCKET}/arca/log/{:020}", 2),
+        &[],
+        b"",
+    );
     assert!(st == 204 || st == 200, "deleting entry 2: {st}");
     let t = Instant::now();
     for h in [a, hc] {
@@ -511,7 +541,14 @@ fn fleet_junk_keys_in_the_log_blind_neither_the_sweep_nor_the_gap_check() {
     let (_c2, g2, hosts) = start(24_400);
     let (a, hc) = (&hosts[0], &hosts[1]);
     let d = model_dir(a, &u, "gap", 64 << 10, 24_401);
-    a.ok(&["push", d.to_str().unwrap(), "--name", "gm", "--version", "1.0.0"]);
+    a.ok(&[
+        "push",
+        d.to_str().unwrap(),
+        "--name",
+        "gm",
+        "--version",
+        "1.0.0",
+    ]);
     within(10, "C applied every entry", || head(hc) == head(a));
     let s = head(a);
     plant_junk(&g2, &format!("{s:020}"), 5_100);
@@ -542,7 +579,14 @@ fn fleet_junk_keys_in_the_log_blind_neither_the_sweep_nor_the_gap_check() {
         assert_eq!(head(h), s, "nothing applied past the gap");
     }
     assert_eq!(
-        request(&g2, "GET", &format!("/{BUCKET}/arca/log/{:020}", s + 1), &[], b"").0,
+        request(
+            &g2,
+            "GET",
+            &format!("/{BUCKET}/arca/log/{:020}", s + 1),
+            &[],
+            b""
+        )
+        .0,
         404,
         "no entry written into the gap"
     );
