@@ -48,6 +48,30 @@ pub(super) struct Fetches {
     /// Fetches counted against `MAX_FETCHES` running now; `freed` is told when one ends.
     running: Mutex<usize>,
     freed: Condvar,
+    /// Chunks a reader just gave up on at its deadline, until when a new reader of them fails
+    /// at once: the kernel asks again at once for a page whose readahead failed, and that
+    /// second wait of a whole bound would double the read's.
+    late: Mutex<HashMap<ChunkId, Instant>>,
+}
+
+/// How long a chunk a reader gave up on fails new readers at once (`Fetches::late`).
+const LATE_FOR: Duration = Duration::from_secs(1);
+
+impl Fetches {
+    fn note_late(&self, id: &ChunkId) {
+        let now = Instant::now();
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        late.retain(|_, until| *until > now);
+        late.insert(*id, now + LATE_FOR);
+    }
+
+    fn is_late(&self, id: &ChunkId) -> bool {
+        self.late
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|until| *until > Instant::now())
+    }
 }
 
 /// One stream's progress, shared by the slots of its chunks.
@@ -184,6 +208,7 @@ impl Fleet {
     ) -> Result<Fetched, FleetError> {
         let bound = self.read_bound();
         let late = || {
+            self.fetches.note_late(id);
             FleetError::Remote(RemoteError::Unreachable(format!(
                 "chunk {id} did not arrive from the store within the read's bound ({bound:?})"
             )))
@@ -210,6 +235,11 @@ impl Fleet {
             }
             if Instant::now() >= deadline {
                 return Err(late());
+            }
+            if !warm && self.fetches.is_late(id) {
+                return Err(FleetError::Remote(RemoteError::Unreachable(format!(
+                    "chunk {id} did not arrive within another read's bound a moment ago"
+                ))));
             }
             let fetches = &self.fetches;
             let mut inflight = fetches.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,6 +268,8 @@ impl Fleet {
                         .wait_timeout_while(running, left, |r| *r >= MAX_FETCHES)
                         .unwrap_or_else(|p| p.into_inner());
                     if *g >= MAX_FETCHES {
+                        drop(g);
+                        self.fetches.note_late(id);
                         return Err(FleetError::Remote(RemoteError::Unreachable(format!(
                             "{MAX_FETCHES} fetches from the store are running on this host and none ended within the read's bound ({bound:?})"
                         ))));
