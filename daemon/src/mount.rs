@@ -26,20 +26,14 @@ fn chunk_error(e: ChunkReadError) -> ChunkError {
         ChunkReadError::Crypt(c) => ChunkError::Integrity(c.to_string()),
         ChunkReadError::Length => ChunkError::Integrity("length differs from the manifest".into()),
         ChunkReadError::Store(s) => ChunkError::Io(s.to_string()),
-        ChunkReadError::Unavailable(s) => ChunkError::Io(s),
+        ChunkReadError::Unavailable(s) => ChunkError::Unavailable(s),
     }
 }
 
 impl ChunkSource for RegistrySource {
     fn chunk(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
         self.registry
-            .read_chunk_for_mount(id, len)
-            .map_err(chunk_error)
-    }
-
-    fn chunk_near(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
-        self.registry
-            .read_chunk_near_for_mount(id, len)
+            .read_chunk_for_mount(id, len, self.registry.read_deadline())
             .map_err(chunk_error)
     }
 
@@ -53,6 +47,56 @@ impl ChunkSource for RegistrySource {
         self.registry
             .read_chunk_range(id, len, offset, size)
             .map_err(chunk_error)
+    }
+
+    fn is_local(&self, id: &ChunkId) -> bool {
+        self.registry.chunk_is_local(id)
+    }
+
+    fn read_bound(&self) -> Option<std::time::Duration> {
+        self.registry.fleet().map(|f| f.read_bound())
+    }
+
+    fn chunk_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        match deadline {
+            Some(d) => self.registry.read_chunk_for_mount(id, len, d),
+            None => self
+                .registry
+                .read_chunk_for_mount(id, len, self.registry.read_deadline()),
+        }
+        .map_err(chunk_error)
+    }
+
+    fn chunk_near_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
+        self.registry
+            .read_chunk_near_for_mount(id, len, d)
+            .map_err(chunk_error)
+    }
+
+    fn chunk_range_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        match deadline {
+            Some(d) => self.registry.read_chunk_range_by(id, len, offset, size, d),
+            None => self.registry.read_chunk_range(id, len, offset, size),
+        }
+        .map_err(chunk_error)
     }
 
     fn may_read(&self, uid: u32, gid: u32, model: &ModelName, version: &ModelVersion) -> bool {

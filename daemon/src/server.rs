@@ -35,7 +35,7 @@ use crate::openapi::errors::{
     BadRequest, Conflict, Forbidden, Integrity, Internal, NotFound, TooLarge, Unavailable,
 };
 use crate::openapi::params::{Model as ModelPath, Upload as UploadPath, Version as VersionPath};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{ChunkReadError, Registry, RegistryError};
 
 /// Peer credentials of a connection, captured when it is accepted: uid, gid, pid and the
 /// supplementary groups, all from the kernel.
@@ -537,15 +537,24 @@ async fn read_file(
     let (name, version): (ModelName, ModelVersion) = (parse(&name)?, parse(&version)?);
     let c = caller(&reg, &p)?;
     let (file, pins) = reg.file_chunks(&c, &name, &version, &q.path)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
+    // Each item: a chunk's bytes, or why it failed and the code that says so.
+    type Item = Result<bytes::Bytes, (ErrorCode, String)>;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
     let path = file.entry.path.clone();
     tokio::task::spawn_blocking(move || {
         let _pins = pins;
         for cr in &file.chunks {
             let item = reg.read_chunk(&cr.id, cr.len).map(bytes::Bytes::from).map_err(|e| {
+                let why = format!("file {}: chunk {}: {e}", file.entry.path, cr.id);
+                if let ChunkReadError::Unavailable(_) = e {
+                    // A fleet host whose object store did not deliver an uncached chunk: an
+                    // outage, not damage, so neither an integrity failure nor an audit event.
+                    tracing::warn!(model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "chunk unavailable while serving: {e}");
+                    return (ErrorCode::Unavailable, format!("the fleet's object store is unavailable: {why}"));
+                }
                 tracing::error!(arca_event = arca_core::audit::EventKind::IntegrityViolation.as_str(), model = %name, version = %version, file = %file.entry.path, chunk = %cr.id, "integrity failure while serving: {e}");
                 reg.integrity_event("get", &name, &version, Some(&file.entry.path), Some(&cr.id), &e.to_string());
-                format!("file {}: chunk {}: {e}", file.entry.path, cr.id)
+                (ErrorCode::IntegrityFailure, format!("integrity failure: {why}"))
             });
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
@@ -553,22 +562,18 @@ async fn read_file(
             }
         }
     });
-    // The first chunk is verified before the response starts, so a damaged file usually fails
-    // with a proper error naming it; a later failure can only cut the body short.
+    // The first chunk is verified before the response starts, so a damaged file (or one the
+    // fleet's store cannot deliver now) usually fails with a proper error naming it; a later
+    // failure can only cut the body short.
     let first = match rx.recv().await {
-        Some(Err(why)) => {
-            return Err(ApiError(
-                ErrorCode::IntegrityFailure,
-                format!("integrity failure: {why}"),
-            ))
-        }
+        Some(Err((code, why))) => return Err(ApiError(code, why)),
         other => other,
     };
     let rest =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     let stream = futures_util::stream::iter(first)
         .chain(rest)
-        .map_err(move |why| std::io::Error::other(format!("{path}: {why}")));
+        .map_err(move |(_, why)| std::io::Error::other(format!("{path}: {why}")));
     Response::builder()
         .header("content-type", "application/octet-stream")
         .header("content-length", file.entry.size)

@@ -96,16 +96,19 @@ impl ChunkCache {
 
     /// The plaintext of `id`, loading it with `load` if absent. Concurrent calls for the same id
     /// wait for one load instead of each decrypting the chunk; if that load fails, a waiter
-    /// loads for itself (and sees the error first-hand).
+    /// loads for itself (and sees the error first-hand). With a `deadline`, the wait for
+    /// another's load ends then, and this call loads for itself (`load` honours the deadline).
     pub(crate) fn get_or_load<E>(
         &self,
         id: &ChunkId,
+        deadline: Option<std::time::Instant>,
         load: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<Plain, E> {
         let Some(cache) = &self.inner else {
             return load().map(Arc::new);
         };
-        match cache.get_value_or_guard(id, None) {
+        let wait = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        match cache.get_value_or_guard(id, wait) {
             GuardResult::Value(plain) => Ok(plain),
             GuardResult::Guard(guard) => {
                 let plain = Arc::new(load()?);
@@ -113,7 +116,7 @@ impl ChunkCache {
                 let _ = guard.insert(Arc::clone(&plain));
                 Ok(plain)
             }
-            // Unreachable without a timeout; load without the cache rather than fail.
+            // Another's load outlasted the deadline: load without the cache rather than wait.
             GuardResult::Timeout => load().map(Arc::new),
         }
     }
@@ -178,11 +181,13 @@ mod tests {
         let cache = ChunkCache::new(64 << 20);
         assert!(cache.get(&id(1)).is_none());
         let loaded = cache
-            .get_or_load(&id(1), || Ok::<_, ()>(vec![7; 1000]))
+            .get_or_load(&id(1), None, || Ok::<_, ()>(vec![7; 1000]))
             .unwrap();
         assert_eq!(loaded.len(), 1000);
         let again = cache
-            .get_or_load(&id(1), || -> Result<Vec<u8>, ()> { panic!("loaded twice") })
+            .get_or_load(&id(1), None, || -> Result<Vec<u8>, ()> {
+                panic!("loaded twice")
+            })
             .unwrap();
         assert!(Arc::ptr_eq(&loaded, &again));
         assert!(cache.get(&id(1)).is_some());
@@ -209,7 +214,7 @@ mod tests {
         let loader = {
             let (c, started, release) = (shared.clone(), started.clone(), release.clone());
             std::thread::spawn(move || {
-                c.get_or_load(&id(5), || {
+                c.get_or_load(&id(5), None, || {
                     started.wait();
                     release.wait();
                     Ok::<_, ()>(vec![9u8; 100])
@@ -239,7 +244,7 @@ mod tests {
     fn failed_load_caches_nothing() {
         let cache = ChunkCache::new(64 << 20);
         assert_eq!(
-            cache.get_or_load(&id(2), || Err::<Vec<u8>, _>("bad")),
+            cache.get_or_load(&id(2), None, || Err::<Vec<u8>, _>("bad")),
             Err("bad")
         );
         assert!(!cache.contains(&id(2)));
@@ -256,7 +261,7 @@ mod tests {
         let cache = ChunkCache::new(4 << 20);
         for n in 0..64u8 {
             cache
-                .get_or_load(&id(n), || Ok::<_, ()>(vec![n; 256 << 10]))
+                .get_or_load(&id(n), None, || Ok::<_, ()>(vec![n; 256 << 10]))
                 .unwrap();
         }
         assert!(cache.weight() <= 4 << 20, "weight {}", cache.weight());
@@ -268,7 +273,7 @@ mod tests {
         let cache = ChunkCache::new(0);
         assert!(!cache.enabled());
         let a = cache
-            .get_or_load(&id(3), || Ok::<_, ()>(vec![3; 10]))
+            .get_or_load(&id(3), None, || Ok::<_, ()>(vec![3; 10]))
             .unwrap();
         assert_eq!(a.len(), 10);
         assert!(!cache.contains(&id(3)));

@@ -63,6 +63,12 @@ pub(crate) fn config(opts: &MountOptions) -> Config {
 pub(crate) struct ArcaFs {
     vfs: Arc<Vfs>,
     reads: Pool,
+    /// Reads that touch a chunk that is not local (`ChunkSource::is_local`): they may wait on
+    /// a remote store up to their bound, on threads of their own, so that reads of local
+    /// chunks always find a free thread in `reads`.
+    remote_reads: Pool,
+    /// `ChunkSource::read_bound`: a read's deadline is this after its request arrived.
+    read_bound: Option<std::time::Duration>,
     read_threads: usize,
     uid: u32,
     gid: u32,
@@ -71,6 +77,8 @@ pub(crate) struct ArcaFs {
 impl ArcaFs {
     pub(crate) fn new(vfs: Arc<Vfs>, read_threads: usize) -> std::io::Result<Self> {
         let reads = Pool::new("arca-read", read_threads, READ_QUEUE)?;
+        let remote_reads = Pool::new("arca-read-remote", read_threads, READ_QUEUE)?;
+        let read_bound = vfs.read_bound();
         let (uid, gid) = (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
@@ -78,6 +86,8 @@ impl ArcaFs {
         Ok(Self {
             vfs,
             reads,
+            remote_reads,
+            read_bound,
             read_threads,
             uid,
             gid,
@@ -145,12 +155,14 @@ impl Filesystem for ArcaFs {
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
-        // Kernel readahead arrives as background requests. Allow one fewer than there are read
-        // workers, so readahead stuck on a slow chunk can never take the last worker from a
-        // synchronous read. (Much lower is worse: at 1, every reader's readahead queues in the
-        // kernel behind the one stuck request.)
-        let background =
-            u16::try_from(self.read_threads.saturating_sub(1).max(1)).unwrap_or(u16::MAX);
+        // Kernel readahead arrives as background requests, and past this many in flight the
+        // kernel queues the rest (its own FIFO, whatever file they are for). Readahead stuck
+        // on a slow remote chunk waits on the remote workers, never on the local ones, so the
+        // limit only has to be high enough that such stuck requests cannot fill it and hold
+        // a read of local chunks in the kernel's queue: both pools' workers, twice over.
+        // (Lower is worse: at 7, a cached read waited seconds behind readahead of uncached
+        // chunks on a trickling link; at 1, every reader's readahead queued behind one.)
+        let background = u16::try_from(4 * self.read_threads).unwrap_or(u16::MAX);
         let _ = config.set_max_background(background);
         // Lookups and listings in one directory need not wait for each other.
         if config
@@ -206,8 +218,10 @@ impl Filesystem for ArcaFs {
     ) {
         // No authorization here: the uid of a read may be nobody's (readahead, page faults);
         // the handle was authorized at open.
+        let deadline = self.read_bound.map(|b| std::time::Instant::now() + b);
+        let local = self.vfs.read_is_local(fh.0, offset, size);
         let vfs = Arc::clone(&self.vfs);
-        let job = Box::new(move || match vfs.read(fh.0, offset, size) {
+        let job = Box::new(move || match vfs.read_by(fh.0, offset, size, deadline) {
             Ok(buf) => SCRATCH.with_borrow_mut(|scratch| {
                 buf.with_bytes(scratch, |bytes| reply.data(bytes));
                 if scratch.capacity() > MAX_SCRATCH {
@@ -216,7 +230,14 @@ impl Filesystem for ArcaFs {
             }),
             Err(f) => reply.error(errno(f)),
         });
-        if let Err(job) = self.reads.run(job) {
+        // A read queued behind others waiting on the store still ends at its deadline: its
+        // wait for what is not local fails at once once that has passed.
+        let pool = if local {
+            &self.reads
+        } else {
+            &self.remote_reads
+        };
+        if let Err(job) = pool.run(job) {
             // The pool is shutting down with the session; answer inline.
             job();
         }

@@ -64,11 +64,6 @@ pub trait ChunkSource: Send + Sync + 'static {
     /// The whole chunk's plaintext, fully verified (AEAD of every segment + keyed-id check).
     /// For a sequential reader: a source that fetches from afar may fetch much beyond it.
     fn chunk(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError>;
-    /// [`ChunkSource::chunk`] for a reader that is not sequential (a whole chunk inside a
-    /// large random read): a source that fetches from afar should fetch little beyond it.
-    fn chunk_near(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
-        self.chunk(id, len)
-    }
     /// `size` bytes at `offset` inside the chunk, authenticating only the 64 KiB segments touched.
     fn chunk_range(
         &self,
@@ -77,6 +72,49 @@ pub trait ChunkSource: Send + Sync + 'static {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkError>;
+    /// Whether reading this chunk needs nothing but local storage (no fetch from elsewhere,
+    /// such as a fleet's object store). Asked on the thread that received the kernel's read,
+    /// so it must be cheap. Reads of chunks that are not local run on threads of their own,
+    /// so reads of local ones never queue behind reads waiting on something remote.
+    fn is_local(&self, _id: &ChunkId) -> bool {
+        true
+    }
+    /// How long a read may wait for chunks that are not local, counted from when the kernel's
+    /// request arrived (its threads' queue included); `None`: no bound of the mount's own.
+    fn read_bound(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// [`ChunkSource::chunk`], failing (not waiting) once `deadline` has passed for what is
+    /// not local.
+    fn chunk_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.chunk(id, len)
+    }
+    /// [`ChunkSource::chunk_range`] with a deadline, as [`ChunkSource::chunk_by`].
+    /// [`ChunkSource::chunk_by`] for a reader that is not sequential (a whole chunk inside a
+    /// large random read): a source that fetches from afar should fetch little beyond it.
+    fn chunk_near_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.chunk_by(id, len, deadline)
+    }
+    fn chunk_range_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.chunk_range(id, len, offset, size)
+    }
     /// May this caller read this version? Checked at lookup, opendir and open (never rely on the
     /// uid of a read: the kernel issues readahead and page faults on behalf of nobody in particular).
     /// Must imply `may_list` for the same model: a version's lookups ask only this.
@@ -124,6 +162,11 @@ pub enum ChunkError {
     Integrity(String),
     #[error("I/O error reading chunk: {0}")]
     Io(String),
+    /// The chunk is not held here and where it is kept (a fleet's object store) did not deliver
+    /// it in time: an outage, not damage. The read fails with `EIO` all the same, but it is not
+    /// reported through [`ChunkSource::integrity_failure`] nor counted as an integrity failure.
+    #[error("chunk unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The catalog as the mount shows it. Published atomically by [`MountHandle::update`].

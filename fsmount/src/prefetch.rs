@@ -108,7 +108,7 @@ impl Prefetcher {
     }
 
     /// `sequential`: for a sequential reader (`ChunkSource::chunk`), else for a random one
-    /// (`ChunkSource::chunk_near`).
+    /// (`ChunkSource::chunk_near_by`).
     fn queue(&self, chunks: &[(ChunkId, u32)], sequential: bool) {
         let Some(pool) = &self.pool else {
             return;
@@ -126,7 +126,7 @@ impl Prefetcher {
                     if sequential {
                         source.chunk(&id, len)
                     } else {
-                        source.chunk_near(&id, len)
+                        source.chunk_near_by(&id, len, None)
                     }
                 };
                 cache.fill_if_idle(&id, || match got() {

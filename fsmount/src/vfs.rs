@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arca_core::{ChunkId, ModelName};
 
@@ -546,14 +546,26 @@ impl Vfs {
 
     /// Up to `size` bytes at `offset` of open file `fh`: exactly `min(size, file size - offset)`
     /// bytes, or `Fail::Io` if any chunk needed cannot be fetched and verified.
+    #[cfg(test)]
     pub(crate) fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadBuf, Fail> {
+        self.read_by(fh, offset, size, None)
+    }
+
+    /// `read`, waiting for chunks that are not local no later than `deadline`.
+    pub(crate) fn read_by(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        deadline: Option<Instant>,
+    ) -> Result<ReadBuf, Fail> {
         let of = match lock(&self.handles).get(&fh) {
             Some(Handle::File(of)) => Arc::clone(of),
             Some(Handle::Dir(..)) => return Err(Fail::IsDir),
             None => return Err(Fail::BadHandle),
         };
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let result = self.read_file(&of, offset, size);
+        let result = self.read_file(&of, offset, size, deadline);
         match &result {
             Ok(buf) => self
                 .counters
@@ -564,7 +576,40 @@ impl Vfs {
         result
     }
 
-    fn read_file(&self, of: &OpenFile, offset: u64, size: u32) -> Result<ReadBuf, Fail> {
+    /// The source's bound on a read that waits for chunks that are not local.
+    pub(crate) fn read_bound(&self) -> Option<Duration> {
+        self.source.read_bound()
+    }
+
+    /// Whether every chunk a read of `size` bytes at `offset` of `fh` touches is in the
+    /// plaintext cache or local to the [`ChunkSource`] (so the read waits on nothing remote).
+    /// Unknown handles and bad layouts answer true: the read fails at once anyway.
+    pub(crate) fn read_is_local(&self, fh: u64, offset: u64, size: u32) -> bool {
+        let of = match lock(&self.handles).get(&fh) {
+            Some(Handle::File(of)) => Arc::clone(of),
+            _ => return true,
+        };
+        let mf = of.file.file();
+        let end = offset.saturating_add(u64::from(size)).min(mf.size);
+        if offset >= end {
+            return true;
+        }
+        let Ok(starts) = of.file.layout() else {
+            return true;
+        };
+        plan(starts, offset, end).iter().all(|piece| {
+            let id = &mf.chunks[piece.index].0;
+            self.cache.contains(id) || self.source.is_local(id)
+        })
+    }
+
+    fn read_file(
+        &self,
+        of: &OpenFile,
+        offset: u64,
+        size: u32,
+        deadline: Option<Instant>,
+    ) -> Result<ReadBuf, Fail> {
         let file = &of.file;
         let mf = file.file();
         let end = offset.saturating_add(u64::from(size)).min(mf.size);
@@ -603,7 +648,7 @@ impl Vfs {
         let mut bufs = Vec::with_capacity(pieces.len());
         for piece in &pieces {
             let (id, len) = mf.chunks[piece.index];
-            match self.fetch(id, len, piece, sequential) {
+            match self.fetch(id, len, piece, sequential, deadline) {
                 Ok(buf) => bufs.push(buf),
                 Err(e) => {
                     self.report(file, &id, &e);
@@ -630,31 +675,40 @@ impl Vfs {
         len: u32,
         piece: &Piece,
         sequential: bool,
+        deadline: Option<Instant>,
     ) -> Result<ReadBuf, ChunkError> {
         let range = piece.start as usize..(piece.start + piece.len) as usize;
         if let Some(plain) = self.cache.get(&id) {
             return check_len(plain.len(), len).map(|()| ReadBuf::Shared(plain, range));
         }
         if piece.len == len || sequential {
-            let plain = self.cache.get_or_load(&id, || {
+            let plain = self.cache.get_or_load(&id, deadline, || {
                 let plain = if sequential {
-                    self.source.chunk(&id, len)?
+                    self.source.chunk_by(&id, len, deadline)?
                 } else {
-                    self.source.chunk_near(&id, len)?
+                    self.source.chunk_near_by(&id, len, deadline)?
                 };
                 check_len(plain.len(), len).map(|()| plain)
             })?;
             return Ok(ReadBuf::Shared(plain, range));
         }
-        let bytes = self.source.chunk_range(&id, len, piece.start, piece.len)?;
+        let bytes = self
+            .source
+            .chunk_range_by(&id, len, piece.start, piece.len, deadline)?;
         check_len(bytes.len(), piece.len).map(|()| ReadBuf::Owned(bytes))
     }
 
     fn report(&self, file: &FileNode, chunk: &ChunkId, error: &ChunkError) {
+        let (scope, path) = (&file.scope, &file.file().path);
+        if let ChunkError::Unavailable(why) = error {
+            // An outage of the store the chunk comes from: the read fails, but nothing is
+            // damaged, so it is neither counted nor reported as an integrity failure.
+            tracing::warn!(model = %scope.model, version = %scope.version, %path, %chunk, "read failed: EIO: chunk unavailable: {why}");
+            return;
+        }
         self.counters
             .integrity_failures
             .fetch_add(1, Ordering::Relaxed);
-        let (scope, path) = (&file.scope, &file.file().path);
         tracing::warn!(model = %scope.model, version = %scope.version, %path, %chunk, %error, "read failed: EIO");
         self.source.integrity_failure(
             &scope.model,

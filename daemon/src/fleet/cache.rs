@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use arca_core::api::Status as VersionStatus;
@@ -212,11 +212,14 @@ impl Fleet {
     /// every chunk is here now, and how many fetches it made; an error if the store failed.
     pub fn fetch_all(
         &self,
-        store: &Store,
+        store: &Arc<Store>,
         recs: &[VersionRecord],
         budget: Duration,
     ) -> Result<(bool, u64), FleetError> {
-        let started = Instant::now();
+        // Every wait of every fetch ends by then, not only the gaps between chunks: a chunk
+        // deep in a pack on a trickling link cannot hold the warm-up (and the commit lock it
+        // holds) past its deadline.
+        let deadline = Instant::now() + budget;
         let mut complete = true;
         let mut fetched = 0u64;
         for rec in recs {
@@ -225,10 +228,15 @@ impl Fleet {
                     if store.cached_len(&c.id)?.is_some() {
                         continue;
                     }
-                    if started.elapsed() >= budget {
+                    if Instant::now() >= deadline {
                         return Ok((false, fetched));
                     }
-                    match self.fetch_for(store, &c.id, true, super::FetchFor::Bulk)? {
+                    let got =
+                        match self.fetch_for(store, &c.id, true, super::FetchFor::Bulk, deadline) {
+                            Err(_) if Instant::now() >= deadline => return Ok((false, fetched)),
+                            other => other?,
+                        };
+                    match got {
                         // Neither here nor in the fleet's store: nothing to fetch it from.
                         super::Fetched::Unknown => complete = false,
                         _ => fetched += 1,
@@ -242,7 +250,12 @@ impl Fleet {
     /// `warm_before_switch`: fetches `recs` (the versions an entry makes production or
     /// staging) for at most `budget`, before the entry is applied. Logs and counts what it
     /// did; the switch happens whatever the outcome.
-    pub(super) fn warm(&self, store: &Store, recs: &[VersionRecord], budget: Duration) -> bool {
+    pub(super) fn warm(
+        &self,
+        store: &Arc<Store>,
+        recs: &[VersionRecord],
+        budget: Duration,
+    ) -> bool {
         let started = Instant::now();
         for rec in recs {
             self.cache

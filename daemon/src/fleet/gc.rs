@@ -63,7 +63,136 @@ fn pack_of_key(key: &str) -> Option<PackId> {
     key.strip_prefix("packs/")?.parse().ok()
 }
 
+/// Slack for the clocks of the host that condemned a pack and the one applying its deletion.
+const CLOCK_SKEW_MS: u64 = 60_000;
+
 impl Fleet {
+    /// Checks another host's fleet GC decisions (entry `e`) against this host's own verified
+    /// replica before they are applied: a host holding the fleet's keys could otherwise sign an
+    /// entry that condemns or deletes packs that still hold live chunks, or moves live chunks
+    /// to where they are not, and every honest host would drop their locations (and an honest
+    /// GC run later delete the packs). `Err` names what is wrong; the caller halts on it, as on
+    /// any other entry that does not apply.
+    ///
+    /// Refused: a pack condemned or deleted while this replica places a chunk of a version in
+    /// its catalog there (after the entry's own moves); a deletion of a pack no earlier entry
+    /// condemned, or before the grace period (this host's `gc_grace_hours`) passed since the
+    /// condemning entry, by the entry's time and by this host's clock; a move into a pack that
+    /// is condemned or deleted (or condemned by the same entry), or to a location whose length
+    /// is not the chunk's, or of a chunk twice.
+    pub(super) fn check_gc_entry(
+        &self,
+        store: &Store,
+        e: &super::log::Entry,
+    ) -> Result<(), String> {
+        let Some(gc) = &e.gc else {
+            return Ok(());
+        };
+        let bad = |why: String| {
+            format!(
+                "log entry {} (fleet GC by host {}) {why}: this host's replica says otherwise, so it does not apply it",
+                e.seq, e.host
+            )
+        };
+        let going: HashSet<PackId> = gc.condemn.iter().chain(&gc.deleted).copied().collect();
+        // Every chunk of every version this replica holds, and one version using it (to name).
+        let mut live: HashMap<ChunkId, String> = HashMap::new();
+        let mut add = |rec: &crate::manifest::VersionRecord| {
+            for f in &rec.files {
+                for c in &f.chunks {
+                    live.entry(c.id).or_insert_with(|| {
+                        format!("{} {}", rec.metadata.name, rec.metadata.version)
+                    });
+                }
+            }
+        };
+        for rec in store
+            .versions()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .flatten()
+        {
+            add(rec);
+        }
+        // Versions the entry itself writes count as live too (an honest GC entry writes none).
+        for r in e.records.iter().filter(|r| r.cf == "versions") {
+            if let Some(rec) = r
+                .json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<crate::manifest::VersionRecord>(j).ok())
+            {
+                add(&rec);
+            }
+        }
+        let mut moved: HashMap<ChunkId, ChunkLoc> = HashMap::new();
+        for l in &gc.moved {
+            if moved.insert(l.id, l.loc).is_some() {
+                return Err(bad(format!("moves chunk {} twice", l.id)));
+            }
+            let usable = store.pack_usable(&l.loc.pack).map_err(|e| e.to_string())?;
+            if going.contains(&l.loc.pack) || !usable {
+                return Err(bad(format!(
+                    "moves chunk {} into pack {}, which is condemned or deleted",
+                    l.id, l.loc.pack
+                )));
+            }
+            match store.chunk_loc(&l.id).map_err(|e| e.to_string())? {
+                Some(old) if old.len != l.loc.len => {
+                    return Err(bad(format!(
+                        "moves chunk {} to a location of {} sealed bytes, but the chunk has {}",
+                        l.id, l.loc.len, old.len
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(bad(format!(
+                        "moves chunk {}, which the log places nowhere",
+                        l.id
+                    )))
+                }
+            }
+        }
+        if !going.is_empty() {
+            for row in store.pack_rows().map_err(|e| e.to_string())? {
+                if !going.contains(&row.pack) {
+                    continue;
+                }
+                let Some(version) = live.get(&row.id) else {
+                    continue;
+                };
+                let at = match moved.get(&row.id) {
+                    Some(l) => Some(*l),
+                    None => store.chunk_loc(&row.id).map_err(|e| e.to_string())?,
+                };
+                if at.is_some_and(|l| l.pack == row.pack) {
+                    return Err(bad(format!(
+                        "condemns or deletes pack {}, where chunk {} of version {version} is located",
+                        row.pack, row.id
+                    )));
+                }
+            }
+        }
+        let grace_ms = self.cfg.gc_grace.as_millis() as u64;
+        for p in &gc.deleted {
+            if store.pack_deleted(p).map_err(|e| e.to_string())? {
+                continue;
+            }
+            let Some(c) = store.condemned(p).map_err(|e| e.to_string())? else {
+                return Err(bad(format!(
+                    "deletes pack {p}, which no earlier entry condemned"
+                )));
+            };
+            let due = c.at_ms.saturating_add(grace_ms);
+            if e.at_ms < due || super::now_ms().saturating_add(CLOCK_SKEW_MS) < due {
+                return Err(bad(format!(
+                    "deletes pack {p} before the grace period ({:?}) since its condemnation by entry {} passed",
+                    self.cfg.gc_grace, c.seq
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The packs in the store (key, size, time), by id.
     pub fn list_packs(&self) -> Result<HashMap<PackId, Listed>, FleetError> {
         Ok(self

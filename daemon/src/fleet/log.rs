@@ -47,6 +47,23 @@ pub fn seq_of_key(key: &str) -> Option<u64> {
         .flatten()
 }
 
+/// Where a listing of `log/` goes on after `last` (a key below `log/`, the last of a full
+/// page): past every key that extends the same 20-digit entry name when `last` is junk of
+/// that shape (`00000000000000000005-x`, planted between entries 5 and 6) and sorts below the
+/// step (the entry name and 64 `z`s: the highest character a listing's start key can hold
+/// unescaped), so one listing steps over a run of them; else just past `last`. (The key
+/// returned sorts before entry 6's.)
+pub fn skip_junk_after(last: &str) -> String {
+    let digits = last.bytes().take(20).take_while(u8::is_ascii_digit).count();
+    if digits == 20 && last.len() > 20 {
+        let skip = format!("{}{}", &last[..20], "z".repeat(64));
+        if skip.as_str() > last {
+            return skip;
+        }
+    }
+    last.to_owned()
+}
+
 /// An audit event as an entry carries it (a `Draft`: the applying host's chain places it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventWire {
@@ -278,6 +295,21 @@ pub fn open_entry(
 mod tests {
     use super::*;
     use crate::keys::SecretBytes;
+
+    #[test]
+    fn a_listing_steps_over_junk_under_one_entry_name_but_never_past_the_next_entry() {
+        let five = "00000000000000000005";
+        let six = "00000000000000000006";
+        let step = skip_junk_after(&format!("{five}-junk-00999"));
+        assert!(step.as_str() > "00000000000000000005-junk-zzzzz" && step.as_str() < six);
+        // An entry name, or junk of another shape: just past it.
+        assert_eq!(skip_junk_after(five), five);
+        assert_eq!(skip_junk_after("junk"), "junk");
+        // Junk above the step (past `z`): just past it, so a listing still makes progress.
+        let high = format!("{five}~");
+        assert_eq!(skip_junk_after(&high), high);
+        assert_eq!(seq_of_key(&format!("log/{five}-junk")), None);
+    }
 
     fn keys(dek: u8) -> Keyring {
         Keyring::new(

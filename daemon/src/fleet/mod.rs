@@ -14,11 +14,12 @@
 
 pub mod audit;
 pub mod cache;
+mod fetch;
 pub mod gc;
 pub mod log;
 pub mod pack;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,15 +88,23 @@ pub enum FetchFor {
     /// not sequential): `RANDOM_EXTENT`; plaintext as above, the first chunk's too.
     MountPart,
 }
-/// Fetches running at once on this host. Below the mount's read pool (8 threads), so that
-/// reads of cached chunks always find a free thread while uncached ones wait on the store;
-/// a fetch that finds no room fails at once (EIO) rather than queueing behind a slow store.
+/// Fetches for readers streaming at once on this host (each on a thread of its own,
+/// `fetch.rs`); a reader that finds no room waits for one to end, until its deadline. Reads of
+/// cached chunks never wait for them: the mount runs reads of uncached chunks on threads of
+/// their own.
 const MAX_FETCHES: usize = 4;
 /// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
 /// arca's back) and the newest applied entry read again (to notice it replaced).
 const AUDIT_EVERY: Duration = Duration::from_secs(5);
-/// Keys listed per audit by the sweep over the applied part of the log (`sweep_applied`).
+/// Entries looked at per audit by the sweep over the applied part of the log
+/// (`sweep_applied`).
 const SWEEP_PAGE: usize = 1000;
+/// Keys per listing of the log, and listings one look past a seq may take (`entries_after`):
+/// keys under `log/` that are not entry names (planted by a bucket writer) are skipped, but no
+/// more than this many pages of them, so a bucket stuffed with them costs a bounded look and
+/// a clear error, never a check that passes without having seen the entries.
+const LOG_PAGE: usize = 1000;
+const MAX_LOG_PAGES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -255,22 +264,20 @@ pub struct Heartbeat {
 
 pub struct Fleet {
     pub cfg: FleetConfig,
-    pub remote: Remote,
+    pub remote: Arc<Remote>,
     /// Pinned hosts, this one included.
     hosts: BTreeMap<String, PublicKey>,
-    state: Mutex<FleetState>,
+    state: Arc<Mutex<FleetState>>,
     last_audit: Mutex<Option<Instant>>,
     /// Where the next sweep of the applied part of the log starts (`audit_log`).
     sweep_from: Mutex<u64>,
     last_heartbeat: Mutex<Option<Instant>>,
-    /// Chunks being fetched now: a miss on one of them waits for that fetch instead of
-    /// starting another (single flight).
-    inflight: Mutex<HashMap<ChunkId, Arc<Slot>>>,
+    /// Chunks being fetched now, and the fetches running (`fetch.rs`).
+    fetches: Arc<fetch::Fetches>,
+    /// Where a mount read's fetch hands the other chunks it authenticated (`set_plaintext_sink`).
     sink: std::sync::OnceLock<PlaintextSink>,
-    /// Fetches running now (at most `MAX_FETCHES`).
-    fetches: std::sync::atomic::AtomicUsize,
     /// This host's chunk cache: limit, recency, figures.
-    pub cache: cache::Cache,
+    pub cache: Arc<cache::Cache>,
     /// Where shipping this host's audit trail stands (`ship_audit`).
     ship: Mutex<Shipper>,
 }
@@ -310,65 +317,11 @@ const MAX_AUDIT_OBJECTS: usize = 1_000_000;
 /// Most segments one `ship_audit` call writes (the rest go at the next call).
 const SHIP_SEGMENTS_PER_CALL: usize = 16;
 
-/// One chunk of a fetch in progress: its waiters learn whether it was cached, and get its
-/// verified plaintext when it was (so the chunk is not read back and opened a second time).
-#[derive(Default)]
-struct Slot {
-    done: Mutex<Option<Option<Plain>>>,
-    cv: std::sync::Condvar,
-    /// Readers waiting now: the plaintext is kept in the slot only for them, so a fetch holds
-    /// at most one chunk of plaintext per waiting reader, not a whole extent's.
-    waiters: std::sync::atomic::AtomicUsize,
-    /// When the fetch carrying this chunk last received bytes (ms since the epoch), shared by
-    /// every slot of one fetch: a waiter gives up when the fetch stalls, not when it is merely
-    /// slow (a chunk at the end of a 32 MiB extent arrives after the whole extent before it).
-    progress: Arc<std::sync::atomic::AtomicU64>,
-}
-
 /// A fetched chunk's verified plaintext.
 pub type Plain = Arc<Vec<u8>>;
 
 /// See `Fleet::set_plaintext_sink`.
 pub type PlaintextSink = Arc<dyn Fn(&ChunkId, Plain) + Send + Sync>;
-
-impl Slot {
-    /// `plain`: `None` if the chunk was not cached.
-    fn complete(&self, plain: Option<Plain>) {
-        let keep = self.waiters.load(std::sync::atomic::Ordering::Acquire) > 0;
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(match plain {
-            Some(p) if keep => Some(p),
-            // Cached, but nobody waits: an empty vector says "read it from the store".
-            Some(_) => Some(Arc::new(Vec::new())),
-            None => None,
-        });
-        self.cv.notify_all();
-    }
-
-    /// `Some(Some(plain))` once the fetch cached the chunk (`plain` empty: read it from the
-    /// store), `Some(None)` if it did not, `None` once the fetch received nothing for `stall`.
-    fn wait(&self, stall: Duration) -> Option<Option<Plain>> {
-        self.waiters
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let (g2, _) = self
-                .cv
-                .wait_timeout_while(g, stall, |d| d.is_none())
-                .unwrap_or_else(|p| p.into_inner());
-            g = g2;
-            let quiet =
-                now_ms().saturating_sub(self.progress.load(std::sync::atomic::Ordering::Acquire));
-            if g.is_some() || quiet >= stall.as_millis() as u64 {
-                break;
-            }
-        }
-        let r = g.clone();
-        drop(g);
-        self.waiters
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        r
-    }
-}
 
 /// What `Fleet::fetch` found.
 pub enum Fetched {
@@ -420,16 +373,15 @@ impl Fleet {
         }
         Ok(Self {
             cfg,
-            remote,
+            remote: Arc::new(remote),
             hosts,
-            state: Mutex::new(FleetState::default()),
+            state: Arc::default(),
             last_audit: Mutex::new(None),
             sweep_from: Mutex::new(0),
             last_heartbeat: Mutex::new(None),
-            inflight: Mutex::new(HashMap::new()),
             sink: std::sync::OnceLock::new(),
-            fetches: std::sync::atomic::AtomicUsize::new(0),
-            cache,
+            fetches: Arc::default(),
+            cache: Arc::new(cache),
             ship: Mutex::new(Shipper::default()),
         })
     }
@@ -500,7 +452,7 @@ impl Fleet {
     /// warm-up); the caller calls again until nothing is left.
     pub fn catch_up(
         &self,
-        store: &Store,
+        store: &Arc<Store>,
         served: &dyn Fn(&crate::manifest::VersionRecord) -> bool,
     ) -> Result<usize, FleetError> {
         if let Some(h) = self.state().halted.clone() {
@@ -545,6 +497,10 @@ impl Fleet {
                     self.warm(store, &switched, budget);
                 }
             }
+            // Fleet GC's decisions are checked against this host's own replica first: a host
+            // holding the fleet's keys must not be able to make the others drop live packs.
+            self.check_gc_entry(store, &e)
+                .map_err(|why| self.halt(why))?;
             let hash = entry_hash(&bytes);
             // An entry that opened but does not apply (a record of the wrong shape, no event)
             // is as bad as one that does not open: the host stops there, rather than failing
@@ -579,13 +535,8 @@ impl Fleet {
             }
             *last = Some(Instant::now());
         }
-        let later = self.remote.list_after("log/", &format!("{:020}", seq))?;
-        if let Some(l) = later.iter().find_map(|l| log::seq_of_key(&l.key)) {
-            if l > seq + 1
-                || later
-                    .iter()
-                    .all(|x| log::seq_of_key(&x.key) != Some(seq + 1))
-            {
+        if let Some(&l) = self.entries_after(seq, 1)?.first() {
+            if l > seq + 1 {
                 return Err(self.halt(format!(
                     "gap in the log: entry {} is missing but entry {l} exists (an entry was deleted from the store)",
                     seq + 1
@@ -626,24 +577,16 @@ impl Fleet {
             *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = 0;
             return Ok(());
         }
-        let after = if from == 0 {
-            String::new()
-        } else {
-            format!("{from:020}")
-        };
-        let listed = self.remote.list_after_max("log/", &after, SWEEP_PAGE)?;
+        let listed = self.entries_after(from, SWEEP_PAGE)?;
         let mut expect = from + 1;
-        for s in listed.iter().filter_map(|l| log::seq_of_key(&l.key)) {
+        for &s in &listed {
             if s > seq || s != expect {
                 break;
             }
             expect += 1;
         }
         let page_full = listed.len() >= SWEEP_PAGE;
-        let stopped_early = listed
-            .iter()
-            .filter_map(|l| log::seq_of_key(&l.key))
-            .any(|s| s >= expect && s <= seq);
+        let stopped_early = listed.iter().any(|&s| s >= expect && s <= seq);
         if expect <= seq && (!page_full || stopped_early) {
             return Err(self.halt(format!(
                 "log entry {expect}, applied here, is gone from the store (deleted behind arca's back)"
@@ -655,6 +598,47 @@ impl Fleet {
             0
         };
         Ok(())
+    }
+
+    /// The seqs of up to `want` entries past `seq` in the store, in order, from listings of
+    /// `log/` after entry `seq`'s key (0: from the start). Keys that are not entry names (junk a
+    /// bucket writer planted between entries) are neither returned nor counted, and a run of
+    /// them under one entry's key is stepped over in one listing; at most `MAX_LOG_PAGES`
+    /// listings are made, and a log still stuffed past that is an error naming it, never an
+    /// answer that missed entries.
+    fn entries_after(&self, seq: u64, want: usize) -> Result<Vec<u64>, FleetError> {
+        let mut out = Vec::new();
+        let mut after = if seq == 0 {
+            String::new()
+        } else {
+            format!("{seq:020}")
+        };
+        for _ in 0..MAX_LOG_PAGES {
+            let page = self.remote.list_after_max("log/", &after, LOG_PAGE)?;
+            for l in &page {
+                match log::seq_of_key(&l.key) {
+                    Some(s) if s > seq => {
+                        out.push(s);
+                        if out.len() >= want {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            if page.len() < LOG_PAGE {
+                return Ok(out);
+            }
+            let last = last.key.strip_prefix("log/").unwrap_or(&last.key);
+            after = log::skip_junk_after(last);
+        }
+        Err(FleetError::Remote(RemoteError::Other(format!(
+            "more than {} keys under log/ past entry {seq} are not log entries (planted in the bucket behind arca's back): remove the keys under log/ that are not 20 digits",
+            (MAX_LOG_PAGES - 1) * LOG_PAGE
+        ))))
     }
 
     /// Writes this host's heartbeat, at most every `HEARTBEAT_EVERY` (called by the poller).
@@ -804,307 +788,12 @@ impl Fleet {
             .collect())
     }
 
-    /// Fetches a chunk this host does not hold from its pack, with the chunks after it in the
-    /// pack (one ranged GET of up to `EXTENT` bytes, streamed), authenticating each before it
-    /// is cached.
-    pub fn fetch(&self, store: &Store, id: &ChunkId, why: FetchFor) -> Result<Fetched, FleetError> {
-        self.fetch_for(store, id, false, why)
-    }
-
     /// Where the plaintext of chunks a mount read's fetch authenticated goes (besides the
     /// readers waiting for them): the mount's cache, so the reader finds them there instead of
     /// reading each back from RocksDB and decrypting it a second time (measured: most of the
     /// chunks of an extent arrive before any reader waits for them).
     pub fn set_plaintext_sink(&self, sink: PlaintextSink) {
         let _ = self.sink.set(sink);
-    }
-
-    /// `fetch`; `warm`: for a warm-up before a switch (one at a time, from the poller), which
-    /// is not counted against the readers' `MAX_FETCHES`, so it never makes a mount read
-    /// fail for want of a fetch slot.
-    fn fetch_for(
-        &self,
-        store: &Store,
-        id: &ChunkId,
-        warm: bool,
-        why: FetchFor,
-    ) -> Result<Fetched, FleetError> {
-        // Bound on waiting for another reader's fetch of this chunk while that fetch receives
-        // nothing: its request and any stall of its stream each end within the timeout. Not a
-        // bound on the wait as a whole: on a slow link, a chunk far into an extent arrives only
-        // after the bytes before it, however long that takes.
-        let wait = self.cfg.remote.timeout * 2;
-        loop {
-            if store.has_chunk(id)? {
-                return Ok(Fetched::Cached);
-            }
-            let Some(loc) = store.chunk_loc(id)? else {
-                return Ok(Fetched::Unknown);
-            };
-            // A location comes from a signed entry, but a bound keeps a bad one (or a state
-            // directory written behind arcad's back) from asking for gigabytes.
-            if loc.len as usize > crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) {
-                self.state().integrity_failures += 1;
-                return Err(FleetError::Integrity {
-                    chunk: *id,
-                    pack: loc.pack,
-                    why: format!(
-                        "its location claims {} sealed bytes, more than any chunk has",
-                        loc.len
-                    ),
-                });
-            }
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(slot) = inflight.get(id).cloned() {
-                drop(inflight);
-                match slot.wait(wait) {
-                    Some(Some(p)) if !p.is_empty() => return Ok(Fetched::Plain(p)),
-                    Some(Some(_)) => continue,
-                    Some(None) => {
-                        return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                            "the fetch that carried chunk {id} did not cache it"
-                        ))))
-                    }
-                    None => {
-                        return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                            "the fetch carrying chunk {id} received nothing for {wait:?}"
-                        ))))
-                    }
-                }
-            }
-            use std::sync::atomic::Ordering;
-            let counted = usize::from(!warm);
-            if self.fetches.fetch_add(counted, Ordering::AcqRel) >= MAX_FETCHES && !warm {
-                self.fetches.fetch_sub(counted, Ordering::AcqRel);
-                return Err(FleetError::Remote(RemoteError::Unreachable(format!(
-                    "{MAX_FETCHES} fetches from the store are already running on this host"
-                ))));
-            }
-            let max = if why == FetchFor::MountPart {
-                RANDOM_EXTENT
-            } else {
-                EXTENT
-            };
-            let extent = match self.plan_extent(store, &loc, id, &inflight, max) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.fetches.fetch_sub(counted, Ordering::AcqRel);
-                    return Err(e);
-                }
-            };
-            let progress = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
-            let slots: Vec<Arc<Slot>> = extent
-                .iter()
-                .map(|(c, _)| {
-                    let s = Arc::new(Slot {
-                        progress: progress.clone(),
-                        ..Slot::default()
-                    });
-                    inflight.insert(*c, s.clone());
-                    s
-                })
-                .collect();
-            drop(inflight);
-            let sink = match why {
-                FetchFor::Bulk => None,
-                FetchFor::MountWhole | FetchFor::MountPart => self.sink.get(),
-            };
-            // The caller of a whole-chunk read caches the first chunk itself; a part of one
-            // (`chunk_range`) does not, so it goes to the sink too.
-            let sink = sink.map(|s| (s, why == FetchFor::MountPart));
-            let result = self.stream_extent(store, &loc, &extent, &slots, &progress, sink);
-            self.fetches.fetch_sub(counted, Ordering::AcqRel);
-            if store.cache_count().bytes > self.cache.limit {
-                self.cache.wake();
-            }
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            for ((c, _), slot) in extent.iter().zip(&slots) {
-                inflight.remove(c);
-                // A chunk the stream did not reach is released to its waiters as not cached.
-                let mut done = slot.done.lock().unwrap_or_else(|p| p.into_inner());
-                if done.is_none() {
-                    *done = Some(None);
-                    slot.cv.notify_all();
-                }
-            }
-            drop(inflight);
-            return match result {
-                Ok((failed, _)) if failed.contains(id) => Err(FleetError::Integrity {
-                    chunk: *id,
-                    pack: loc.pack,
-                    why: "failed authentication".into(),
-                }),
-                Ok((_, Some(p))) => Ok(Fetched::Plain(p)),
-                Ok((_, None)) => Ok(Fetched::Cached),
-                Err(e) => Err(e),
-            };
-        }
-    }
-
-    /// The chunks to fetch for a miss on `id` at `loc`: it and the chunks after it in its pack,
-    /// contiguous, up to `max_bytes`, stopping before one already cached or being fetched.
-    fn plan_extent(
-        &self,
-        store: &Store,
-        loc: &pack::ChunkLoc,
-        id: &ChunkId,
-        inflight: &HashMap<ChunkId, Arc<Slot>>,
-        max_bytes: u64,
-    ) -> Result<Vec<(ChunkId, pack::ChunkLoc)>, FleetError> {
-        let max = crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) as u32;
-        let mut extent = store.pack_extent(loc, max_bytes)?;
-        if extent.first().map(|(c, _)| c) != Some(id) {
-            // The location rows disagree with each other: fetch the one chunk.
-            extent = vec![(*id, *loc)];
-        }
-        let mut keep = 1;
-        while keep < extent.len()
-            && extent[keep].1.len <= max
-            && !inflight.contains_key(&extent[keep].0)
-            && !store.has_chunk(&extent[keep].0)?
-        {
-            keep += 1;
-        }
-        extent.truncate(keep);
-        Ok(extent)
-    }
-
-    /// Streams `extent` (consecutive chunks of one pack) and caches each chunk that
-    /// authenticates as soon as it is whole. Returns the chunks that failed authentication and
-    /// the first chunk's plaintext (the one a reader asked for). `sink`: where else each
-    /// chunk's plaintext goes, and whether the first one's too.
-    fn stream_extent(
-        &self,
-        store: &Store,
-        from: &pack::ChunkLoc,
-        extent: &[(ChunkId, pack::ChunkLoc)],
-        slots: &[Arc<Slot>],
-        progress: &std::sync::atomic::AtomicU64,
-        sink: Option<(&PlaintextSink, bool)>,
-    ) -> Result<(Vec<ChunkId>, Option<Plain>), FleetError> {
-        let start = from.offset;
-        let last = extent[extent.len() - 1].1;
-        let end =
-            last.offset
-                .checked_add(last.len as u64)
-                .ok_or_else(|| FleetError::Integrity {
-                    chunk: extent[extent.len() - 1].0,
-                    pack: from.pack,
-                    why: "its location overflows".into(),
-                })?;
-        // Only a chunk split between two pieces of the stream is copied (into `partial`); one
-        // that lies within a piece is opened and stored from the piece itself. Why: the stream
-        // was copied into one buffer and each chunk drained from its front, which moved the
-        // rest of the buffer again for every chunk (memmove was arcad's top symbol on this
-        // path).
-        let mut partial: Vec<u8> =
-            Vec::with_capacity(crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK));
-        let mut next = 0usize;
-        let mut failed = Vec::new();
-        let mut cached = 0u64;
-        let mut store_error = None;
-        let mut first = None;
-        // Authenticates and caches chunk `next` from `env`, its whole sealed envelope.
-        let mut take = |next: usize, env: &[u8]| -> Result<(), String> {
-            let cid = &extent[next].0;
-            match store.keys().open_chunk(cid, env) {
-                Ok(plain) => match store.put_fetched_chunk(cid, env) {
-                    Ok(()) => {
-                        cached += 1;
-                        let plain = Arc::new(plain);
-                        if next == 0 {
-                            first = Some(plain.clone());
-                        }
-                        if let Some((sink, first_too)) = sink {
-                            if next > 0 || first_too {
-                                sink(cid, plain.clone());
-                            }
-                        }
-                        slots[next].complete(Some(plain));
-                    }
-                    Err(e) => {
-                        store_error = Some(e);
-                        return Err("the local store refused a fetched chunk".into());
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(chunk = %cid, pack = %from.pack, "fleet: a fetched chunk failed authentication: {e}; not cached, not served");
-                    failed.push(*cid);
-                    slots[next].complete(None);
-                }
-            }
-            Ok(())
-        };
-        let got = self
-            .remote
-            .get_range_each(&pack_key(&from.pack), start..end, |piece| {
-                progress.store(now_ms(), std::sync::atomic::Ordering::Release);
-                let mut data: &[u8] = &piece;
-                while next < extent.len() && !data.is_empty() {
-                    let len = extent[next].1.len as usize;
-                    if partial.is_empty() && data.len() >= len {
-                        take(next, &data[..len])?;
-                        data = &data[len..];
-                    } else {
-                        let n = (len - partial.len()).min(data.len());
-                        partial.extend_from_slice(&data[..n]);
-                        data = &data[n..];
-                        if partial.len() < len {
-                            break;
-                        }
-                        take(next, &partial)?;
-                        partial.clear();
-                    }
-                    next += 1;
-                }
-                Ok(())
-            });
-        {
-            let mut s = self.state();
-            s.pack_requests += 1;
-            s.chunks_fetched += cached;
-            s.integrity_failures += failed.len() as u64;
-            if let Ok(n) = &got {
-                s.bytes_fetched += n;
-            }
-        }
-        if let Some(e) = store_error {
-            return Err(FleetError::Store(e));
-        }
-        match got {
-            Ok(_) => Ok((failed, first)),
-            // The pack is gone before a byte came: fleet GC may have moved the chunk in an
-            // entry this host has not applied yet. The caller catches up and looks again
-            // (`Registry::fetch_missing`), and names an integrity failure only if the log then
-            // places the chunk nowhere else: a host behind the log is not a tampered store.
-            Err(RemoteError::NotFound(key)) if next == 0 => {
-                Err(FleetError::Remote(RemoteError::NotFound(key)))
-            }
-            // The store answered, but without the bytes the signed log places in this pack:
-            // the pack is gone, truncated or replaced behind arca's back. Named as what it is
-            // (an integrity failure of the pack), not as a store out of reach.
-            Err(e @ (RemoteError::Other(_) | RemoteError::NotFound(_))) => {
-                self.state().integrity_failures += 1;
-                let why = match e {
-                    RemoteError::NotFound(_) => "the pack is missing from the store".to_owned(),
-                    other => format!(
-                        "the pack does not hold the bytes its signed location names ({other}): truncated or replaced behind arca's back"
-                    ),
-                };
-                tracing::error!(chunk = %extent[next.min(extent.len() - 1)].0, pack = %from.pack, "fleet: {why}; not cached, not served");
-                if next > 0 {
-                    // The chunk asked for arrived whole (and authenticated or not, as
-                    // `failed` says); the ones after it fail when they are asked for.
-                    return Ok((failed, first));
-                }
-                Err(FleetError::Integrity {
-                    chunk: extent[next.min(extent.len() - 1)].0,
-                    pack: from.pack,
-                    why,
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 }
 
@@ -1124,8 +813,8 @@ impl Publisher for Fleet {
         // deleted behind arca's back (a gap): creating it then would put this host's change
         // under entries the other hosts applied after the deleted one, a fork only they would
         // notice. One listing per change.
-        let past = match self.remote.list_after_max("log/", &format!("{seq:020}"), 1) {
-            Ok(l) => l.iter().find_map(|x| log::seq_of_key(&x.key)),
+        let past = match self.entries_after(seq, 1) {
+            Ok(l) => l.first().copied(),
             Err(e) => {
                 let m = e.to_string();
                 self.note_remote(&Err(RemoteError::Unreachable(m.clone())));

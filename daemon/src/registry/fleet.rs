@@ -7,7 +7,7 @@
 //! Chunks this host lacks are fetched from packs on first read (`Fleet::fetch`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arca_core::audit::{Draft, EventKind};
 use arca_core::ChunkId;
@@ -116,10 +116,28 @@ impl Registry {
         }
     }
 
-    /// Applies new entries for a reader that found a pack gone, waiting a bounded time for the
-    /// commit lock (a push or GC may hold it); the poller catches up later if this cannot.
-    fn catch_up_for_read(&self) {
-        for _ in 0..50 {
+    /// When a read that starts now must have its chunk (or fail): the fleet's read bound on.
+    pub fn read_deadline(&self) -> Instant {
+        Instant::now()
+            + self
+                .fleet
+                .as_ref()
+                .map_or(Duration::from_secs(8), |f| f.read_bound())
+    }
+
+    /// Whether reading `id` needs nothing but this host's store: always on a single host; on a
+    /// fleet host, whether the chunk is cached (its cache index row; a chunk evicted after this
+    /// answer is fetched, within the read's bound). The mount sends other reads to threads of
+    /// their own, so reads of cached chunks never queue behind reads waiting on the store.
+    pub fn chunk_is_local(&self, id: &ChunkId) -> bool {
+        self.fleet.is_none() || matches!(self.store.cached_len(id), Ok(Some(_)))
+    }
+
+    /// Applies new entries for a reader that found a pack gone, waiting for the commit lock
+    /// (a push or GC may hold it) no later than the read's deadline; the poller catches up
+    /// later if this cannot.
+    fn catch_up_for_read(&self, deadline: Instant) {
+        while Instant::now() < deadline {
             let held = match self.commit_lock.try_lock() {
                 Ok(g) => Some(g),
                 Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -164,23 +182,24 @@ impl Registry {
         &self,
         id: &ChunkId,
         why: crate::fleet::FetchFor,
+        deadline: Instant,
     ) -> std::result::Result<crate::fleet::Fetched, ChunkReadError> {
         let Some(f) = &self.fleet else {
             return Ok(crate::fleet::Fetched::Unknown);
         };
-        let mut fetched = f.fetch(&self.store, id, why);
+        let mut fetched = f.fetch(&self.store, id, why, deadline);
         if let Err(FleetError::Remote(RemoteError::NotFound(key))) = &fetched {
             // The pack is gone: fleet GC deleted it after moving the chunk, in an entry this
             // host has not applied yet (or someone deleted it behind arca's back). Catch up and
             // look again; the bytes read are authenticated as ever, so a stale location can
             // only cost an error, never a wrong byte.
             let before = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
-            self.catch_up_for_read();
+            self.catch_up_for_read(deadline);
             let after = self.store.chunk_loc(id).map_err(ChunkReadError::Store)?;
             fetched = match (before, after) {
                 (before, Some(after)) if Some(&after) != before.as_ref() => {
                     tracing::info!(chunk = %id, "fleet: {key} was gone from the object store; the log, caught up, moved the chunk to another pack: fetching it from there");
-                    f.fetch(&self.store, id, why)
+                    f.fetch(&self.store, id, why, deadline)
                 }
                 // The signed log still places the chunk in a pack the store no longer has:
                 // deleted behind arca's back (or a catch-up that could not reach the store).

@@ -99,7 +99,7 @@ const MAX_FILES: usize = 100_000;
 type Catalog = BTreeMap<ModelName, BTreeMap<ModelVersion, Arc<VersionRecord>>>;
 
 pub struct Registry {
-    store: Store,
+    store: Arc<Store>,
     catalog: RwLock<Catalog>,
     /// Version records that did not open, failed their audit check or did not match their
     /// signed root at start: never served, reported by `verify` of their model (or of every
@@ -201,7 +201,7 @@ impl Registry {
         let (catalog, broken) = Self::load_catalog(&store)?;
         let access = store.access_table()?;
         Ok(Self {
-            store,
+            store: Arc::new(store),
             catalog: RwLock::new(catalog),
             broken,
             uploads: Mutex::new(HashMap::new()),
@@ -924,10 +924,23 @@ impl Registry {
         offset: u32,
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
+        self.read_chunk_range_by(id, len, offset, size, self.read_deadline())
+    }
+
+    /// `read_chunk_range`, waiting on the fleet's store no later than `deadline`.
+    pub fn read_chunk_range_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        offset: u32,
+        size: u32,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<u8>, ChunkReadError> {
         self.read_or_fetch_for(
             crate::fleet::FetchFor::MountPart,
             id,
             len,
+            deadline,
             || self.read_chunk_range_here(id, len, offset, size),
             |p| {
                 let (a, b) = (offset as usize, offset as usize + size as usize);
@@ -952,12 +965,13 @@ impl Registry {
         why: crate::fleet::FetchFor,
         id: &ChunkId,
         len: u32,
+        deadline: std::time::Instant,
         here: impl Fn() -> Result<Vec<u8>, ChunkReadError>,
         from_plain: impl FnOnce(crate::fleet::Plain) -> Result<Vec<u8>, ChunkReadError>,
     ) -> Result<Vec<u8>, ChunkReadError> {
         for _ in 0..FETCH_ROUNDS {
             match here() {
-                Err(ChunkReadError::Missing) => match self.fetch_missing(id, why)? {
+                Err(ChunkReadError::Missing) => match self.fetch_missing(id, why, deadline)? {
                     crate::fleet::Fetched::Unknown => return Err(ChunkReadError::Missing),
                     crate::fleet::Fetched::Cached => continue,
                     crate::fleet::Fetched::Plain(p) => {
@@ -997,16 +1011,33 @@ impl Registry {
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
     pub fn read_chunk(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_for(crate::fleet::FetchFor::Bulk, id, expected_len)
+        self.read_chunk_by(id, expected_len, self.read_deadline())
     }
 
-    /// `read_chunk` for the mount: see `read_or_fetch_for`.
+    /// `read_chunk`, waiting on the fleet's store no later than `deadline`.
+    pub fn read_chunk_by(
+        &self,
+        id: &ChunkId,
+        expected_len: u32,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<u8>, ChunkReadError> {
+        self.read_chunk_for(crate::fleet::FetchFor::Bulk, id, expected_len, deadline)
+    }
+
+    /// `read_chunk` for the mount, waiting on the fleet's store no later than `deadline`: see
+    /// `read_or_fetch_for`.
     pub fn read_chunk_for_mount(
         &self,
         id: &ChunkId,
         expected_len: u32,
+        deadline: std::time::Instant,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_for(crate::fleet::FetchFor::MountWhole, id, expected_len)
+        self.read_chunk_for(
+            crate::fleet::FetchFor::MountWhole,
+            id,
+            expected_len,
+            deadline,
+        )
     }
 
     /// `read_chunk_for_mount` for a reader that is not sequential: a short extent.
@@ -1014,8 +1045,14 @@ impl Registry {
         &self,
         id: &ChunkId,
         expected_len: u32,
+        deadline: std::time::Instant,
     ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_for(crate::fleet::FetchFor::MountPart, id, expected_len)
+        self.read_chunk_for(
+            crate::fleet::FetchFor::MountPart,
+            id,
+            expected_len,
+            deadline,
+        )
     }
 
     fn read_chunk_for(
@@ -1023,11 +1060,13 @@ impl Registry {
         why: crate::fleet::FetchFor,
         id: &ChunkId,
         expected_len: u32,
+        deadline: std::time::Instant,
     ) -> Result<Vec<u8>, ChunkReadError> {
         self.read_or_fetch_for(
             why,
             id,
             expected_len,
+            deadline,
             || self.read_chunk_here(id, expected_len),
             |p| Ok(Arc::try_unwrap(p).unwrap_or_else(|p| p.to_vec())),
         )

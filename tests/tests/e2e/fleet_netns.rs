@@ -39,17 +39,17 @@ fn run_quiet(prog: &str, args: &[&str]) {
 /// A network namespace joined to the root namespace by a veth pair: `host_ip` is the root end
 /// (the store binds there), the namespace's end is the next address of a /30. Removed on drop,
 /// also when the test panics; one left by a killed run of the same test is removed first.
-struct Netns {
+pub(super) struct Netns {
     name: String,
     host_if: String,
     ns_if: String,
-    host_ip: String,
+    pub(super) host_ip: String,
 }
 
 impl Netns {
     /// `slot` (1–250) picks the names and the subnet 10.231.`slot`.0/30, so tests that run at
     /// once do not share either.
-    fn new(slot: u8) -> Self {
+    pub(super) fn new(slot: u8) -> Self {
         for (tool, pkg) in [
             ("ip", "iproute2"),
             ("tc", "iproute2"),
@@ -96,7 +96,7 @@ impl Netns {
 
     /// What runs arcad inside the namespace (`TestEnv::daemon_wrapper`): nsenter joins only
     /// the network namespace and execs arcad, so the mount is visible to the test.
-    fn wrapper(&self) -> Vec<String> {
+    pub(super) fn wrapper(&self) -> Vec<String> {
         vec!["nsenter".into(), format!("--net=/run/netns/{}", self.name)]
     }
 
@@ -145,7 +145,7 @@ impl Netns {
     /// request behind it waits that long, as on a congested link. (This kernel has no
     /// sch_netem, so a fixed delay cannot be added; the queue's delay is what a slow link's
     /// small requests see under load.)
-    fn slow(&self, rate: &str, latency: &str) {
+    pub(super) fn slow(&self, rate: &str, latency: &str) {
         let tbf = [
             "root", "tbf", "rate", rate, "burst", "32kb", "latency", latency,
         ];
@@ -155,6 +155,15 @@ impl Netns {
         let mut b = vec!["-n", self.name.as_str(), "qdisc", "add", "dev", &self.ns_if];
         b.extend(tbf);
         run("tc", &b);
+    }
+
+    /// Takes `slow`'s limits off the link.
+    pub(super) fn fast(&self) {
+        run("tc", &["qdisc", "del", "dev", &self.host_if, "root"]);
+        run(
+            "tc",
+            &["-n", &self.name, "qdisc", "del", "dev", &self.ns_if, "root"],
+        );
     }
 
     fn remove(&self) {
@@ -171,7 +180,7 @@ impl Drop for Netns {
 
 /// The namespace slot for a test's base port (shifted like the ports, so two checkouts running
 /// one test at once do not share a namespace).
-fn slot(port: u16) -> u8 {
+pub(super) fn slot(port: u16) -> u8 {
     let off: u16 = std::env::var("ARCA_TEST_PORT_OFFSET")
         .ok()
         .and_then(|v| v.parse().ok())

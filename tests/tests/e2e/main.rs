@@ -12,6 +12,7 @@ mod fleet;
 mod fleet_audit;
 mod fleet_cache;
 mod fleet_gc;
+mod fleet_limits;
 mod fleet_netns;
 mod fleet_reads;
 mod fleet_tamper;
