@@ -17,6 +17,23 @@ fn fetched(h: &TestEnv) -> (u64, u64) {
     )
 }
 
+/// `fetched` once the host's fetches have ended: a stream runs on a thread of its own and
+/// counts its bytes when it ends, which may be after the read that started it returned. Waits
+/// for a change from `before`, then for two readings 300 ms apart that agree.
+fn fetched_settled(h: &TestEnv, before: (u64, u64)) -> (u64, u64) {
+    let t = std::time::Instant::now();
+    let mut last = fetched(h);
+    while t.elapsed() < std::time::Duration::from_secs(15) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = fetched(h);
+        if now == last && now != before {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 #[test]
 fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
     let c = Cluster::start_kind("single", 18_800);
@@ -46,7 +63,7 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
     f.read_exact(&mut got).unwrap();
     drop(f);
     assert_eq!(got, want[at..at + 4096], "the 4 KiB read");
-    let (bytes1, req1) = fetched(b);
+    let (bytes1, req1) = fetched_settled(b, (bytes0, req0));
     let random = bytes1 - bytes0;
     println!(
         "fleet reads: a 4 KiB random read fetched {random} bytes in {} request(s)",
@@ -72,7 +89,7 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
     let t = std::time::Instant::now();
     let all = std::fs::read(&path).unwrap();
     assert_eq!(sha256_hex(&all), sha256_hex(&want), "the sequential read");
-    let (bytes2, req2) = fetched(b);
+    let (bytes2, req2) = fetched_settled(b, (bytes1, req1));
     let seq = bytes2 - bytes1;
     println!(
         "fleet reads: then a sequential read of {size} bytes fetched {seq} bytes in {} request(s), {:?}",
@@ -89,9 +106,10 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
         hits1 - hits0,
         misses1 - misses0
     );
-    // One pack: a handful of requests (the stretch fetched for the random read splits it in
-    // two, and a chunk a reader asks for while its extent streams may start a short one).
-    assert!(req2 - req1 <= 6, "{} requests for one pack", req2 - req1);
+    // One pack: a handful of requests, not one per chunk (about 700 here). The stretch fetched
+    // for the random read splits the pack in two; a reader far ahead of a stream fetches from
+    // its own chunk on (fetch.rs), and a busy machine makes that likelier.
+    assert!(req2 - req1 <= 12, "{} requests for one pack", req2 - req1);
 
     // Four random 1 MiB reads at once in another version's pack: each fetches a short extent,
     // none fails for want of a fetch slot.
@@ -102,7 +120,8 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
     });
     let want2 = std::fs::read(d2.join("model.safetensors")).unwrap();
     let path2 = b.mnt().join("rr/2.0.0/model.safetensors");
-    let (bytes3, _) = fetched(b);
+    let before = fetched(b);
+    let bytes3 = before.0;
     std::thread::scope(|s| {
         for at in [2usize << 20, 8 << 20, 14 << 20, 20 << 20] {
             let (path2, want2) = (&path2, &want2);
@@ -116,7 +135,7 @@ fn fleet_random_reads_fetch_a_short_extent_and_sequential_ones_whole_packs() {
             });
         }
     });
-    let (bytes4, _) = fetched(b);
+    let (bytes4, _) = fetched_settled(b, before);
     println!(
         "fleet reads: four random 1 MiB reads at once fetched {} bytes",
         bytes4 - bytes3
