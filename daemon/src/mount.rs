@@ -63,13 +63,10 @@ impl ChunkSource for RegistrySource {
         len: u32,
         deadline: Option<std::time::Instant>,
     ) -> Result<Vec<u8>, ChunkError> {
-        match deadline {
-            Some(d) => self.registry.read_chunk_for_mount(id, len, d),
-            None => self
-                .registry
-                .read_chunk_for_mount(id, len, self.registry.read_deadline()),
-        }
-        .map_err(chunk_error)
+        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
+        self.registry
+            .read_chunk_for_mount(id, len, d)
+            .map_err(chunk_error)
     }
 
     fn chunk_near_by(

@@ -94,7 +94,6 @@ pub trait ChunkSource: Send + Sync + 'static {
     ) -> Result<Vec<u8>, ChunkError> {
         self.chunk(id, len)
     }
-    /// [`ChunkSource::chunk_range`] with a deadline, as [`ChunkSource::chunk_by`].
     /// [`ChunkSource::chunk_by`] for a reader that is not sequential (a whole chunk inside a
     /// large random read): a source that fetches from afar should fetch little beyond it.
     fn chunk_near_by(
@@ -105,6 +104,7 @@ pub trait ChunkSource: Send + Sync + 'static {
     ) -> Result<Vec<u8>, ChunkError> {
         self.chunk_by(id, len, deadline)
     }
+    /// [`ChunkSource::chunk_range`] with a deadline, as [`ChunkSource::chunk_by`].
     fn chunk_range_by(
         &self,
         id: &ChunkId,
