@@ -630,13 +630,13 @@ async fn serve(cfg: Config, registry: Arc<Registry>, to_journal: bool) -> Result
             tracing::error!("unmounting: {e}");
         }
     }
-    // A fleet host ships what its trail gained since the last shipment (bounded by the
+    // A fleet host ships what its trail gained since the last shipment (tried for up to the
     // store's timeout: a store out of reach leaves the events for the next start).
     if registry.fleet().is_some() {
         let r = registry.clone();
         let shipped = tokio::task::spawn_blocking(move || {
             r.fleet()
-                .map(|f| f.ship_audit(r.store(), true))
+                .map(|f| f.ship_audit_at_shutdown(r.store()))
                 .unwrap_or(Ok(()))
         })
         .await?;

@@ -157,7 +157,8 @@ pub struct Remote {
     timeout: Duration,
     /// How the stores were built (none for the in-memory store).
     config: Option<RemoteConfig>,
-    /// Until when (ms since the epoch) calls fail at once: every endpoint just failed.
+    /// Until when (ms since the epoch) reads behind the mount fail at once: every endpoint just
+    /// failed (cleared when one answers).
     down_until_ms: AtomicU64,
     /// Calls that failed on every endpoint, and bytes fetched, for status and metrics.
     pub errors: AtomicU64,
@@ -345,6 +346,11 @@ impl Remote {
     }
 
     /// The endpoints, in order.
+    /// The bound on one small request (every endpoint tried).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.names
     }
@@ -365,11 +371,18 @@ impl Remote {
         F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
-        self.call_on(false, self.timeout, key, op)
+        self.call_on(false, false, self.timeout, key, op)
     }
 
     /// `call`, on the bulk clients if `bulk`, the whole call (every endpoint tried) bounded by
-    /// `bound`.
+    /// `bound`. With `fail_fast`, a call made within `DOWN_FOR_MS` of one that failed on every
+    /// endpoint fails at once.
+    ///
+    /// Only reads behind the mount fail fast: they are the callers that must answer within a
+    /// bound, and many of them wait on one outage at once. A state change, a log poll or an
+    /// audit shipment always asks: refusing a user's push because another caller's request
+    /// timed out a moment ago (a loaded gateway, not a dead store) would refuse a change the
+    /// store would have taken, and a shipment at shutdown would leave its events behind.
     ///
     /// The bound is on the call, not on each endpoint: an endpoint that refuses the connection
     /// costs nothing and the next is tried at once, but one that hangs (a cut link, a gateway
@@ -381,6 +394,7 @@ impl Remote {
     fn call_on<T, F, Fut>(
         &self,
         bulk: bool,
+        fail_fast: bool,
         bound: Duration,
         key: &str,
         op: F,
@@ -392,7 +406,7 @@ impl Remote {
         let stores = if bulk { &self.bulk } else { &self.stores };
         let now = now_ms();
         let until = self.down_until_ms.load(Ordering::Relaxed);
-        if now < until {
+        if fail_fast && now < until {
             // Every endpoint failed a moment ago: fail at once instead of making each waiting
             // reader (and the poller) wait out the timeouts again; an uncached read behind the
             // mount then fails within one timeout, not one per chunk.
@@ -438,6 +452,11 @@ impl Remote {
                     if at != start {
                         self.current.store(at, Ordering::Relaxed);
                         tracing::info!(endpoint = %self.names[at], "object store: now using this endpoint");
+                    }
+                    // An endpoint answered (if only with an error of the request's own): the
+                    // store is not down, so readers need not fail fast.
+                    if until != 0 {
+                        self.down_until_ms.store(0, Ordering::Relaxed);
                     }
                     return other;
                 }
@@ -584,7 +603,7 @@ impl Remote {
         // A pack takes as long as the link needs; a small object must answer at once.
         let bulk = len > BULK_OVER;
         let bound = if bulk { BULK_TIMEOUT } else { self.timeout };
-        let r = self.call_on(bulk, bound, key, |s, p| {
+        let r = self.call_on(bulk, false, bound, key, |s, p| {
             let payload = PutPayload::from_bytes(bytes.clone());
             let opts = PutOptions::from(mode.clone());
             async move { s.put_opts(&p, payload, opts).await }
@@ -679,7 +698,7 @@ impl Remote {
     ) -> Result<u64, RemoteError> {
         let want = range.end.saturating_sub(range.start);
         // The answer's head within the timeout; its body piece by piece below.
-        let started = self.call_on(true, self.timeout, key, |s, p| {
+        let started = self.call_on(true, true, self.timeout, key, |s, p| {
             let opts = object_store::GetOptions {
                 range: Some(range.clone().into()),
                 ..Default::default()

@@ -427,6 +427,24 @@ impl super::Fleet {
         r
     }
 
+    /// `ship_audit` at a clean stop: the last events have no later round to go in, so a
+    /// failure (a store just restarted answers 503 for a moment) is tried again for up to one
+    /// store timeout before they are left for the next start.
+    pub fn ship_audit_at_shutdown(&self, store: &Store) -> Result<(), FleetError> {
+        let until = Instant::now() + self.remote.timeout();
+        loop {
+            match self.ship_audit(store, true) {
+                Ok(()) => return Ok(()),
+                Err(e @ FleetError::AuditShipping(_)) => return Err(e),
+                Err(e) if Instant::now() >= until => return Err(e),
+                Err(e) => {
+                    tracing::info!("fleet: shipping the audit trail at shutdown: {e}; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
     fn ship_locked(&self, store: &Store, sh: &mut super::Shipper) -> Result<(), FleetError> {
         if let Some(h) = &sh.status.halted {
             return Err(FleetError::AuditShipping(h.clone()));
