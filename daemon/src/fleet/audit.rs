@@ -438,7 +438,9 @@ impl super::Fleet {
                 Err(e @ FleetError::AuditShipping(_)) => return Err(e),
                 Err(e) if Instant::now() >= until => return Err(e),
                 Err(e) => {
-                    tracing::info!("fleet: shipping the audit trail at shutdown: {e}; trying again");
+                    tracing::info!(
+                        "fleet: shipping the audit trail at shutdown: {e}; trying again"
+                    );
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
             }
