@@ -820,6 +820,12 @@ impl Remote {
         }
     }
 
+    /// The size of the object `key` (a HEAD request); `NotFound` if there is none.
+    pub fn size(&self, key: &str) -> Result<u64, RemoteError> {
+        let meta = self.call(key, |s, p| async move { s.head(&p).await })?;
+        Ok(meta.size)
+    }
+
     pub fn delete(&self, key: &str) -> Result<(), RemoteError> {
         self.call(key, |s, p| async move { s.delete(&p).await })
     }

@@ -345,6 +345,19 @@ fn pack_key(p: &PackId) -> String {
 }
 
 impl Fleet {
+    /// The size of pack `p` in the store, `None` if it is not there: asked before a chunk's
+    /// last local copy is evicted, so that a pack the store lost (or someone deleted behind
+    /// arca's back) does not take the chunk with it. `Err` if the store could not tell.
+    pub fn pack_size(&self, p: &PackId) -> Result<Option<u64>, FleetError> {
+        match self.remote.size(&pack_key(p)) {
+            Ok(size) => Ok(Some(size)),
+            Err(RemoteError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Fleet {
     /// `own` is this host's entry-signing key; if the config pins this host's name, it must
     /// pin this key.
     pub fn new(

@@ -1,5 +1,5 @@
 //! A fleet host's chunk cache, as the registry runs it: what this host keeps (production and
-//! staging of the models it serves, and pinned versions), eviction of the least recently used
+//! the newest staging version of the models it serves, and pinned versions), eviction of the least recently used
 //! versions' other chunks when the cache is over its limit, the disk space given back, pins
 //! (`arca fleet pin`), and the figures for `status` and `/metrics`.
 //!
@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 use arca_core::api::{FleetCacheStatus, FleetPin, Permission, Status};
 use arca_core::audit::EventKind;
+use arca_core::id::PackId;
 use arca_core::{ChunkId, ModelName, ModelVersion};
 
 use super::{audit, lock, now, Registry, RegistryError, Result};
 use crate::auth::Caller;
 use crate::fleet::cache::{LOW_WATER, SAVE_EVERY};
+use crate::fleet::pack::ChunkLoc;
 use crate::fleet::Fleet;
 use crate::manifest::VersionRecord;
 use crate::store::cache::CachePin;
@@ -55,8 +57,8 @@ impl Registry {
         }
     }
 
-    /// The versions this host keeps cached: production and staging of the models it serves,
-    /// and its pins (if the pins record opens; why not, otherwise).
+    /// The versions this host keeps cached (`kept_versions`), and its pins (if the pins record
+    /// opens; why not, otherwise).
     fn kept(
         &self,
     ) -> (
@@ -64,11 +66,7 @@ impl Registry {
         Vec<Arc<VersionRecord>>,
         Option<String>,
     ) {
-        let kept = self
-            .records()
-            .into_iter()
-            .filter(|r| matches!(r.status, Status::Production | Status::Staging))
-            .collect();
+        let kept = kept_versions(self.records(), |m| self.serves(m));
         let (pins, err) = match self.store.cache_pins() {
             Ok(p) => (p, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
@@ -179,6 +177,27 @@ impl Registry {
                 last.insert(c.id, i);
             }
         }
+        // Each pack is asked about once per pass: its size in the store, which must cover the
+        // chunk. A pack that is missing, or a store that cannot say, keeps its chunks here.
+        let mut packs: HashMap<PackId, Option<u64>> = HashMap::new();
+        let mut in_store = |l: &ChunkLoc| -> bool {
+            let size = *packs.entry(l.pack).or_insert_with(|| match f.pack_size(&l.pack) {
+                Ok(Some(size)) => Some(size),
+                Ok(None) => {
+                    tracing::error!(pack = %l.pack, "fleet cache: a pack this host's chunks are in is missing from the store; they are not evicted");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(pack = %l.pack, "fleet cache: cannot check that the store holds a pack before evicting its chunks: {e}");
+                    None
+                }
+            });
+            let fits = size.is_some_and(|s| l.offset + l.len as u64 <= s);
+            if size.is_some() && !fits {
+                tracing::error!(pack = %l.pack, "fleet cache: a pack in the store is shorter than a chunk of it this host holds; the chunk is not evicted");
+            }
+            fits
+        };
         let mut pass = CachePass::default();
         let mut batch = Vec::with_capacity(EVICT_BATCH);
         let mut size = self.store.cache_count().bytes;
@@ -196,7 +215,7 @@ impl Registry {
                 // not hold, and the real count is read again after each batch.
                 size = size.saturating_sub(len as u64);
                 if batch.len() == EVICT_BATCH || size <= target {
-                    let (n, bytes) = self.store.evict_chunks(&batch)?;
+                    let (n, bytes) = self.store.evict_chunks(&batch, &mut in_store)?;
                     batch.clear();
                     pass.evicted_chunks += n;
                     pass.evicted_bytes += bytes;
@@ -208,7 +227,7 @@ impl Registry {
             }
         }
         if !batch.is_empty() {
-            let (n, bytes) = self.store.evict_chunks(&batch)?;
+            let (n, bytes) = self.store.evict_chunks(&batch, &mut in_store)?;
             pass.evicted_chunks += n;
             pass.evicted_bytes += bytes;
         }
@@ -379,6 +398,50 @@ impl Registry {
     }
 }
 
+/// The versions a host keeps cached whatever the limit, among `records`: of each model it
+/// serves (`serves`: its `--environment`), the production version and the newest staging one
+/// (the one moved to staging last). Older staging versions are cached like any other: a user
+/// who may move a model's versions to staging must not be able to make every host keep as
+/// many of them as they like, nor a host keep models it does not serve.
+fn kept_versions(
+    records: Vec<Arc<VersionRecord>>,
+    serves: impl Fn(&ModelName) -> bool,
+) -> Vec<Arc<VersionRecord>> {
+    let mut kept = Vec::new();
+    let mut staging: HashMap<ModelName, Arc<VersionRecord>> = HashMap::new();
+    for r in records {
+        if !serves(&r.metadata.name) {
+            continue;
+        }
+        match r.status {
+            Status::Production => kept.push(r),
+            Status::Staging => {
+                let newer = staging
+                    .get(&r.metadata.name)
+                    .is_none_or(|s| staged_order(&r) > staged_order(s));
+                if newer {
+                    staging.insert(r.metadata.name.clone(), r);
+                }
+            }
+            _ => {}
+        }
+    }
+    kept.extend(staging.into_values());
+    kept
+}
+
+/// Orders a model's staging versions by when they were moved there: the model's change order
+/// (seconds are too coarse), then the time, then creation (a version without the transition).
+fn staged_order(r: &VersionRecord) -> (u64, u64, u64, String) {
+    let (seq, at) = r
+        .history
+        .iter()
+        .rev()
+        .find(|t| t.to == Status::Staging)
+        .map_or((0, 0), |t| (t.seq, t.at));
+    (seq, at, r.created_at, r.metadata.version.to_string())
+}
+
 /// Looks at the cache every `SAVE_EVERY`, and at once when a fetch took it over its limit.
 pub fn spawn_cache_thread(registry: Arc<Registry>) {
     let Some(f) = registry.fleet().cloned() else {
@@ -396,5 +459,69 @@ pub fn spawn_cache_thread(registry: Arc<Registry>) {
         });
     if let Err(e) = spawned {
         tracing::error!("fleet: cannot start the cache thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arca_core::api::Transition;
+    use arca_core::metadata::PublishedMetadata;
+    use arca_core::{MerkleRoot, MetadataDigest};
+
+    /// Version `v` of model `m` in `status`, moved there as the model's change `seq`.
+    fn rec(m: &str, v: &str, status: Status, seq: u64) -> Arc<VersionRecord> {
+        let metadata = PublishedMetadata::new(m.parse().unwrap(), v.parse().unwrap());
+        Arc::new(VersionRecord {
+            format: crate::manifest::RECORD_FORMAT,
+            metadata,
+            created_by: "u".into(),
+            created_by_uid: 1,
+            created_at: 100,
+            status,
+            merkle_root: MerkleRoot([0; 32]),
+            metadata_digest: MetadataDigest([0; 32]),
+            signer: None,
+            files: Vec::new(),
+            history: vec![Transition {
+                from: Status::Development,
+                to: status,
+                by: "u".into(),
+                by_uid: 1,
+                // The same second for all: the change order decides.
+                at: 200,
+                ticket: None,
+                reason: None,
+                seq,
+            }],
+            approvals: Vec::new(),
+        })
+    }
+
+    fn names(v: &[Arc<VersionRecord>]) -> Vec<String> {
+        let mut n: Vec<String> = v
+            .iter()
+            .map(|r| format!("{}@{}", r.metadata.name, r.metadata.version))
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_host_keeps_production_and_the_newest_staging_of_the_models_it_serves() {
+        let recs = vec![
+            rec("a", "1.0.0", Status::Production, 1),
+            // Moved to staging in the order 1.1.0, 1.3.0, 1.2.0: 1.2.0 is the newest.
+            rec("a", "1.1.0", Status::Staging, 2),
+            rec("a", "1.3.0", Status::Staging, 3),
+            rec("a", "1.2.0", Status::Staging, 4),
+            rec("a", "1.4.0", Status::Development, 5),
+            rec("a", "0.9.0", Status::Deprecated, 6),
+            rec("b", "2.0.0", Status::Staging, 1),
+            rec("hidden", "1.0.0", Status::Production, 1),
+            rec("hidden", "1.1.0", Status::Staging, 2),
+        ];
+        let kept = kept_versions(recs, |m| m.as_str() != "hidden");
+        assert_eq!(names(&kept), ["a@1.0.0", "a@1.2.0", "b@2.0.0"]);
     }
 }

@@ -130,12 +130,17 @@ impl Store {
     }
 
     /// Evicts cached chunks: only chunks the fleet's store holds (a location row, written only
-    /// once their pack is uploaded and the entry naming them won its seq), so an evicted chunk
-    /// can always be fetched again. Returns the chunks and sealed bytes evicted.
-    pub fn evict_chunks(&self, ids: &[ChunkId]) -> Result<(usize, u64), StoreError> {
+    /// once their pack is uploaded and the entry naming them won its seq, and `in_store` says
+    /// the pack is there), so an evicted chunk can always be fetched again. Returns the chunks
+    /// and sealed bytes evicted.
+    pub fn evict_chunks(
+        &self,
+        ids: &[ChunkId],
+        in_store: &mut dyn FnMut(&crate::fleet::pack::ChunkLoc) -> bool,
+    ) -> Result<(usize, u64), StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if self.chunk_loc(id)?.is_some() {
+            if self.chunk_loc(id)?.is_some_and(|l| in_store(&l)) {
                 out.push(*id);
             }
         }

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::fleet::{fleet_hosts_with, model_dir, push_as, request, within, Cluster, BUCKET};
+use super::fleet::{
+    fleet_hosts_with, list_keys, model_dir, push_as, request, within, Cluster, BUCKET,
+};
 use crate::harness::{sha256_hex, user, TestEnv, User};
 
 /// Disk usage (allocated blocks) of every file under `dir`, with the files by kind (the
@@ -356,4 +358,54 @@ fn fleet_warm_before_switch_flips_only_once_the_version_is_cached() {
     assert_eq!(u64_of(&cs, "warmups_incomplete"), 0, "{cs}");
     assert!(b.log().contains("warmed the version"), "B logs the warm-up");
     println!("fleet warm: flips after the writer's acknowledgement: {flips:?}");
+}
+
+/// A pushing host evicts its own chunks only while the store holds their pack: a pack deleted
+/// behind arca's back (or lost by the store) leaves the chunks on the host that has the last
+/// copy, named in its log, and the version stays readable there.
+#[test]
+fn fleet_cache_keeps_chunks_whose_pack_is_gone_from_the_store() {
+    // 0.03 GiB: 30.7 MiB, for four versions of 12 MiB.
+    let limit: u64 = (0.03 * (1u64 << 30) as f64) as u64;
+    let (c, hosts, u) = two_hosts(20_200, "cache_gib = 0.03\n", "gp");
+    let a = &hosts[0];
+    let g = c.endpoints[0].clone();
+    let first = model_dir(a, &u, "gp0", 12 << 20, 16_000);
+    push_as(a, &u, &first, "gp", "1.0.0");
+    let want = big_sha(&first);
+    // Every pack in the store now is 1.0.0's: deleted behind arca's back.
+    let packs = list_keys(&g, "arca/packs/");
+    assert!(!packs.is_empty(), "1.0.0's packs in the store");
+    for k in &packs {
+        let (st, _, _) = request(&g, "DELETE", &format!("/{BUCKET}/{k}"), &[], b"");
+        assert!(st == 204 || st == 200, "deleting {k}: {st}");
+    }
+    // Three more versions: 48 MiB for a 30.7 MiB limit, and 1.0.0 the least recently used.
+    for i in 1..4 {
+        let d = model_dir(a, &u, &format!("gp{i}"), 12 << 20, 16_000 + i);
+        push_as(a, &u, &d, "gp", &format!("1.{i}.0"));
+    }
+    within(30, "A evicts the chunks whose pack is in the store", || {
+        u64_of(&cache(a), "evicted_chunks") > 0
+    });
+    let cs = cache(a);
+    println!("fleet cache: A with 1.0.0's packs gone from the store: {cs}");
+    // 1.0.0's chunks stayed: `get` on A serves them (the store has none of them).
+    assert_eq!(
+        get_sha(a, "gp", "1.0.0", "gone").expect("1.0.0 on A, its packs gone"),
+        want
+    );
+    assert!(
+        u64_of(&cs, "cached_bytes") >= 12 << 20,
+        "1.0.0 is still here: {cs}"
+    );
+    assert!(
+        u64_of(&cs, "cached_bytes") <= limit + (13 << 20),
+        "the other versions were evicted: {cs}"
+    );
+    let log = a.log();
+    assert!(
+        log.contains("missing from the store; they are not evicted"),
+        "A's log names the missing pack:\n{log}"
+    );
 }
