@@ -156,10 +156,11 @@ pub async fn status(client: &Client, json: bool) -> Result<i32> {
             Term(&f.endpoint),
             f.applied_seq,
             f.lag_secs.map_or("never".into(), |l| format!("{l:.1}s")),
-            match (&f.halted, &f.store_error) {
-                (Some(h), _) => format!("; HALTED: {}", Term(h)),
-                (None, Some(e)) => format!("; STORE UNREACHABLE: {}", Term(e)),
-                (None, None) => String::new(),
+            match (&f.halted, &f.stale_view, &f.store_error) {
+                (Some(h), _, _) => format!("; HALTED: {}", Term(h)),
+                (None, Some(v), _) => format!("; STALE VIEW: {}", Term(v)),
+                (None, None, Some(e)) => format!("; STORE UNREACHABLE: {}", Term(e)),
+                (None, None, None) => String::new(),
             },
             f.chunks_fetched,
             bytes(f.bytes_fetched),
@@ -241,10 +242,11 @@ pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
         Term(&f.endpoint),
         f.applied_seq,
         f.head_seq,
-        match (&f.halted, &f.store_error) {
-            (Some(h), _) => format!("; HALTED: {}", Term(h)),
-            (None, Some(e)) => format!("; STORE UNREACHABLE: {}", Term(e)),
-            (None, None) => String::new(),
+        match (&f.halted, &f.stale_view, &f.store_error) {
+            (Some(h), _, _) => format!("; HALTED: {}", Term(h)),
+            (None, Some(v), _) => format!("; STALE VIEW: {}", Term(v)),
+            (None, None, Some(e)) => format!("; STORE UNREACHABLE: {}", Term(e)),
+            (None, None, None) => String::new(),
         }
     );
     if let Some(c) = &f.cache {

@@ -737,6 +737,10 @@ pub struct HostAudit {
     /// signature, a segment replayed at another position), or a broken chain. Events after it
     /// are not counted.
     pub fault: Option<String>,
+    /// Age in seconds of the host's signed heartbeat whose count of shipped segments was
+    /// checked (`null`: none was); a deletion of segments shipped after it is not seen.
+    #[serde(default)]
+    pub heartbeat_age_secs: Option<u64>,
 }
 
 /// A version, by name.
@@ -887,6 +891,11 @@ pub struct FleetStatus {
     /// Why this host stopped applying the log (a fork, a gap, an entry that does not check):
     /// it serves what it has and refuses changes.
     pub halted: Option<String>,
+    /// Evidence that the store shows this host an old view of the log: another host's signed
+    /// heartbeat says it applied an entry the store told this host, well after, did not exist.
+    /// Cleared once this host applies that entry.
+    #[serde(default)]
+    pub stale_view: Option<String>,
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
     /// Ranged GETs of packs made to fetch them.

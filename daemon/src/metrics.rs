@@ -169,6 +169,12 @@ impl Collector for Live {
                 "1 if this host stopped applying the log (fork, gap or a bad entry)",
                 st.halted.is_some() as i64,
             )?;
+            gauge(
+                &mut e,
+                "arca_fleet_stale_view",
+                "1 if another host's signed heartbeat shows the store hides log entries from this host",
+                st.stale_view.is_some() as i64,
+            )?;
             counter(
                 &mut e,
                 "arca_fleet_store_errors",

@@ -281,6 +281,9 @@ pub struct HostTrail {
     pub events: Vec<AuditEvent>,
     /// The first thing wrong, in words that name the host and the segment.
     pub fault: Option<String>,
+    /// The age of the host's heartbeat whose count of shipped segments was checked (`None`:
+    /// no heartbeat was used): a deletion of segments newer than that claim is not seen.
+    pub heartbeat_age_secs: Option<u64>,
 }
 
 /// One stored object under a host's prefix, as read: its key, and its bytes or why they could
@@ -431,6 +434,10 @@ impl super::Fleet {
     /// failure (a store just restarted answers 503 for a moment) is tried again for up to one
     /// store timeout before they are left for the next start.
     pub fn ship_audit_at_shutdown(&self, store: &Store) -> Result<(), FleetError> {
+        if !self.heartbeat_written() {
+            // As in the shipping thread: no segment before a heartbeat. The next start ships.
+            return Ok(());
+        }
         let until = Instant::now() + self.remote.timeout();
         loop {
             match self.ship_audit(store, true) {
@@ -627,14 +634,32 @@ impl super::Fleet {
                 };
                 Stored { key: k, bytes }
             });
-            let claimed = self
-                .heartbeat_of(store, host)
-                .and_then(|h| h.audit_segments);
-            let t = check_host(store.keys(), host, key, objects, claimed, &|e| {
+            // The host's own signed claim of how many segments it shipped; one that does not
+            // open (another host speaking for it, an edit, an old unsigned one put back) is a
+            // fault, and so is none at all from a host that shipped segments (deleted, which
+            // would hide the deletion of its newest segments).
+            let heartbeat = self.heartbeat_of(store, host)?;
+            let (claimed, age) = match &heartbeat {
+                Some(Ok(hb)) => (hb.audit_segments, Some(hb.age_secs() as u64)),
+                _ => (None, None),
+            };
+            let mut t = check_host(store.keys(), host, key, objects, claimed, &|e| {
                 keep(host, e)
             });
             if let Some(e) = unreachable.into_inner() {
                 return Err(e.into());
+            }
+            t.heartbeat_age_secs = age;
+            if t.fault.is_none() {
+                t.fault = match heartbeat {
+                    Some(Err(e)) => Some(format!(
+                        "host {host}: its heartbeat in the store is not taken: {e}"
+                    )),
+                    None if t.segments > 0 => Some(format!(
+                        "host {host}: it shipped audit segments but has no heartbeat in the store (deleted?), so a deletion of its newest segments cannot be seen"
+                    )),
+                    _ => None,
+                };
             }
             out.push(t);
         }
@@ -918,9 +943,20 @@ mod tests {
         assert_eq!(st.segments, 3, "over the bound: two segments");
         assert_eq!(st.shipped_through, store.audit_head_count().unwrap());
 
+        // Segments but no heartbeat (deleted: it would hide a deletion of the newest
+        // segments): a fault. With the host's signed heartbeat, none.
+        let all = fleet.fleet_trails(&store, &|_, _| true).unwrap();
+        let a = all.iter().find(|t| t.host == "a").unwrap();
+        assert!(
+            a.fault.as_deref().is_some_and(|f| f.contains("no heartbeat")),
+            "{:?}",
+            a.fault
+        );
+        fleet.heartbeat(&store).unwrap();
         let all = fleet.fleet_trails(&store, &|_, _| true).unwrap();
         let a = all.iter().find(|t| t.host == "a").unwrap();
         assert_eq!(a.fault, None);
+        assert_eq!(a.heartbeat_age_secs, Some(0));
         assert_eq!(a.segments, 3);
         let own = store.audit_events_between(1, u64::MAX, usize::MAX).unwrap();
         let want: Vec<_> = own.into_iter().filter(|e| !from_log(e)).collect();

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod cache;
 mod fetch;
 pub mod gc;
+pub mod heartbeat;
 pub mod log;
 pub mod pack;
 
@@ -58,8 +59,6 @@ pub struct FleetConfig {
 }
 
 const KEYS_OBJECT: &str = "fleet/keys";
-/// Each host's heartbeat: `hosts/<name>`, rewritten every `HEARTBEAT_EVERY`.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Reads of objects arca writes small are capped, so an object planted in the bucket cannot
 /// make every host read gigabytes into memory: a log entry (a version record with 100,000
 /// files is about 30 MB) and the keys object.
@@ -246,20 +245,12 @@ pub struct FleetState {
     /// Ranged GETs of packs (one per extent fetched).
     pub pack_requests: u64,
     pub integrity_failures: u64,
-}
-
-/// What a host writes to `hosts/<name>` (sealed with the fleet's keys, bound to the name).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Heartbeat {
-    pub host: String,
-    pub applied: u64,
-    pub at_ms: u64,
-    pub halted: Option<String>,
-    pub store_error: Option<String>,
-    /// How many audit segments the host has in the store (`None`: it does not know yet):
-    /// a reader that finds fewer names the newest ones as deleted.
-    #[serde(default)]
-    pub audit_segments: Option<u64>,
+    /// The newest entry the store showed this host when it last found no entry after it, and
+    /// when (ms since the epoch): what `check_view` compares other hosts' heartbeats with.
+    pub end_seen: Option<(u64, u64)>,
+    /// Evidence that the store shows this host an old view of the log: the entry another
+    /// host's signed heartbeat says it applied, and the words that say so (`check_view`).
+    pub stale_view: Option<(u64, String)>,
 }
 
 pub struct Fleet {
@@ -272,6 +263,11 @@ pub struct Fleet {
     /// Where the next sweep of the applied part of the log starts (`audit_log`).
     sweep_from: Mutex<u64>,
     last_heartbeat: Mutex<Option<Instant>>,
+    /// Set once a heartbeat of this host's reached the store: audit segments are shipped only
+    /// after, so no host has segments but no heartbeat (which `audit verify` names a fault).
+    heartbeat_written: std::sync::atomic::AtomicBool,
+    /// When `check_view` last ran, and where its next sample of other hosts starts.
+    last_view: Mutex<(Option<Instant>, usize)>,
     /// Chunks being fetched now, and the fetches running (`fetch.rs`).
     fetches: Arc<fetch::Fetches>,
     /// Where a mount read's fetch hands the other chunks it authenticated (`set_plaintext_sink`).
@@ -392,6 +388,8 @@ impl Fleet {
             last_audit: Mutex::new(None),
             sweep_from: Mutex::new(0),
             last_heartbeat: Mutex::new(None),
+            heartbeat_written: std::sync::atomic::AtomicBool::new(false),
+            last_view: Mutex::new((None, 0)),
             sink: std::sync::OnceLock::new(),
             fetches: Arc::default(),
             cache: Arc::new(cache),
@@ -473,12 +471,18 @@ impl Fleet {
         }
         let (mut seq, mut prev) = store.applied()?;
         let mut n = 0;
+        let mut end = None;
         loop {
             let next = seq + 1;
+            let asked = now_ms();
             let got = self.remote.get_capped(&entry_key(next), MAX_ENTRY);
             let bytes = match got {
                 Ok(b) => b,
-                Err(RemoteError::NotFound(_)) => break,
+                Err(RemoteError::NotFound(_)) => {
+                    // The store said, at `asked` or later, that nothing follows `seq`.
+                    end = Some((seq, asked));
+                    break;
+                }
                 Err(RemoteError::TooLarge(m)) => {
                     return Err(self.halt(format!("log entry {next}: {m}")));
                 }
@@ -532,6 +536,16 @@ impl Fleet {
             let mut s = self.state();
             s.applied = seq;
             s.entries_applied += n as u64;
+            if end.is_some() {
+                s.end_seen = end;
+            }
+            if s.stale_view.as_ref().is_some_and(|(e, _)| seq >= *e) {
+                tracing::info!(
+                    seq,
+                    "fleet: the store shows this host the entries another host applied again"
+                );
+                s.stale_view = None;
+            }
         }
         self.audit_log(store, seq)?;
         Ok(n)
@@ -652,102 +666,6 @@ impl Fleet {
             "more than {} keys under log/ past entry {seq} are not log entries (planted in the bucket behind arca's back): remove the keys under log/ that are not 20 digits",
             (MAX_LOG_PAGES - 1) * LOG_PAGE
         ))))
-    }
-
-    /// Writes this host's heartbeat, at most every `HEARTBEAT_EVERY` (called by the poller).
-    pub fn heartbeat(&self, store: &Store) -> Result<(), FleetError> {
-        {
-            let mut last = self
-                .last_heartbeat
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
-        }
-        let st = self.status();
-        let hb = Heartbeat {
-            host: self.cfg.host.clone(),
-            applied: store.applied()?.0,
-            at_ms: now_ms(),
-            halted: st.halted,
-            store_error: st.last_error,
-            audit_segments: {
-                let sh = self.shipper();
-                sh.ready.then(|| sh.next.saturating_sub(1))
-            },
-        };
-        let json = serde_json::to_vec(&hb).map_err(|e| FleetError::Config(e.to_string()))?;
-        let sealed = store
-            .keys()
-            .seal_record("fleet-host", self.cfg.host.as_bytes(), &json)
-            .map_err(|e| FleetError::Config(e.to_string()))?;
-        self.remote
-            .overwrite(&format!("hosts/{}", self.cfg.host), Bytes::from(sealed))?;
-        Ok(())
-    }
-
-    /// Host `name`'s heartbeat in the store, if it is there and opens.
-    fn heartbeat_of(&self, store: &Store, name: &str) -> Option<Heartbeat> {
-        let b = self
-            .remote
-            .get_capped(&format!("hosts/{name}"), 64 << 10)
-            .ok()?;
-        let j = store
-            .keys()
-            .open_record("fleet-host", name.as_bytes(), &b)
-            .ok()?;
-        serde_json::from_slice::<Heartbeat>(&j)
-            .ok()
-            .filter(|h| h.host == name)
-    }
-
-    /// Every host's last heartbeat in the store (at most 1,000 hosts).
-    pub fn hosts_seen(
-        &self,
-        store: &Store,
-    ) -> Result<Vec<arca_core::api::FleetHostSeen>, FleetError> {
-        let mut out = Vec::new();
-        let now = now_ms();
-        for l in self.remote.list_after("hosts/", "")?.into_iter().take(1000) {
-            let Some(name) = l.key.strip_prefix("hosts/") else {
-                continue;
-            };
-            let mut seen = arca_core::api::FleetHostSeen {
-                host: name.to_owned(),
-                applied_seq: 0,
-                heartbeat_age_secs: 0.0,
-                halted: None,
-                store_error: None,
-                unreadable: None,
-                audit_segments: None,
-            };
-            let opened = self
-                .remote
-                .get_capped(&l.key, 64 << 10)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    store
-                        .keys()
-                        .open_record("fleet-host", name.as_bytes(), &b)
-                        .map_err(|e| e.to_string())
-                })
-                .and_then(|j| serde_json::from_slice::<Heartbeat>(&j).map_err(|e| e.to_string()));
-            match opened {
-                Ok(hb) if hb.host == name => {
-                    seen.applied_seq = hb.applied;
-                    seen.heartbeat_age_secs = now.saturating_sub(hb.at_ms) as f64 / 1000.0;
-                    seen.halted = hb.halted;
-                    seen.store_error = hb.store_error;
-                    seen.audit_segments = hb.audit_segments;
-                }
-                Ok(_) => seen.unreadable = Some("it names another host".into()),
-                Err(e) => seen.unreadable = Some(e),
-            }
-            out.push(seen);
-        }
-        Ok(out)
     }
 
     /// Puts the chunks among `ids` that the fleet does not have yet into packs, uploads them

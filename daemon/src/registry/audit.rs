@@ -181,6 +181,7 @@ impl Registry {
                         events: t.count,
                         events_in_report: t.events.len() as u64,
                         fault: t.fault,
+                        heartbeat_age_secs: t.heartbeat_age_secs,
                     });
                     events.extend(t.events);
                 }
@@ -194,6 +195,7 @@ impl Registry {
                         events: 0,
                         events_in_report: 0,
                         fault: Some(format!("not checked: {e}")),
+                        heartbeat_age_secs: None,
                     });
                 }
             }

@@ -240,8 +240,10 @@ fn spawn_shipper(registry: Arc<Registry>) {
         .spawn(move || {
             let mut last_error = String::new();
             loop {
+                // Not before this host's heartbeat is in the store (see `heartbeat_written`).
                 let shipped = registry
                     .fleet()
+                    .filter(|f| f.heartbeat_written())
                     .map(|f| f.ship_audit(registry.store(), false))
                     .unwrap_or(Ok(()));
                 match shipped {
@@ -277,7 +279,10 @@ pub fn spawn_poller(registry: Arc<Registry>) {
             loop {
                 let beat = registry
                     .fleet()
-                    .map(|f| f.heartbeat(registry.store()))
+                    .map(|f| {
+                        f.heartbeat(registry.store())
+                            .and_then(|()| f.check_view(registry.store()))
+                    })
                     .unwrap_or(Ok(()));
                 match registry.poll_fleet().and(beat) {
                     Ok(_) => last_error.clear(),

@@ -570,6 +570,14 @@ impl Store {
         crate::fleet::audit::seal_segment(&self.keys, &self.audit_key, s)
     }
 
+    /// This host's heartbeat as stored: sealed with the fleet's keys, signed with its key.
+    pub fn seal_heartbeat(
+        &self,
+        hb: &crate::fleet::heartbeat::Heartbeat,
+    ) -> Result<Vec<u8>, crate::fleet::heartbeat::HeartbeatError> {
+        crate::fleet::heartbeat::seal(&self.keys, &self.audit_key, hb)
+    }
+
     /// Applies entry `e` (opened and checked by the fleet module: signature, seal, seq) whose
     /// stored bytes hash to `hash`: its records and events in one audited, synced write with
     /// the applied marker. Refuses an entry that is not the next one or does not chain to the

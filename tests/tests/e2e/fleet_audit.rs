@@ -35,7 +35,7 @@ fn host<'a>(r: &'a serde_json::Value, h: &str) -> &'a serde_json::Value {
 }
 
 /// `audit verify --json` on `env` and its exit status.
-fn verify(env: &TestEnv) -> (bool, serde_json::Value) {
+pub(super) fn verify(env: &TestEnv) -> (bool, serde_json::Value) {
     let out = env.arca(&["--json", "audit", "verify"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify json");
     (out.status.success(), v)

@@ -1,11 +1,13 @@
 //! The fleet's limits an attacker's review found (issue #10/#14), each shown fixed against a real
 //! SeaweedFS: a store outage is not an integrity failure, reads are bounded on a trickling link
 //! while cached reads stay fast, GC entries are checked against the replica before they are
-//! applied, and junk keys planted under `log/` blind neither the gap check nor the sweep.
+//! applied, junk keys planted under `log/` blind neither the gap check nor the sweep, and
+//! heartbeats are signed by their host and witness a store that shows a host an old log.
 
 use std::time::{Duration, Instant};
 
 use super::fleet::{fleet_hosts, model_dir, request, within, Cluster, BUCKET};
+use super::fleet_audit::verify;
 use crate::harness::{sha256_hex, user, TestEnv};
 
 /// `h`'s `integrity_violation` events.
@@ -293,6 +295,20 @@ impl RogueHost {
 
     fn public(&self) -> String {
         self.key.public().to_string()
+    }
+
+    /// Puts `hb` as host `host`'s heartbeat, sealed with the fleet's keys and signed with this
+    /// host's own key.
+    fn put_heartbeat(&self, host: &str, hb: &arcad::fleet::heartbeat::Heartbeat) {
+        let bytes = arcad::fleet::heartbeat::seal(&self.keys, &self.key, hb).expect("sealing");
+        let (st, _, _) = request(
+            &self.gateway,
+            "PUT",
+            &format!("/{BUCKET}/arca/hosts/{host}"),
+            &[],
+            &bytes,
+        );
+        assert_eq!(st, 200, "writing host {host}'s heartbeat");
     }
 
     /// Writes `gc` as the log's next entry; returns its seq.
@@ -596,4 +612,108 @@ fn fleet_junk_keys_in_the_log_blind_neither_the_sweep_nor_the_gap_check() {
         "JUNK|10,200 junk keys around the head, an entry planted at head + 2: the change refused ({}), both hosts halted naming the gap",
         String::from_utf8_lossy(&out.stderr).trim()
     );
+}
+
+/// Review item: heartbeats were only sealed, so any host holding the fleet's keys could write
+/// another host's (claim fewer audit segments for it, hiding a deletion), and nothing exposed a
+/// store showing one host an old log. Now a heartbeat is signed by its host and taken only
+/// under the key pinned for that name; and hosts compare their view of the log with the other
+/// hosts' signed heartbeats. A compromised host can raise that alarm falsely (its own
+/// heartbeat names an entry nobody can read), but changes nothing else.
+#[test]
+fn fleet_heartbeats_are_signed_and_witness_an_old_view() {
+    let c = Cluster::start_kind("single", 24_600);
+    let g = c.endpoints[0].clone();
+    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200, "creating the bucket");
+    let mut hosts = fleet_hosts(&["a", "b"], &[vec![g.as_str()], vec![g.as_str()]]);
+    let rogue = RogueHost::new("z", &g, &hosts[0].path().join("kek.key"));
+    pin_host(&mut hosts, "z", &rogue.public());
+    let seen = |h: &TestEnv, name: &str| -> serde_json::Value {
+        h.json(&["fleet", "status"])["hosts"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["host"] == name).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    within(15, "A sees B's signed heartbeat", || {
+        let b = seen(&hosts[0], "b");
+        b.is_object() && b["unreadable"].is_null()
+    });
+    let (ok, _) = verify(&hosts[0]);
+    assert!(ok, "verify before anything was forged");
+
+    // B stopped (so it does not rewrite its heartbeat), and z writes one for it, sealed with
+    // the fleet's keys and signed with z's own key, claiming no audit segments.
+    hosts[1].stop();
+    let head = hosts[0].json(&["status"])["fleet"]["applied_seq"]
+        .as_u64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let beat = |host: &str, applied: u64, at_ms: u64| arcad::fleet::heartbeat::Heartbeat {
+        host: host.into(),
+        applied,
+        at_ms,
+        halted: None,
+        store_error: None,
+        audit_segments: Some(0),
+    };
+    rogue.put_heartbeat("b", &beat("b", head, now));
+    let b = seen(&hosts[0], "b");
+    println!("HEARTBEAT|forged for b by z|{b}");
+    assert!(
+        b["unreadable"]
+            .as_str()
+            .is_some_and(|w| w.contains("not signed by the key the fleet pins for host b")),
+        "{b}"
+    );
+    let (ok, v) = verify(&hosts[0]);
+    let bv = v["fleet_hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|x| x["host"] == "b").cloned())
+        .unwrap();
+    println!("HEARTBEAT|verify with b's heartbeat forged|{bv}");
+    assert!(!ok, "verify passed with a forged heartbeat: {v}");
+    assert!(
+        bv["fault"]
+            .as_str()
+            .is_some_and(|f| f.contains("heartbeat")),
+        "{bv}"
+    );
+    // B back: it rewrites its own, and verify passes again.
+    hosts[1].start();
+    within(20, "verify passes once B rewrote its heartbeat", || {
+        verify(&hosts[0]).0
+    });
+
+    // z's own heartbeat, validly signed, says it applied five entries more than exist, 20 s
+    // ago: A has read the log's end since, so A reports an old view, naming z and the entry.
+    let claimed = head + 5;
+    rogue.put_heartbeat("z", &beat("z", claimed, now - 20_000));
+    let t = Instant::now();
+    within(30, "A reports a stale view", || {
+        hosts[0].json(&["status"])["fleet"]["stale_view"].is_string()
+    });
+    let s = hosts[0].json(&["status"]);
+    let why = s["fleet"]["stale_view"].as_str().unwrap().to_owned();
+    println!(
+        "HEARTBEAT|stale view reported after {:?}|{why}",
+        t.elapsed()
+    );
+    assert!(
+        why.contains("host z") && why.contains(&format!("entry {claimed}")),
+        "{why}"
+    );
+    assert!(
+        s["fleet"]["halted"].is_null(),
+        "a stale view is not a halt: {s}"
+    );
+    let (st, m) = hosts[0].raw("GET", "/metrics", b"");
+    assert_eq!(st, 200);
+    let m = String::from_utf8_lossy(&m);
+    assert!(m.contains("arca_fleet_stale_view 1"), "{m}");
+    let text = hosts[0].ok(&["status"]);
+    assert!(text.contains("STALE VIEW"), "{text}");
 }
