@@ -69,6 +69,19 @@ impl ChunkSource for RegistrySource {
             .map_err(chunk_error)
     }
 
+    fn chunk_ahead_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        deadline: Option<std::time::Instant>,
+        streak: u64,
+    ) -> Result<Vec<u8>, ChunkError> {
+        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
+        self.registry
+            .read_chunk_ahead_for_mount(id, len, d, streak)
+            .map_err(chunk_error)
+    }
+
     fn chunk_near_by(
         &self,
         id: &ChunkId,

@@ -94,6 +94,19 @@ pub trait ChunkSource: Send + Sync + 'static {
     ) -> Result<Vec<u8>, ChunkError> {
         self.chunk(id, len)
     }
+    /// [`ChunkSource::chunk_by`] for a sequential reader that has read `streak` bytes in a
+    /// row: a source that fetches from afar fetches about that far ahead (at least a few MiB),
+    /// so a reader that stops early (a header, a few tensors) costs little and one that reads
+    /// the whole file costs few requests.
+    fn chunk_ahead_by(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        deadline: Option<std::time::Instant>,
+        _streak: u64,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.chunk_by(id, len, deadline)
+    }
     /// [`ChunkSource::chunk_by`] for a reader that is not sequential (a whole chunk inside a
     /// large random read): a source that fetches from afar should fetch little beyond it.
     fn chunk_near_by(

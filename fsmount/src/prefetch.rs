@@ -29,13 +29,28 @@ pub(crate) struct Stream {
     last_end: AtomicU64,
     /// Chunks below this index were already handed to prefetch for this stream.
     requested_upto: AtomicUsize,
+    /// Bytes read in a row, up to the previous read's end: how far ahead a source that
+    /// fetches from afar fetches for this reader (`ChunkSource::chunk_ahead_by`).
+    streak: AtomicU64,
 }
 
 impl Stream {
     /// Record a read of `[offset, end)`; true when it continues the previous read exactly.
     pub(crate) fn observe(&self, offset: u64, end: u64) -> bool {
         let previous = self.last_end.swap(end, Ordering::Relaxed);
-        previous != 0 && previous == offset
+        let sequential = previous != 0 && previous == offset;
+        let len = end.saturating_sub(offset);
+        if sequential {
+            self.streak.fetch_add(len, Ordering::Relaxed);
+        } else {
+            self.streak.store(len, Ordering::Relaxed);
+        }
+        sequential
+    }
+
+    /// Bytes this reader has read in a row.
+    pub(crate) fn streak(&self) -> u64 {
+        self.streak.load(Ordering::Relaxed)
     }
 }
 
@@ -93,7 +108,10 @@ impl Prefetcher {
             .requested_upto
             .fetch_max(stop, Ordering::Relaxed)
             .max(first);
-        self.queue(chunks.get(start..stop).unwrap_or_default(), true);
+        self.queue(
+            chunks.get(start..stop).unwrap_or_default(),
+            Some(stream.streak()),
+        );
     }
 
     /// At a read that is not sequential but spans whole chunks `chunks` (a random 1 MiB read
@@ -103,13 +121,14 @@ impl Prefetcher {
     /// IOPS). Nothing beyond the read is queued: a random reader does not want the next chunk.
     pub(crate) fn at_large_read(&self, chunks: &[(ChunkId, u32)]) {
         if self.pool.is_some() {
-            self.queue(chunks, false);
+            self.queue(chunks, None);
         }
     }
 
-    /// `sequential`: for a sequential reader (`ChunkSource::chunk`), else for a random one
+    /// `streak`: for a sequential reader that read that many bytes in a row
+    /// (`ChunkSource::chunk_ahead_by`), else (`None`) for a random one
     /// (`ChunkSource::chunk_near_by`).
-    fn queue(&self, chunks: &[(ChunkId, u32)], sequential: bool) {
+    fn queue(&self, chunks: &[(ChunkId, u32)], streak: Option<u64>) {
         let Some(pool) = &self.pool else {
             return;
         };
@@ -122,12 +141,9 @@ impl Prefetcher {
             let job = Box::new(move || {
                 // Errors are not reported here: the reader that needs this chunk will fetch it
                 // itself, fail, and report the failure exactly once.
-                let got = || {
-                    if sequential {
-                        source.chunk(&id, len)
-                    } else {
-                        source.chunk_near_by(&id, len, None)
-                    }
+                let got = || match streak {
+                    Some(s) => source.chunk_ahead_by(&id, len, None, s),
+                    None => source.chunk_near_by(&id, len, None),
                 };
                 cache.fill_if_idle(&id, || match got() {
                     Ok(plain) if plain.len() == len as usize => Ok(plain),
@@ -166,5 +182,18 @@ mod tests {
         assert!(!s.observe(100_000, 104_096));
         assert!(s.observe(104_096, 110_000));
         assert!(!s.observe(0, 10));
+    }
+
+    #[test]
+    fn the_streak_counts_bytes_read_in_a_row_and_restarts_at_a_jump() {
+        let s = Stream::default();
+        s.observe(0, 4096);
+        assert_eq!(s.streak(), 4096, "a first read starts a streak");
+        s.observe(4096, 1 << 20);
+        assert_eq!(s.streak(), 1 << 20);
+        s.observe(1 << 20, 3 << 20);
+        assert_eq!(s.streak(), 3 << 20);
+        s.observe(8 << 20, (8 << 20) + 4096);
+        assert_eq!(s.streak(), 4096, "a jump starts again");
     }
 }

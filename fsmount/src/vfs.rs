@@ -648,7 +648,8 @@ impl Vfs {
         let mut bufs = Vec::with_capacity(pieces.len());
         for piece in &pieces {
             let (id, len) = mf.chunks[piece.index];
-            match self.fetch(id, len, piece, sequential, deadline) {
+            let streak = sequential.then(|| of.stream.streak());
+            match self.fetch(id, len, piece, streak, deadline) {
                 Ok(buf) => bufs.push(buf),
                 Err(e) => {
                     self.report(file, &id, &e);
@@ -674,19 +675,18 @@ impl Vfs {
         id: ChunkId,
         len: u32,
         piece: &Piece,
-        sequential: bool,
+        streak: Option<u64>,
         deadline: Option<Instant>,
     ) -> Result<ReadBuf, ChunkError> {
         let range = piece.start as usize..(piece.start + piece.len) as usize;
         if let Some(plain) = self.cache.get(&id) {
             return check_len(plain.len(), len).map(|()| ReadBuf::Shared(plain, range));
         }
-        if piece.len == len || sequential {
+        if piece.len == len || streak.is_some() {
             let plain = self.cache.get_or_load(&id, deadline, || {
-                let plain = if sequential {
-                    self.source.chunk_by(&id, len, deadline)?
-                } else {
-                    self.source.chunk_near_by(&id, len, deadline)?
+                let plain = match streak {
+                    Some(s) => self.source.chunk_ahead_by(&id, len, deadline, s)?,
+                    None => self.source.chunk_near_by(&id, len, deadline)?,
                 };
                 check_len(plain.len(), len).map(|()| plain)
             })?;

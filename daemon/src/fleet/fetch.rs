@@ -25,7 +25,7 @@ use super::cache::Cache;
 use super::pack::ChunkLoc;
 use super::{
     now_ms, pack_key, FetchFor, Fetched, Fleet, FleetError, FleetState, Plain, PlaintextSink,
-    EXTENT, MAX_FETCHES, RANDOM_EXTENT,
+    EXTENT, MAX_FETCHES, MIN_AHEAD, RANDOM_EXTENT,
 };
 use crate::remote::{Remote, RemoteError};
 use crate::store::Store;
@@ -324,7 +324,7 @@ impl Fleet {
                 // one (`chunk_range`) does not, so it goes to the sink too.
                 sink: match why {
                     FetchFor::Bulk => None,
-                    FetchFor::MountWhole => self.sink.get().cloned().map(|s| (s, false)),
+                    FetchFor::MountWhole { .. } => self.sink.get().cloned().map(|s| (s, false)),
                     FetchFor::MountPart => self.sink.get().cloned().map(|s| (s, true)),
                 },
             };
@@ -412,10 +412,10 @@ fn plan_extent(
     why: FetchFor,
 ) -> Result<Vec<(ChunkId, ChunkLoc)>, FleetError> {
     let max = crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) as u32;
-    let max_bytes = if why == FetchFor::MountPart {
-        RANDOM_EXTENT
-    } else {
-        EXTENT
+    let max_bytes = match why {
+        FetchFor::MountPart => RANDOM_EXTENT,
+        FetchFor::MountWhole { ahead } => ahead.clamp(MIN_AHEAD, EXTENT),
+        FetchFor::Bulk => EXTENT,
     };
     let mut extent = store.pack_extent(loc, max_bytes)?;
     if extent.first().map(|(c, _)| c) != Some(id) {

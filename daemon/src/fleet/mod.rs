@@ -74,15 +74,22 @@ const EXTENT: u64 = pack::PACK_TARGET as u64;
 /// 4 KiB read of a safetensors header, a tensor's slice): the chunk and about 1 MiB after it,
 /// not the rest of a 32 MiB pack. A sequential reader reads whole chunks and gets `EXTENT`.
 const RANDOM_EXTENT: u64 = 1 << 20;
+/// The least a sequential mount reader's fetch reads ahead: its window is as long as the
+/// stretch it has read in a row (so it doubles from fetch to fetch) and at most `EXTENT`. A
+/// reader that stops after a few MiB (a header, the first tensors) costs a few MiB, not a pack;
+/// one that reads a whole 1 GiB file costs about five requests for its first pack and one for
+/// each after (measured in `fleet_reads.rs`).
+const MIN_AHEAD: u64 = 4 << 20;
 
 /// Who a fetch is for: how much of the pack it reads, and where the plaintext goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FetchFor {
     /// `get`, `verify`, warm-ups: the rest of the pack; plaintext only to waiting readers.
     Bulk,
-    /// The mount, a whole chunk (a sequential reader, or a read covering the chunk): the rest
-    /// of the pack; every chunk's plaintext also to the mount's cache (`set_plaintext_sink`).
-    MountWhole,
+    /// The mount, a whole chunk for a sequential reader who read `ahead` bytes in a row: that
+    /// many bytes of the pack (`MIN_AHEAD` to `EXTENT`; `u64::MAX`: the rest of the pack);
+    /// every chunk's plaintext also to the mount's cache (`set_plaintext_sink`).
+    MountWhole { ahead: u64 },
     /// The mount, a random reader (part of one chunk, or a whole chunk inside a read that is
     /// not sequential): `RANDOM_EXTENT`; plaintext as above, the first chunk's too.
     MountPart,

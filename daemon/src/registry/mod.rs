@@ -1033,7 +1033,24 @@ impl Registry {
         deadline: std::time::Instant,
     ) -> Result<Vec<u8>, ChunkReadError> {
         self.read_chunk_for(
-            crate::fleet::FetchFor::MountWhole,
+            crate::fleet::FetchFor::MountWhole { ahead: u64::MAX },
+            id,
+            expected_len,
+            deadline,
+        )
+    }
+
+    /// `read_chunk_for_mount` for a sequential reader that read `streak` bytes in a row: a
+    /// fetch reads about that far ahead (`FetchFor::MountWhole`).
+    pub fn read_chunk_ahead_for_mount(
+        &self,
+        id: &ChunkId,
+        expected_len: u32,
+        deadline: std::time::Instant,
+        streak: u64,
+    ) -> Result<Vec<u8>, ChunkReadError> {
+        self.read_chunk_for(
+            crate::fleet::FetchFor::MountWhole { ahead: streak },
             id,
             expected_len,
             deadline,
