@@ -158,7 +158,7 @@ pub struct Remote {
     /// How the stores were built (none for the in-memory store).
     config: Option<RemoteConfig>,
     /// Until when (ms since the epoch) reads behind the mount fail at once: every endpoint just
-    /// failed (cleared when one answers).
+    /// failed.
     down_until_ms: AtomicU64,
     /// Calls that failed on every endpoint, and bytes fetched, for status and metrics.
     pub errors: AtomicU64,
@@ -345,12 +345,12 @@ impl Remote {
         }
     }
 
-    /// The endpoints, in order.
     /// The bound on one small request (every endpoint tried).
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
+    /// The endpoints, in order.
     pub fn endpoints(&self) -> &[String] {
         &self.names
     }
@@ -408,8 +408,8 @@ impl Remote {
         let until = self.down_until_ms.load(Ordering::Relaxed);
         if fail_fast && now < until {
             // Every endpoint failed a moment ago: fail at once instead of making each waiting
-            // reader (and the poller) wait out the timeouts again; an uncached read behind the
-            // mount then fails within one timeout, not one per chunk.
+            // reader wait out the timeouts again; an uncached read behind the mount then fails
+            // within one timeout, not one per chunk.
             return Err(RemoteError::Unreachable(format!(
                 "no endpoint answered {} ms ago",
                 DOWN_FOR_MS - (until - now)
@@ -452,11 +452,6 @@ impl Remote {
                     if at != start {
                         self.current.store(at, Ordering::Relaxed);
                         tracing::info!(endpoint = %self.names[at], "object store: now using this endpoint");
-                    }
-                    // An endpoint answered (if only with an error of the request's own): the
-                    // store is not down, so readers need not fail fast.
-                    if until != 0 {
-                        self.down_until_ms.store(0, Ordering::Relaxed);
                     }
                     return other;
                 }

@@ -21,6 +21,11 @@ const WORKERS: usize = 4;
 const QUEUE_PER_DEPTH: usize = 4;
 const MAX_QUEUE: usize = 1024;
 
+/// How far from where the previous read ended a read may start and still keep the reader's
+/// streak (reads arriving out of order), though only an exact continuation counts as
+/// sequential.
+const REORDER: u64 = 4 << 20;
+
 /// Where one open file's reads have got to.
 #[derive(Default)]
 pub(crate) struct Stream {
@@ -42,6 +47,9 @@ impl Stream {
         let len = end.saturating_sub(offset);
         if sequential {
             self.streak.fetch_add(len, Ordering::Relaxed);
+        } else if previous != 0 && previous.abs_diff(offset) <= REORDER {
+            // Near where the last read ended: the kernel's readahead requests of one reader
+            // arrive on several threads, not always in order. The streak stands.
         } else {
             self.streak.store(len, Ordering::Relaxed);
         }
@@ -193,7 +201,10 @@ mod tests {
         assert_eq!(s.streak(), 1 << 20);
         s.observe(1 << 20, 3 << 20);
         assert_eq!(s.streak(), 3 << 20);
-        s.observe(8 << 20, (8 << 20) + 4096);
+        // Out of order, near the end of the last read: the streak stands.
+        s.observe((3 << 20) + (128 << 10), (3 << 20) + (256 << 10));
+        assert_eq!(s.streak(), 3 << 20);
+        s.observe(20 << 20, (20 << 20) + 4096);
         assert_eq!(s.streak(), 4096, "a jump starts again");
     }
 }

@@ -425,23 +425,36 @@ impl super::Fleet {
             return Ok(());
         }
         sh.last = Some(Instant::now());
-        let r = self.ship_locked(store, &mut sh);
+        let r = self.ship_locked(store, &mut sh, None);
         sh.status.error = r.as_ref().err().map(|e| e.to_string());
         r
     }
 
     /// `ship_audit` at a clean stop: the last events have no later round to go in, so a
-    /// failure (a store just restarted answers 503 for a moment) is tried again for up to one
-    /// store timeout before they are left for the next start.
+    /// failure (a store just restarted answers 503 for a moment) is tried again, and segments
+    /// are started, until one store timeout (at most 10 s) has passed, before they are left
+    /// for the next start; then a last heartbeat names the segments shipped, so a deletion of
+    /// them is seen as one of the newest (systemd allows 60 s for the whole stop).
     pub fn ship_audit_at_shutdown(&self, store: &Store) -> Result<(), FleetError> {
         if !self.heartbeat_written() {
             // As in the shipping thread: no segment before a heartbeat. The next start ships.
             return Ok(());
         }
-        let until = Instant::now() + self.remote.timeout();
+        let until = Instant::now()
+            + self
+                .remote
+                .timeout()
+                .min(std::time::Duration::from_secs(10));
         loop {
-            match self.ship_audit(store, true) {
-                Ok(()) => return Ok(()),
+            let shipped = {
+                let mut sh = self.shipper();
+                sh.last = Some(Instant::now());
+                let r = self.ship_locked(store, &mut sh, Some(until));
+                sh.status.error = r.as_ref().err().map(|e| e.to_string());
+                r
+            };
+            match shipped {
+                Ok(()) => return self.write_heartbeat(store),
                 Err(e @ FleetError::AuditShipping(_)) => return Err(e),
                 Err(e) if Instant::now() >= until => return Err(e),
                 Err(e) => {
@@ -454,7 +467,13 @@ impl super::Fleet {
         }
     }
 
-    fn ship_locked(&self, store: &Store, sh: &mut super::Shipper) -> Result<(), FleetError> {
+    /// Ships up to `SHIP_SEGMENTS_PER_CALL` segments, starting none after `until`.
+    fn ship_locked(
+        &self,
+        store: &Store,
+        sh: &mut super::Shipper,
+        until: Option<Instant>,
+    ) -> Result<(), FleetError> {
         if let Some(h) = &sh.status.halted {
             return Err(FleetError::AuditShipping(h.clone()));
         }
@@ -463,6 +482,9 @@ impl super::Fleet {
         }
         let host = self.cfg.host.clone();
         for _ in 0..SHIP_SEGMENTS_PER_CALL {
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(());
+            }
             let head = store.audit_head_count()?;
             if sh.scanned_to >= head {
                 return Ok(());
@@ -616,6 +638,13 @@ impl super::Fleet {
         store: &Store,
         keep: Keep<'_>,
     ) -> Result<Vec<HostTrail>, FleetError> {
+        // Heartbeats first, then the listing: a host that ships a segment and rewrites its
+        // heartbeat between the two then shows more segments than its heartbeat names, never
+        // fewer (which would read as its newest segments deleted).
+        let mut heartbeats = BTreeMap::new();
+        for host in self.hosts.keys() {
+            heartbeats.insert(host.clone(), self.heartbeat_of(store, host)?);
+        }
         let listed = self.remote.list_all("audit/", MAX_AUDIT_OBJECTS)?;
         let groups = by_host(listed.into_iter().map(|l| l.key));
         let mut out = Vec::new();
@@ -638,7 +667,7 @@ impl super::Fleet {
             // open (another host speaking for it, an edit, an old unsigned one put back) is a
             // fault, and so is none at all from a host that shipped segments (deleted, which
             // would hide the deletion of its newest segments).
-            let heartbeat = self.heartbeat_of(store, host)?;
+            let heartbeat = heartbeats.remove(host).flatten();
             let (claimed, age) = match &heartbeat {
                 Some(Ok(hb)) => (hb.audit_segments, Some(hb.age_secs() as u64)),
                 _ => (None, None),
@@ -948,7 +977,9 @@ mod tests {
         let all = fleet.fleet_trails(&store, &|_, _| true).unwrap();
         let a = all.iter().find(|t| t.host == "a").unwrap();
         assert!(
-            a.fault.as_deref().is_some_and(|f| f.contains("no heartbeat")),
+            a.fault
+                .as_deref()
+                .is_some_and(|f| f.contains("no heartbeat")),
             "{:?}",
             a.fault
         );
@@ -956,7 +987,7 @@ mod tests {
         let all = fleet.fleet_trails(&store, &|_, _| true).unwrap();
         let a = all.iter().find(|t| t.host == "a").unwrap();
         assert_eq!(a.fault, None);
-        assert_eq!(a.heartbeat_age_secs, Some(0));
+        assert!(a.heartbeat_age_secs.is_some_and(|s| s < 600), "{a:?}");
         assert_eq!(a.segments, 3);
         let own = store.audit_events_between(1, u64::MAX, usize::MAX).unwrap();
         let want: Vec<_> = own.into_iter().filter(|e| !from_log(e)).collect();

@@ -185,6 +185,11 @@ impl super::Fleet {
             }
             *last = Some(std::time::Instant::now());
         }
+        self.write_heartbeat(store)
+    }
+
+    /// Writes this host's heartbeat now.
+    pub fn write_heartbeat(&self, store: &Store) -> Result<(), FleetError> {
         let st = self.status();
         let hb = Heartbeat {
             host: self.cfg.host.clone(),
@@ -238,9 +243,9 @@ impl super::Fleet {
     /// Every `VIEW_EVERY`: reads a few other hosts' heartbeats (in turn) and compares what
     /// they applied with the end of the log the store last showed this host
     /// (`FleetState::end_seen`). A contradiction is kept in `stale_view` (status, metrics, the
-    /// log) until this host applies the entry it names: the store can hide new entries from
-    /// one host, and only another host's signed word shows it. A halted host is not checked
-    /// (its halt says more).
+    /// log) until this host applies the entry it names, or that host's heartbeat, read again,
+    /// no longer contradicts: the store can hide new entries from one host, and only another
+    /// host's signed word shows it. A halted host is not checked (its halt says more).
     pub fn check_view(&self, store: &Store) -> Result<(), FleetError> {
         let end = {
             let mut last = self.last_view.lock().unwrap_or_else(|p| p.into_inner());
@@ -249,7 +254,7 @@ impl super::Fleet {
             }
             last.0 = Some(std::time::Instant::now());
             let s = self.state();
-            if s.halted.is_some() || s.stale_view.is_some() {
+            if s.halted.is_some() {
                 return Ok(());
             }
             match s.end_seen {
@@ -267,19 +272,38 @@ impl super::Fleet {
             last.1 = (s + VIEW_SAMPLE) % others.len();
             s % others.len()
         };
+        let current = self.state().stale_view.clone();
         for i in 0..VIEW_SAMPLE.min(others.len()) {
             let host = others[(start + i) % others.len()];
             let Some(Ok(hb)) = self.heartbeat_of(store, host)? else {
                 continue;
             };
-            if let Some((seq, why)) = contradicts(end, &hb) {
-                tracing::error!("fleet: {why}");
-                let mut s = self.state();
-                // Not if this host moved on meanwhile.
-                if s.applied < seq {
-                    s.stale_view = Some((seq, why));
+            match contradicts(end, &hb) {
+                Some((seq, why)) => {
+                    let mut s = self.state();
+                    // Not if this host moved on meanwhile, and once per contradiction.
+                    if s.applied < seq
+                        && s.stale_view
+                            .as_ref()
+                            .is_none_or(|v| v.host != *host || v.seq != seq)
+                    {
+                        tracing::error!("fleet: {why}");
+                        s.stale_view = Some(super::StaleView {
+                            seq,
+                            host: host.clone(),
+                            why,
+                        });
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                None if current.as_ref().is_some_and(|v| v.host == *host) => {
+                    let mut s = self.state();
+                    if s.stale_view.as_ref().is_some_and(|v| v.host == *host) {
+                        tracing::info!(host = %host, "fleet: that host's heartbeat no longer contradicts this host's view of the log");
+                        s.stale_view = None;
+                    }
+                }
+                None => {}
             }
         }
         Ok(())

@@ -255,9 +255,18 @@ pub struct FleetState {
     /// The newest entry the store showed this host when it last found no entry after it, and
     /// when (ms since the epoch): what `check_view` compares other hosts' heartbeats with.
     pub end_seen: Option<(u64, u64)>,
-    /// Evidence that the store shows this host an old view of the log: the entry another
-    /// host's signed heartbeat says it applied, and the words that say so (`check_view`).
-    pub stale_view: Option<(u64, String)>,
+    /// Evidence that the store shows this host an old view of the log (`check_view`).
+    pub stale_view: Option<StaleView>,
+}
+
+/// Another host's signed heartbeat contradicting the log as the store showed it to this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleView {
+    /// The entry that host says it applied.
+    pub seq: u64,
+    pub host: String,
+    /// In words, naming both.
+    pub why: String,
 }
 
 pub struct Fleet {
@@ -273,6 +282,8 @@ pub struct Fleet {
     /// Set once a heartbeat of this host's reached the store: audit segments are shipped only
     /// after, so no host has segments but no heartbeat (which `audit verify` names a fault).
     heartbeat_written: std::sync::atomic::AtomicBool,
+    /// Packs found missing or short in the store before an eviction, and when.
+    missing_packs: Mutex<std::collections::HashMap<PackId, Instant>>,
     /// When `check_view` last ran, and where its next sample of other hosts starts.
     last_view: Mutex<(Option<Instant>, usize)>,
     /// Chunks being fetched now, and the fetches running (`fetch.rs`).
@@ -347,7 +358,36 @@ fn pack_key(p: &PackId) -> String {
     format!("packs/{p}")
 }
 
+/// How long a pack found missing (or short) in the store is not asked about again before
+/// evicting chunks: its chunks stay meanwhile.
+const PACK_RECHECK: Duration = Duration::from_secs(600);
+
 impl Fleet {
+    /// Whether pack `p` was found missing or short in the last `PACK_RECHECK`.
+    pub fn pack_known_missing(&self, p: &PackId) -> bool {
+        let mut m = self.missing_packs.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(p) {
+            Some(t) if t.elapsed() < PACK_RECHECK => true,
+            Some(_) => {
+                m.remove(p);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Notes that pack `p` is missing or short (`what`), and says so in the log, once per
+    /// `PACK_RECHECK`: the chunks of it this host holds are not evicted.
+    pub fn note_missing_pack(&self, p: &PackId, what: &str) {
+        let mut m = self.missing_packs.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= 4096 {
+            m.retain(|_, t| t.elapsed() < PACK_RECHECK);
+        }
+        if m.insert(*p, Instant::now()).is_none() {
+            tracing::error!(pack = %p, "fleet cache: a pack this host holds chunks of {what}; they are not evicted (it may be the last copy)");
+        }
+    }
+
     /// The size of pack `p` in the store, `None` if it is not there: asked before a chunk's
     /// last local copy is evicted, so that a pack the store lost (or someone deleted behind
     /// arca's back) does not take the chunk with it. `Err` if the store could not tell.
@@ -397,6 +437,7 @@ impl Fleet {
             last_heartbeat: Mutex::new(None),
             heartbeat_written: std::sync::atomic::AtomicBool::new(false),
             last_view: Mutex::new((None, 0)),
+            missing_packs: Mutex::default(),
             sink: std::sync::OnceLock::new(),
             fetches: Arc::default(),
             cache: Arc::new(cache),
@@ -546,7 +587,7 @@ impl Fleet {
             if end.is_some() {
                 s.end_seen = end;
             }
-            if s.stale_view.as_ref().is_some_and(|(e, _)| seq >= *e) {
+            if s.stale_view.as_ref().is_some_and(|v| seq >= v.seq) {
                 tracing::info!(
                     seq,
                     "fleet: the store shows this host the entries another host applied again"

@@ -30,6 +30,8 @@ const EVICT_BATCH: usize = 1024;
 /// more than this share of the limit: a collection copies every live chunk, so doing it for
 /// less would rewrite the cache for little space.
 const MAX_GARBAGE_SHARE: f64 = 0.2;
+/// Packs whose presence one pass asks the store about (one HEAD each), at most.
+const MAX_PACK_CHECKS: usize = 256;
 /// How long one look at the cache may spend fetching pinned versions' chunks.
 const PIN_FETCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -177,24 +179,39 @@ impl Registry {
                 last.insert(c.id, i);
             }
         }
-        // Each pack is asked about once per pass: its size in the store, which must cover the
-        // chunk. A pack that is missing, or a store that cannot say, keeps its chunks here.
+        // Each pack is asked about once per pass (a HEAD: its size in the store, which must
+        // cover the chunk), at most `MAX_PACK_CHECKS` packs a pass, none once the store did not
+        // answer, and none found missing or short in the last `PACK_RECHECK` (`Fleet`): a
+        // store missing packs (or out of reach) must not turn every pass into a flood of
+        // requests. A chunk whose pack is not confirmed stays here.
         let mut packs: HashMap<PackId, Option<u64>> = HashMap::new();
+        let mut heads = 0usize;
+        let mut unreachable = false;
         let mut in_store = |l: &ChunkLoc| -> bool {
-            let size = *packs.entry(l.pack).or_insert_with(|| match f.pack_size(&l.pack) {
+            let end = l.offset.saturating_add(l.len as u64);
+            if let Some(size) = packs.get(&l.pack) {
+                return size.is_some_and(|s| end <= s);
+            }
+            if unreachable || heads >= MAX_PACK_CHECKS || f.pack_known_missing(&l.pack) {
+                return false;
+            }
+            heads += 1;
+            let size = match f.pack_size(&l.pack) {
                 Ok(Some(size)) => Some(size),
                 Ok(None) => {
-                    tracing::error!(pack = %l.pack, "fleet cache: a pack this host's chunks are in is missing from the store; they are not evicted");
+                    f.note_missing_pack(&l.pack, "is missing from the store");
                     None
                 }
                 Err(e) => {
-                    tracing::warn!(pack = %l.pack, "fleet cache: cannot check that the store holds a pack before evicting its chunks: {e}");
+                    tracing::warn!(pack = %l.pack, "fleet cache: cannot check that the store holds a pack before evicting its chunks: {e}; no chunk is evicted until it can");
+                    unreachable = true;
                     None
                 }
-            });
-            let fits = size.is_some_and(|s| l.offset + l.len as u64 <= s);
+            };
+            packs.insert(l.pack, size);
+            let fits = size.is_some_and(|s| end <= s);
             if size.is_some() && !fits {
-                tracing::error!(pack = %l.pack, "fleet cache: a pack in the store is shorter than a chunk of it this host holds; the chunk is not evicted");
+                f.note_missing_pack(&l.pack, "is shorter in the store than a chunk of it");
             }
             fits
         };

@@ -92,7 +92,7 @@ impl Registry {
                     store_error: st.last_error,
                     store_errors: f.remote.errors.load(std::sync::atomic::Ordering::Relaxed),
                     halted: st.halted,
-                    stale_view: st.stale_view.map(|(_, why)| why),
+                    stale_view: st.stale_view.map(|v| v.why),
                     chunks_fetched: st.chunks_fetched,
                     bytes_fetched: st.bytes_fetched,
                     pack_requests: st.pack_requests,

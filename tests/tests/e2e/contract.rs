@@ -284,6 +284,13 @@ fn fuzz(env: &TestEnv, phase: &str, bridge: &Bridge, secs: u64) -> serde_json::V
     );
     assert!(cases > 0 && requests > 0, "{phase}: nothing was sent");
     assert_eq!(server_errors, 0, "{phase}: the daemon answered 5xx");
+    // A handler that panics drops its connection, which the fuzzer sees as a network error and
+    // retries (contract.sh): the daemon's log must show none.
+    let log = env.log();
+    assert!(
+        !log.contains("panicked"),
+        "{phase}: the daemon panicked:\n{log}"
+    );
     let missed: Vec<_> = documented
         .iter()
         .filter(|op| **op != untimed && !answered.contains(*op))

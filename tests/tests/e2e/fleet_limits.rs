@@ -716,4 +716,11 @@ fn fleet_heartbeats_are_signed_and_witness_an_old_view() {
     assert!(m.contains("arca_fleet_stale_view 1"), "{m}");
     let text = hosts[0].ok(&["status"]);
     assert!(text.contains("STALE VIEW"), "{text}");
+    // z's heartbeat no longer claims it: the alarm clears once A reads it again.
+    rogue.put_heartbeat("z", &beat("z", head, now));
+    let t = Instant::now();
+    within(30, "A clears the stale view", || {
+        hosts[0].json(&["status"])["fleet"]["stale_view"].is_null()
+    });
+    println!("HEARTBEAT|stale view cleared after {:?}", t.elapsed());
 }
