@@ -27,6 +27,13 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 # --all-targets: unit and integration tests (the crates have no doc tests). The output is kept so
 # the totals can be summed into one closing line.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The fleet tests start SeaweedFS on fixed ports from 18000 up (gRPC ports 10000 above them):
+# the kernel must not hand one of them to an outgoing connection meanwhile (a CI run found a
+# store that never started, with its ports inside the ephemeral range, where the tests' many
+# short S3 connections leave sockets in TIME_WAIT). Reserved ports can still be bound by name;
+# the previous setting is put back at exit.
+reserved=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
+echo 18000-35999 >/proc/sys/net/ipv4/ip_local_reserved_ports
+trap 'rm -f "$log"; echo "$reserved" >/proc/sys/net/ipv4/ip_local_reserved_ports' EXIT
 cargo test --release --workspace --all-targets 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "all tests: %d passed, %d failed, %d ignored\n", p, f, i; if (p == 0) exit 1 }' "$log"

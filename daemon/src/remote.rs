@@ -157,8 +157,8 @@ pub struct Remote {
     timeout: Duration,
     /// How the stores were built (none for the in-memory store).
     config: Option<RemoteConfig>,
-    /// Until when (ms since the epoch) reads behind the mount fail at once: every endpoint just
-    /// failed.
+    /// Until when (ms since the epoch) reads behind the mount fail at once: such a read just
+    /// failed on every endpoint.
     down_until_ms: AtomicU64,
     /// Calls that failed on every endpoint, and bytes fetched, for status and metrics.
     pub errors: AtomicU64,
@@ -466,8 +466,12 @@ impl Remote {
         // Also when not every endpoint was tried: a call that hung for its whole bound is as
         // good a sign as any that the next one would too, and the kernel asks again at once
         // for a page whose readahead failed (a second wait of the whole bound for one read).
-        self.down_until_ms
-            .store(now_ms() + DOWN_FOR_MS, Ordering::Relaxed);
+        // Only a read sets it: a write refused by a store coming back (503 while its volume
+        // servers register) says nothing of reads, and made the next mount read fail at once.
+        if fail_fast {
+            self.down_until_ms
+                .store(now_ms() + DOWN_FOR_MS, Ordering::Relaxed);
+        }
         Err(last.unwrap_or_else(|| RemoteError::Unreachable("no endpoint".into())))
     }
 

@@ -376,6 +376,19 @@ fn pin_host(hosts: &mut [TestEnv], name: &str, key: &str) {
     }
 }
 
+/// A single-process store on `port` with hosts `a` and `b`, and a compromised host `z` pinned
+/// on both: the cluster, its gateway, the hosts and `z`.
+fn with_rogue_host(port: u16) -> (Cluster, String, Vec<TestEnv>, RogueHost) {
+    let c = Cluster::start_kind("single", port);
+    let g = c.endpoints[0].clone();
+    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
+    assert_eq!(st, 200, "creating the bucket");
+    let mut hosts = fleet_hosts(&["a", "b"], &[vec![g.as_str()], vec![g.as_str()]]);
+    let rogue = RogueHost::new("z", &g, &hosts[0].path().join("kek.key"));
+    pin_host(&mut hosts, "z", &rogue.public());
+    (c, g, hosts, rogue)
+}
+
 /// Waits until `h` is halted with a reason containing `needle`; returns the reason.
 fn halted_with(h: &TestEnv, needle: &str) -> String {
     let t = Instant::now();
@@ -402,13 +415,7 @@ fn halted_with(h: &TestEnv, needle: &str) -> String {
 /// apply: the pack keeps its locations and the version stays readable.
 #[test]
 fn fleet_gc_entry_from_a_compromised_host_is_checked_and_refused() {
-    let c = Cluster::start_kind("single", 24_200);
-    let g = c.endpoints[0].clone();
-    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
-    assert_eq!(st, 200, "creating the bucket");
-    let mut hosts = fleet_hosts(&["a", "b"], &[vec![g.as_str()], vec![g.as_str()]]);
-    let rogue = RogueHost::new("z", &g, &hosts[0].path().join("kek.key"));
-    pin_host(&mut hosts, "z", &rogue.public());
+    let (_c, g, hosts, rogue) = with_rogue_host(24_200);
     let (a, b) = (&hosts[0], &hosts[1]);
     a.root_key();
     let u = user("arca-e2e-fleet-pub");
@@ -622,13 +629,7 @@ fn fleet_junk_keys_in_the_log_blind_neither_the_sweep_nor_the_gap_check() {
 /// heartbeat names an entry nobody can read), but changes nothing else.
 #[test]
 fn fleet_heartbeats_are_signed_and_witness_an_old_view() {
-    let c = Cluster::start_kind("single", 24_600);
-    let g = c.endpoints[0].clone();
-    let (st, _, _) = request(&g, "PUT", &format!("/{BUCKET}"), &[], b"");
-    assert_eq!(st, 200, "creating the bucket");
-    let mut hosts = fleet_hosts(&["a", "b"], &[vec![g.as_str()], vec![g.as_str()]]);
-    let rogue = RogueHost::new("z", &g, &hosts[0].path().join("kek.key"));
-    pin_host(&mut hosts, "z", &rogue.public());
+    let (_c, _, mut hosts, rogue) = with_rogue_host(24_600);
     let seen = |h: &TestEnv, name: &str| -> serde_json::Value {
         h.json(&["fleet", "status"])["hosts"]
             .as_array()
