@@ -12,6 +12,7 @@ use arca_fsmount::{
     ChunkError, ChunkSource, MountFile, MountHandle, MountOptions, Snapshot, VersionEntry,
 };
 
+use crate::fleet::FetchFor;
 use crate::manifest::VersionRecord;
 use crate::registry::{ChunkReadError, Registry};
 
@@ -30,11 +31,29 @@ fn chunk_error(e: ChunkReadError) -> ChunkError {
     }
 }
 
+/// A whole chunk for a reader with no streak to go by: the rest of its pack.
+const WHOLE: FetchFor = FetchFor::MountWhole { ahead: u64::MAX };
+
+impl RegistrySource {
+    /// A whole chunk for the mount, as `why`, waiting on the fleet's store until `deadline`
+    /// (by default the registry's read bound from now).
+    fn read(
+        &self,
+        why: FetchFor,
+        id: &ChunkId,
+        len: u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
+        self.registry
+            .read_chunk_for(why, id, len, d)
+            .map_err(chunk_error)
+    }
+}
+
 impl ChunkSource for RegistrySource {
     fn chunk(&self, id: &ChunkId, len: u32) -> Result<Vec<u8>, ChunkError> {
-        self.registry
-            .read_chunk_for_mount(id, len, self.registry.read_deadline())
-            .map_err(chunk_error)
+        self.read(WHOLE, id, len, None)
     }
 
     fn chunk_range(
@@ -63,10 +82,7 @@ impl ChunkSource for RegistrySource {
         len: u32,
         deadline: Option<std::time::Instant>,
     ) -> Result<Vec<u8>, ChunkError> {
-        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
-        self.registry
-            .read_chunk_for_mount(id, len, d)
-            .map_err(chunk_error)
+        self.read(WHOLE, id, len, deadline)
     }
 
     fn chunk_ahead_by(
@@ -76,10 +92,7 @@ impl ChunkSource for RegistrySource {
         deadline: Option<std::time::Instant>,
         streak: u64,
     ) -> Result<Vec<u8>, ChunkError> {
-        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
-        self.registry
-            .read_chunk_ahead_for_mount(id, len, d, streak)
-            .map_err(chunk_error)
+        self.read(FetchFor::MountWhole { ahead: streak }, id, len, deadline)
     }
 
     fn chunk_near_by(
@@ -88,10 +101,7 @@ impl ChunkSource for RegistrySource {
         len: u32,
         deadline: Option<std::time::Instant>,
     ) -> Result<Vec<u8>, ChunkError> {
-        let d = deadline.unwrap_or_else(|| self.registry.read_deadline());
-        self.registry
-            .read_chunk_near_for_mount(id, len, d)
-            .map_err(chunk_error)
+        self.read(FetchFor::MountPart, id, len, deadline)
     }
 
     fn chunk_range_by(

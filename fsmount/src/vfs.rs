@@ -645,10 +645,10 @@ impl Vfs {
                 self.prefetch.at_large_read(&mf.chunks[a.index..=b.index]);
             }
         }
+        let streak = sequential.then(|| of.stream.streak());
         let mut bufs = Vec::with_capacity(pieces.len());
         for piece in &pieces {
             let (id, len) = mf.chunks[piece.index];
-            let streak = sequential.then(|| of.stream.streak());
             match self.fetch(id, len, piece, streak, deadline) {
                 Ok(buf) => bufs.push(buf),
                 Err(e) => {

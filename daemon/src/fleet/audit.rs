@@ -908,35 +908,8 @@ mod tests {
     }
 
     fn fleet_and_store(dir: &std::path::Path) -> (Store, super::super::Fleet) {
-        use crate::fleet::{cache, Fleet, FleetConfig};
-        use crate::remote::{Remote, RemoteConfig};
         use std::time::Duration;
-        let kek = crate::keys::Kek::generate_file(&dir.join("kek")).unwrap();
-        let store = Store::open(&dir.join("state"), kek).unwrap();
-        store.mark_fleet_host().unwrap();
-        let cfg = FleetConfig {
-            host: "a".into(),
-            remote: RemoteConfig {
-                endpoints: vec!["memory".into()],
-                bucket: "b".into(),
-                region: "r".into(),
-                prefix: "arca".into(),
-                credentials_file: None,
-                ca_file: None,
-                timeout: Duration::from_secs(5),
-                retention: None,
-            },
-            hosts: Default::default(),
-            poll: Duration::from_millis(500),
-            gc_grace: Duration::from_secs(1),
-            repack_dead_percent: 50,
-            gc_packs: false,
-            cache: cache::CacheConfig::default(),
-            audit_ship: Duration::from_secs(3600),
-        };
-        let c = cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
-        let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), c).unwrap();
-        (store, fleet)
+        super::super::test_fleet(dir, Duration::from_secs(1), Duration::from_secs(3600))
     }
 
     fn reads(n: usize, tag: &str) -> Vec<Draft> {

@@ -482,9 +482,6 @@ mod tests {
     use super::*;
     use crate::fleet::log::{Entry, EventWire};
     use crate::fleet::pack::read_index;
-    use crate::fleet::FleetConfig;
-    use crate::keys::Kek;
-    use crate::remote::{Remote, RemoteConfig};
     use arca_core::audit::{Draft, EventKind};
     use arca_core::id::EntryHash;
     use bytes::Bytes;
@@ -493,32 +490,11 @@ mod tests {
     const GRACE_MS: u64 = 10_000;
 
     fn fleet_and_store(dir: &std::path::Path) -> (Store, Fleet) {
-        let kek = Kek::generate_file(&dir.join("kek")).unwrap();
-        let store = Store::open(&dir.join("state"), kek).unwrap();
-        store.mark_fleet_host().unwrap();
-        let cfg = FleetConfig {
-            host: "a".into(),
-            remote: RemoteConfig {
-                endpoints: vec!["memory".into()],
-                bucket: "b".into(),
-                region: "r".into(),
-                prefix: "arca".into(),
-                credentials_file: None,
-                ca_file: None,
-                timeout: Duration::from_secs(5),
-                retention: None,
-            },
-            hosts: Default::default(),
-            poll: Duration::from_millis(500),
-            gc_grace: Duration::from_millis(GRACE_MS),
-            repack_dead_percent: 50,
-            gc_packs: false,
-            cache: crate::fleet::cache::CacheConfig::default(),
-            audit_ship: Duration::from_secs(30),
-        };
-        let cache = crate::fleet::cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
-        let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), cache).unwrap();
-        (store, fleet)
+        crate::fleet::test_fleet(
+            dir,
+            Duration::from_millis(GRACE_MS),
+            Duration::from_secs(30),
+        )
     }
 
     /// Applies an entry as another host's: `n` is its seq.

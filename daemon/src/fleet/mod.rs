@@ -849,3 +849,39 @@ impl Publisher for Fleet {
         r
     }
 }
+
+/// A fleet host "a" on a fresh store in `dir`, with an in-memory object store, for unit tests:
+/// `gc_grace` and `audit_ship` as the test needs them.
+#[cfg(test)]
+pub(crate) fn test_fleet(
+    dir: &std::path::Path,
+    gc_grace: Duration,
+    audit_ship: Duration,
+) -> (Store, Fleet) {
+    let kek = Kek::generate_file(&dir.join("kek")).unwrap();
+    let store = Store::open(&dir.join("state"), kek).unwrap();
+    store.mark_fleet_host().unwrap();
+    let cfg = FleetConfig {
+        host: "a".into(),
+        remote: RemoteConfig {
+            endpoints: vec!["memory".into()],
+            bucket: "b".into(),
+            region: "r".into(),
+            prefix: "arca".into(),
+            credentials_file: None,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+            retention: None,
+        },
+        hosts: Default::default(),
+        poll: Duration::from_millis(500),
+        gc_grace,
+        repack_dead_percent: 50,
+        gc_packs: false,
+        cache: cache::CacheConfig::default(),
+        audit_ship,
+    };
+    let c = cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
+    let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), c).unwrap();
+    (store, fleet)
+}

@@ -1024,55 +1024,10 @@ impl Registry {
         self.read_chunk_for(crate::fleet::FetchFor::Bulk, id, expected_len, deadline)
     }
 
-    /// `read_chunk` for the mount, waiting on the fleet's store no later than `deadline`: see
-    /// `read_or_fetch_for`.
-    pub fn read_chunk_for_mount(
-        &self,
-        id: &ChunkId,
-        expected_len: u32,
-        deadline: std::time::Instant,
-    ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_for(
-            crate::fleet::FetchFor::MountWhole { ahead: u64::MAX },
-            id,
-            expected_len,
-            deadline,
-        )
-    }
-
-    /// `read_chunk_for_mount` for a sequential reader that read `streak` bytes in a row: a
-    /// fetch reads about that far ahead (`FetchFor::MountWhole`).
-    pub fn read_chunk_ahead_for_mount(
-        &self,
-        id: &ChunkId,
-        expected_len: u32,
-        deadline: std::time::Instant,
-        streak: u64,
-    ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_for(
-            crate::fleet::FetchFor::MountWhole { ahead: streak },
-            id,
-            expected_len,
-            deadline,
-        )
-    }
-
-    /// `read_chunk_for_mount` for a reader that is not sequential: a short extent.
-    pub fn read_chunk_near_for_mount(
-        &self,
-        id: &ChunkId,
-        expected_len: u32,
-        deadline: std::time::Instant,
-    ) -> Result<Vec<u8>, ChunkReadError> {
-        self.read_chunk_for(
-            crate::fleet::FetchFor::MountPart,
-            id,
-            expected_len,
-            deadline,
-        )
-    }
-
-    fn read_chunk_for(
+    /// `read_chunk` on behalf of `why` (the mount says what kind of reader it has, which sets
+    /// how much of a pack a fleet host fetches), waiting on the fleet's store no later than
+    /// `deadline`: see `read_or_fetch_for`.
+    pub fn read_chunk_for(
         &self,
         why: crate::fleet::FetchFor,
         id: &ChunkId,
