@@ -900,6 +900,10 @@ pub struct FleetStatus {
     pub bytes_fetched: u64,
     /// Ranged GETs of packs made to fetch them.
     pub pack_requests: u64,
+    /// Of those, fetches a reader started ahead of a stream too slow to bring its chunk in
+    /// time, taking the rest of that stream's extent over.
+    #[serde(default)]
+    pub take_overs: u64,
     /// Bytes this host put in the store (packs, log entries).
     pub bytes_uploaded: u64,
     /// Chunks fetched from packs that failed authentication (never cached or served).

@@ -9,9 +9,10 @@
 //! Every wait ends at the reader's deadline (`Fleet::read_bound` after the read began): waiting
 //! for a chunk another fetch carries, for a place among the `MAX_FETCHES` fetches, for the
 //! stream to get to it. A reader whose chunk lies far ahead of where a stream is
-//! (`STEAL_AHEAD`) does not wait for the bytes before it: it starts a fetch of its own from its
-//! chunk and takes the rest of the extent over, and the older stream stops where the new one
-//! begins. A stream nobody waits on any more stops too (`IDLE_STOP` after its readers' bound),
+//! (`STEAL_AHEAD`), and which the stream at its pace so far would bring too late
+//! (`Flight::too_slow_for`), does not wait for the bytes before it: it starts a fetch of its own
+//! from its chunk and takes the rest of the extent over, and the older stream stops where the
+//! new one begins. A stream nobody waits on any more stops too (`IDLE_STOP` after its readers' bound),
 //! so a trickling link does not keep fetch places taken by bytes no one wants.
 
 use std::collections::HashMap;
@@ -93,6 +94,30 @@ impl Flight {
     /// Where the stream is in the pack.
     fn position(&self) -> u64 {
         self.start + self.received.load(Ordering::Acquire)
+    }
+
+    /// Whether a reader of the chunk at `at` in the pack, who may wait until `deadline`,
+    /// should fetch it itself rather than wait for this stream: it is more than `STEAL_AHEAD`
+    /// ahead of the stream, and at the stream's pace so far the stream would bring it later
+    /// than halfway to the deadline. Why the pace, not the distance alone: on two cores shared
+    /// by three hosts and the store, a stream several MiB behind its reader's read-ahead still
+    /// brings the chunk within a second, and taking over then cost an extra request per
+    /// pack (65–69 requests per GiB against the 64; bench/README.md).
+    fn too_slow_for(&self, at: u64, deadline: Instant) -> bool {
+        let behind = at.saturating_sub(self.position());
+        if behind <= STEAL_AHEAD {
+            return false;
+        }
+        let received = self.received.load(Ordering::Acquire);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        if received == 0 || elapsed <= 0.0 {
+            // No pace yet: a stream that brought nothing for a second is slow.
+            return elapsed > 1.0;
+        }
+        behind as f64 * elapsed / received as f64 > left / 2.0
     }
 }
 
@@ -245,8 +270,7 @@ impl Fleet {
             let mut inflight = fetches.inflight.lock().unwrap_or_else(|p| p.into_inner());
             let mut take_over = None;
             if let Some(slot) = inflight.get(id).cloned() {
-                let far = slot.at.saturating_sub(slot.flight.position()) > STEAL_AHEAD;
-                if !far || slot.is_done() {
+                if !slot.flight.too_slow_for(slot.at, deadline) || slot.is_done() {
                     drop(inflight);
                     match await_slot(&slot, id, &loc, deadline) {
                         Some(r) => return r,
@@ -255,6 +279,11 @@ impl Fleet {
                     }
                 }
                 take_over = Some(slot.flight.clone());
+            } else if store.has_chunk(id)? {
+                // Its fetch ended between the look above and this lock (a stream indexes a
+                // chunk before it leaves `inflight`): measured, a fetch of that one chunk
+                // again was a good part of the requests past one per pack.
+                return Ok(Fetched::Cached);
             }
             // A fetch of its own, if one of the `MAX_FETCHES` places is free (or frees up
             // before the deadline).
@@ -278,16 +307,18 @@ impl Fleet {
                 }
                 *running += 1;
             }
-            let extent = match plan_extent(store, &loc, id, &inflight, take_over.as_ref(), why) {
-                Ok(e) => e,
-                Err(e) => {
-                    drop(inflight);
-                    self.release_place(!warm);
-                    return Err(e);
-                }
-            };
+            let (extent, mine) =
+                match plan_extent(store, &loc, id, &inflight, take_over.as_ref(), why) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        drop(inflight);
+                        self.release_place(!warm);
+                        return Err(e);
+                    }
+                };
+            let first = extent[0].1;
             let flight = Arc::new(Flight {
-                start: loc.offset,
+                start: first.offset,
                 received: AtomicU64::new(0),
                 started: Instant::now(),
                 wanted_ms: AtomicU64::new(now_ms()),
@@ -307,21 +338,32 @@ impl Fleet {
                 })
                 .collect();
             drop(inflight);
-            let mine = slots[0].clone();
+            tracing::debug!(
+                pack = %first.pack,
+                at = first.offset,
+                chunks = slots.len(),
+                take_over = take_over.is_some(),
+                "fleet: fetching for {why:?}"
+            );
+            if take_over.is_some() {
+                self.state().take_overs += 1;
+            }
+            let my_slot = slots[mine].clone();
             let stream = Stream {
                 store: store.clone(),
                 remote: self.remote.clone(),
                 state: self.state.clone(),
                 cache: self.cache.clone(),
                 fetches: self.fetches.clone(),
-                from: loc,
+                from: first,
+                mine,
                 extent,
                 slots,
                 flight,
                 counted: !warm,
                 bound,
-                // The caller of a whole-chunk read caches the first chunk itself; a part of
-                // one (`chunk_range`) does not, so it goes to the sink too.
+                // The caller of a whole-chunk read caches its chunk itself; a part of one
+                // (`chunk_range`) does not, so it goes to the sink too.
                 sink: match why {
                     FetchFor::Bulk => None,
                     FetchFor::MountWhole { .. } => self.sink.get().cloned().map(|s| (s, false)),
@@ -349,7 +391,7 @@ impl Fleet {
                     s.run();
                 }
             }
-            match await_slot(&mine, id, &loc, deadline) {
+            match await_slot(&my_slot, id, &loc, deadline) {
                 Some(r) => return r,
                 None if Instant::now() >= deadline => return Err(late()),
                 None => continue,
@@ -400,9 +442,20 @@ fn await_slot(
     }
 }
 
+/// How far before its chunk a sequential reader's fetch may start (`plan_extent`), at most.
+const BACKFILL: u64 = 2 << 20;
+
 /// The chunks to fetch for a miss on `id` at `loc`: it and the chunks after it in its pack,
 /// contiguous, up to `EXTENT` bytes (`RANDOM_EXTENT` for a random reader), stopping before one already cached or being fetched
 /// (except by `take_over`, the stream whose rest this fetch takes over).
+///
+/// For a sequential reader, also the chunks just before it in the pack that are neither here
+/// nor being fetched (up to `BACKFILL`, and a quarter of the bytes it read in a row): the
+/// mount's read-ahead asks for several chunks at once on several threads, and at a pack's
+/// start the one for a later chunk often came first. Its fetch began there, and the earlier
+/// chunks' fetch ended where it began: two or three requests for one pack where one does
+/// (measured: 56–72 requests per GiB against the 64; bench/README.md). Returns the
+/// extent and the index in it of `id`.
 fn plan_extent(
     store: &Store,
     loc: &ChunkLoc,
@@ -410,7 +463,7 @@ fn plan_extent(
     inflight: &HashMap<ChunkId, Arc<Slot>>,
     take_over: Option<&Arc<Flight>>,
     why: FetchFor,
-) -> Result<Vec<(ChunkId, ChunkLoc)>, FleetError> {
+) -> Result<(Vec<(ChunkId, ChunkLoc)>, usize), FleetError> {
     let max = crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK) as u32;
     let max_bytes = match why {
         FetchFor::MountPart => RANDOM_EXTENT,
@@ -435,7 +488,26 @@ fn plan_extent(
         keep += 1;
     }
     extent.truncate(keep);
-    Ok(extent)
+    let back = match why {
+        FetchFor::MountWhole { ahead } if take_over.is_none() => (ahead / 4).min(BACKFILL),
+        _ => 0,
+    };
+    if back == 0 {
+        return Ok((extent, 0));
+    }
+    let mut before = store.pack_chunks_before(loc, back)?;
+    let mut from = before.len();
+    while from > 0 {
+        let (c, l) = &before[from - 1];
+        if l.len > max || inflight.contains_key(c) || store.has_chunk(c)? {
+            break;
+        }
+        from -= 1;
+    }
+    let mine = before.len() - from;
+    before.drain(..from);
+    before.extend(extent);
+    Ok((before, mine))
 }
 
 /// Why a stream stops where another fetch took the rest of its extent over.
@@ -448,7 +520,10 @@ struct Stream {
     state: Arc<Mutex<FleetState>>,
     cache: Arc<Cache>,
     fetches: Arc<Fetches>,
+    /// Where the extent begins.
     from: ChunkLoc,
+    /// The index in `extent` of the chunk whose reader started the fetch.
+    mine: usize,
     extent: Vec<(ChunkId, ChunkLoc)>,
     slots: Vec<Arc<Slot>>,
     flight: Arc<Flight>,
@@ -456,8 +531,8 @@ struct Stream {
     counted: bool,
     /// Its readers' bound: past it, the stream stops once nobody waits on it.
     bound: Duration,
-    /// Where the chunks after the first go as well (a mount read's: the mount's cache).
-    /// With whether the first chunk goes there too.
+    /// Where the chunks other than `mine` go as well (a mount read's: the mount's cache).
+    /// With whether `mine` goes there too.
     sink: Option<(PlaintextSink, bool)>,
 }
 
@@ -519,9 +594,9 @@ impl Stream {
             return Err(Failure::PackBad("its location overflows".into()));
         };
         // Only a chunk split between two pieces of the stream is copied (into `partial`); one
-        // that lies within a piece is opened and stored from the piece itself (copying the
-        // stream into one buffer and draining each chunk from its front moved the rest of the
-        // buffer again for every chunk: memmove was arcad's top symbol on this path).
+        // that lies within a piece is opened from the piece itself (copying the stream into
+        // one buffer and draining each chunk from its front moved the rest of the buffer again
+        // for every chunk: memmove was arcad's top symbol on this path).
         let mut partial: Vec<u8> =
             Vec::with_capacity(crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK));
         let mut next = 0usize;
@@ -529,39 +604,24 @@ impl Stream {
         let mut cached = 0u64;
         let mut store_error = None;
         let mut stopped = false;
-        // Authenticates and caches chunk `next` from `env`, its whole sealed envelope.
-        let mut take = |next: usize, env: &[u8]| -> Result<(), String> {
+        // Where in the pack the next piece begins.
+        let mut at = start;
+        // Authenticates chunk `next` from `env`, its whole sealed envelope: its plaintext if it
+        // is good (indexed with the piece it completes in), else its slot fails.
+        let take = |next: usize, env: &[u8], failed: &mut u64| -> Result<Option<Plain>, String> {
             if !self.owns(next) {
                 return Err(TAKEN_OVER.into());
             }
             let cid = &extent[next].0;
             match self.store.keys().open_chunk(cid, env) {
-                Ok(plain) => match self.store.put_fetched_chunk(cid, env) {
-                    Ok(()) => {
-                        cached += 1;
-                        let plain = Arc::new(plain);
-                        if let Some((sink, true)) = self
-                            .sink
-                            .as_ref()
-                            .map(|(s, first_too)| (s, next > 0 || *first_too))
-                        {
-                            // The first is the reader's, who caches it.
-                            sink(cid, plain.clone());
-                        }
-                        self.slots[next].complete(Done::Cached(plain));
-                    }
-                    Err(e) => {
-                        store_error = Some(e);
-                        return Err("the local store refused a fetched chunk".into());
-                    }
-                },
+                Ok(plain) => Ok(Some(Arc::new(plain))),
                 Err(e) => {
                     tracing::error!(chunk = %cid, pack = %from.pack, "fleet: a fetched chunk failed authentication: {e}; not cached, not served");
-                    failed += 1;
+                    *failed += 1;
                     self.slots[next].complete(Done::Failed);
+                    Ok(None)
                 }
             }
-            Ok(())
         };
         let got = self
             .remote
@@ -570,14 +630,15 @@ impl Stream {
                     .received
                     .fetch_add(piece.len() as u64, Ordering::AcqRel);
                 let mut data: &[u8] = &piece;
+                // The chunks this piece completes that authenticated, by index in the extent.
+                let mut good: Vec<(usize, Plain)> = Vec::new();
+                let mut why_stop = None;
                 while next < extent.len() && !data.is_empty() {
                     let len = extent[next].1.len as usize;
-                    let mut take = |env: &[u8]| {
-                        take(next, env).inspect_err(|e| stopped = e.as_str() == TAKEN_OVER)
-                    };
-                    if partial.is_empty() && data.len() >= len {
-                        take(&data[..len])?;
-                        data = &data[len..];
+                    let env = if partial.is_empty() && data.len() >= len {
+                        let (env, rest) = data.split_at(len);
+                        data = rest;
+                        env
                     } else {
                         let n = (len - partial.len()).min(data.len());
                         partial.extend_from_slice(&data[..n]);
@@ -585,10 +646,41 @@ impl Stream {
                         if partial.len() < len {
                             break;
                         }
-                        take(&partial)?;
-                        partial.clear();
+                        &partial[..]
+                    };
+                    match take(next, env, &mut failed) {
+                        Ok(Some(p)) => good.push((next, p)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            stopped = e.as_str() == TAKEN_OVER;
+                            why_stop = Some(e);
+                            break;
+                        }
                     }
+                    partial.clear();
                     next += 1;
+                }
+                // The piece's bytes go to this host's copy of the pack as they are (they are
+                // the pack's bytes at these offsets), and the chunks that authenticated are
+                // indexed with them: only then are they here for a reader who looks.
+                let locs: Vec<(ChunkId, ChunkLoc)> = good.iter().map(|(i, _)| extent[*i]).collect();
+                if let Err(e) = self.store.put_fetched(&from.pack, at, &piece, &locs) {
+                    store_error = Some(e);
+                    return Err("the local store refused a fetched chunk".into());
+                }
+                at += piece.len() as u64;
+                cached += good.len() as u64;
+                for (i, plain) in good {
+                    if let Some((sink, mine_too)) = &self.sink {
+                        // `mine` is the reader's, who caches it.
+                        if i != self.mine || *mine_too {
+                            sink(&extent[i].0, plain.clone());
+                        }
+                    }
+                    self.slots[i].complete(Done::Cached(plain));
+                }
+                if let Some(e) = why_stop {
+                    return Err(e);
                 }
                 if next < extent.len() && self.unwanted(next) {
                     stopped = true;

@@ -251,6 +251,8 @@ pub struct FleetState {
     pub bytes_fetched: u64,
     /// Ranged GETs of packs (one per extent fetched).
     pub pack_requests: u64,
+    /// Fetches that took a slow stream's rest over (`fetch::Flight::too_slow_for`).
+    pub take_overs: u64,
     pub integrity_failures: u64,
     /// The newest entry the store showed this host when it last found no entry after it, and
     /// when (ms since the epoch): what `check_view` compares other hosts' heartbeats with.

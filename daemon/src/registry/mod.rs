@@ -995,18 +995,20 @@ impl Registry {
         size: u32,
     ) -> Result<Vec<u8>, ChunkReadError> {
         self.store
-            .with_sealed_chunk(id, |sealed| {
-                let h = crate::crypt::ChunkHeader::parse(sealed).map_err(ChunkReadError::Crypt)?;
+            .open_sealed_chunk(id, |sealed| {
+                let h = crate::crypt::ChunkHeader::parse(sealed)?;
                 if h.len != len {
-                    return Err(ChunkReadError::Length);
+                    return Ok(None);
                 }
                 self.store
                     .keys()
                     .open_chunk_range(id, sealed, offset as usize, size as usize)
-                    .map_err(ChunkReadError::Crypt)
+                    .map(Some)
             })
             .map_err(ChunkReadError::Store)?
             .ok_or(ChunkReadError::Missing)?
+            .map_err(ChunkReadError::Crypt)?
+            .ok_or(ChunkReadError::Length)
     }
 
     /// Reads and fully verifies one chunk (AEAD of every segment, then the keyed id).
@@ -1049,7 +1051,7 @@ impl Registry {
         // plaintext buffer, instead of into a `Vec` first.
         let plain = self
             .store
-            .with_sealed_chunk(id, |sealed| self.store.keys().open_chunk(id, sealed))
+            .open_sealed_chunk(id, |sealed| self.store.keys().open_chunk(id, sealed))
             .map_err(ChunkReadError::Store)?
             .ok_or(ChunkReadError::Missing)?
             .map_err(ChunkReadError::Crypt)?;

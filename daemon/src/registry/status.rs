@@ -96,6 +96,7 @@ impl Registry {
                     chunks_fetched: st.chunks_fetched,
                     bytes_fetched: st.bytes_fetched,
                     pack_requests: st.pack_requests,
+                    take_overs: st.take_overs,
                     bytes_uploaded: f
                         .remote
                         .bytes_out

@@ -13,6 +13,8 @@ use arca_core::{ChunkId, ModelName, ModelVersion};
 
 use super::kv::{Batch, Cf};
 use super::{RecordPut, Store, StoreError};
+use crate::fleet::pack::ChunkLoc;
+use arca_core::id::PackId;
 
 /// `meta` row: set once the `cache` index covers every chunk (a fleet host's store from
 /// before the index is indexed once, at its first start with it).
@@ -30,6 +32,39 @@ pub struct CachePin {
     pub by_uid: u32,
     /// Seconds since the epoch.
     pub at: u64,
+}
+
+/// Where a chunk here is, as its `cache` row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Here {
+    /// In RocksDB's `chunks` column family; its sealed length.
+    Db(u32),
+    /// In this host's copy of a fleet pack (`store/packs.rs`).
+    Pack(ChunkLoc),
+}
+
+/// A `cache` row: the sealed length (u32 LE), then for a chunk in a local pack file its place
+/// there (`ChunkLoc::to_bytes`: pack id, offset, length). docs/format.md, "cache".
+fn parse_row(v: &[u8]) -> Option<Here> {
+    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
+    match v.get(4..) {
+        Some(rest) if rest.len() == 44 => {
+            let loc = ChunkLoc::from_bytes(rest)?;
+            // The row is not sealed (anyone who can write the state directory can write it):
+            // a length that disagrees, or more than any chunk seals to, is not followed.
+            (loc.len == len
+                && len as usize <= crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK))
+            .then_some(Here::Pack(loc))
+        }
+        _ => Some(Here::Db(len)),
+    }
+}
+
+fn pack_row(loc: &ChunkLoc) -> Vec<u8> {
+    let mut v = Vec::with_capacity(48);
+    v.extend_from_slice(&loc.len.to_le_bytes());
+    v.extend_from_slice(&loc.to_bytes());
+    v
 }
 
 /// The cache's size, as counted from the index.
@@ -63,14 +98,36 @@ impl Store {
             }
         }
         let mut c = CacheCount::default();
+        let mut live: std::collections::HashMap<PackId, Vec<(u64, u32)>> = Default::default();
         for item in self.kv.scan(Cf::Cache) {
             let (_, v) = item?;
             c.chunks += 1;
             c.bytes +=
                 u32::from_le_bytes(v[..4.min(v.len())].try_into().unwrap_or_default()) as u64;
+            if let Some(Here::Pack(l)) = parse_row(&v) {
+                live.entry(l.pack).or_default().push((l.offset, l.len));
+            }
+        }
+        // Local pack files: bytes no row points at (written before a crash took their rows,
+        // or of a chunk that failed authentication) are punched out, and files with no row
+        // are removed. Now, before any read or fetch, so no reader has a file open.
+        self.packs.check_dir().map_err(|e| self.packs_error(e))?;
+        for pack in self.packs.list().map_err(|e| self.packs_error(e))? {
+            let tidied = match live.get_mut(&pack) {
+                None => self.packs.remove(&pack),
+                Some(ranges) => {
+                    ranges.sort_unstable();
+                    self.packs.keep_only(&pack, ranges)
+                }
+            };
+            // Only space is at stake: the host starts, and says so.
+            if let Err(e) = tidied {
+                tracing::warn!(%pack, "fleet cache: tidying the local pack file: {e}");
+            }
         }
         self.cache_count.chunks.store(c.chunks, Ordering::Relaxed);
         self.cache_count.bytes.store(c.bytes, Ordering::Relaxed);
+        self.indexed.store(true, Ordering::Release);
         Ok(c)
     }
 
@@ -84,10 +141,130 @@ impl Store {
 
     /// The sealed length of a chunk if it is here (read from the index: no blob is read).
     pub fn cached_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
-        Ok(self.kv.get(Cf::Cache, id.as_bytes())?.and_then(|v| {
-            v.get(..4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        Ok(self.cache_row(id)?.map(|h| match h {
+            Here::Db(len) => len,
+            Here::Pack(l) => l.len,
         }))
+    }
+
+    pub(super) fn cache_row(&self, id: &ChunkId) -> Result<Option<Here>, StoreError> {
+        Ok(self
+            .kv
+            .get(Cf::Cache, id.as_bytes())?
+            .and_then(|v| parse_row(&v)))
+    }
+
+    pub(super) fn packs_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.packs.dir().to_owned(),
+            source,
+        }
+    }
+
+    /// Where a chunk in a local pack file is (`None`: not here, or in RocksDB).
+    pub(super) fn packed_loc(&self, id: &ChunkId) -> Result<Option<ChunkLoc>, StoreError> {
+        if !self.indexed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        Ok(match self.cache_row(id)? {
+            Some(Here::Pack(l)) => Some(l),
+            _ => None,
+        })
+    }
+
+    /// A chunk's sealed bytes from its local pack file. `None`: the file or the bytes are gone
+    /// (removed or truncated behind arcad's back); the row is dropped so the chunk is fetched
+    /// again.
+    pub(super) fn read_packed(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLoc,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .packs
+            .read(&loc.pack, loc.offset, loc.len)
+            .map_err(|e| self.packs_error(e))?
+        {
+            Some(b) => Ok(Some(b)),
+            None => {
+                if self.drop_damaged_copy(id, loc, None)? {
+                    tracing::warn!(chunk = %id, pack = %loc.pack, "fleet cache: the local copy of a chunk is gone from its pack file; it is fetched again");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Drops the row of a chunk in a local pack file whose copy is gone, or damaged (`read`:
+    /// the bytes that failed), if the row still says `loc` and the bytes there are still those.
+    /// Returns whether it did. False: eviction took the chunk meanwhile, or took it and a fetch
+    /// put it back (the same row, new bytes) between the caller's read and now; the caller
+    /// looks again, and a read racing eviction is never taken for damage.
+    pub(super) fn drop_damaged_copy(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLoc,
+        read: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.cache_row(id)? != Some(Here::Pack(*loc)) {
+            return Ok(false);
+        }
+        if let Some(read) = read {
+            let now = self
+                .packs
+                .read(&loc.pack, loc.offset, loc.len)
+                .map_err(|e| self.packs_error(e))?;
+            if now.as_deref() != Some(read) {
+                return Ok(false);
+            }
+        }
+        self.kv.delete_chunks(&[id.as_bytes().as_slice()])?;
+        let sub = |a: &std::sync::atomic::AtomicU64, v: u64| {
+            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_sub(v))
+            });
+        };
+        sub(&self.cache_count.chunks, 1);
+        sub(&self.cache_count.bytes, loc.len as u64);
+        Ok(true)
+    }
+
+    /// Stores bytes of `pack` fetched from the fleet's store: `bytes` as they lie at `at` in
+    /// the pack go to this host's copy of it, and `chunks` (each authenticated by the caller,
+    /// lying wholly within bytes written by this or earlier calls) are indexed, so they are
+    /// here from now on. A chunk already here keeps its copy.
+    pub fn put_fetched(
+        &self,
+        pack: &PackId,
+        at: u64,
+        bytes: &[u8],
+        chunks: &[(ChunkId, ChunkLoc)],
+    ) -> Result<(), StoreError> {
+        let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !bytes.is_empty() {
+            self.packs
+                .write_at(pack, at, bytes)
+                .map_err(|e| self.packs_error(e))?;
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(chunks.len());
+        let mut added = 0u64;
+        for (id, loc) in chunks {
+            if self.cache_row(id)?.is_some() {
+                continue;
+            }
+            rows.push((id.as_bytes().to_vec(), pack_row(loc)));
+            added += loc.len as u64;
+        }
+        self.kv.put_index_rows(&rows)?;
+        self.cache_count
+            .chunks
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.cache_count.bytes.fetch_add(added, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes a chunk and counts it if it is new here (the count is kept under a lock, so
@@ -111,14 +288,33 @@ impl Store {
         let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut freed = 0u64;
         let mut n = 0u64;
+        let mut punch = Vec::new();
         for id in ids {
-            if let Some(l) = self.cached_len(id)? {
-                freed += l as u64;
-                n += 1;
+            match self.cache_row(id)? {
+                Some(Here::Db(l)) => freed += l as u64,
+                Some(Here::Pack(l)) => {
+                    freed += l.len as u64;
+                    punch.push(l);
+                }
+                None => continue,
             }
+            n += 1;
         }
         let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
         self.kv.delete_chunks(&keys)?;
+        // The rows first, then the bytes: a reader that read a row just before may find its
+        // bytes punched out, fails authentication, and then finds the row gone
+        // (`open_sealed_chunk`): a miss, not damage. A punch that fails leaves bytes no row
+        // points at (punched out at the next start); the chunks are gone all the same.
+        let mut unpunched = 0usize;
+        for l in &punch {
+            if let Err(e) = self.packs.punch(&l.pack, l.offset, l.len) {
+                unpunched += 1;
+                if unpunched == 1 {
+                    tracing::warn!(pack = %l.pack, "fleet cache: giving back an evicted chunk's space in its pack file: {e}");
+                }
+            }
+        }
         let sub = |a: &std::sync::atomic::AtomicU64, v: u64| {
             let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
                 Some(x.saturating_sub(v))
@@ -159,7 +355,7 @@ impl Store {
         // when the pass ended (the state directory at twice the limit for a while).
         let purged = |r: (u64, u64)| -> Result<(u64, u64), StoreError> {
             self.kv.purge_obsolete_files()?;
-            Ok(r)
+            self.with_pack_bytes(r)
         };
         if garbage > max_garbage {
             let t = std::time::Instant::now();
@@ -177,9 +373,16 @@ impl Store {
         purged((total, garbage))
     }
 
-    /// Blob bytes of the chunk column family on disk, and the garbage among them.
+    /// Bytes of cached chunks on disk (the chunk column family's blob files and the local pack
+    /// files), and the garbage among them (in blob files: evicted chunks not yet compacted away;
+    /// pack files give an evicted chunk's blocks back at once).
     pub fn chunk_blob_bytes(&self) -> Result<(u64, u64), StoreError> {
-        Ok(self.kv.chunk_blob_bytes()?)
+        self.with_pack_bytes(self.kv.chunk_blob_bytes()?)
+    }
+
+    fn with_pack_bytes(&self, (total, garbage): (u64, u64)) -> Result<(u64, u64), StoreError> {
+        let packs = self.packs.disk_bytes().map_err(|e| self.packs_error(e))?;
+        Ok((total + packs, garbage))
     }
 
     fn pins_row(&self) -> [u8; 32] {
@@ -272,5 +475,151 @@ impl Store {
     /// A version's row key (what recency hints are saved under: no name in the clear).
     pub fn version_row_key(&self, name: &ModelName, version: &ModelVersion) -> [u8; 32] {
         self.version_row(name.as_str(), &version.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Kek;
+
+    /// A store as a fleet host has it (indexed), and three chunks sealed back to back as a
+    /// pack holds them: (id, place in the pack, plaintext), and the pack's bytes.
+    /// A chunk: its id, its place in the pack, its plaintext.
+    type Chunk = (ChunkId, ChunkLoc, Vec<u8>);
+
+    fn fleet_store(dir: &std::path::Path) -> (Store, Vec<Chunk>, Vec<u8>) {
+        let s = Store::open(
+            &dir.join("state"),
+            Kek::generate_file(&dir.join("kek")).unwrap(),
+        )
+        .unwrap();
+        s.open_cache_index().unwrap();
+        let pack = PackId([9; 32]);
+        let (mut chunks, mut bytes) = (Vec::new(), vec![0u8; 100]);
+        for i in 0..3u8 {
+            let plain = vec![i + 1; 20_000 + i as usize];
+            let id = s.keys().chunk_id(&plain);
+            let sealed = s.keys().seal_chunk(&id, &plain).unwrap();
+            let loc = ChunkLoc {
+                pack,
+                offset: bytes.len() as u64,
+                len: sealed.len() as u32,
+            };
+            bytes.extend_from_slice(&sealed);
+            chunks.push((id, loc, plain));
+        }
+        (s, chunks, bytes)
+    }
+
+    fn open(s: &Store, id: &ChunkId) -> Option<Result<Vec<u8>, crate::crypt::CryptError>> {
+        s.open_sealed_chunk(id, |sealed| s.keys().open_chunk(id, sealed))
+            .unwrap()
+    }
+
+    #[test]
+    fn fetched_chunks_live_in_a_local_pack_file_indexed_only_once_they_authenticated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, chunks, bytes) = fleet_store(dir.path());
+        let [(a, la, pa), (b, lb, pb), (c, _, _)] = &chunks[..] else {
+            unreachable!()
+        };
+        // Pieces that do not line up with chunks: the bytes land, a chunk is here only once
+        // indexed.
+        let cut = la.offset as usize + 1000;
+        s.put_fetched(&la.pack, 0, &bytes[..cut], &[]).unwrap();
+        assert!(!s.has_chunk(a).unwrap());
+        s.put_fetched(&la.pack, cut as u64, &bytes[cut..], &[(*a, *la), (*b, *lb)])
+            .unwrap();
+        assert!(s.has_chunk(a).unwrap() && s.has_chunk(b).unwrap());
+        assert!(!s.has_chunk(c).unwrap(), "written but never indexed");
+        assert_eq!(open(&s, a).unwrap().unwrap(), *pa);
+        assert_eq!(s.cached_len(b).unwrap(), Some(lb.len));
+        let count = s.cache_count();
+        assert_eq!((count.chunks, count.bytes), (2, (la.len + lb.len) as u64));
+
+        // Evicted: the row goes and the bytes are punched out.
+        let disk = s.chunk_blob_bytes().unwrap().0;
+        assert_eq!(s.delete_counted(&[*a]).unwrap(), la.len as u64);
+        assert!(
+            s.chunk_blob_bytes().unwrap().0 < disk,
+            "its blocks are given back"
+        );
+        assert!(!s.has_chunk(a).unwrap());
+        assert!(open(&s, a).is_none());
+        assert_eq!(open(&s, b).unwrap().unwrap(), *pb, "its neighbour stays");
+
+        // Damaged behind arcad's back: refused, and its row dropped so it is fetched again.
+        let path = dir.path().join("state/packs").join(hex::encode(lb.pack.0));
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[lb.offset as usize + 100] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        assert!(open(&s, b).unwrap().is_err(), "never served");
+        assert!(!s.has_chunk(b).unwrap(), "dropped, to be fetched again");
+        assert_eq!(s.cache_count().chunks, 0);
+    }
+
+    #[test]
+    fn a_pack_file_gone_is_a_miss_and_a_restart_removes_what_no_row_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, chunks, bytes) = fleet_store(dir.path());
+        let (a, la, pa) = &chunks[0];
+        s.put_fetched(&la.pack, 0, &bytes, &[(*a, *la)]).unwrap();
+        let packs = dir.path().join("state/packs");
+        let other = PackId([5; 32]);
+        s.put_fetched(&other, 0, &[1u8; 50_000], &[]).unwrap();
+        drop(s);
+        // Reopened: the file no row points into is removed; in the other, the chunks never
+        // indexed are punched out.
+        let s = Store::open(
+            &dir.path().join("state"),
+            Kek::load(&dir.path().join("kek")).unwrap(),
+        )
+        .unwrap();
+        s.open_cache_index().unwrap();
+        assert!(!packs.join(hex::encode(other.0)).exists());
+        let f = packs.join(hex::encode(la.pack.0));
+        let raw = std::fs::read(&f).unwrap();
+        let end = (la.offset + la.len as u64) as usize;
+        assert!(
+            raw[end..].iter().all(|b| *b == 0),
+            "unindexed chunks punched out"
+        );
+        assert_eq!(open(&s, a).unwrap().unwrap(), *pa);
+        // Truncated behind arcad's back (an open file keeps a removed one readable).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(la.offset)
+            .unwrap();
+        assert!(open(&s, a).is_none(), "gone: a miss");
+        assert!(!s.has_chunk(a).unwrap(), "and fetched again");
+    }
+
+    #[test]
+    fn a_read_whose_bytes_change_under_it_is_a_miss_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, chunks, bytes) = fleet_store(dir.path());
+        let (a, la, _) = &chunks[0];
+        s.put_fetched(&la.pack, 0, &bytes, &[(*a, *la)]).unwrap();
+        let path = dir.path().join("state/packs").join(hex::encode(la.pack.0));
+        // As if eviction punched the bytes out under the read (and a fetch then put them
+        // back): the reader's bytes fail, but they are not what is there now.
+        let got = s
+            .open_sealed_chunk(a, |_| {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 64], la.offset).unwrap();
+                Err::<(), _>(crate::crypt::CryptError::Authentication)
+            })
+            .unwrap();
+        assert!(got.is_none(), "a miss: the caller looks again");
+        assert!(s.has_chunk(a).unwrap(), "the row stands");
+        // The same failure on bytes that did not change is damage: refused and dropped.
+        let got = s
+            .open_sealed_chunk(a, |sealed| s.keys().open_chunk(a, sealed))
+            .unwrap();
+        assert!(matches!(got, Some(Err(_))));
+        assert!(!s.has_chunk(a).unwrap());
     }
 }

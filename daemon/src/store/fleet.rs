@@ -10,7 +10,7 @@
 //!   (their events enter this host's trail with `fleet_seq` and `fleet_host` details; their
 //!   records are bound to those events as local ones are).
 //! - Where each fleet chunk sits (pack, offset, length) is kept in the `locs` column family;
-//!   a chunk fetched from a pack is authenticated by the caller before `put_fetched_chunk`.
+//!   a chunk fetched from a pack is authenticated by the caller before `put_fetched` indexes it.
 //!
 //! Events without records (reads, refusals) stay in this host's own trail, which the fleet
 //! module ships to the store in segments (`fleet/audit.rs`), signed with the same host key.
@@ -282,10 +282,49 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a chunk fetched from a pack. The caller has authenticated it (AEAD of every
-    /// segment and the keyed id) against the id it asked for.
-    pub fn put_fetched_chunk(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
-        self.put_counted(id, sealed)
+    /// The chunks stored in `from.pack` just before `from.offset`, in pack order: the
+    /// contiguous run of them that ends where `from` begins, starting at most `max_bytes`
+    /// before it.
+    pub fn pack_chunks_before(
+        &self,
+        from: &ChunkLoc,
+        max_bytes: u64,
+    ) -> Result<Vec<(ChunkId, ChunkLoc)>, StoreError> {
+        let first = from.offset.saturating_sub(max_bytes);
+        let start = loc_by_pack(&from.pack, first);
+        let end = loc_by_pack(&from.pack, from.offset);
+        let mut out: Vec<(ChunkId, ChunkLoc)> = Vec::new();
+        for item in self.kv.range(Cf::Locs, &start, &end, false) {
+            let (k, v) = item?;
+            let v = self.open_loc(&k, &v)?;
+            if k.len() != 41 || v.len() != 36 {
+                return Err(StoreError::Corrupt("a malformed chunk location row".into()));
+            }
+            let offset = u64::from_be_bytes(k[33..41].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(v[32..36].try_into().unwrap_or_default());
+            // A gap starts the run again: only chunks back to back up to `from` count.
+            if out
+                .last()
+                .is_some_and(|(_, l)| l.offset.checked_add(l.len as u64) != Some(offset))
+            {
+                out.clear();
+            }
+            out.push((
+                ChunkId(v[..32].try_into().unwrap_or_default()),
+                ChunkLoc {
+                    pack: from.pack,
+                    offset,
+                    len,
+                },
+            ));
+        }
+        if out
+            .last()
+            .is_some_and(|(_, l)| l.offset.checked_add(l.len as u64) != Some(from.offset))
+        {
+            out.clear();
+        }
+        Ok(out)
     }
 
     /// Writes the applied marker and the entry's chunk locations into `b` (a chunk keeps the

@@ -251,6 +251,21 @@ impl Kv {
             .map_err(err("put chunk"))
     }
 
+    /// Index rows of chunks whose bytes live outside RocksDB (a fleet host's local pack files,
+    /// `store/packs.rs`): each as a GC candidate and a `cache` row, in one WAL write (not
+    /// synced: a row lost in a crash only makes the chunk be fetched again).
+    pub fn put_index_rows(&self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), KvError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        for (k, v) in rows {
+            wb.put_cf(self.cf(Cf::Gc), k, []);
+            wb.put_cf(self.cf(Cf::Cache), k, v);
+        }
+        self.db.write(wb).map_err(err("index fetched chunks"))
+    }
+
     /// Rewrites an existing chunk (re-sealed under another key) without the WAL, like
     /// `put_chunk`; it is already known to GC.
     pub fn replace_chunk(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {

@@ -7,6 +7,7 @@ pub mod binding;
 pub mod cache;
 pub mod fleet;
 pub mod kv;
+pub mod packs;
 pub mod rotate;
 
 use std::path::{Path, PathBuf};
@@ -129,8 +130,15 @@ pub struct Store {
     staged_locs: std::sync::Mutex<Vec<crate::fleet::log::Located>>,
     /// Chunks and sealed bytes here (the `cache` index's totals, `cache.rs`).
     cache_count: CacheCounters,
-    /// Held across a chunk write or delete and its count, so the count stays exact.
+    /// Held across a chunk write or delete and its count, so the count stays exact; and
+    /// across a write into a local pack file and the rows that index it, or a row's deletion
+    /// and the punch of its bytes, so no row ever points at bytes punched out under it.
     cache_lock: std::sync::Mutex<()>,
+    /// Fleet hosts: the local copies of the object store's packs that fetched chunks live in.
+    packs: packs::LocalPacks,
+    /// Set once the `cache` index covers every chunk here (`open_cache_index`): then it alone
+    /// answers whether a chunk is here, and where.
+    indexed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -251,6 +259,8 @@ impl Store {
             staged_locs: Default::default(),
             cache_count: Default::default(),
             cache_lock: Default::default(),
+            packs: packs::LocalPacks::new(&state_dir.join("packs")),
+            indexed: Default::default(),
         };
         if created {
             store.record_creation()?;
@@ -453,7 +463,18 @@ impl Store {
         &self.keys
     }
 
+    /// Whether a chunk is here (in RocksDB, or in a local pack file).
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        if self.indexed.load(std::sync::atomic::Ordering::Acquire) {
+            match self.cache_row(id)? {
+                // Bytes outside RocksDB: checked when read (gone: a miss, fetched again).
+                Some(cache::Here::Pack(_)) => return Ok(true),
+                None => return Ok(false),
+                // A `chunks` row's index row is written before the chunk, which skips the WAL:
+                // after a crash the index can name a chunk that is not there.
+                Some(cache::Here::Db(_)) => {}
+            }
+        }
         Ok(self.kv.contains(Cf::Chunks, id.as_bytes())?)
     }
 
@@ -475,12 +496,50 @@ impl Store {
     }
 
     /// Runs `f` on the sealed bytes of a chunk, if present, without copying them out first.
+    /// A chunk in a local pack file is read into a buffer and authenticated first (callers
+    /// such as a push's upload or fleet GC's repack pass the bytes on unopened, and a pack
+    /// file is easier to write behind arcad's back than RocksDB); one whose bytes are gone or
+    /// fail is not here (its row is dropped, so it is fetched again).
     pub fn with_sealed_chunk<R>(
         &self,
         id: &ChunkId,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, StoreError> {
+        if self.packed_loc(id)?.is_some() {
+            return Ok(self
+                .open_sealed_chunk(id, |sealed| {
+                    self.keys.open_chunk(id, sealed).map(|_| f(sealed))
+                })?
+                .and_then(|r| {
+                    r.inspect_err(|e| tracing::error!(chunk = %id, "fleet cache: the local copy of a chunk failed authentication ({e}); dropped, to be fetched again"))
+                        .ok()
+                }));
+        }
         Ok(self.kv.with_chunk(id.as_bytes(), f)?)
+    }
+
+    /// `with_sealed_chunk` for a reader that opens the chunk (`f` authenticates it). A chunk
+    /// from a local pack file that fails is looked up again: if eviction took it meanwhile
+    /// (its bytes punched out under the read) it is not here (`None`: fetched again); if its
+    /// row still stands, the local copy is damaged: its row is dropped, so the next read
+    /// fetches a good copy from the fleet's store, and the failure is returned to be reported.
+    pub fn open_sealed_chunk<T>(
+        &self,
+        id: &ChunkId,
+        f: impl FnOnce(&[u8]) -> Result<T, crate::crypt::CryptError>,
+    ) -> Result<Option<Result<T, crate::crypt::CryptError>>, StoreError> {
+        let Some(loc) = self.packed_loc(id)? else {
+            return Ok(self.kv.with_chunk(id.as_bytes(), f)?);
+        };
+        let Some(sealed) = self.read_packed(id, &loc)? else {
+            return Ok(None);
+        };
+        match f(&sealed) {
+            Ok(v) => Ok(Some(Ok(v))),
+            Err(e) => Ok(self
+                .drop_damaged_copy(id, &loc, Some(&sealed))?
+                .then_some(Err(e))),
+        }
     }
 
     pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
@@ -917,8 +976,10 @@ impl Store {
     }
 
     /// Bytes on disk of the chunk column family (blob and table files).
+    /// With a fleet host's local pack files.
     pub fn chunk_disk_bytes(&self) -> Result<u64, StoreError> {
-        Ok(self.kv.disk_bytes(Cf::Chunks)?)
+        let packs = self.packs.disk_bytes().map_err(|e| self.packs_error(e))?;
+        Ok(self.kv.disk_bytes(Cf::Chunks)? + packs)
     }
 }
 

@@ -1,0 +1,254 @@
+//! A fleet host's local copies of the object store's packs: the only module that touches the
+//! files under `<state>/packs/`.
+//!
+//! Why files and not RocksDB: a chunk fetched from a pack arrives as the pack's own bytes at the
+//! pack's offsets. Written into RocksDB, each ~32 KiB sealed envelope was copied into a
+//! memtable, faulted into fresh arena pages and written again by the flush: profiled on a
+//! 1 GiB cold fleet read, a quarter of arcad's CPU (bench/README.md, "Fleet, sixth session").
+//! Here a fetched extent is one `pwrite` per piece received, at the pack's offset, into a sparse
+//! file named by the pack id; the `cache` column family says which chunks of it are here (a row
+//! is written only once the chunk authenticated, `Store::put_fetched`), and eviction punches the
+//! chunk's range out of the file, giving its blocks back at once.
+//!
+//! Nothing read from these files is trusted: every chunk is authenticated (AEAD and keyed id)
+//! after it is read, as chunks read from RocksDB are. A file edited, truncated or swapped
+//! behind arcad's back gives a chunk that fails authentication, never a wrong byte.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arca_core::id::PackId;
+
+/// Open files kept for reuse; past this many, all are closed and reopened as needed.
+const MAX_OPEN: usize = 64;
+
+/// The pack files of one store.
+pub struct LocalPacks {
+    dir: PathBuf,
+    open: Mutex<HashMap<PackId, Arc<File>>>,
+}
+
+impl LocalPacks {
+    /// The pack files in `dir`, which is made (mode 0700) when the first one is written: a
+    /// single host never has one.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, pack: &PackId) -> PathBuf {
+        self.dir.join(hex::encode(pack.0))
+    }
+
+    /// The file of `pack`, created if `create` (else `NotFound` when it is not here).
+    fn file(&self, pack: &PackId, create: bool) -> std::io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(pack) {
+            return Ok(f.clone());
+        }
+        // Never through a symbolic link planted in the state directory: arcad would write pack
+        // bytes, or punch holes, wherever it points.
+        let opener = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(self.path(pack))
+        };
+        let f = Arc::new(match opener() {
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
+                opener()?
+            }
+            other => other?,
+        });
+        if open.len() >= MAX_OPEN {
+            open.clear();
+        }
+        open.insert(*pack, f.clone());
+        Ok(f)
+    }
+
+    /// Writes `bytes` at `offset` of `pack`'s file (not synced: a chunk lost in a crash is
+    /// fetched again; one whose bytes are damaged fails authentication and is dropped).
+    pub fn write_at(&self, pack: &PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file(pack, true)?.write_all_at(bytes, offset)
+    }
+
+    /// Reads `len` bytes at `offset` of `pack`'s file. `None`: the file, or those bytes, are not
+    /// there (a file removed or truncated behind arcad's back).
+    pub fn read(&self, pack: &PackId, offset: u64, len: u32) -> std::io::Result<Option<Vec<u8>>> {
+        let f = match self.file(pack, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; len as usize];
+        match f.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(Some(buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Refuses a directory of pack files that is not a directory (a symbolic link to one
+    /// elsewhere, planted in the state directory). Missing is fine: made at the first write.
+    pub fn check_dir(&self) -> std::io::Result<()> {
+        match std::fs::symlink_metadata(&self.dir) {
+            Ok(m) if !m.file_type().is_dir() => Err(std::io::Error::other(format!(
+                "{} is not a directory (a symbolic link?): refusing to write pack files through it",
+                self.dir.display()
+            ))),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives back the blocks of `offset..offset+len` in `pack`'s file (the file keeps its size;
+    /// the range reads as zeros, which no chunk authenticates as).
+    pub fn punch(&self, pack: &PackId, offset: u64, len: u32) -> std::io::Result<()> {
+        self.punch_range(pack, offset, len as u64)
+    }
+
+    fn punch_range(&self, pack: &PackId, offset: u64, len: u64) -> std::io::Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let f = match self.file(pack, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        fallocate(
+            f.as_ref(),
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            off,
+            n,
+        )
+        .map_err(std::io::Error::from)
+    }
+
+    /// The pack files here, by id (files with other names are left alone).
+    pub fn list(&self) -> std::io::Result<Vec<PackId>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            other => other?,
+        };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name();
+            let Some(raw) = name.to_str().and_then(|n| hex::decode(n).ok()) else {
+                continue;
+            };
+            if let Ok(id) = <[u8; 32]>::try_from(raw) {
+                out.push(PackId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `pack`'s file. Only at open, before any chunk is read or written: a reader
+    /// holding the file open would otherwise read a file no row points into any more.
+    pub fn remove(&self, pack: &PackId) -> std::io::Result<()> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pack);
+        match std::fs::remove_file(self.path(pack)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Punches out of `pack`'s file every byte outside `live` (offset, length ranges, sorted by
+    /// offset): bytes written for chunks that never got their row (a crash between the two, or
+    /// a chunk that failed authentication).
+    pub fn keep_only(&self, pack: &PackId, live: &[(u64, u32)]) -> std::io::Result<()> {
+        let size = match std::fs::metadata(self.path(pack)) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut at = 0u64;
+        let ends = live
+            .iter()
+            .map(|&(o, l)| (o, o.saturating_add(l as u64)))
+            .chain(std::iter::once((size, size)));
+        for (start, end) in ends {
+            if start > at {
+                self.punch_range(pack, at, start - at)?;
+            }
+            at = at.max(end);
+        }
+        Ok(())
+    }
+
+    /// Bytes the pack files take on disk (allocated blocks, holes not counted).
+    pub fn disk_bytes(&self) -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut n = 0;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            other => other?,
+        };
+        for e in entries {
+            n += e?.metadata()?.blocks() * 512;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_reads_and_punches_ranges_of_a_sparse_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = LocalPacks::new(&dir.path().join("packs"));
+        let id = PackId([7; 32]);
+        assert_eq!(p.read(&id, 0, 4).unwrap(), None, "no file yet");
+        assert_eq!((p.list().unwrap(), p.disk_bytes().unwrap()), (vec![], 0));
+        p.write_at(&id, 1 << 20, &[1u8; 8192]).unwrap();
+        p.write_at(&id, (1 << 20) + 8192, &[2u8; 8192]).unwrap();
+        assert_eq!(p.read(&id, 1 << 20, 8192).unwrap(), Some(vec![1u8; 8192]));
+        assert_eq!(
+            p.read(&id, (1 << 20) + 8192, 8193).unwrap(),
+            None,
+            "past the end"
+        );
+        let before = p.disk_bytes().unwrap();
+        assert!(
+            (16384..(1 << 20)).contains(&before),
+            "sparse: {before} bytes on disk for 16 KiB written at 1 MiB"
+        );
+        p.punch(&id, 1 << 20, 8192).unwrap();
+        assert_eq!(p.read(&id, 1 << 20, 8192).unwrap(), Some(vec![0u8; 8192]));
+        assert_eq!(
+            p.read(&id, (1 << 20) + 8192, 8192).unwrap(),
+            Some(vec![2u8; 8192])
+        );
+        assert!(
+            p.disk_bytes().unwrap() < before,
+            "the punched blocks are given back"
+        );
+        assert_eq!(p.list().unwrap(), vec![id]);
+        p.remove(&id).unwrap();
+        assert!(p.list().unwrap().is_empty());
+        assert_eq!(p.read(&id, 0, 1).unwrap(), None);
+    }
+}
