@@ -632,6 +632,8 @@ impl Stream {
                 let mut data: &[u8] = &piece;
                 // The chunks this piece completes that authenticated, by index in the extent.
                 let mut good: Vec<(usize, Plain)> = Vec::new();
+                // And those that failed authentication.
+                let mut bad: Vec<(ChunkId, ChunkLoc)> = Vec::new();
                 let mut why_stop = None;
                 while next < extent.len() && !data.is_empty() {
                     let len = extent[next].1.len as usize;
@@ -650,7 +652,7 @@ impl Stream {
                     };
                     match take(next, env, &mut failed) {
                         Ok(Some(p)) => good.push((next, p)),
-                        Ok(None) => {}
+                        Ok(None) => bad.push(extent[next]),
                         Err(e) => {
                             stopped = e.as_str() == TAKEN_OVER;
                             why_stop = Some(e);
@@ -663,20 +665,30 @@ impl Stream {
                 // The piece's bytes go to this host's copy of the pack as they are (they are
                 // the pack's bytes at these offsets), and the chunks that authenticated are
                 // indexed with them: only then are they here for a reader who looks.
+                // The plaintext goes to the mount's cache before the chunks are indexed: a
+                // read-ahead thread that finds a chunk indexed but not in that cache reads it
+                // back from the local copy and decrypts it again (profiled: a good part of
+                // the RocksDB reads and decryption on a cold read, before this order).
+                if let Some((sink, mine_too)) = &self.sink {
+                    for (i, plain) in &good {
+                        // `mine` is the reader's, who caches it.
+                        if *i != self.mine || *mine_too {
+                            sink(&extent[*i].0, plain.clone());
+                        }
+                    }
+                }
                 let locs: Vec<(ChunkId, ChunkLoc)> = good.iter().map(|(i, _)| extent[*i]).collect();
-                if let Err(e) = self.store.put_fetched(&from.pack, at, &piece, &locs) {
+                let put = self
+                    .store
+                    .put_fetched(&from.pack, at, &piece, &locs)
+                    .and_then(|()| self.store.forget_fetched(&bad));
+                if let Err(e) = put {
                     store_error = Some(e);
                     return Err("the local store refused a fetched chunk".into());
                 }
                 at += piece.len() as u64;
                 cached += good.len() as u64;
                 for (i, plain) in good {
-                    if let Some((sink, mine_too)) = &self.sink {
-                        // `mine` is the reader's, who caches it.
-                        if i != self.mine || *mine_too {
-                            sink(&extent[i].0, plain.clone());
-                        }
-                    }
                     self.slots[i].complete(Done::Cached(plain));
                 }
                 if let Some(e) = why_stop {

@@ -195,6 +195,24 @@ impl Store {
         }
     }
 
+    /// Gives back the space of fetched bytes that failed authentication (written to the pack
+    /// file as they came, never indexed), unless a row points there after all.
+    pub fn forget_fetched(&self, chunks: &[(ChunkId, ChunkLoc)]) -> Result<(), StoreError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, loc) in chunks {
+            if self.cache_row(id)? == Some(Here::Pack(*loc)) {
+                continue;
+            }
+            if let Err(e) = self.packs.punch(&loc.pack, loc.offset, loc.len) {
+                tracing::warn!(pack = %loc.pack, "fleet cache: giving back a failed chunk's space in its pack file: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the row of a chunk in a local pack file whose copy is gone, or damaged (`read`:
     /// the bytes that failed), if the row still says `loc` and the bytes there are still those.
     /// Returns whether it did. False: eviction took the chunk meanwhile, or took it and a fetch
@@ -518,10 +536,10 @@ mod tests {
     }
 
     #[test]
-    fn fetched_chunks_live_in_a_local_pack_file_indexed_only_once_they_authenticated() {
+    fn fetched_chunks_live_in_a_local_pack_file_and_are_here_only_once_indexed() {
         let dir = tempfile::tempdir().unwrap();
         let (s, chunks, bytes) = fleet_store(dir.path());
-        let [(a, la, pa), (b, lb, pb), (c, _, _)] = &chunks[..] else {
+        let [(a, la, pa), (b, lb, pb), (c, lc, _)] = &chunks[..] else {
             unreachable!()
         };
         // Pieces that do not line up with chunks: the bytes land, a chunk is here only once
@@ -533,6 +551,15 @@ mod tests {
             .unwrap();
         assert!(s.has_chunk(a).unwrap() && s.has_chunk(b).unwrap());
         assert!(!s.has_chunk(c).unwrap(), "written but never indexed");
+        // As a chunk that failed authentication: its bytes are given back, the rest stay.
+        let disk = s.chunk_blob_bytes().unwrap().0;
+        s.forget_fetched(&[(*c, *lc), (*b, *lb)]).unwrap();
+        assert!(s.chunk_blob_bytes().unwrap().0 < disk);
+        assert_eq!(
+            open(&s, b).unwrap().unwrap(),
+            *pb,
+            "an indexed chunk is not forgotten"
+        );
         assert_eq!(open(&s, a).unwrap().unwrap(), *pa);
         assert_eq!(s.cached_len(b).unwrap(), Some(lb.len));
         let count = s.cache_count();

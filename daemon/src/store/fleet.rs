@@ -256,13 +256,9 @@ impl Store {
         let mut next = from.offset;
         for item in self.kv.range(Cf::Locs, &start, &end, false) {
             let (k, v) = item?;
-            let v = self.open_loc(&k, &v)?;
-            if k.len() != 41 || v.len() != 36 {
-                return Err(StoreError::Corrupt("a malformed chunk location row".into()));
-            }
-            let offset = u64::from_be_bytes(k[33..41].try_into().unwrap_or_default());
-            let id = ChunkId(v[..32].try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(v[32..36].try_into().unwrap_or_default());
+            let PackRow {
+                offset, id, len, ..
+            } = self.open_pack_row(&k, &v)?;
             let Some(end) = offset.checked_add(len as u64) else {
                 break;
             };
@@ -296,12 +292,9 @@ impl Store {
         let mut out: Vec<(ChunkId, ChunkLoc)> = Vec::new();
         for item in self.kv.range(Cf::Locs, &start, &end, false) {
             let (k, v) = item?;
-            let v = self.open_loc(&k, &v)?;
-            if k.len() != 41 || v.len() != 36 {
-                return Err(StoreError::Corrupt("a malformed chunk location row".into()));
-            }
-            let offset = u64::from_be_bytes(k[33..41].try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(v[32..36].try_into().unwrap_or_default());
+            let PackRow {
+                offset, id, len, ..
+            } = self.open_pack_row(&k, &v)?;
             // A gap starts the run again: only chunks back to back up to `from` count.
             if out
                 .last()
@@ -310,7 +303,7 @@ impl Store {
                 out.clear();
             }
             out.push((
-                ChunkId(v[..32].try_into().unwrap_or_default()),
+                id,
                 ChunkLoc {
                     pack: from.pack,
                     offset,
@@ -697,5 +690,76 @@ impl Store {
         }
         self.commit_audited_opt(b, drafts, records, true, false)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::log::Located;
+
+    #[test]
+    fn extents_run_over_back_to_back_chunks_of_one_pack_and_stop_at_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            &dir.path().join("state"),
+            crate::keys::Kek::generate_file(&dir.path().join("kek")).unwrap(),
+        )
+        .unwrap();
+        let pack = PackId([3; 32]);
+        // Chunks of 100 bytes at 5, 105, 205, then a gap, then 400, 500, 600; and one in
+        // another pack.
+        let at = [5u64, 105, 205, 400, 500, 600];
+        let ids: Vec<ChunkId> = (0..at.len() as u8).map(|i| ChunkId([i + 1; 32])).collect();
+        let mut b = Batch::default();
+        for (id, off) in ids.iter().zip(at) {
+            let loc = ChunkLoc {
+                pack,
+                offset: off,
+                len: 100,
+            };
+            s.put_location(&mut b, &Located { id: *id, loc }).unwrap();
+        }
+        let other = ChunkLoc {
+            pack: PackId([4; 32]),
+            offset: 300,
+            len: 100,
+        };
+        s.put_location(
+            &mut b,
+            &Located {
+                id: ChunkId([9; 32]),
+                loc: other,
+            },
+        )
+        .unwrap();
+        s.kv.commit(b).unwrap();
+        let loc = |i: usize| ChunkLoc {
+            pack,
+            offset: at[i],
+            len: 100,
+        };
+        let ids_of =
+            |v: Vec<(ChunkId, ChunkLoc)>| v.into_iter().map(|(c, _)| c).collect::<Vec<_>>();
+        // Forward: up to the gap, or the byte budget.
+        assert_eq!(ids_of(s.pack_extent(&loc(0), 1 << 20).unwrap()), ids[..3]);
+        assert_eq!(ids_of(s.pack_extent(&loc(0), 200).unwrap()), ids[..2]);
+        assert_eq!(ids_of(s.pack_extent(&loc(3), 1 << 20).unwrap()), ids[3..]);
+        // Backward: the run that ends where the chunk begins, within the budget; none across
+        // the gap, none from another pack.
+        assert_eq!(
+            ids_of(s.pack_chunks_before(&loc(5), 1 << 20).unwrap()),
+            ids[3..5]
+        );
+        assert_eq!(
+            ids_of(s.pack_chunks_before(&loc(5), 100).unwrap()),
+            ids[4..5]
+        );
+        assert!(s.pack_chunks_before(&loc(3), 1 << 20).unwrap().is_empty());
+        assert_eq!(
+            ids_of(s.pack_chunks_before(&loc(2), 1 << 20).unwrap()),
+            ids[..2]
+        );
+        assert!(s.pack_chunks_before(&loc(0), 1 << 20).unwrap().is_empty());
     }
 }
