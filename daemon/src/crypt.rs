@@ -207,34 +207,51 @@ impl Keyring {
 
     /// Seals a chunk's plaintext (1 to u32::MAX bytes) under the current data key.
     pub fn seal_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<Vec<u8>, CryptError> {
+        let mut out = vec![0u8; sealed_chunk_len(plaintext.len())];
+        self.seal_chunk_into(id, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// `seal_chunk` into `out`, which is `sealed_chunk_len(plaintext.len())` bytes (a push
+    /// seals straight into the buffer it writes to its pack file: no allocation and no copy
+    /// per chunk). On error `out` may hold plaintext: the caller must not write it anywhere.
+    pub fn seal_chunk_into(
+        &self,
+        id: &ChunkId,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptError> {
         let len =
             u32::try_from(plaintext.len()).map_err(|_| CryptError::Malformed("chunk too large"))?;
         if len == 0 {
             // It would have no segment, so no tag: nothing would authenticate its header.
             return Err(CryptError::Malformed("empty chunk"));
         }
+        if out.len() != sealed_chunk_len(plaintext.len()) {
+            return Err(CryptError::Malformed("envelope buffer of the wrong size"));
+        }
         let key_id = self.current_key_id();
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| CryptError::Random)?;
         let sub = SubKey::new(&*self.dek(key_id)?, &nonce);
-        let segments = plaintext.len().div_ceil(SEGMENT);
-        let mut out = Vec::with_capacity(CHUNK_HEADER + plaintext.len() + segments * TAG);
-        out.extend_from_slice(CHUNK_MAGIC);
-        out.push(FORMAT_V1);
-        out.extend_from_slice(&key_id.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&nonce);
+        out[..4].copy_from_slice(CHUNK_MAGIC);
+        out[4] = FORMAT_V1;
+        out[5..9].copy_from_slice(&key_id.to_le_bytes());
+        out[9..13].copy_from_slice(&len.to_le_bytes());
+        out[13..CHUNK_HEADER].copy_from_slice(&nonce);
+        let mut at = CHUNK_HEADER;
         for (i, seg) in plaintext.chunks(SEGMENT).enumerate() {
-            let start = out.len();
-            out.extend_from_slice(seg);
+            let end = at + seg.len();
+            out[at..end].copy_from_slice(seg);
             let tag = sub.seal(
                 i as u32,
                 &chunk_aad(id, key_id, len, i as u32),
-                &mut out[start..],
+                &mut out[at..end],
             )?;
-            out.extend_from_slice(&tag);
+            out[end..end + TAG].copy_from_slice(&tag);
+            at = end + TAG;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Opens a whole chunk and checks that its plaintext hashes to `id`.

@@ -466,9 +466,7 @@ fn open_fleet_host(
         );
     }
     check_audit_pin(cfg, &store)?;
-    let count = store
-        .open_cache_index()
-        .context("fleet: indexing the chunk cache")?;
+    let count = store.cache_count();
     let limit = arcad::fleet::cache::resolve_limit(&fc.cache, &cfg.state_dir)?;
     tracing::info!(
         limit_bytes = limit,

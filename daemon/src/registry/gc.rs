@@ -153,9 +153,9 @@ impl Registry {
             for id in doomed {
                 // A candidate whose chunk is already gone (deleted by a discarded upload, or
                 // never written) only has its row removed.
-                if let Some(n) = self.store.with_sealed_chunk(&id, |b| b.len() as u64)? {
+                if let Some(n) = self.store.cached_len(&id)? {
                     report.deleted_chunks += 1;
-                    report.deleted_bytes += n;
+                    report.deleted_bytes += n as u64;
                 }
                 present.push(id);
             }

@@ -1,7 +1,8 @@
-//! The store's side of a fleet host's chunk cache: which chunks are here and how many bytes
-//! they take (the `cache` column family, kept by `kv::put_chunk` and `kv::delete_chunks`),
-//! eviction of chunks the fleet's store holds, giving their disk space back, and this host's
-//! pins (a sealed `meta` record bound to its audit event, as version records are).
+//! The chunk index (the `cache` column family: which chunks are here, how big, and where in a
+//! local pack file), kept exact under one lock by every chunk write and delete; and a fleet
+//! host's chunk cache on top of it: chunks fetched into local pack files, eviction of chunks
+//! the fleet's store holds, giving their disk space back, and this host's pins (a sealed `meta`
+//! record bound to its audit event, as version records are).
 //!
 //! What to evict is decided by the registry (`registry/cache.rs`), which knows the catalog,
 //! what this host keeps and what the mount has open.
@@ -16,8 +17,8 @@ use super::{RecordPut, Store, StoreError};
 use crate::fleet::pack::ChunkLoc;
 use arca_core::id::PackId;
 
-/// `meta` row: set once the `cache` index covers every chunk (a fleet host's store from
-/// before the index is indexed once, at its first start with it).
+/// `meta` row: set once the `cache` index covers every chunk (a store from before the index
+/// is indexed once, at its first open with it: the upgrade to format 3).
 const INDEXED: &[u8] = b"cache-indexed";
 /// `meta` row of the recency hints: sealed, not audited (only the eviction order depends on
 /// it; a stale or missing one makes this host evict in another order, never wrongly).
@@ -60,7 +61,7 @@ fn parse_row(v: &[u8]) -> Option<Here> {
     }
 }
 
-fn pack_row(loc: &ChunkLoc) -> Vec<u8> {
+pub(super) fn cache_row_value(loc: &ChunkLoc) -> Vec<u8> {
     let mut v = Vec::with_capacity(48);
     v.extend_from_slice(&loc.len.to_le_bytes());
     v.extend_from_slice(&loc.to_bytes());
@@ -75,8 +76,8 @@ pub struct CacheCount {
 }
 
 impl Store {
-    /// Builds the index if this store has none yet, then counts it. Called once, at a fleet
-    /// host's start, before anything reads or writes chunks.
+    /// Builds the index if this store has none yet, counts it and tidies the local pack files.
+    /// Called by `Store::open_with`, before anything reads or writes chunks.
     pub fn open_cache_index(&self) -> Result<CacheCount, StoreError> {
         if self.kv.get(Cf::Meta, INDEXED)?.is_none() {
             // A store from before the index: one pass over the chunks (reading every blob,
@@ -94,7 +95,10 @@ impl Store {
             b.put(Cf::Meta, INDEXED, vec![1]);
             self.kv.commit(b)?;
             if n > 0 {
-                tracing::info!(chunks = n, "fleet cache: indexed the chunks already here");
+                tracing::info!(
+                    chunks = n,
+                    "indexed the chunks already here (upgrade to store format 3)"
+                );
             }
         }
         let mut c = CacheCount::default();
@@ -122,12 +126,11 @@ impl Store {
             };
             // Only space is at stake: the host starts, and says so.
             if let Err(e) = tidied {
-                tracing::warn!(%pack, "fleet cache: tidying the local pack file: {e}");
+                tracing::warn!(%pack, "tidying a local pack file: {e}");
             }
         }
         self.cache_count.chunks.store(c.chunks, Ordering::Relaxed);
         self.cache_count.bytes.store(c.bytes, Ordering::Relaxed);
-        self.indexed.store(true, Ordering::Release);
         Ok(c)
     }
 
@@ -163,9 +166,6 @@ impl Store {
 
     /// Where a chunk in a local pack file is (`None`: not here, or in RocksDB).
     pub(super) fn packed_loc(&self, id: &ChunkId) -> Result<Option<ChunkLoc>, StoreError> {
-        if !self.indexed.load(Ordering::Acquire) {
-            return Ok(None);
-        }
         Ok(match self.cache_row(id)? {
             Some(Here::Pack(l)) => Some(l),
             _ => None,
@@ -173,26 +173,11 @@ impl Store {
     }
 
     /// A chunk's sealed bytes from its local pack file. `None`: the file or the bytes are gone
-    /// (removed or truncated behind arcad's back); the row is dropped so the chunk is fetched
-    /// again.
-    pub(super) fn read_packed(
-        &self,
-        id: &ChunkId,
-        loc: &ChunkLoc,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match self
-            .packs
+    /// (removed or truncated behind arcad's back, or the row moved: see `open_sealed_chunk`).
+    pub(super) fn read_packed(&self, loc: &ChunkLoc) -> Result<Option<Vec<u8>>, StoreError> {
+        self.packs
             .read(&loc.pack, loc.offset, loc.len)
-            .map_err(|e| self.packs_error(e))?
-        {
-            Some(b) => Ok(Some(b)),
-            None => {
-                if self.drop_damaged_copy(id, loc, None)? {
-                    tracing::warn!(chunk = %id, pack = %loc.pack, "fleet cache: the local copy of a chunk is gone from its pack file; it is fetched again");
-                }
-                Ok(None)
-            }
-        }
+            .map_err(|e| self.packs_error(e))
     }
 
     /// Gives back the space of fetched bytes that failed authentication (written to the pack
@@ -274,29 +259,14 @@ impl Store {
             if self.cache_row(id)?.is_some() {
                 continue;
             }
-            rows.push((id.as_bytes().to_vec(), pack_row(loc)));
+            rows.push((id.as_bytes().to_vec(), cache_row_value(loc)));
             added += loc.len as u64;
         }
-        self.kv.put_index_rows(&rows)?;
+        self.kv.put_index_rows(&rows, true)?;
         self.cache_count
             .chunks
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         self.cache_count.bytes.fetch_add(added, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Writes a chunk and counts it if it is new here (the count is kept under a lock, so
-    /// two writers of one chunk count it once).
-    pub(super) fn put_counted(&self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
-        let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let new = self.kv.get(Cf::Cache, id.as_bytes())?.is_none();
-        self.kv.put_chunk(id.as_bytes(), sealed)?;
-        if new {
-            self.cache_count.chunks.fetch_add(1, Ordering::Relaxed);
-            self.cache_count
-                .bytes
-                .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        }
         Ok(())
     }
 
@@ -625,22 +595,29 @@ mod tests {
     }
 
     #[test]
-    fn a_read_whose_bytes_change_under_it_is_a_miss_not_damage() {
+    fn a_read_whose_bytes_change_under_it_is_read_again_not_damage() {
         let dir = tempfile::tempdir().unwrap();
         let (s, chunks, bytes) = fleet_store(dir.path());
         let (a, la, _) = &chunks[0];
         s.put_fetched(&la.pack, 0, &bytes, &[(*a, *la)]).unwrap();
         let path = dir.path().join("state/packs").join(hex::encode(la.pack.0));
-        // As if eviction punched the bytes out under the read (and a fetch then put them
-        // back): the reader's bytes fail, but they are not what is there now.
+        // As if eviction punched the bytes out under the read and a fetch then put others
+        // back: the reader's bytes fail, but they are not what is there now, so it reads again.
+        let mut calls = 0;
         let got = s
-            .open_sealed_chunk(a, |_| {
-                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-                std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 64], la.offset).unwrap();
-                Err::<(), _>(crate::crypt::CryptError::Authentication)
+            .open_sealed_chunk(a, |sealed| {
+                calls += 1;
+                if calls == 1 {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 64], la.offset).unwrap();
+                    return Err(crate::crypt::CryptError::Authentication);
+                }
+                assert_eq!(&sealed[..64], &[0u8; 64], "the bytes there now");
+                Ok(())
             })
             .unwrap();
-        assert!(got.is_none(), "a miss: the caller looks again");
+        assert!(matches!(got, Some(Ok(()))), "read again: {got:?}");
+        assert_eq!(calls, 2);
         assert!(s.has_chunk(a).unwrap(), "the row stands");
         // The same failure on bytes that did not change is damage: refused and dropped.
         let got = s

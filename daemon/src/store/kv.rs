@@ -1,10 +1,10 @@
 //! The only module that touches RocksDB. Everything above it sees column families as an enum and
 //! values as bytes; sealing, row-key hashing and record encodings live in `store`.
 //!
-//! Durability rule: chunk values are written without the WAL (they would otherwise be written
-//! twice, and a 2 GiB push would write 4 GiB) and become durable by `flush_chunks` before any
-//! version that references them is committed with a synced WAL write. A crash before that flush
-//! loses only chunks that no committed version references.
+//! Chunks live in local pack files (`store/packs.rs`) since format 3; here are their index
+//! rows (`cache`, `gc`), and the `chunks` column family that stores from before format 3 hold
+//! theirs in. Durability rule for those: chunk values are rewritten (by a key rotation) without
+//! the WAL and become durable by `flush_chunks` before the rotation records its progress.
 
 use std::path::Path;
 
@@ -19,7 +19,8 @@ use rocksdb::{
 pub enum Cf {
     /// Store-level records: format marker, wrapped keys.
     Meta,
-    /// Sealed chunks by chunk id; stored in BlobDB blob files.
+    /// Sealed chunks by chunk id, of stores from before format 3 (new chunks go to local pack
+    /// files); stored in BlobDB blob files.
     Chunks,
     /// Sealed version records by row key.
     Versions,
@@ -32,15 +33,15 @@ pub enum Cf {
     /// Secondary indexes of the audit trail (keys only).
     AuditIdx,
     /// Chunk ids that may have become unreferenced (keys only): every chunk's id is put here
-    /// before the chunk is written, and again when a version using it is removed. GC examines
-    /// only these; a commit takes its new chunks out in the batch that references them.
+    /// with its `cache` row, and again when a version using it is removed. GC examines only
+    /// these; a commit takes its new chunks out in the batch that references them.
     Gc,
     /// Fleet hosts only: where each fleet chunk sits in the object store's packs.
     Locs,
-    /// The chunk cache's index: chunk id → sealed length (u32 LE), one row per row of
-    /// `chunks`, written and deleted with it. Why: knowing which chunks are here, and their
-    /// size, from `chunks` itself would read every blob (RocksDB loads a blob value with its
-    /// key), so the cache limit could not be enforced without reading the whole cache.
+    /// The chunk index: chunk id → sealed length (u32 LE) and, for a chunk in a local pack
+    /// file, its place there; one row per chunk here. Why not `chunks` itself for the old
+    /// chunks: knowing which are here, and their size, from it would read every blob (RocksDB
+    /// loads a blob value with its key).
     Cache,
 }
 
@@ -234,36 +235,22 @@ impl Kv {
             .is_some())
     }
 
-    /// Writes a chunk without the WAL; see the module comment for why this is safe. Its id is
-    /// first recorded as a GC candidate (through the WAL), so a chunk whose upload never commits
-    /// (a crash, a kill) is found and collected later instead of leaking.
-    /// The chunk's index row (its sealed length) goes in the same WAL write as the GC row, so
-    /// the index never misses a chunk that is on disk.
-    pub fn put_chunk(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        let mut wb = WriteBatch::default();
-        wb.put_cf(self.cf(Cf::Gc), key, []);
-        wb.put_cf(self.cf(Cf::Cache), key, (value.len() as u32).to_le_bytes());
-        self.db.write(wb).map_err(err("record gc candidate"))?;
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db
-            .put_cf_opt(self.cf(Cf::Chunks), key, value, &wo)
-            .map_err(err("put chunk"))
-    }
-
-    /// Index rows of chunks whose bytes live outside RocksDB (a fleet host's local pack files,
-    /// `store/packs.rs`): each as a GC candidate and a `cache` row, in one WAL write (not
-    /// synced: a row lost in a crash only makes the chunk be fetched again).
-    pub fn put_index_rows(&self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), KvError> {
+    /// Index rows of chunks whose bytes live outside RocksDB (local pack files,
+    /// `store/packs.rs`): each a `cache` row and, if `gc`, a GC candidate, in one WAL write (not
+    /// synced: a row lost in a crash only loses a chunk no version references yet, since a
+    /// version's commit is a synced write after it, and the WAL is written in order).
+    pub fn put_index_rows(&self, rows: &[(Vec<u8>, Vec<u8>)], gc: bool) -> Result<(), KvError> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut wb = WriteBatch::default();
         for (k, v) in rows {
-            wb.put_cf(self.cf(Cf::Gc), k, []);
+            if gc {
+                wb.put_cf(self.cf(Cf::Gc), k, []);
+            }
             wb.put_cf(self.cf(Cf::Cache), k, v);
         }
-        self.db.write(wb).map_err(err("index fetched chunks"))
+        self.db.write(wb).map_err(err("index chunks"))
     }
 
     /// Rewrites an existing chunk (re-sealed under another key) without the WAL, like

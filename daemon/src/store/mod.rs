@@ -2,6 +2,7 @@
 //! (wrapped keys in `meta`), hashes natural keys (model names, users) into row keys so that none
 //! appears in the database, and seals every value it writes.
 
+mod append;
 pub mod audit;
 pub mod binding;
 pub mod cache;
@@ -27,8 +28,10 @@ use kv::{Batch, Cf, Kv, KvError};
 const FORMAT_KEY: &[u8] = b"format";
 /// Format 2: mutable records carry their audit binding (`binding.rs`); format 1 stores are
 /// upgraded at open (`upgrade_v1`).
-const FORMAT_VALUE: &[u8] = b"arca-store-v2";
+const FORMAT_VALUE: &[u8] = b"arca-store-v3";
 const FORMAT_V1: &[u8] = b"arca-store-v1";
+/// Chunks in RocksDB only; upgraded at open by indexing them (`open_cache_index`).
+const FORMAT_V2: &[u8] = b"arca-store-v2";
 const DEK_CURRENT: &[u8] = b"dek-current";
 const ID_KEY: &str = "idk";
 
@@ -134,11 +137,12 @@ pub struct Store {
     /// across a write into a local pack file and the rows that index it, or a row's deletion
     /// and the punch of its bytes, so no row ever points at bytes punched out under it.
     cache_lock: std::sync::Mutex<()>,
-    /// Fleet hosts: the local copies of the object store's packs that fetched chunks live in.
+    /// The local pack files: pushed chunks, and a fleet host's copies of the object store's
+    /// packs that fetched chunks live in.
     packs: packs::LocalPacks,
-    /// Set once the `cache` index covers every chunk here (`open_cache_index`): then it alone
-    /// answers whether a chunk is here, and where.
-    indexed: std::sync::atomic::AtomicBool,
+    /// The pack file pushes append to, and its chunks not yet indexed (`append.rs`). Taken
+    /// before `cache_lock`, never after.
+    appender: std::sync::Mutex<append::Appender>,
 }
 
 #[derive(Default)]
@@ -224,7 +228,7 @@ impl Store {
                 }
                 Self::initialise(&kv, kek_ref, seed)?
             }
-            Some(f) if f == FORMAT_VALUE || f == FORMAT_V1 => {
+            Some(f) if f == FORMAT_VALUE || f == FORMAT_V2 || f == FORMAT_V1 => {
                 let keys = Self::load_keys(&kv, kek_ref)?;
                 if let Some(seed) = seed {
                     let theirs = Keyring::new(Vec::new(), seed.current, seed.id_key.clone());
@@ -260,7 +264,7 @@ impl Store {
             cache_count: Default::default(),
             cache_lock: Default::default(),
             packs: packs::LocalPacks::new(&state_dir.join("packs")),
-            indexed: Default::default(),
+            appender: Default::default(),
         };
         if created {
             store.record_creation()?;
@@ -278,12 +282,28 @@ impl Store {
             );
         }
         *store.bindings.write().unwrap_or_else(|p| p.into_inner()) = bindings;
+        // Every chunk indexed (a store before format 3 once, by one pass over RocksDB's
+        // chunks), and the local pack files tidied, before anything reads or writes a chunk.
+        store.open_cache_index()?;
+        if format.as_deref() != Some(FORMAT_VALUE) && !created {
+            let mut b = Batch::default();
+            b.put(Cf::Meta, FORMAT_KEY, FORMAT_VALUE.to_vec());
+            store.kv.commit(b)?;
+            tracing::info!("store upgraded to format 3: new chunks go to local pack files");
+        }
         Ok(store)
     }
 
     /// The first column family holding records that only an existing store has.
     fn first_nonempty(kv: &Kv) -> Result<Option<Cf>, StoreError> {
-        for cf in [Cf::Versions, Cf::Acl, Cf::Keys, Cf::Audit, Cf::Chunks] {
+        for cf in [
+            Cf::Versions,
+            Cf::Acl,
+            Cf::Keys,
+            Cf::Audit,
+            Cf::Chunks,
+            Cf::Cache,
+        ] {
             if kv.scan(cf).next().transpose()?.is_some() {
                 return Ok(Some(cf));
             }
@@ -463,86 +483,105 @@ impl Store {
         &self.keys
     }
 
-    /// Whether a chunk is here (in RocksDB, or in a local pack file).
+    /// Whether a chunk is here (in RocksDB, or in a local pack file). Chunks a push wrote but
+    /// has not made durable yet (`flush_chunks`) are not.
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        if self.indexed.load(std::sync::atomic::Ordering::Acquire) {
-            match self.cache_row(id)? {
-                // Bytes outside RocksDB: checked when read (gone: a miss, fetched again).
-                Some(cache::Here::Pack(_)) => return Ok(true),
-                None => return Ok(false),
-                // A `chunks` row's index row is written before the chunk, which skips the WAL:
-                // after a crash the index can name a chunk that is not there.
-                Some(cache::Here::Db(_)) => {}
-            }
+        match self.cache_row(id)? {
+            // A pack file's row is written only once its bytes are synced (`append.rs`); a
+            // fleet host's fetched chunk is checked when read (gone: a miss, fetched again).
+            Some(cache::Here::Pack(_)) => Ok(true),
+            None => Ok(false),
+            // A `chunks` row's index row was written before the chunk, which skipped the WAL
+            // (stores before format 3): after a crash the index can name a chunk not there.
+            Some(cache::Here::Db(_)) => Ok(self.kv.contains(Cf::Chunks, id.as_bytes())?),
         }
-        Ok(self.kv.contains(Cf::Chunks, id.as_bytes())?)
     }
 
-    /// Seals and writes a chunk (not yet durable: see `flush_chunks`).
+    /// Seals a chunk straight into the buffer of the local pack file pushes append to (not
+    /// yet durable, nor here for `has_chunk`: see `flush_chunks`). Returns its sealed length,
+    /// 0 if another push has it pending.
     pub fn put_chunk(&self, id: &ChunkId, plaintext: &[u8]) -> Result<usize, StoreError> {
         // Sealing and writing happen under the gate, so once a data-key rotation has switched
         // keys (under the gate's write side) no chunk sealed under the old key is still being
         // written: the rotation's scan, which starts after the switch, sees every such chunk.
         let _gate = self.seal_gate.read().unwrap_or_else(|p| p.into_inner());
-        let sealed = self
-            .keys
-            .seal_chunk(id, plaintext)
-            .map_err(|source| StoreError::Crypt {
-                what: format!("sealing chunk {id}"),
-                source,
-            })?;
-        self.put_counted(id, &sealed)?;
-        Ok(sealed.len())
+        let mut app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+        let loc = self.append(&mut app, id, plaintext, None)?;
+        Ok(loc.map_or(0, |l| l.len as usize))
     }
 
     /// Runs `f` on the sealed bytes of a chunk, if present, without copying them out first.
     /// A chunk in a local pack file is read into a buffer and authenticated first (callers
     /// such as a push's upload or fleet GC's repack pass the bytes on unopened, and a pack
     /// file is easier to write behind arcad's back than RocksDB); one whose bytes are gone or
-    /// fail is not here (its row is dropped, so it is fetched again).
+    /// fail is not here (its row is dropped: a fleet host fetches it again).
     pub fn with_sealed_chunk<R>(
         &self,
         id: &ChunkId,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, StoreError> {
         if self.packed_loc(id)?.is_some() {
+            // `open_sealed_chunk` may try more than once, but returns at the first success.
+            let mut f = Some(f);
             return Ok(self
                 .open_sealed_chunk(id, |sealed| {
-                    self.keys.open_chunk(id, sealed).map(|_| f(sealed))
+                    self.keys
+                        .open_chunk(id, sealed)
+                        .map(|_| f.take().map(|f| f(sealed)))
                 })?
                 .and_then(|r| {
-                    r.inspect_err(|e| tracing::error!(chunk = %id, "fleet cache: the local copy of a chunk failed authentication ({e}); dropped, to be fetched again"))
+                    r.inspect_err(|e| tracing::error!(chunk = %id, "the local copy of a chunk failed authentication ({e}); its row is dropped"))
                         .ok()
+                        .flatten()
                 }));
         }
         Ok(self.kv.with_chunk(id.as_bytes(), f)?)
     }
 
     /// `with_sealed_chunk` for a reader that opens the chunk (`f` authenticates it). A chunk
-    /// from a local pack file that fails is looked up again: if eviction took it meanwhile
-    /// (its bytes punched out under the read) it is not here (`None`: fetched again); if its
-    /// row still stands, the local copy is damaged: its row is dropped, so the next read
-    /// fetches a good copy from the fleet's store, and the failure is returned to be reported.
+    /// from a local pack file that fails, or whose bytes are gone, is looked up again: if its
+    /// row moved meanwhile (a key rotation re-sealed it elsewhere) it is read from there; if
+    /// eviction or GC took it (its bytes punched out under the read) it is not here (`None`); if
+    /// its row still stands, the local copy is damaged: its row is dropped (a fleet host then
+    /// fetches a good copy from the fleet's store; a push of the same bytes puts it back) and
+    /// the failure is returned to be reported.
     pub fn open_sealed_chunk<T>(
         &self,
         id: &ChunkId,
-        f: impl FnOnce(&[u8]) -> Result<T, crate::crypt::CryptError>,
+        mut f: impl FnMut(&[u8]) -> Result<T, crate::crypt::CryptError>,
     ) -> Result<Option<Result<T, crate::crypt::CryptError>>, StoreError> {
-        let Some(loc) = self.packed_loc(id)? else {
-            return Ok(self.kv.with_chunk(id.as_bytes(), f)?);
-        };
-        let Some(sealed) = self.read_packed(id, &loc)? else {
-            return Ok(None);
-        };
-        match f(&sealed) {
-            Ok(v) => Ok(Some(Ok(v))),
-            Err(e) => Ok(self
-                .drop_damaged_copy(id, &loc, Some(&sealed))?
-                .then_some(Err(e))),
+        // A row moves only when a rotation re-seals the chunk: twice in a row is not a race.
+        for _ in 0..3 {
+            let Some(loc) = self.packed_loc(id)? else {
+                return Ok(self.kv.with_chunk(id.as_bytes(), &mut f)?);
+            };
+            match self.read_packed(&loc)? {
+                Some(sealed) => match f(&sealed) {
+                    Ok(v) => return Ok(Some(Ok(v))),
+                    Err(e) => {
+                        if self.drop_damaged_copy(id, &loc, Some(&sealed))? {
+                            return Ok(Some(Err(e)));
+                        }
+                    }
+                },
+                None => {
+                    if self.drop_damaged_copy(id, &loc, None)? {
+                        tracing::warn!(chunk = %id, pack = %loc.pack, "the local copy of a chunk is gone from its pack file (removed or truncated behind arcad's back)");
+                        return Ok(None);
+                    }
+                }
+            }
         }
+        Ok(None)
     }
 
+    /// Deletes chunks: indexed ones with their rows (their bytes punched out of a pack file),
+    /// and pending ones of a push that failed (never indexed; punched out at the next open).
     pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
+        self.appender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(ids);
         self.delete_counted(ids).map(|_| ())
     }
 
@@ -551,7 +590,14 @@ impl Store {
         self.kv.compact_chunks();
     }
 
+    /// Makes every chunk written so far durable and indexed (`append.rs`): called before a
+    /// version that references them commits.
     pub fn flush_chunks(&self) -> Result<(), StoreError> {
+        {
+            let mut app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+            self.checkpoint(&mut app, false)?;
+        }
+        // Chunks a rotation re-sealed in place in RocksDB (stores from before format 3).
         Ok(self.kv.flush_chunks()?)
     }
 

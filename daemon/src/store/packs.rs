@@ -29,6 +29,10 @@ const MAX_OPEN: usize = 64;
 pub struct LocalPacks {
     dir: PathBuf,
     open: Mutex<HashMap<PackId, Arc<File>>>,
+    /// The file pushes append to, opened with `O_DIRECT` (`append_at`).
+    direct: Mutex<Option<(PackId, Arc<File>)>>,
+    /// Cleared when the file system refuses `O_DIRECT` (tmpfs): appends are then buffered.
+    direct_ok: std::sync::atomic::AtomicBool,
 }
 
 impl LocalPacks {
@@ -38,6 +42,8 @@ impl LocalPacks {
         Self {
             dir: dir.to_path_buf(),
             open: Mutex::new(HashMap::new()),
+            direct: Mutex::new(None),
+            direct_ok: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -49,12 +55,9 @@ impl LocalPacks {
         self.dir.join(hex::encode(pack.0))
     }
 
-    /// The file of `pack`, created if `create` (else `NotFound` when it is not here).
-    fn file(&self, pack: &PackId, create: bool) -> std::io::Result<Arc<File>> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = open.get(pack) {
-            return Ok(f.clone());
-        }
+    /// Opens `pack`'s file with `flags` besides read-write, created if `create` (and the
+    /// directory with it; else `NotFound` when it is not here).
+    fn open_file(&self, pack: &PackId, create: bool, flags: i32) -> std::io::Result<File> {
         // Never through a symbolic link planted in the state directory: arcad would write pack
         // bytes, or punch holes, wherever it points.
         let opener = || {
@@ -63,17 +66,26 @@ impl LocalPacks {
                 .write(true)
                 .create(create)
                 .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(libc::O_NOFOLLOW | flags)
                 .open(self.path(pack))
         };
-        let f = Arc::new(match opener() {
+        match opener() {
             Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
                 use std::os::unix::fs::DirBuilderExt;
                 std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
-                opener()?
+                opener()
             }
-            other => other?,
-        });
+            other => other,
+        }
+    }
+
+    /// The file of `pack`, created if `create` (else `NotFound` when it is not here).
+    fn file(&self, pack: &PackId, create: bool) -> std::io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(pack) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.open_file(pack, create, 0)?);
         if open.len() >= MAX_OPEN {
             open.clear();
         }
@@ -85,6 +97,46 @@ impl LocalPacks {
     /// fetched again; one whose bytes are damaged fails authentication and is dropped).
     pub fn write_at(&self, pack: &PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file(pack, true)?.write_all_at(bytes, offset)
+    }
+
+    /// Writes `bytes` at `offset` of `pack`'s file, created if need be, bypassing the page
+    /// cache (`O_DIRECT`) where the file system allows: `offset`, the length and the buffer's
+    /// address must be multiples of 4096 (`append.rs` writes so). Not durable until `sync`.
+    pub fn append_at(&self, pack: &PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.direct_ok.load(Ordering::Relaxed) {
+            let f = {
+                let mut d = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+                match &*d {
+                    Some((p, f)) if p == pack => Ok(f.clone()),
+                    _ => self.open_file(pack, true, libc::O_DIRECT).map(|f| {
+                        let f = Arc::new(f);
+                        *d = Some((*pack, f.clone()));
+                        f
+                    }),
+                }
+            };
+            match f.and_then(|f| f.write_all_at(bytes, offset)) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::info!(dir = %self.dir.display(), "pack files: no O_DIRECT on this file system; writing through the page cache");
+                    self.direct_ok.store(false, Ordering::Relaxed);
+                    *self.direct.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_at(pack, offset, bytes)
+    }
+
+    /// Makes `pack`'s file durable (and, for a file `new` since the last call, its name in the
+    /// directory), so rows naming its bytes can be written.
+    pub fn sync(&self, pack: &PackId, new: bool) -> std::io::Result<()> {
+        self.file(pack, false)?.sync_data()?;
+        if new {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Reads `len` bytes at `offset` of `pack`'s file. `None`: the file, or those bytes, are not
@@ -168,6 +220,10 @@ impl LocalPacks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(pack);
+        self.direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_if(|(p, _)| p == pack);
         match std::fs::remove_file(self.path(pack)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

@@ -15,6 +15,7 @@
 use arca_core::audit::Draft;
 use arca_core::ChunkId;
 
+use super::cache::Here;
 use super::kv::{Batch, Cf};
 use super::{dek_label, Store, StoreError, DEK_CURRENT, ID_KEY};
 use crate::crypt::sealed_key_id;
@@ -75,7 +76,7 @@ impl Store {
             started_at: super::audit::now_ms() / 1000,
             resume_after: None,
             chunks_done: 0,
-            chunks_total: self.kv.estimate_keys(Cf::Chunks)?,
+            chunks_total: self.kv.estimate_keys(Cf::Cache)?,
             records_done: false,
             finished_at: None,
         };
@@ -110,48 +111,61 @@ impl Store {
         };
         let mut last = None;
         let (mut n, mut bytes) = (0u64, 0u64);
+        let crypt = |id: &ChunkId| {
+            let what = format!("re-sealing chunk {id}");
+            move |source| StoreError::Crypt { what, source }
+        };
+        // Every chunk here has a `cache` row (format 3), in id order like `chunks`.
         for item in self
             .kv
-            .range(Cf::Chunks, &from, &[0xff; 33], false)
+            .range(Cf::Cache, &from, &[0xff; 33], false)
             .take(max)
         {
-            let (k, v) = item?;
+            let (k, _) = item?;
             let id = ChunkId(
                 (*k).try_into()
                     .map_err(|_| StoreError::Corrupt("a chunk key is not 32 bytes".into()))?,
             );
             last = Some(id);
             n += 1;
-            if sealed_key_id(&v) == Some(st.target) {
-                continue;
+            // The row now, not the iterator's snapshot of it: GC may have deleted the chunk since.
+            match self.cache_row(&id)? {
+                // In a local pack file: re-sealed into the pack file pushes append to; its row
+                // moves there, and the old bytes are punched out, once that is durable.
+                Some(Here::Pack(loc)) => {
+                    let Some(sealed) = self.read_packed(&loc)? else {
+                        continue;
+                    };
+                    if sealed_key_id(&sealed) == Some(st.target) {
+                        continue;
+                    }
+                    let plain = self.keys.open_chunk(&id, &sealed).map_err(crypt(&id))?;
+                    bytes += plain.len() as u64;
+                    let mut app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+                    self.append(&mut app, &id, &plain, Some(loc))?;
+                }
+                // In RocksDB (a store from before format 3): re-sealed in place.
+                Some(Here::Db(_)) => {
+                    let Some(v) = self.kv.get(Cf::Chunks, &k)? else {
+                        continue;
+                    };
+                    if sealed_key_id(&v) == Some(st.target) {
+                        continue;
+                    }
+                    let plain = self.keys.open_chunk(&id, &v).map_err(crypt(&id))?;
+                    bytes += plain.len() as u64;
+                    let sealed = self.keys.seal_chunk(&id, &plain).map_err(crypt(&id))?;
+                    self.kv.replace_chunk(&k, &sealed)?;
+                }
+                None => {}
             }
-            // Still there (GC may have removed it after the iterator's snapshot)?
-            if !self.kv.contains(Cf::Chunks, &k)? {
-                continue;
-            }
-            let plain = self
-                .keys
-                .open_chunk(&id, &v)
-                .map_err(|source| StoreError::Crypt {
-                    what: format!("re-sealing chunk {id}"),
-                    source,
-                })?;
-            bytes += plain.len() as u64;
-            let sealed = self
-                .keys
-                .seal_chunk(&id, &plain)
-                .map_err(|source| StoreError::Crypt {
-                    what: format!("re-sealing chunk {id}"),
-                    source,
-                })?;
-            self.kv.replace_chunk(&k, &sealed)?;
         }
         Ok((last, n, bytes))
     }
 
-    /// Makes the re-sealed chunks durable, then records the progress.
+    /// Makes the re-sealed chunks durable (and moves their rows), then records the progress.
     pub fn save_rotation(&self, st: &RotationState) -> Result<(), StoreError> {
-        self.kv.flush_chunks()?;
+        self.flush_chunks()?;
         let mut b = Batch::default();
         self.rotation_put(&mut b, st)?;
         Ok(self.kv.commit(b)?)
@@ -207,7 +221,7 @@ impl Store {
                 st.target
             )));
         }
-        self.kv.flush_chunks()?;
+        self.flush_chunks()?;
         st.finished_at = Some(super::audit::now_ms() / 1000);
         let mut b = Batch::default();
         for id in self.keys.key_ids() {
