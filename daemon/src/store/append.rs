@@ -83,7 +83,7 @@ impl Open {
     fn write<E>(
         &mut self,
         all: bool,
-        write: impl FnOnce(&PackId, u64, &[u8]) -> Result<(), E>,
+        write: &mut impl FnMut(&PackId, u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let whole = self.len & !(ALIGN - 1);
         let n = if all {
@@ -128,7 +128,7 @@ impl Appender {
         replaces: Option<ChunkLoc>,
         sealed_len: usize,
         seal: impl FnOnce(&mut [u8]) -> Result<(), E>,
-        write: impl FnOnce(&PackId, u64, &[u8]) -> Result<(), E>,
+        mut write: impl FnMut(&PackId, u64, &[u8]) -> Result<(), E>,
         new_pack: impl FnOnce() -> Result<PackId, E>,
     ) -> Result<Option<ChunkLoc>, E> {
         if replaces.is_none() && self.is_pending(id) {
@@ -155,6 +155,12 @@ impl Appender {
                 })
             }
         };
+        if open.len >= WRITE_AT {
+            // The last write failed (a full disk): retried before the buffer grows further.
+            // Until it succeeds every append fails, and nothing pending is lost: a push that
+            // still holds chunks here writes them out at its checkpoint once there is room.
+            open.write(false, &mut write)?;
+        }
         let at = open.start + open.len;
         seal(&mut open.buf[at..at + sealed_len])?;
         let loc = ChunkLoc {
@@ -172,7 +178,7 @@ impl Appender {
             }
         }
         if open.len >= WRITE_AT {
-            open.write(false, write)?;
+            open.write(false, &mut write)?;
         }
         Ok(Some(loc))
     }
@@ -191,7 +197,7 @@ impl Appender {
     pub fn checkpoint<E>(
         &mut self,
         close: bool,
-        write: impl FnOnce(&PackId, u64, &[u8]) -> Result<(), E>,
+        mut write: impl FnMut(&PackId, u64, &[u8]) -> Result<(), E>,
         sync: impl FnOnce(&PackId, bool) -> Result<(), E>,
     ) -> Result<Flushed, E> {
         let Some(open) = &mut self.open else {
@@ -200,7 +206,7 @@ impl Appender {
             });
         };
         if open.len > 0 {
-            open.write(true, write)?;
+            open.write(true, &mut write)?;
         }
         if !open.pending.is_empty() || open.new_file {
             sync(&open.pack, open.new_file)?;
@@ -465,6 +471,37 @@ mod tests {
             file.0[40 * 40_001 + 5000..].iter().all(|&b| b == 0),
             "zero padding"
         );
+    }
+
+    #[test]
+    fn a_full_disk_fails_appends_without_losing_what_is_pending() {
+        let mut a = Appender::default();
+        let mut file = File::default();
+        let pack = PackId([2; 32]);
+        let full = |_: &PackId, _: u64, _: &[u8]| -> R { Err("no space".into()) };
+        let fill = |b: &mut [u8]| -> R {
+            b.fill(3);
+            Ok(())
+        };
+        let newp = || -> Result<PackId, String> { Ok(pack) };
+        let mut ok = 0;
+        let mut failed = 0;
+        for n in 0..100u8 {
+            match a.append(&id(n), None, 100_000, fill, full, newp) {
+                Ok(_) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        // The 11th fills the MiB and its write fails (but it is pending); after that each
+        // append fails before sealing, so the buffer never grows past its size.
+        assert_eq!((ok, failed), (10, 90));
+        assert!(a.checkpoint(false, full, |_, _| -> R { Ok(()) }).is_err());
+        // Room again: every pending chunk is written and handed over.
+        let done = a
+            .checkpoint(false, |_, at, b| file.write(at, b), |_, _| -> R { Ok(()) })
+            .unwrap();
+        assert_eq!(done.pending.len(), 11);
+        assert!(file.0[..1_100_000].iter().all(|&b| b == 3));
     }
 
     #[test]

@@ -107,7 +107,12 @@ impl RecordPut {
 impl StoreError {
     /// The store's file system is full.
     pub fn no_space(&self) -> bool {
-        matches!(self, StoreError::Kv(k) if k.no_space())
+        match self {
+            StoreError::Kv(k) => k.no_space(),
+            // A local pack file's write.
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
     }
 }
 

@@ -118,6 +118,10 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// A chunk as the store holds it: id, sealed bytes, and its local pack file and offset
+/// (`None`: in the `chunks` column family). See `TestEnv::chunk_values`.
+pub type StoredChunk = (Vec<u8>, Vec<u8>, Option<(PathBuf, u64)>);
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -423,13 +427,45 @@ impl TestEnv {
 
     /// Flips one bit of the first value in column family `cf` that `pick` selects, at the offset
     /// `at(len)`, through the RocksDB API (the daemon must be stopped). Returns how many values
-    /// `pick` selected.
+    /// `pick` selected. `cf` "chunks" means the sealed chunks wherever they are (local pack
+    /// files since store format 3; edited in place there, as an attacker with the state
+    /// directory would).
     pub fn tamper(
         &self,
         cf: &str,
         pick: impl Fn(&[u8]) -> bool,
         at: impl Fn(usize) -> usize,
     ) -> usize {
+        if cf == "chunks" {
+            let picked: Vec<_> = self
+                .chunk_values()
+                .into_iter()
+                .filter(|(_, v, _)| pick(v))
+                .collect();
+            if let Some((k, v, place)) = picked.first() {
+                let i = at(v.len());
+                match place {
+                    Some((file, offset)) => {
+                        use std::os::unix::fs::FileExt;
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(file)
+                            .expect("open pack file");
+                        f.write_all_at(&[v[i] ^ 0x01], offset + i as u64)
+                            .expect("write pack file");
+                    }
+                    None => {
+                        let db = self.open_db();
+                        let h = db.cf_handle("chunks").expect("column family");
+                        let mut v = v.clone();
+                        v[i] ^= 0x01;
+                        db.put_cf(h, k, &v).expect("put");
+                        db.flush_cf(h).expect("flush");
+                    }
+                }
+            }
+            return picked.len();
+        }
         let db = self.open_db();
         let h = db.cf_handle(cf).expect("column family");
         let picked: Vec<_> = db
@@ -468,11 +504,43 @@ impl TestEnv {
         db.flush_cf(h).expect("flush");
     }
 
-    /// Chunk keys in the store, through RocksDB (the daemon must be stopped).
+    /// Chunks in the store: rows of its chunk index (`cache`), through RocksDB (the daemon
+    /// must be stopped).
     pub fn stored_chunks(&self) -> usize {
         let db = self.open_db();
-        let h = db.cf_handle("chunks").expect("column family");
+        let h = db.cf_handle("cache").expect("column family");
         db.iterator_cf(h, rocksdb::IteratorMode::Start).count()
+    }
+
+    /// Every chunk in the store, from its index (docs/format.md, "cache"): id, sealed bytes,
+    /// and for a chunk in a local pack file the file and offset (`None`: in the `chunks` column
+    /// family, a store from before format 3). The daemon must be stopped.
+    pub fn chunk_values(&self) -> Vec<StoredChunk> {
+        use std::os::unix::fs::FileExt;
+        let db = self.open_db();
+        let index = db.cf_handle("cache").expect("column family");
+        let chunks = db.cf_handle("chunks").expect("column family");
+        let mut out = Vec::new();
+        for r in db.iterator_cf(index, rocksdb::IteratorMode::Start) {
+            let (k, row) = r.expect("iterate");
+            if row.len() == 48 {
+                let file = self
+                    .state_dir()
+                    .join("packs")
+                    .join(hex::encode(&row[4..36]));
+                let offset = u64::from_le_bytes(row[36..44].try_into().unwrap());
+                let len = u32::from_le_bytes(row[44..48].try_into().unwrap());
+                let mut v = vec![0u8; len as usize];
+                std::fs::File::open(&file)
+                    .expect("open pack file")
+                    .read_exact_at(&mut v, offset)
+                    .expect("read pack file");
+                out.push((k.to_vec(), v, Some((file, offset))));
+            } else if let Some(v) = db.get_cf(chunks, &k).expect("get") {
+                out.push((k.to_vec(), v, None));
+            }
+        }
+        out
     }
 
     /// Chunks the catalog references, as the daemon counts them.

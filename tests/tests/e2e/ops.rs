@@ -112,15 +112,13 @@ fn gc_removes_exactly_the_unreferenced_chunks_and_never_breaks_a_reader() {
     assert_eq!(events.as_array().unwrap().len(), 2, "{events}");
 }
 
-/// Memtable flushes of the `chunks` column family RocksDB has committed, from its info log (the
-/// line RocksDB 10's memtable_list.cc writes: if its wording changes, the test using this fails
-/// loudly, waiting for a flush that never shows).
-fn chunk_flushes(env: &TestEnv) -> usize {
-    std::fs::read_to_string(env.state_dir().join("db/LOG"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("[chunks] Level-0 commit flush result") && l.contains(" done"))
-        .count()
+/// Local pack files in the store. A push closes a file once it holds 64 MiB, after syncing it
+/// and indexing its chunks, and only then starts the next: so a second file means the first
+/// one's chunks are durable and indexed (docs/format.md, "Local pack files").
+fn pack_files(env: &TestEnv) -> usize {
+    std::fs::read_dir(env.state_dir().join("packs"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -141,7 +139,7 @@ fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
 
     // A push killed halfway leaves chunks no version references.
     let big = write_version(&env, "big", &[("b.bin", pseudo_random(192 * MIB, 8))]);
-    let flushed = chunk_flushes(&env);
+    let files = pack_files(&env);
     let mut push = env
         .arca_cmd(&[
             "push",
@@ -155,18 +153,19 @@ fn gc_collects_what_a_killed_push_left_and_expired_archived_versions() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Chunks are written without the WAL and made durable by memtable flushes (32 MiB each):
-    // once one is committed, the kill leaves durable orphans. (A fixed wait was not enough: on
-    // an idle machine the whole push sometimes finished first.)
+    // A push's chunks are indexed (and durable) once their pack file is synced: when it is
+    // full (64 MiB), or before the version commits. Once the push has started a second new
+    // file, the kill leaves durable orphans. (A fixed wait was not enough: on an idle machine
+    // the whole push sometimes finished first.)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while chunk_flushes(&env) == flushed {
+    while pack_files(&env) < files + 2 {
         assert!(
             push.try_wait().unwrap().is_none(),
-            "the push ended before a memtable flush"
+            "the push ended before it filled a pack file"
         );
         assert!(
             std::time::Instant::now() < deadline,
-            "no flush within 120 s"
+            "no full pack file within 120 s"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -527,11 +526,8 @@ fn check_config_names_an_unknown_key_and_accepts_a_good_file() {
 /// Data keys used by the chunks in the store (the daemon must be stopped): the key id is at
 /// bytes 5..9 of every sealed chunk.
 fn chunk_key_ids(env: &TestEnv) -> std::collections::BTreeMap<u32, usize> {
-    let db = env.open_db();
-    let h = db.cf_handle("chunks").unwrap();
     let mut ids = std::collections::BTreeMap::new();
-    for r in db.iterator_cf(h, rocksdb::IteratorMode::Start) {
-        let (_, v) = r.unwrap();
+    for (_, v, _) in env.chunk_values() {
         let id = u32::from_le_bytes(v[5..9].try_into().unwrap());
         *ids.entry(id).or_default() += 1;
     }

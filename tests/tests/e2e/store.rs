@@ -363,7 +363,7 @@ fn chunk_and_version_rows(env: &TestEnv) -> (usize, usize) {
         db.iterator_cf(db.cf_handle(cf).unwrap(), rocksdb::IteratorMode::Start)
             .count()
     };
-    (count("chunks"), count("versions"))
+    (count("cache"), count("versions"))
 }
 
 #[test]

@@ -156,7 +156,7 @@ pub fn audit_wipe() -> Vec<Row> {
     {
         let db = env.open_db();
         let h = db.cf_handle("meta").unwrap();
-        db.put_cf(h, b"format", b"arca-store-v2").unwrap();
+        db.put_cf(h, b"format", b"arca-store-v3").unwrap();
         db.flush_cf(h).unwrap();
     }
     env.start();
