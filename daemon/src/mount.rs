@@ -72,6 +72,19 @@ impl ChunkSource for RegistrySource {
         self.registry.chunk_is_local(id)
     }
 
+    fn chunk_run(&self, chunks: &[(ChunkId, u32)]) -> Vec<Result<Vec<u8>, ChunkError>> {
+        match self.registry.read_chunk_run(chunks) {
+            Ok(each) => each.into_iter().map(|r| r.map_err(chunk_error)).collect(),
+            Err(e) => {
+                let text = e.to_string();
+                chunks
+                    .iter()
+                    .map(|_| Err(ChunkError::Io(text.clone())))
+                    .collect()
+            }
+        }
+    }
+
     fn read_bound(&self) -> Option<std::time::Duration> {
         self.registry.fleet().map(|f| f.read_bound())
     }

@@ -154,6 +154,41 @@ impl ChunkCache {
         }
     }
 
+    /// [`ChunkCache::fill_if_idle`] for chunks loaded together: those cached or being loaded
+    /// already are left out; `load` gets the rest, in order, and returns their plaintexts in
+    /// that order. Readers that want one of them meanwhile wait for this load, as they would
+    /// for a single chunk's. Returns how many were cached.
+    pub(crate) fn fill_run_if_idle<E>(
+        &self,
+        chunks: &[(ChunkId, u32)],
+        load: impl FnOnce(&[(ChunkId, u32)]) -> Vec<Result<Vec<u8>, E>>,
+    ) -> usize {
+        let Some(cache) = &self.inner else {
+            return 0;
+        };
+        let mut guards = Vec::with_capacity(chunks.len());
+        let mut mine = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            if let GuardResult::Guard(g) = cache.get_value_or_guard(&c.0, Some(Duration::ZERO)) {
+                guards.push(g);
+                mine.push(*c);
+            }
+        }
+        if mine.is_empty() {
+            return 0;
+        }
+        let mut n = 0;
+        // A guard dropped without a value (a chunk that failed) lets its waiters load it
+        // themselves, and see the error first-hand.
+        for (guard, got) in guards.into_iter().zip(load(&mine)) {
+            if let Ok(plain) = got {
+                let _ = guard.insert(Arc::new(plain));
+                n += 1;
+            }
+        }
+        n
+    }
+
     pub(crate) fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
@@ -174,6 +209,28 @@ mod tests {
 
     fn id(n: u8) -> ChunkId {
         ChunkId([n; 32])
+    }
+
+    #[test]
+    fn a_run_loads_what_is_idle_together_and_skips_what_is_cached() {
+        let cache = ChunkCache::new(64 << 20);
+        cache.offer(&id(2), Arc::new(vec![2; 10]));
+        let mut asked = Vec::new();
+        let n = cache.fill_run_if_idle(&[(id(1), 10), (id(2), 10), (id(3), 10)], |mine| {
+            asked = mine.to_vec();
+            vec![Ok::<_, ()>(vec![1; 10]), Err(())]
+        });
+        assert_eq!(
+            asked,
+            vec![(id(1), 10), (id(3), 10)],
+            "the cached one left out"
+        );
+        assert_eq!(n, 1);
+        assert_eq!(*cache.get(&id(1)).unwrap(), vec![1; 10]);
+        assert!(!cache.contains(&id(3)), "a failed one is not cached");
+        // A later load of the failed one is not blocked by a placeholder left behind.
+        let again = cache.get_or_load(&id(3), None, || Ok::<_, ()>(vec![3; 10]));
+        assert_eq!(*again.unwrap(), vec![3; 10]);
     }
 
     #[test]

@@ -20,6 +20,10 @@ const WORKERS: usize = 4;
 /// capacity up front); beyond it requests are dropped, not queued.
 const QUEUE_PER_DEPTH: usize = 4;
 const MAX_QUEUE: usize = 1024;
+/// Local chunks per read-ahead job for a sequential reader (about 256 KiB): few enough that the
+/// four workers share a read's chunks, enough that a job's chunks are one disk read
+/// (`ChunkSource::chunk_run`) and one hand-off instead of eight.
+const RUN: usize = 8;
 
 /// How far from where the previous read ended a read may start and still keep the reader's
 /// streak (reads arriving out of order), though only an exact continuation counts as
@@ -140,8 +144,18 @@ impl Prefetcher {
         let Some(pool) = &self.pool else {
             return;
         };
+        // A sequential reader's local chunks go to the workers in runs: one job (and, where
+        // they lie back to back on disk, one read) for several chunks instead of one each.
+        let mut run: Vec<(ChunkId, u32)> = Vec::with_capacity(RUN);
         for &(id, len) in chunks {
             if self.cache.contains(&id) {
+                continue;
+            }
+            if streak.is_some() && self.source.is_local(&id) {
+                run.push((id, len));
+                if run.len() == RUN {
+                    self.queue_run(pool, std::mem::take(&mut run));
+                }
                 continue;
             }
             let source = Arc::clone(&self.source);
@@ -167,6 +181,38 @@ impl Prefetcher {
                 Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
             };
         }
+        if !run.is_empty() {
+            self.queue_run(pool, run);
+        }
+    }
+
+    fn queue_run(&self, pool: &Pool, run: Vec<(ChunkId, u32)>) {
+        let n = run.len() as u64;
+        let source = Arc::clone(&self.source);
+        let cache = Arc::clone(&self.cache);
+        let job = Box::new(move || {
+            // Errors are not reported here, as for single chunks: each reader that needs a
+            // chunk that failed reads it itself.
+            cache.fill_run_if_idle(&run, |mine| {
+                source
+                    .chunk_run(mine)
+                    .into_iter()
+                    .zip(mine)
+                    .map(|(got, (id, len))| match got {
+                        Ok(plain) if plain.len() == *len as usize => Ok(plain),
+                        Ok(_) => Err(()),
+                        Err(e) => {
+                            tracing::debug!(chunk = %id, error = %e, "prefetch failed");
+                            Err(())
+                        }
+                    })
+                    .collect()
+            });
+        });
+        match pool.try_run(job) {
+            Ok(()) => self.queued.fetch_add(n, Ordering::Relaxed),
+            Err(_) => self.dropped.fetch_add(n, Ordering::Relaxed),
+        };
     }
 
     pub(crate) fn queued(&self) -> u64 {

@@ -1046,6 +1046,35 @@ impl Registry {
         )
     }
 
+    /// Whole chunks that are here (`chunk_is_local`: nothing is fetched), each fully verified
+    /// as `read_chunk`'s are, read with as few disk reads as their places allow (a push's
+    /// consecutive chunks lie back to back in its pack file: `Store::open_sealed_run`).
+    pub fn read_chunk_run(
+        &self,
+        chunks: &[(ChunkId, u32)],
+    ) -> Result<Vec<Result<Vec<u8>, ChunkReadError>>, ChunkReadError> {
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        let opened = self
+            .store
+            .open_sealed_run(&ids, |k, sealed| {
+                self.store.keys().open_chunk(&ids[k], sealed)
+            })
+            .map_err(ChunkReadError::Store)?;
+        Ok(opened
+            .into_iter()
+            .zip(chunks)
+            .map(|(r, (_, len))| {
+                let plain = r
+                    .ok_or(ChunkReadError::Missing)?
+                    .map_err(ChunkReadError::Crypt)?;
+                if plain.len() != *len as usize {
+                    return Err(ChunkReadError::Length);
+                }
+                Ok(plain)
+            })
+            .collect())
+    }
+
     fn read_chunk_here(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {
         // Opened straight from RocksDB's pinned buffer: the ciphertext is copied once, into the
         // plaintext buffer, instead of into a `Vec` first.

@@ -26,6 +26,7 @@ use arca_core::id::PackId;
 use arca_core::ChunkId;
 
 use super::cache::{cache_row_value, Here};
+use super::kv::Cf;
 use super::StoreError;
 use crate::fleet::pack::ChunkLoc;
 
@@ -76,10 +77,12 @@ struct Open {
 }
 
 impl Open {
-    /// Writes the buffer's whole blocks (`all`: and its last, part-filled one, padded with
-    /// zeros), then keeps only the part-filled block's bytes, which the next write writes again
-    /// with what follows them (the same bytes at the same place, so a reader of a chunk there
-    /// never sees them change).
+    /// Writes the buffer's whole blocks, keeping the bytes of its last, part-filled one, which
+    /// the next write writes again with what follows them (nothing in them is indexed yet).
+    /// `all` (a checkpoint): the part-filled block too, padded with zeros, and the next chunk
+    /// starts on a fresh block: a block holding indexed chunks is never written again (a
+    /// reader's page-cache copy could go stale under an `O_DIRECT` rewrite, and a torn rewrite
+    /// could damage what a committed version references), for under 4 KiB per checkpoint.
     fn write<E>(
         &mut self,
         all: bool,
@@ -99,17 +102,17 @@ impl Open {
             self.buf[self.start + self.len..self.start + n].fill(0);
         }
         write(&self.pack, self.base, &self.buf[self.start..self.start + n])?;
+        if all {
+            self.base += n as u64;
+            self.len = 0;
+            return Ok(());
+        }
         self.buf
             .copy_within(self.start + whole..self.start + self.len, self.start);
         self.base += whole as u64;
         self.len -= whole;
         Ok(())
     }
-}
-
-/// What a checkpoint hands the store to index, after the bytes are durable.
-pub(super) struct Flushed {
-    pub pending: Vec<(ChunkId, Pending)>,
 }
 
 impl Appender {
@@ -170,8 +173,13 @@ impl Appender {
         };
         open.len += sealed_len;
         match open.by_id.get(id) {
-            // A rotation re-sealing a chunk still pending: the newer copy wins.
-            Some(&i) => open.pending[i].1.loc = loc,
+            // A rotation re-sealing a chunk still pending (a push's duplicate of one here):
+            // the newer copy wins, and stays a replacement if either was.
+            Some(&i) => {
+                let p = &mut open.pending[i].1;
+                p.loc = loc;
+                p.replaces = p.replaces.or(replaces);
+            }
             None => {
                 open.by_id.insert(*id, open.pending.len());
                 open.pending.push((*id, Pending { loc, replaces }));
@@ -190,20 +198,20 @@ impl Appender {
             .is_some_and(|o| o.base + o.len as u64 >= PACK_TARGET)
     }
 
-    /// Writes what is buffered and makes the file durable (`sync(pack, new_file)`), then hands
-    /// over the pending chunks to be indexed. `close`: the next chunk starts a new file. On an
-    /// error nothing is handed over and the pending chunks stay pending (a later checkpoint
-    /// retries: the same bytes are written at the same place).
+    /// Writes what is buffered and makes the file durable (`sync(pack, new_file)`), then gives
+    /// the pending chunks to `index`; only once that succeeds are they no longer pending.
+    /// `close`: the next chunk starts a new file. On an error the pending chunks stay pending
+    /// and a later checkpoint retries (`index` must take a chunk it indexed already in its
+    /// stride).
     pub fn checkpoint<E>(
         &mut self,
         close: bool,
         mut write: impl FnMut(&PackId, u64, &[u8]) -> Result<(), E>,
         sync: impl FnOnce(&PackId, bool) -> Result<(), E>,
-    ) -> Result<Flushed, E> {
+        index: impl FnOnce(&[(ChunkId, Pending)]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Some(open) = &mut self.open else {
-            return Ok(Flushed {
-                pending: Vec::new(),
-            });
+            return Ok(());
         };
         if open.len > 0 {
             open.write(true, &mut write)?;
@@ -212,12 +220,13 @@ impl Appender {
             sync(&open.pack, open.new_file)?;
             open.new_file = false;
         }
+        index(&open.pending)?;
         open.by_id.clear();
-        let pending = std::mem::take(&mut open.pending);
+        open.pending.clear();
         if close {
             self.open = None;
         }
-        Ok(Flushed { pending })
+        Ok(())
     }
 
     /// Forgets pending chunks (a push that failed, whose chunks no one else pinned): they are
@@ -288,7 +297,7 @@ impl super::Store {
     /// Makes the pending chunks durable, then indexes them (`close`: and starts a new file for
     /// the next).
     pub(super) fn checkpoint(&self, app: &mut Appender, close: bool) -> Result<(), StoreError> {
-        let flushed = app.checkpoint(
+        app.checkpoint(
             close,
             |pack, at, bytes| {
                 self.packs
@@ -300,41 +309,58 @@ impl super::Store {
                     .sync(pack, new_file)
                     .map_err(|e| self.packs_error(e))
             },
-        )?;
-        self.index_appended(flushed.pending)
+            |pending| self.index_appended(pending),
+        )
     }
 
     /// Indexes durable chunks: each new one as here (and a GC candidate, until a version that
     /// references it commits); each re-sealed one in place of its old copy, whose bytes are then
     /// punched out. A copy that is not needed (the chunk got here otherwise meanwhile, or a
-    /// re-sealed chunk was deleted or moved) is punched out instead.
-    fn index_appended(&self, pending: Vec<(ChunkId, Pending)>) -> Result<(), StoreError> {
+    /// re-sealed chunk moved) is punched out instead. One indexed already (a checkpoint retried
+    /// after a failure) is left as it is.
+    fn index_appended(&self, pending: &[(ChunkId, Pending)]) -> Result<(), StoreError> {
         if pending.is_empty() {
             return Ok(());
         }
         let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (mut new, mut moved, mut punch) = (Vec::new(), Vec::new(), Vec::new());
-        let mut added = 0u64;
-        for (id, p) in &pending {
+        let (mut added, mut dropped, mut chunks) = (0u64, 0u64, 0u64);
+        for (id, p) in pending {
             let row = cache_row_value(&p.loc);
             match (self.cache_row(id)?, p.replaces) {
-                (None, None) => {
-                    added += p.loc.len as u64;
-                    new.push((id.as_bytes().to_vec(), row));
-                }
+                (Some(Here::Pack(now)), _) if now == p.loc => {}
                 (Some(Here::Pack(now)), Some(old)) if now == old => {
                     moved.push((id.as_bytes().to_vec(), row));
                     punch.push(old);
                 }
+                // A row a crash left behind in a store from before format 3 (written before its
+                // chunk, which never reached the disk): this copy takes its place.
+                (Some(Here::Db(stale)), _) if !self.kv.contains(Cf::Chunks, id.as_bytes())? => {
+                    added += p.loc.len as u64;
+                    dropped += stale as u64;
+                    new.push((id.as_bytes().to_vec(), row));
+                }
+                // Not here (a rotation's copy of a chunk whose row was dropped meanwhile is new
+                // again: a push may have counted on it while it was pending).
+                (None, _) => {
+                    added += p.loc.len as u64;
+                    chunks += 1;
+                    new.push((id.as_bytes().to_vec(), row));
+                }
                 _ => punch.push(p.loc),
             }
         }
-        self.kv.put_index_rows(&new, true)?;
-        self.kv.put_index_rows(&moved, false)?;
-        self.cache_count
-            .chunks
-            .fetch_add(new.len() as u64, Ordering::Relaxed);
+        self.kv.put_index_rows(&new, true, false)?;
+        // Durably before the old copies are punched (`Kv::delete_chunks` says why).
+        self.kv.put_index_rows(&moved, false, true)?;
+        self.cache_count.chunks.fetch_add(chunks, Ordering::Relaxed);
         self.cache_count.bytes.fetch_add(added, Ordering::Relaxed);
+        let _ = self
+            .cache_count
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_sub(dropped))
+            });
         // The rows first, then the bytes: a reader of an old place finds the row moved and
         // reads again (`open_sealed_chunk`). Only space is at stake in a punch that fails.
         for l in punch {
@@ -417,60 +443,136 @@ mod tests {
             )
             .unwrap();
         assert_eq!(again, None);
-        // A failed sync hands nothing over, and a later checkpoint writes the same bytes.
+        // A failed sync hands nothing over; nor does a failed indexing (its chunks stay
+        // pending); a later checkpoint writes the same bytes and hands them all over.
         let failed = a.checkpoint(
             false,
             |_, at, bytes| file.write(at, bytes),
             |_, _| -> R { Err("disk gone".into()) },
+            |_| -> R { panic!("indexed before the sync") },
         );
         assert!(failed.is_err());
         assert!(a.is_pending(&id(39)));
-        let done = a
-            .checkpoint(
-                false,
-                |_, at, bytes| file.write(at, bytes),
-                |p, new| -> R {
-                    synced.push((*p, new));
-                    Ok(())
-                },
-            )
-            .unwrap();
-        assert_eq!(synced, vec![(pack, true)]);
-        assert_eq!(done.pending.len(), 40);
-        assert!(!a.is_pending(&id(3)));
-        // More after a checkpoint: the part-filled block is written again, with what follows.
-        a.append(
-            &id(200),
-            None,
-            5000,
-            |b| -> R {
-                b.fill(200);
-                Ok(())
-            },
-            |_, at, bytes| file.write(at, bytes),
-            || -> Result<PackId, String> { panic!("a new file") },
-        )
-        .unwrap();
-        a.checkpoint(
-            true,
+        let failed = a.checkpoint(
+            false,
             |_, at, bytes| file.write(at, bytes),
             |_, _| -> R { Ok(()) },
+            |p| -> R {
+                assert_eq!(p.len(), 40);
+                Err("no space for the WAL".into())
+            },
+        );
+        assert!(failed.is_err());
+        assert!(
+            a.is_pending(&id(39)),
+            "still pending after a failed indexing"
+        );
+        let mut handed = 0;
+        a.checkpoint(
+            false,
+            |_, at, bytes| file.write(at, bytes),
+            |p, new| -> R {
+                synced.push((*p, new));
+                Ok(())
+            },
+            |p| -> R {
+                handed = p.len();
+                Ok(())
+            },
         )
         .unwrap();
-        assert_eq!(
-            file.0.len(),
-            (40 * 40_001 + 5000usize).next_multiple_of(ALIGN)
-        );
+        // The new file's directory entry was synced by the attempt whose indexing failed.
+        assert_eq!(synced, vec![(pack, false)]);
+        assert_eq!(handed, 40);
+        assert!(!a.is_pending(&id(3)));
+        let after_checkpoint = file.0.len();
+        assert_eq!(after_checkpoint, (40 * 40_001usize).next_multiple_of(ALIGN));
+        // More after a checkpoint: it starts on a fresh block, so no indexed byte is written
+        // again.
+        let l = a
+            .append(
+                &id(200),
+                None,
+                5000,
+                |b| -> R {
+                    b.fill(200);
+                    Ok(())
+                },
+                |_, at, bytes| {
+                    assert!(
+                        at as usize >= after_checkpoint,
+                        "an indexed block written again"
+                    );
+                    file.write(at, bytes)
+                },
+                || -> Result<PackId, String> { panic!("a new file") },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.offset as usize, after_checkpoint);
+        a.checkpoint(
+            true,
+            |_, at, bytes| {
+                assert!(
+                    at as usize >= after_checkpoint,
+                    "an indexed block written again"
+                );
+                file.write(at, bytes)
+            },
+            |_, _| -> R { Ok(()) },
+            |_| -> R { Ok(()) },
+        )
+        .unwrap();
+        assert_eq!(file.0.len(), after_checkpoint + ALIGN * 2);
         for (n, l) in locs.iter().enumerate() {
             let got = &file.0[l.offset as usize..l.offset as usize + l.len as usize];
             assert!(got.iter().all(|&b| b == n as u8), "chunk {n} intact");
         }
-        let tail = &file.0[40 * 40_001..40 * 40_001 + 5000];
+        let tail = &file.0[after_checkpoint..after_checkpoint + 5000];
         assert!(tail.iter().all(|&b| b == 200));
         assert!(
-            file.0[40 * 40_001 + 5000..].iter().all(|&b| b == 0),
+            file.0[40 * 40_001..after_checkpoint]
+                .iter()
+                .all(|&b| b == 0)
+                && file.0[after_checkpoint + 5000..].iter().all(|&b| b == 0),
             "zero padding"
         );
+    }
+
+    #[test]
+    fn a_rotation_copy_of_a_pending_duplicate_stays_a_replacement() {
+        let mut a = Appender::default();
+        let pack = PackId([3; 32]);
+        let ok = |b: &mut [u8]| -> R {
+            b.fill(1);
+            Ok(())
+        };
+        let w = |_: &PackId, _: u64, _: &[u8]| -> R { Ok(()) };
+        let newp = || -> Result<PackId, String> { Ok(pack) };
+        // A push's duplicate of a chunk that is here, then a rotation's copy of it.
+        a.append(&id(1), None, 100, ok, w, newp).unwrap();
+        let old = ChunkLoc {
+            pack: PackId([4; 32]),
+            offset: 0,
+            len: 100,
+        };
+        let l = a
+            .append(&id(1), Some(old), 100, ok, w, newp)
+            .unwrap()
+            .unwrap();
+        let mut got = Vec::new();
+        a.checkpoint(
+            false,
+            w,
+            |_, _| -> R { Ok(()) },
+            |p| -> R {
+                got = p.to_vec();
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].1.loc, got[0].1.replaces), (l, Some(old)));
     }
 
     #[test]
@@ -495,12 +597,22 @@ mod tests {
         // The 11th fills the MiB and its write fails (but it is pending); after that each
         // append fails before sealing, so the buffer never grows past its size.
         assert_eq!((ok, failed), (10, 90));
-        assert!(a.checkpoint(false, full, |_, _| -> R { Ok(()) }).is_err());
+        assert!(a
+            .checkpoint(false, full, |_, _| -> R { Ok(()) }, |_| -> R { Ok(()) })
+            .is_err());
         // Room again: every pending chunk is written and handed over.
-        let done = a
-            .checkpoint(false, |_, at, b| file.write(at, b), |_, _| -> R { Ok(()) })
-            .unwrap();
-        assert_eq!(done.pending.len(), 11);
+        let mut handed = 0;
+        a.checkpoint(
+            false,
+            |_, at, b| file.write(at, b),
+            |_, _| -> R { Ok(()) },
+            |p| -> R {
+                handed = p.len();
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(handed, 11);
         assert!(file.0[..1_100_000].iter().all(|&b| b == 3));
     }
 
@@ -534,14 +646,17 @@ mod tests {
             .unwrap();
         assert_eq!(l.offset, 100, "the failed envelope takes no place");
         a.forget(&[id(1), id(9)]);
-        let done = a
-            .checkpoint(
-                false,
-                |_, at, bytes| file.write(at, bytes),
-                |_, _| -> R { Ok(()) },
-            )
-            .unwrap();
-        let ids: Vec<ChunkId> = done.pending.iter().map(|(i, _)| *i).collect();
+        let mut ids = Vec::new();
+        a.checkpoint(
+            false,
+            |_, at, bytes| file.write(at, bytes),
+            |_, _| -> R { Ok(()) },
+            |p| -> R {
+                ids = p.iter().map(|(i, _)| *i).collect();
+                Ok(())
+            },
+        )
+        .unwrap();
         assert_eq!(ids, vec![id(3)]);
         assert!(
             !file.0.contains(&7),
@@ -735,6 +850,85 @@ mod store_tests {
         drop(s);
         let s = open(dir.path());
         assert_eq!(read(&s, &cs[29].0).unwrap().unwrap(), cs[29].1);
+    }
+
+    #[test]
+    fn a_rotation_started_during_a_push_re_seals_its_pending_chunks_too() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let s = open(dir.path());
+        let cs = chunks(&s, 8, 5);
+        for (id, p) in &cs {
+            s.put_chunk(id, p).unwrap();
+        }
+        // The key switches while they are pending (sealed under the old key, not indexed).
+        let mut st = s
+            .begin_dek_rotation(Draft::new(EventKind::KeyChange, "root"))
+            .unwrap();
+        s.flush_chunks().unwrap();
+        let (last, n, _) = s.rotate_chunks(&st, 100).unwrap();
+        assert_eq!(n, 5, "the scan saw them");
+        st.resume_after = last;
+        s.save_rotation(&st).unwrap();
+        s.finish_dek_rotation(&mut st).unwrap();
+        for (id, p) in &cs {
+            let sealed = s.read_packed(&loc(&s, id)).unwrap().unwrap();
+            assert_eq!(crate::crypt::sealed_key_id(&sealed), Some(st.target));
+            assert_eq!(read(&s, id).unwrap().unwrap(), *p);
+        }
+    }
+
+    #[test]
+    fn a_stale_row_of_a_format_2_crash_is_replaced_by_a_new_copy() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let s = open(dir.path());
+        let cs = chunks(&s, 9, 1);
+        let (id, p) = &cs[0];
+        // Format 2 wrote the row through the WAL and the chunk without it: a crash could keep
+        // the row alone.
+        let mut b = Batch::default();
+        b.put(Cf::Cache, id.as_bytes(), 1234u32.to_le_bytes().to_vec());
+        s.kv.commit(b).unwrap();
+        assert!(!s.has_chunk(id).unwrap(), "no chunk behind the row");
+        s.put_chunk(id, p).unwrap();
+        s.flush_chunks().unwrap();
+        loc(&s, id);
+        assert_eq!(read(&s, id).unwrap().unwrap(), *p);
+    }
+
+    #[test]
+    fn a_run_of_back_to_back_chunks_opens_in_order_and_a_bad_one_alone_fails() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let s = open(dir.path());
+        let cs = chunks(&s, 10, 12);
+        for (id, p) in &cs {
+            s.put_chunk(id, p).unwrap();
+        }
+        s.flush_chunks().unwrap();
+        // One of them damaged in its pack file, and one not here at all.
+        let l = loc(&s, &cs[5].0);
+        let path = dir.path().join("state/packs").join(hex::encode(l.pack.0));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"X", l.offset + 200).unwrap();
+        let mut ids: Vec<ChunkId> = cs.iter().map(|(id, _)| *id).collect();
+        ids.insert(8, ChunkId([0xee; 32]));
+        let got = s
+            .open_sealed_run(&ids, |k, sealed| s.keys().open_chunk(&ids[k], sealed))
+            .unwrap();
+        assert_eq!(got.len(), 13);
+        for (k, r) in got.iter().enumerate() {
+            match k {
+                5 => assert!(matches!(r, Some(Err(_))), "the damaged one fails"),
+                8 => assert!(r.is_none(), "not here"),
+                _ => {
+                    let i = if k > 8 { k - 1 } else { k };
+                    assert_eq!(r.as_ref().unwrap().as_ref().unwrap(), &cs[i].1);
+                }
+            }
+        }
+        assert!(
+            !s.has_chunk(&cs[5].0).unwrap(),
+            "the damaged copy's row dropped"
+        );
     }
 
     #[test]

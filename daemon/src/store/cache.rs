@@ -222,7 +222,7 @@ impl Store {
                 return Ok(false);
             }
         }
-        self.kv.delete_chunks(&[id.as_bytes().as_slice()])?;
+        self.kv.delete_chunks(&[id.as_bytes().as_slice()], false)?;
         let sub = |a: &std::sync::atomic::AtomicU64, v: u64| {
             let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
                 Some(x.saturating_sub(v))
@@ -262,7 +262,7 @@ impl Store {
             rows.push((id.as_bytes().to_vec(), cache_row_value(loc)));
             added += loc.len as u64;
         }
-        self.kv.put_index_rows(&rows, true)?;
+        self.kv.put_index_rows(&rows, true, false)?;
         self.cache_count
             .chunks
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -289,7 +289,7 @@ impl Store {
             n += 1;
         }
         let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
-        self.kv.delete_chunks(&keys)?;
+        self.kv.delete_chunks(&keys, !punch.is_empty())?;
         // The rows first, then the bytes: a reader that read a row just before may find its
         // bytes punched out, fails authentication, and then finds the row gone
         // (`open_sealed_chunk`): a miss, not damage. A punch that fails leaves bytes no row

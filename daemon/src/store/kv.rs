@@ -239,7 +239,14 @@ impl Kv {
     /// `store/packs.rs`): each a `cache` row and, if `gc`, a GC candidate, in one WAL write (not
     /// synced: a row lost in a crash only loses a chunk no version references yet, since a
     /// version's commit is a synced write after it, and the WAL is written in order).
-    pub fn put_index_rows(&self, rows: &[(Vec<u8>, Vec<u8>)], gc: bool) -> Result<(), KvError> {
+    /// `sync`: durably (rows that move a chunk, before its old bytes are punched out: see
+    /// `delete_chunks`).
+    pub fn put_index_rows(
+        &self,
+        rows: &[(Vec<u8>, Vec<u8>)],
+        gc: bool,
+        sync: bool,
+    ) -> Result<(), KvError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -250,7 +257,9 @@ impl Kv {
             }
             wb.put_cf(self.cf(Cf::Cache), k, v);
         }
-        self.db.write(wb).map_err(err("index chunks"))
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo).map_err(err("index chunks"))
     }
 
     /// Rewrites an existing chunk (re-sealed under another key) without the WAL, like
@@ -327,14 +336,20 @@ impl Kv {
 
     /// Deletes chunks (through the WAL, not synced: a delete lost in a crash leaves garbage
     /// that a later collection removes, never a dangling reference).
-    pub fn delete_chunks(&self, keys: &[&[u8]]) -> Result<(), KvError> {
+    /// Deletes chunks with their `gc` and `cache` rows; `sync`: durably, before the caller
+    /// punches their bytes out of a pack file (a punch can reach the disk before an unsynced
+    /// WAL write does, and a row that came back after a crash would name zeros that a later
+    /// push trusts as a chunk here).
+    pub fn delete_chunks(&self, keys: &[&[u8]], sync: bool) -> Result<(), KvError> {
         let mut wb = WriteBatch::default();
         for k in keys {
             wb.delete_cf(self.cf(Cf::Chunks), k);
             wb.delete_cf(self.cf(Cf::Gc), k);
             wb.delete_cf(self.cf(Cf::Cache), k);
         }
-        self.db.write(wb).map_err(err("delete chunks"))
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo).map_err(err("delete chunks"))
     }
 
     /// Blob bytes on disk in the chunk column family, and how many of them are garbage

@@ -69,14 +69,27 @@ impl LocalPacks {
                 .custom_flags(libc::O_NOFOLLOW | flags)
                 .open(self.path(pack))
         };
-        match opener() {
+        let f = match opener() {
             Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
                 use std::os::unix::fs::DirBuilderExt;
                 std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
-                opener()
+                // The directory's name in the state directory, durably, before any row names
+                // a file in it.
+                File::open(self.dir.parent().unwrap_or(&self.dir))?.sync_all()?;
+                opener()?
             }
-            other => other,
+            other => other?,
+        };
+        // Nor through a hard link to a file elsewhere (where `protected_hardlinks` is off, or
+        // for files arcad's user owns): arcad would punch holes in it.
+        let m = f.metadata()?;
+        if !m.file_type().is_file() || std::os::unix::fs::MetadataExt::nlink(&m) != 1 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a plain file with one name: refusing to use it as a pack file",
+                self.path(pack).display()
+            )));
         }
+        Ok(f)
     }
 
     /// The file of `pack`, created if `create` (else `NotFound` when it is not here).

@@ -86,6 +86,12 @@ impl Store {
         self.rotation_put(&mut b, &st)?;
         // Chunk writers pass the gate: none is mid-way with the old key once this holds it.
         let _gate = self.seal_gate.write().unwrap_or_else(|p| p.into_inner());
+        // Chunks sealed under the old key and still pending have no row yet, so the scan over
+        // the index would pass them by: indexed now, before the switch, so it finds them.
+        {
+            let mut app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+            self.checkpoint(&mut app, true)?;
+        }
         self.commit_audited(b, vec![event], Vec::new(), true)?;
         self.keys.add_current(target, dek);
         Ok(st)

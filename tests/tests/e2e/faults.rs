@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{pseudo_random, TestEnv};
+use crate::harness::{pseudo_random, StoredChunk, TestEnv};
 
 const MIB: usize = 1 << 20;
 
@@ -129,32 +129,51 @@ fn damaged_files(env: &TestEnv) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-type Db = rocksdb::DB;
-
-/// Picks a chunk value large enough to be part of a.bin (b.json's chunk is tiny).
-fn big_chunk(db: &Db, nth: usize) -> (Vec<u8>, Vec<u8>) {
-    let h = db.cf_handle("chunks").unwrap();
-    let big: Vec<(Vec<u8>, Vec<u8>)> = db
-        .iterator_cf(h, rocksdb::IteratorMode::Start)
-        .map(|r| r.unwrap())
-        .filter(|(_, v)| v.len() > 4096)
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+/// The `nth` chunk over 4 KiB, as the store's index has it (id, sealed bytes, pack file and
+/// offset). The daemon must be stopped.
+fn big_chunk(env: &TestEnv, nth: usize) -> StoredChunk {
+    let big: Vec<StoredChunk> = env
+        .chunk_values()
+        .into_iter()
+        .filter(|(_, v, _)| v.len() > 4096)
         .collect();
     big[nth % big.len()].clone()
 }
 
-fn chunk_case(name: &str, n: u64, damage: impl Fn(&Db, &rocksdb::ColumnFamily, u64)) {
+/// Flips a bit of the `nth` big chunk's sealed bytes, at `at(len)`, in its pack file.
+fn flip_chunk(env: &TestEnv, nth: usize, at: impl Fn(usize) -> usize) {
+    use std::os::unix::fs::FileExt;
+    let (_, v, place) = big_chunk(env, nth);
+    let (file, offset) = place.expect("a pushed chunk is in a local pack file");
+    let i = at(v.len());
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(&[v[i] ^ 0x40], offset + i as u64).unwrap();
+}
+
+/// The `nth` big chunk's index row (docs/format.md, "cache": sealed length, then pack id,
+/// offset and the length again), with its length changed by `delta`.
+fn resized_row(env: &TestEnv, nth: usize, delta: i64) -> (Vec<u8>, Vec<u8>) {
+    let (k, _, _) = big_chunk(env, nth);
+    let row = env
+        .cf_rows("cache")
+        .into_iter()
+        .find(|(key, _)| *key == k)
+        .unwrap()
+        .1;
+    let len = (u32::from_le_bytes(row[..4].try_into().unwrap()) as i64 + delta) as u32;
+    let mut edited = row.clone();
+    edited[..4].copy_from_slice(&len.to_le_bytes());
+    edited[44..48].copy_from_slice(&len.to_le_bytes());
+    (k, edited)
+}
+
+fn chunk_case(name: &str, n: u64, damage: impl Fn(&TestEnv, usize)) {
     let (mut detected, mut lost, mut corrupt) = (0, 0, 0);
     for t in 0..n {
         let mut env = TestEnv::new();
         let orig = setup(&env, 100 + t);
         env.stop();
-        {
-            let db = env.open_db();
-            let h = db.cf_handle("chunks").unwrap();
-            damage(&db, h, t);
-            db.flush_cf(h).unwrap();
-        }
+        damage(&env, t as usize);
         env.start();
         let damaged = damaged_files(&env);
         let seen = read_all(&env, &orig, &damaged);
@@ -169,40 +188,57 @@ fn chunk_case(name: &str, n: u64, damage: impl Fn(&Db, &rocksdb::ColumnFamily, u
     assert_eq!(lost, 0, "{name}: undamaged files became unreadable");
 }
 
+/// Chunk damage by someone who can write the state directory (but holds no key): the sealed
+/// bytes in their local pack file, and the index rows (`cache`, not sealed) that say where they
+/// are.
 #[test]
 fn tamper_matrix_every_reader_detects_and_serves_nothing_false() {
     let n = tries(1);
-    let flip = |at: fn(usize) -> usize| {
-        move |db: &Db, h: &rocksdb::ColumnFamily, t: u64| {
-            let (k, mut v) = big_chunk(db, t as usize);
-            let i = at(v.len());
-            v[i] ^= 0x40;
-            db.put_cf(h, k, v).unwrap();
-        }
-    };
     // The chunk envelope: 4 magic, 1 format, 4 key id, 4 length, 24 nonce, then 64 KiB segments
     // each followed by its 16-byte tag (docs/format.md).
-    chunk_case("chunk ciphertext bit flip", n, flip(|len| len / 2));
-    chunk_case("chunk nonce bit flip", n, flip(|_| 20));
-    chunk_case("chunk tag bit flip", n, flip(|len| len - 1));
-    chunk_case("chunk length field edit", n, flip(|_| 10));
-    chunk_case("chunk truncated", n, |db, h, t| {
-        let (k, v) = big_chunk(db, t as usize);
-        db.put_cf(h, k, &v[..v.len() - 100]).unwrap();
+    chunk_case("chunk ciphertext bit flip", n, |env, t| {
+        flip_chunk(env, t, |len| len / 2)
     });
-    chunk_case("chunk extended", n, |db, h, t| {
-        let (k, mut v) = big_chunk(db, t as usize);
-        v.extend_from_slice(&[0u8; 16]);
-        db.put_cf(h, k, v).unwrap();
+    chunk_case("chunk nonce bit flip", n, |env, t| {
+        flip_chunk(env, t, |_| 20)
     });
-    chunk_case("chunk value copied over another id", n, |db, h, t| {
-        let (k, _) = big_chunk(db, t as usize);
-        let (_, other) = big_chunk(db, t as usize + 1);
-        db.put_cf(h, k, other).unwrap();
+    chunk_case("chunk tag bit flip", n, |env, t| {
+        flip_chunk(env, t, |len| len - 1)
     });
-    chunk_case("chunk deleted", n, |db, h, t| {
-        let (k, _) = big_chunk(db, t as usize);
+    chunk_case("chunk length field edit", n, |env, t| {
+        flip_chunk(env, t, |_| 10)
+    });
+    chunk_case("chunk truncated (its index row shortened)", n, |env, t| {
+        env.put_rows("cache", &[resized_row(env, t, -100)]);
+    });
+    chunk_case("chunk extended (its index row lengthened)", n, |env, t| {
+        env.put_rows("cache", &[resized_row(env, t, 16)]);
+    });
+    chunk_case("chunk bytes punched out of the pack file", n, |env, t| {
+        use std::os::unix::fs::FileExt;
+        let (_, v, place) = big_chunk(env, t);
+        let (file, offset) = place.unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.write_all_at(&vec![0u8; v.len()], offset).unwrap();
+    });
+    chunk_case("chunk index row pointed at another chunk", n, |env, t| {
+        let (k, _, _) = big_chunk(env, t);
+        let (other, _, _) = big_chunk(env, t + 1);
+        let rows = env.cf_rows("cache");
+        let theirs = rows
+            .iter()
+            .find(|(key, _)| *key == other)
+            .unwrap()
+            .1
+            .clone();
+        env.put_rows("cache", &[(k, theirs)]);
+    });
+    chunk_case("chunk index row deleted", n, |env, t| {
+        let (k, _, _) = big_chunk(env, t);
+        let db = env.open_db();
+        let h = db.cf_handle("cache").unwrap();
         db.delete_cf(h, k).unwrap();
+        db.flush_cf(h).unwrap();
     });
 }
 
