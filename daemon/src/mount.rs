@@ -72,17 +72,13 @@ impl ChunkSource for RegistrySource {
         self.registry.chunk_is_local(id)
     }
 
-    fn chunk_run(&self, chunks: &[(ChunkId, u32)]) -> Vec<Result<Vec<u8>, ChunkError>> {
-        match self.registry.read_chunk_run(chunks) {
-            Ok(each) => each.into_iter().map(|r| r.map_err(chunk_error)).collect(),
-            Err(e) => {
-                let text = e.to_string();
-                chunks
-                    .iter()
-                    .map(|_| Err(ChunkError::Io(text.clone())))
-                    .collect()
-            }
-        }
+    fn chunk_run(
+        &self,
+        chunks: &[(ChunkId, u32)],
+        done: &mut dyn FnMut(usize, Result<Vec<u8>, ChunkError>),
+    ) {
+        self.registry
+            .read_chunk_run(chunks, |k, got| done(k, got.map_err(chunk_error)))
     }
 
     fn read_bound(&self) -> Option<std::time::Duration> {

@@ -155,13 +155,14 @@ impl ChunkCache {
     }
 
     /// [`ChunkCache::fill_if_idle`] for chunks loaded together: those cached or being loaded
-    /// already are left out; `load` gets the rest, in order, and returns their plaintexts in
-    /// that order. Readers that want one of them meanwhile wait for this load, as they would
-    /// for a single chunk's. Returns how many were cached.
+    /// already are left out; `load` gets the rest, in order, and hands each plaintext to the
+    /// callback it is given (index among them, result) as soon as it has it. Readers that want
+    /// one of them meanwhile wait for that chunk's load, as they would for a single chunk's.
+    /// Returns how many were cached.
     pub(crate) fn fill_run_if_idle<E>(
         &self,
         chunks: &[(ChunkId, u32)],
-        load: impl FnOnce(&[(ChunkId, u32)]) -> Vec<Result<Vec<u8>, E>>,
+        load: impl FnOnce(&[(ChunkId, u32)], &mut dyn FnMut(usize, Result<Vec<u8>, E>)),
     ) -> usize {
         let Some(cache) = &self.inner else {
             return 0;
@@ -170,7 +171,7 @@ impl ChunkCache {
         let mut mine = Vec::with_capacity(chunks.len());
         for c in chunks {
             if let GuardResult::Guard(g) = cache.get_value_or_guard(&c.0, Some(Duration::ZERO)) {
-                guards.push(g);
+                guards.push(Some(g));
                 mine.push(*c);
             }
         }
@@ -178,14 +179,15 @@ impl ChunkCache {
             return 0;
         }
         let mut n = 0;
-        // A guard dropped without a value (a chunk that failed) lets its waiters load it
-        // themselves, and see the error first-hand.
-        for (guard, got) in guards.into_iter().zip(load(&mine)) {
-            if let Ok(plain) = got {
+        load(&mine, &mut |k, got| {
+            // A guard dropped without a value (a chunk that failed) lets its waiters load it
+            // themselves, and see the error first-hand.
+            let guard = guards.get_mut(k).and_then(Option::take);
+            if let (Some(guard), Ok(plain)) = (guard, got) {
                 let _ = guard.insert(Arc::new(plain));
                 n += 1;
             }
-        }
+        });
         n
     }
 
@@ -216,9 +218,10 @@ mod tests {
         let cache = ChunkCache::new(64 << 20);
         cache.offer(&id(2), Arc::new(vec![2; 10]));
         let mut asked = Vec::new();
-        let n = cache.fill_run_if_idle(&[(id(1), 10), (id(2), 10), (id(3), 10)], |mine| {
+        let n = cache.fill_run_if_idle(&[(id(1), 10), (id(2), 10), (id(3), 10)], |mine, done| {
             asked = mine.to_vec();
-            vec![Ok::<_, ()>(vec![1; 10]), Err(())]
+            done(1, Err::<Vec<u8>, ()>(()));
+            done(0, Ok(vec![1; 10]));
         });
         assert_eq!(
             asked,

@@ -79,14 +79,18 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn is_local(&self, _id: &ChunkId) -> bool {
         true
     }
-    /// Whole chunks, each as [`ChunkSource::chunk`], all of them local ([`ChunkSource::is_local`]),
-    /// in order: a source whose consecutive chunks lie back to back on disk reads them with
-    /// fewer, larger reads. Read-ahead hands a sequential reader's local chunks over in runs.
-    fn chunk_run(&self, chunks: &[(ChunkId, u32)]) -> Vec<Result<Vec<u8>, ChunkError>> {
-        chunks
-            .iter()
-            .map(|(id, len)| self.chunk(id, *len))
-            .collect()
+    /// Whole chunks, each as [`ChunkSource::chunk`], all of them local ([`ChunkSource::is_local`]):
+    /// each result goes to `done(index in chunks, result)` as soon as it is known (once each).
+    /// A source whose consecutive chunks lie back to back on disk reads them with fewer, larger
+    /// reads. Read-ahead hands a sequential reader's local chunks over in runs.
+    fn chunk_run(
+        &self,
+        chunks: &[(ChunkId, u32)],
+        done: &mut dyn FnMut(usize, Result<Vec<u8>, ChunkError>),
+    ) {
+        for (k, (id, len)) in chunks.iter().enumerate() {
+            done(k, self.chunk(id, *len));
+        }
     }
     /// How long a read may wait for chunks that are not local, counted from when the kernel's
     /// request arrived (its threads' queue included); `None`: no bound of the mount's own.

@@ -193,20 +193,21 @@ impl Prefetcher {
         let job = Box::new(move || {
             // Errors are not reported here, as for single chunks: each reader that needs a
             // chunk that failed reads it itself.
-            cache.fill_run_if_idle(&run, |mine| {
-                source
-                    .chunk_run(mine)
-                    .into_iter()
-                    .zip(mine)
-                    .map(|(got, (id, len))| match got {
-                        Ok(plain) if plain.len() == *len as usize => Ok(plain),
-                        Ok(_) => Err(()),
-                        Err(e) => {
-                            tracing::debug!(chunk = %id, error = %e, "prefetch failed");
-                            Err(())
-                        }
-                    })
-                    .collect()
+            cache.fill_run_if_idle(&run, |mine, cached| {
+                source.chunk_run(mine, &mut |k, got| {
+                    let (id, len) = mine[k];
+                    cached(
+                        k,
+                        match got {
+                            Ok(plain) if plain.len() == len as usize => Ok(plain),
+                            Ok(_) => Err(()),
+                            Err(e) => {
+                                tracing::debug!(chunk = %id, error = %e, "prefetch failed");
+                                Err(())
+                            }
+                        },
+                    )
+                })
             });
         });
         match pool.try_run(job) {

@@ -1048,31 +1048,32 @@ impl Registry {
 
     /// Whole chunks that are here (`chunk_is_local`: nothing is fetched), each fully verified
     /// as `read_chunk`'s are, read with as few disk reads as their places allow (a push's
-    /// consecutive chunks lie back to back in its pack file: `Store::open_sealed_run`).
+    /// consecutive chunks lie back to back in its pack file: `Store::open_sealed_run`). Each
+    /// goes to `done(index in chunks, plaintext)` as soon as it is opened.
     pub fn read_chunk_run(
         &self,
         chunks: &[(ChunkId, u32)],
-    ) -> Result<Vec<Result<Vec<u8>, ChunkReadError>>, ChunkReadError> {
+        mut done: impl FnMut(usize, Result<Vec<u8>, ChunkReadError>),
+    ) {
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
-        let opened = self
-            .store
-            .open_sealed_run(&ids, |k, sealed| {
-                self.store.keys().open_chunk(&ids[k], sealed)
-            })
-            .map_err(ChunkReadError::Store)?;
-        Ok(opened
-            .into_iter()
-            .zip(chunks)
-            .map(|(r, (_, len))| {
-                let plain = r
-                    .ok_or(ChunkReadError::Missing)?
-                    .map_err(ChunkReadError::Crypt)?;
-                if plain.len() != *len as usize {
-                    return Err(ChunkReadError::Length);
-                }
-                Ok(plain)
-            })
-            .collect())
+        self.store.open_sealed_run(
+            &ids,
+            |k, sealed| self.store.keys().open_chunk(&ids[k], sealed),
+            |k, got| {
+                let plain = got
+                    .map_err(ChunkReadError::Store)
+                    .and_then(|o| o.ok_or(ChunkReadError::Missing))
+                    .and_then(|r| r.map_err(ChunkReadError::Crypt))
+                    .and_then(|plain| {
+                        if plain.len() == chunks[k].1 as usize {
+                            Ok(plain)
+                        } else {
+                            Err(ChunkReadError::Length)
+                        }
+                    });
+                done(k, plain)
+            },
+        )
     }
 
     fn read_chunk_here(&self, id: &ChunkId, expected_len: u32) -> Result<Vec<u8>, ChunkReadError> {

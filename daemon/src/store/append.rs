@@ -911,10 +911,24 @@ mod store_tests {
         std::os::unix::fs::FileExt::write_all_at(&f, b"X", l.offset + 200).unwrap();
         let mut ids: Vec<ChunkId> = cs.iter().map(|(id, _)| *id).collect();
         ids.insert(8, ChunkId([0xee; 32]));
-        let got = s
-            .open_sealed_run(&ids, |k, sealed| s.keys().open_chunk(&ids[k], sealed))
-            .unwrap();
+        let mut got: Vec<Option<_>> = ids.iter().map(|_| None).collect();
+        let mut order = Vec::new();
+        s.open_sealed_run(
+            &ids,
+            |k, sealed| s.keys().open_chunk(&ids[k], sealed),
+            |k, r| {
+                order.push(k);
+                assert!(got[k].is_none(), "once each");
+                got[k] = Some(r.unwrap());
+            },
+        );
+        let got: Vec<_> = got.into_iter().map(Option::unwrap).collect();
         assert_eq!(got.len(), 13);
+        assert_eq!(
+            &order[..5],
+            &[0, 1, 2, 3, 4],
+            "each as soon as it is opened"
+        );
         for (k, r) in got.iter().enumerate() {
             match k {
                 5 => assert!(matches!(r, Some(Err(_))), "the damaged one fails"),

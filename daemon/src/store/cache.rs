@@ -54,8 +54,10 @@ fn parse_row(v: &[u8]) -> Option<Here> {
             // The row is not sealed (anyone who can write the state directory can write it):
             // a length that disagrees, or more than any chunk seals to, is not followed.
             (loc.len == len
-                && len as usize <= crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK))
-            .then_some(Here::Pack(loc))
+                && len as usize <= crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK)
+                // Within what a file offset can be (`pread` takes an i64), with room to add.
+                && loc.offset <= i64::MAX as u64 >> 1)
+                .then_some(Here::Pack(loc))
         }
         _ => Some(Here::Db(len)),
     }
@@ -256,8 +258,12 @@ impl Store {
         let mut rows = Vec::with_capacity(chunks.len());
         let mut added = 0u64;
         for (id, loc) in chunks {
-            if self.cache_row(id)?.is_some() {
-                continue;
+            match self.cache_row(id)? {
+                // A row a crash left behind in a store from before format 3 (no chunk behind
+                // it): this copy takes its place.
+                Some(Here::Db(_)) if !self.kv.contains(Cf::Chunks, id.as_bytes())? => {}
+                Some(_) => continue,
+                None => {}
             }
             rows.push((id.as_bytes().to_vec(), cache_row_value(loc)));
             added += loc.len as u64;

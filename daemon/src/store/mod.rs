@@ -20,6 +20,7 @@ use arca_core::{ChunkId, ModelName};
 use crate::access::{AccessTable, StoredPolicy};
 
 use crate::crypt::{CryptError, Keyring};
+use crate::fleet::pack::ChunkLoc;
 use crate::keys::{Kek, KeyError, SecretBytes};
 use crate::manifest::VersionRecord;
 use binding::{Binding, Bindings, Stale};
@@ -563,9 +564,6 @@ impl Store {
             match self.read_packed(&loc)? {
                 Some(sealed) => match f(&sealed) {
                     Ok(v) => return Ok(Some(Ok(v))),
-                    // Not damage: the bytes name a data key this store lacks (a row pointed
-                    // at another store's chunk, say). Refused, the row kept.
-                    Err(e @ crate::crypt::CryptError::UnknownKey(_)) => return Ok(Some(Err(e))),
                     Err(e) => {
                         if self.drop_damaged_copy(id, &loc, Some(&sealed))? {
                             return Ok(Some(Err(e)));
@@ -587,21 +585,24 @@ impl Store {
     /// back in one local pack file (a push writes a file's chunks so) are read with one `pread`
     /// of up to `RUN_BYTES`, and each is handed to `f(index in ids, sealed)`, which
     /// authenticates it, in place in that buffer. A chunk elsewhere, or one that fails there, is
-    /// read alone through `open_sealed_chunk` (which tells a race from damage). Results are in
-    /// the order of `ids`, as `open_sealed_chunk` gives them.
+    /// read alone through `open_sealed_chunk` (which tells a race from damage). Each result goes
+    /// to `done(index, what open_sealed_chunk would give)` as soon as it is known, so a reader
+    /// waiting for the first chunk of a run does not wait for the last.
     pub fn open_sealed_run<T>(
         &self,
         ids: &[ChunkId],
         mut f: impl FnMut(usize, &[u8]) -> Result<T, crate::crypt::CryptError>,
-    ) -> Result<Vec<Option<Result<T, crate::crypt::CryptError>>>, StoreError> {
+        mut done: impl FnMut(usize, Result<Option<Result<T, crate::crypt::CryptError>>, StoreError>),
+    ) {
         /// Measured on a cold sequential read: past a few hundred KiB a larger read gains
         /// little, and the run's buffer is held until its last chunk is opened.
         const RUN_BYTES: u64 = 1 << 20;
-        let locs = ids
+        // `None`: not in a pack file, or its row could not be read: read alone below.
+        let locs: Vec<Option<ChunkLoc>> = ids
             .iter()
-            .map(|id| self.packed_loc(id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out: Vec<Option<Option<Result<T, _>>>> = ids.iter().map(|_| None).collect();
+            .map(|id| self.packed_loc(id).ok().flatten())
+            .collect();
+        let mut delivered = vec![false; ids.len()];
         let mut i = 0;
         while i < ids.len() {
             let Some(first) = locs[i] else {
@@ -620,30 +621,29 @@ impl Store {
                 end += l.len as u64;
                 j += 1;
             }
+            // Gone, short or unreadable: each is looked up again alone, below.
             if j - i > 1 {
-                let run = self
-                    .packs
-                    .read(&first.pack, first.offset, (end - first.offset) as u32)
-                    .map_err(|e| self.packs_error(e))?;
-                // Gone or short: each is looked up again alone, below.
-                if let Some(run) = run {
+                if let Ok(Some(run)) =
+                    self.packs
+                        .read(&first.pack, first.offset, (end - first.offset) as u32)
+                {
                     for (k, l) in locs.iter().enumerate().take(j).skip(i) {
                         let Some(l) = l else { continue };
                         let at = (l.offset - first.offset) as usize;
                         if let Ok(v) = f(k, &run[at..at + l.len as usize]) {
-                            out[k] = Some(Some(Ok(v)));
+                            delivered[k] = true;
+                            done(k, Ok(Some(Ok(v))));
                         }
                     }
                 }
             }
             i = j;
         }
-        for (k, slot) in out.iter_mut().enumerate() {
-            if slot.is_none() {
-                *slot = Some(self.open_sealed_chunk(&ids[k], |s| f(k, s))?);
+        for (k, id) in ids.iter().enumerate() {
+            if !delivered[k] {
+                done(k, self.open_sealed_chunk(id, |s| f(k, s)));
             }
         }
-        Ok(out.into_iter().map(Option::flatten).collect())
     }
 
     /// Deletes chunks: indexed ones with their rows (their bytes punched out of a pack file),
