@@ -167,19 +167,9 @@ impl Prefetcher {
                     Some(s) => source.chunk_ahead_by(&id, len, None, s),
                     None => source.chunk_near_by(&id, len, None),
                 };
-                cache.fill_if_idle(&id, || match got() {
-                    Ok(plain) if plain.len() == len as usize => Ok(plain),
-                    Ok(_) => Err(()),
-                    Err(e) => {
-                        tracing::debug!(chunk = %id, error = %e, "prefetch failed");
-                        Err(())
-                    }
-                });
+                cache.fill_if_idle(&id, || checked(&id, len, got()));
             });
-            match pool.try_run(job) {
-                Ok(()) => self.queued.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
-            };
+            self.submit(pool, job, 1);
         }
         if !run.is_empty() {
             self.queue_run(pool, run);
@@ -196,23 +186,18 @@ impl Prefetcher {
             cache.fill_run_if_idle(&run, |mine, cached| {
                 source.chunk_run(mine, &mut |k, got| {
                     let (id, len) = mine[k];
-                    cached(
-                        k,
-                        match got {
-                            Ok(plain) if plain.len() == len as usize => Ok(plain),
-                            Ok(_) => Err(()),
-                            Err(e) => {
-                                tracing::debug!(chunk = %id, error = %e, "prefetch failed");
-                                Err(())
-                            }
-                        },
-                    )
+                    cached(k, checked(&id, len, got))
                 })
             });
         });
+        self.submit(pool, job, n);
+    }
+
+    /// Queues a job reading `chunks` chunks, or counts them dropped when the queue is full.
+    fn submit(&self, pool: &Pool, job: crate::pool::Job, chunks: u64) {
         match pool.try_run(job) {
-            Ok(()) => self.queued.fetch_add(n, Ordering::Relaxed),
-            Err(_) => self.dropped.fetch_add(n, Ordering::Relaxed),
+            Ok(()) => self.queued.fetch_add(chunks, Ordering::Relaxed),
+            Err(_) => self.dropped.fetch_add(chunks, Ordering::Relaxed),
         };
     }
 
@@ -222,6 +207,18 @@ impl Prefetcher {
 
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A read-ahead result fit for the cache: the whole chunk, of the manifest's length.
+fn checked(id: &ChunkId, len: u32, got: Result<Vec<u8>, crate::ChunkError>) -> Result<Vec<u8>, ()> {
+    match got {
+        Ok(plain) if plain.len() == len as usize => Ok(plain),
+        Ok(_) => Err(()),
+        Err(e) => {
+            tracing::debug!(chunk = %id, error = %e, "prefetch failed");
+            Err(())
+        }
     }
 }
 
