@@ -355,12 +355,7 @@ impl super::Store {
         self.kv.put_index_rows(&moved, false, true)?;
         self.cache_count.chunks.fetch_add(chunks, Ordering::Relaxed);
         self.cache_count.bytes.fetch_add(added, Ordering::Relaxed);
-        let _ = self
-            .cache_count
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                Some(x.saturating_sub(dropped))
-            });
+        self.cache_count.take(0, dropped);
         // The rows first, then the bytes: a reader of an old place finds the row moved and
         // reads again (`open_sealed_chunk`). Only space is at stake in a punch that fails.
         for l in punch {

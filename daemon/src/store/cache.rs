@@ -225,13 +225,7 @@ impl Store {
             }
         }
         self.kv.delete_chunks(&[id.as_bytes().as_slice()], false)?;
-        let sub = |a: &std::sync::atomic::AtomicU64, v: u64| {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                Some(x.saturating_sub(v))
-            });
-        };
-        sub(&self.cache_count.chunks, 1);
-        sub(&self.cache_count.bytes, loc.len as u64);
+        self.cache_count.take(1, loc.len as u64);
         Ok(true)
     }
 
@@ -309,13 +303,7 @@ impl Store {
                 }
             }
         }
-        let sub = |a: &std::sync::atomic::AtomicU64, v: u64| {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                Some(x.saturating_sub(v))
-            });
-        };
-        sub(&self.cache_count.chunks, n);
-        sub(&self.cache_count.bytes, freed);
+        self.cache_count.take(n, freed);
         Ok(freed)
     }
 

@@ -157,6 +157,17 @@ struct CacheCounters {
     bytes: std::sync::atomic::AtomicU64,
 }
 
+impl CacheCounters {
+    /// Takes chunks and bytes off the totals, never below zero (the totals are counted from
+    /// unsealed rows, which someone who writes the state directory can make wrong).
+    fn take(&self, chunks: u64, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (a, v) in [(&self.chunks, chunks), (&self.bytes, bytes)] {
+            let _ = a.fetch_update(Relaxed, Relaxed, |x| Some(x.saturating_sub(v)));
+        }
+    }
+}
+
 /// The keys a fleet host's store must hold (the fleet's, from its keys object): a new store is
 /// created with them; an existing one must already hold them.
 pub struct SeedKeys {
