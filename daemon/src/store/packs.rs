@@ -320,4 +320,25 @@ mod tests {
         assert!(p.list().unwrap().is_empty());
         assert_eq!(p.read(&id, 0, 1).unwrap(), None);
     }
+
+    #[test]
+    fn a_pack_file_that_is_a_link_to_a_file_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = LocalPacks::new(&dir.path().join("packs"));
+        let (hard, soft) = (PackId([1; 32]), PackId([2; 32]));
+        p.write_at(&PackId([3; 32]), 0, &[1]).unwrap(); // makes the directory
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, [7u8; 8192]).unwrap();
+        std::fs::hard_link(&victim, p.path(&hard)).unwrap();
+        std::os::unix::fs::symlink(&victim, p.path(&soft)).unwrap();
+        for id in [hard, soft] {
+            assert!(p.punch(&id, 0, 4096).is_err(), "punched through a link");
+            assert!(p.write_at(&id, 0, &[0]).is_err(), "written through a link");
+        }
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            vec![7u8; 8192],
+            "untouched"
+        );
+    }
 }
