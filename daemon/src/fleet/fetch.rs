@@ -29,7 +29,8 @@ use super::{
     EXTENT, MAX_FETCHES, MIN_AHEAD, RANDOM_EXTENT,
 };
 use crate::remote::{Remote, RemoteError};
-use crate::store::Store;
+use crate::store::packs::FetchedExtent;
+use crate::store::{Store, StoreError};
 
 /// A reader whose chunk is more than this far ahead of where the stream carrying it is fetches
 /// it itself: on a slow link the bytes before it could take longer than the reader may wait
@@ -593,21 +594,22 @@ impl Stream {
         let Some(end) = last.offset.checked_add(last.len as u64) else {
             return Err(Failure::PackBad("its location overflows".into()));
         };
-        // Only a chunk split between two pieces of the stream is copied (into `partial`); one
-        // that lies within a piece is opened from the piece itself (copying the stream into
-        // one buffer and draining each chunk from its front moved the rest of the buffer again
-        // for every chunk: memmove was arcad's top symbol on this path).
-        let mut partial: Vec<u8> =
-            Vec::with_capacity(crate::crypt::sealed_chunk_len(crate::chunker::MAX_CHUNK));
+        // The stream's bytes are buffered in the extent (`FetchedExtent`): each chunk is
+        // authenticated where it lies there once whole, and the bytes go to this host's copy
+        // of the pack in large aligned writes, around the page cache.
+        let mut ext = FetchedExtent::new(from.pack, start);
         let mut next = 0usize;
         let mut failed = 0u64;
         let mut cached = 0u64;
         let mut store_error = None;
         let mut stopped = false;
-        // Where in the pack the next piece begins.
-        let mut at = start;
+        // Chunks authenticated, in pack order, waiting for their bytes to be written before
+        // they are indexed (and their slots completed); and those that failed, whose bytes are
+        // punched out once written.
+        let mut good: Vec<(usize, Plain)> = Vec::new();
+        let mut bad: Vec<(ChunkId, ChunkLoc)> = Vec::new();
         // Authenticates chunk `next` from `env`, its whole sealed envelope: its plaintext if it
-        // is good (indexed with the piece it completes in), else its slot fails.
+        // is good, else its slot fails.
         let take = |next: usize, env: &[u8], failed: &mut u64| -> Result<Option<Plain>, String> {
             if !self.owns(next) {
                 return Err(TAKEN_OVER.into());
@@ -623,6 +625,31 @@ impl Stream {
                 }
             }
         };
+        // Writes what is received of the chunks before `next` (`all`: to the last byte, else
+        // whole blocks), indexes the authenticated chunks now wholly written and completes
+        // their slots.
+        let mut write = |ext: &mut FetchedExtent,
+                         next: usize,
+                         all: bool,
+                         good: &mut Vec<(usize, Plain)>,
+                         bad: &mut Vec<(ChunkId, ChunkLoc)>|
+         -> Result<(), StoreError> {
+            let upto = extent.get(next).map_or(end, |(_, l)| l.offset);
+            let locs: Vec<(ChunkId, ChunkLoc)> = good.iter().map(|(i, _)| extent[*i]).collect();
+            let n = self.store.put_fetched_extent(ext, upto, all, &locs)?;
+            let written = ext.written();
+            let gone = bad
+                .iter()
+                .take_while(|(_, l)| l.offset + l.len as u64 <= written)
+                .count();
+            self.store.forget_fetched(&bad[..gone])?;
+            bad.drain(..gone);
+            cached += n as u64;
+            for (i, plain) in good.drain(..n) {
+                self.slots[i].complete(Done::Cached(plain));
+            }
+            Ok(())
+        };
         let got = self
             .remote
             .get_range_each(&pack_key(&from.pack), start..end, |piece| {
@@ -630,66 +657,51 @@ impl Stream {
                     .received
                     .fetch_add(piece.len() as u64, Ordering::AcqRel);
                 let mut data: &[u8] = &piece;
-                // The chunks this piece completes that authenticated, by index in the extent.
-                let mut good: Vec<(usize, Plain)> = Vec::new();
-                // And those that failed authentication.
-                let mut bad: Vec<(ChunkId, ChunkLoc)> = Vec::new();
                 let mut why_stop = None;
-                while next < extent.len() && !data.is_empty() {
-                    let len = extent[next].1.len as usize;
-                    let env = if partial.is_empty() && data.len() >= len {
-                        let (env, rest) = data.split_at(len);
-                        data = rest;
-                        env
-                    } else {
-                        let n = (len - partial.len()).min(data.len());
-                        partial.extend_from_slice(&data[..n]);
-                        data = &data[n..];
-                        if partial.len() < len {
+                while !data.is_empty() && why_stop.is_none() {
+                    let n = ext.fill(data);
+                    data = &data[n..];
+                    // The chunks now whole in the buffer.
+                    let mut done_now: Vec<(usize, Plain)> = Vec::new();
+                    while let Some(&(_, l)) = extent.get(next) {
+                        let Some(env) = ext.bytes(l.offset, l.offset + l.len as u64) else {
                             break;
+                        };
+                        match take(next, env, &mut failed) {
+                            Ok(Some(p)) => done_now.push((next, p)),
+                            Ok(None) => bad.push(extent[next]),
+                            Err(e) => {
+                                stopped = e.as_str() == TAKEN_OVER;
+                                why_stop = Some(e);
+                                break;
+                            }
                         }
-                        &partial[..]
-                    };
-                    match take(next, env, &mut failed) {
-                        Ok(Some(p)) => good.push((next, p)),
-                        Ok(None) => bad.push(extent[next]),
-                        Err(e) => {
-                            stopped = e.as_str() == TAKEN_OVER;
-                            why_stop = Some(e);
-                            break;
+                        next += 1;
+                    }
+                    // The plaintext goes to the mount's cache before the chunks are indexed: a
+                    // read-ahead thread that finds a chunk indexed but not in that cache reads
+                    // it back from the local copy and decrypts it again (profiled: a good part
+                    // of the RocksDB reads and decryption on a cold read, before this order).
+                    if let Some((sink, mine_too)) = &self.sink {
+                        for (i, plain) in &done_now {
+                            // `mine` is the reader's, who caches it.
+                            if *i != self.mine || *mine_too {
+                                sink(&extent[*i].0, plain.clone());
+                            }
                         }
                     }
-                    partial.clear();
-                    next += 1;
-                }
-                // The piece's bytes go to this host's copy of the pack as they are (they are
-                // the pack's bytes at these offsets), and the chunks that authenticated are
-                // indexed with them: only then are they here for a reader who looks.
-                // The plaintext goes to the mount's cache before the chunks are indexed: a
-                // read-ahead thread that finds a chunk indexed but not in that cache reads it
-                // back from the local copy and decrypts it again (profiled: a good part of
-                // the RocksDB reads and decryption on a cold read, before this order).
-                if let Some((sink, mine_too)) = &self.sink {
-                    for (i, plain) in &good {
-                        // `mine` is the reader's, who caches it.
-                        if *i != self.mine || *mine_too {
-                            sink(&extent[*i].0, plain.clone());
+                    good.extend(done_now);
+                    if ext.is_full() {
+                        if let Err(e) = write(&mut ext, next, false, &mut good, &mut bad) {
+                            store_error = Some(e);
+                            return Err("the local store refused a fetched chunk".into());
+                        }
+                        // The buffer keeps only the chunk not yet whole, and no chunk is
+                        // larger than the room left (locations are bounded): never reached.
+                        if ext.room() == 0 {
+                            return Err("a fetched chunk does not fit the buffer".into());
                         }
                     }
-                }
-                let locs: Vec<(ChunkId, ChunkLoc)> = good.iter().map(|(i, _)| extent[*i]).collect();
-                let put = self
-                    .store
-                    .put_fetched(&from.pack, at, &piece, &locs)
-                    .and_then(|()| self.store.forget_fetched(&bad));
-                if let Err(e) = put {
-                    store_error = Some(e);
-                    return Err("the local store refused a fetched chunk".into());
-                }
-                at += piece.len() as u64;
-                cached += good.len() as u64;
-                for (i, plain) in good {
-                    self.slots[i].complete(Done::Cached(plain));
                 }
                 if let Some(e) = why_stop {
                     return Err(e);
@@ -700,6 +712,12 @@ impl Stream {
                 }
                 Ok(())
             });
+        // What was received of the chunks taken, written to the last byte, and indexed.
+        if store_error.is_none() {
+            if let Err(e) = write(&mut ext, next, true, &mut good, &mut bad) {
+                store_error = Some(e);
+            }
+        }
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             s.pack_requests += 1;

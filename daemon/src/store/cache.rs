@@ -13,6 +13,7 @@ use arca_core::audit::Draft;
 use arca_core::{ChunkId, ModelName, ModelVersion};
 
 use super::kv::{Batch, Cf};
+use super::packs::FetchedExtent;
 use super::{RecordPut, Store, StoreError};
 use crate::fleet::pack::ChunkLoc;
 use arca_core::id::PackId;
@@ -231,8 +232,8 @@ impl Store {
 
     /// Stores bytes of `pack` fetched from the fleet's store: `bytes` as they lie at `at` in
     /// the pack go to this host's copy of it, and `chunks` (each authenticated by the caller,
-    /// lying wholly within bytes written by this or earlier calls) are indexed, so they are
-    /// here from now on. A chunk already here keeps its copy.
+    /// in pack order, lying wholly within bytes written by this or earlier calls) are indexed,
+    /// so they are here from now on. A chunk already here keeps its copy.
     pub fn put_fetched(
         &self,
         pack: &PackId,
@@ -240,18 +241,50 @@ impl Store {
         bytes: &[u8],
         chunks: &[(ChunkId, ChunkLoc)],
     ) -> Result<(), StoreError> {
+        let mut e = FetchedExtent::new(*pack, at);
+        let mut data = bytes;
+        loop {
+            let n = e.fill(data);
+            data = &data[n..];
+            if data.is_empty() {
+                break;
+            }
+            let end = e.end();
+            self.put_fetched_extent(&mut e, end, false, &[])?;
+        }
+        let end = e.end();
+        self.put_fetched_extent(&mut e, end, true, chunks)?;
+        Ok(())
+    }
+
+    /// Writes the bytes of a fetched extent before `upto` to this host's copy of its pack
+    /// (`LocalPacks::write_extent`; `all`: the part-block at the end too), then indexes the
+    /// leading `chunks` (authenticated by the caller, in pack order) whose bytes are all
+    /// written now. Returns how many of `chunks` that is; the caller gives the rest again
+    /// after a later write. Bytes and rows under one lock, so eviction never punches a chunk
+    /// between its write and its row.
+    pub fn put_fetched_extent(
+        &self,
+        e: &mut FetchedExtent,
+        upto: u64,
+        all: bool,
+        chunks: &[(ChunkId, ChunkLoc)],
+    ) -> Result<usize, StoreError> {
         let _g = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if !bytes.is_empty() {
-            self.packs
-                .write_at(pack, at, bytes)
-                .map_err(|e| self.packs_error(e))?;
+        self.packs
+            .write_extent(e, upto, all)
+            .map_err(|err| self.packs_error(err))?;
+        let written = e.written();
+        let n = chunks
+            .iter()
+            .take_while(|(_, l)| l.offset + l.len as u64 <= written)
+            .count();
+        if n == 0 {
+            return Ok(0);
         }
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let mut rows = Vec::with_capacity(chunks.len());
+        let mut rows = Vec::with_capacity(n);
         let mut added = 0u64;
-        for (id, loc) in chunks {
+        for (id, loc) in &chunks[..n] {
             match self.cache_row(id)? {
                 // A row a crash left behind in a store from before format 3 (no chunk behind
                 // it): this copy takes its place.
@@ -267,7 +300,7 @@ impl Store {
             .chunks
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         self.cache_count.bytes.fetch_add(added, Ordering::Relaxed);
-        Ok(())
+        Ok(n)
     }
 
     /// Deletes chunks with their index and GC rows, and takes them off the count. Returns the

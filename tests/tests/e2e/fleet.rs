@@ -987,9 +987,36 @@ fn bench_fleet() {
             .collect();
         (f.iter().sum::<f64>() - f[3] - f[4]) / 100.0
     };
+    // CPU-seconds of the store's processes (every `weed`: master, volume servers, filers and
+    // gateways), to tell what the store costs in each phase from what the hosts do.
+    let store_cpu = || -> f64 {
+        let mut sum = 0.0;
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if &stat[open + 1..close] != "weed" {
+                continue;
+            }
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            sum += (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
+        }
+        sum
+    };
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let drop_caches =
+        || std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop the page cache (root)");
     let cpu0: Vec<f64> = readers.iter().map(cpu_of).collect();
-    let busy0 = machine_busy();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop the page cache (root)");
+    drop_caches();
+    let (busy0, store0, window0) = (machine_busy(), store_cpu(), unix_now());
     let bytes = (big_mib << 20) as f64;
     let reads: Vec<(f64, std::path::PathBuf)> = std::thread::scope(|s| {
         let ts: Vec<_> = readers
@@ -1021,6 +1048,13 @@ fn bench_fleet() {
     });
     let cpu1: Vec<f64> = readers.iter().map(cpu_of).collect();
     let busy = machine_busy() - busy0;
+    let store_read = store_cpu() - store0;
+    // The window, in seconds since the epoch, for a profile taken across the whole run
+    // (`perf record -k CLOCK_REALTIME`, then `perf report --time START,END`).
+    println!(
+        "BENCH|cold_read_window|unix_start={window0:.3}|unix_end={:.3}",
+        unix_now()
+    );
     // The bytes each host served, checked now that every timed read is done (a second read
     // through its mount: from its plaintext cache or its local pack files).
     let reads: Vec<(f64, String)> = reads
@@ -1040,7 +1074,14 @@ fn bench_fleet() {
         }
         (t.elapsed().as_secs_f64(), n)
     };
+    // Each from a cold page cache, as the hosts' read was: the cold read just brought the
+    // store's volume files into it, and a plain download served from there was measured
+    // against a host's read served from disk.
+    drop_caches();
     let (one_s, pack_bytes) = download(g0);
+    drop_caches();
+    let (busy3_0, store3_0) = (machine_busy(), store_cpu());
+    let t3 = Instant::now();
     let three: Vec<(f64, usize)> = std::thread::scope(|s| {
         let ts: Vec<_> = [g1, g0, g1]
             .into_iter()
@@ -1048,6 +1089,11 @@ fn bench_fleet() {
             .collect();
         ts.into_iter().map(|t| t.join().unwrap()).collect()
     });
+    let (busy3, store3, secs3) = (
+        machine_busy() - busy3_0,
+        store_cpu() - store3_0,
+        t3.elapsed().as_secs_f64(),
+    );
     let plain1 = pack_bytes as f64 / one_s;
     let plain3 = three.iter().map(|(s, n)| *n as f64 / s).sum::<f64>() / 3.0;
     println!(
@@ -1087,6 +1133,25 @@ fn bench_fleet() {
         "BENCH|plain_download|MBps_alone={:.0}|MBps_each_of_3={:.0}",
         plain1 / 1e6,
         plain3 / 1e6
+    );
+    // Where the machine's two cores went, per GiB delivered to a reader (three readers in
+    // each phase): the store's processes, the hosts' arcad, and all of it. The hosts can be
+    // no faster than what the store leaves them of the cores.
+    let gib3 = 3.0 * bytes / (1u64 << 30) as f64;
+    let arcad: f64 = cpu1.iter().zip(&cpu0).map(|(a, b)| a - b).sum();
+    println!(
+        "BENCH|cpu_budget|phase=cold_read|store_cpu_s_per_GiB={:.2}|arcad_cpu_s_per_GiB={:.2}|machine_cpu_s_per_GiB={:.2}|cores_busy={:.2}",
+        store_read / gib3,
+        arcad / gib3,
+        busy / gib3,
+        busy / slowest
+    );
+    let gib_plain = three.iter().map(|(_, n)| *n as f64).sum::<f64>() / (1u64 << 30) as f64;
+    println!(
+        "BENCH|cpu_budget|phase=plain_download_3|store_cpu_s_per_GiB={:.2}|machine_cpu_s_per_GiB={:.2}|cores_busy={:.2}",
+        store3 / gib_plain,
+        busy3 / gib_plain,
+        busy3 / secs3
     );
 
     // 7. Dedup at the store: v2 of a file with four 5 MiB regions changed.
