@@ -337,8 +337,12 @@ mod tests {
     }
 
     /// Runs read-ahead for a sequential read of all 16 chunks of `source` and returns which
-    /// chunks it asked the source for, once the workers are done.
-    fn read_ahead(brings: usize, failing: Option<usize>) -> (Vec<usize>, Arc<ChunkCache>) {
+    /// chunks it asked the source for, once `expect` were asked for and no more came.
+    fn read_ahead(
+        brings: usize,
+        failing: Option<usize>,
+        expect: usize,
+    ) -> (Vec<usize>, Arc<ChunkCache>) {
         let cache = Arc::new(ChunkCache::new(64 << 20));
         let ids: Vec<(ChunkId, u32)> = (0..16u8).map(|i| (ChunkId([i; 32]), 1000)).collect();
         let source = Arc::new(Remote {
@@ -353,16 +357,15 @@ mod tests {
         stream.observe(0, 4096);
         stream.observe(4096, 8192);
         p.at_sequential_read(&stream, &ids, 0, 0);
+        // Until as many reads as expected were asked for (the workers may be slow to start on
+        // a loaded machine), then a moment more for any that should not come.
         let asked = |s: &Remote| s.asked.lock().unwrap().clone();
-        let mut last = (asked(&source), std::time::Instant::now());
-        while last.1.elapsed() < std::time::Duration::from_millis(300) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            let now = asked(&source);
-            if now != last.0 {
-                last = (now, std::time::Instant::now());
-            }
+        let t = std::time::Instant::now();
+        while asked(&source).len() < expect && t.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let mut got = last.0;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut got = asked(&source);
         got.sort_unstable();
         (got, cache)
     }
@@ -371,12 +374,12 @@ mod tests {
     fn a_sequential_readers_remote_chunks_are_read_in_runs_that_skip_what_a_fetch_brought() {
         // Two runs of eight; each read brings the next three: chunks 0, 4, 8 and 12 are read,
         // the rest found cached.
-        let (asked, cache) = read_ahead(3, None);
+        let (asked, cache) = read_ahead(3, None, 4);
         assert_eq!(asked, vec![0, 4, 8, 12]);
         assert!((0..16u8).all(|i| cache.contains(&ChunkId([i; 32]))));
         // A read that fails ends its run: nothing more of it is asked for (the reader reads
         // those chunks itself); the other run goes on.
-        let (asked, _) = read_ahead(0, Some(1));
+        let (asked, _) = read_ahead(0, Some(1), 10);
         assert_eq!(asked, vec![0, 1, 8, 9, 10, 11, 12, 13, 14, 15]);
     }
 

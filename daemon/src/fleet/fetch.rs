@@ -637,6 +637,10 @@ impl Stream {
             let upto = extent.get(next).map_or(end, |(_, l)| l.offset);
             let locs: Vec<(ChunkId, ChunkLoc)> = good.iter().map(|(i, _)| extent[*i]).collect();
             let n = self.store.put_fetched_extent(ext, upto, all, &locs)?;
+            cached += n as u64;
+            for (i, plain) in good.drain(..n) {
+                self.slots[i].complete(Done::Cached(plain));
+            }
             let written = ext.written();
             let gone = bad
                 .iter()
@@ -644,10 +648,6 @@ impl Stream {
                 .count();
             self.store.forget_fetched(&bad[..gone])?;
             bad.drain(..gone);
-            cached += n as u64;
-            for (i, plain) in good.drain(..n) {
-                self.slots[i].complete(Done::Cached(plain));
-            }
             Ok(())
         };
         let got = self
@@ -690,9 +690,16 @@ impl Stream {
                             }
                         }
                     }
+                    // A chunk someone waits for (the reader who started the fetch, or one
+                    // who came for it since) is written and indexed at once, part-block and
+                    // all, rather than with the next write's worth: on a slow link that could
+                    // take longer than the reader may wait.
+                    let waited = done_now.iter().any(|(i, _)| {
+                        *i == self.mine || self.slots[*i].waiters.load(Ordering::Acquire) > 0
+                    });
                     good.extend(done_now);
-                    if ext.is_full() {
-                        if let Err(e) = write(&mut ext, next, false, &mut good, &mut bad) {
+                    if waited || ext.is_full() {
+                        if let Err(e) = write(&mut ext, next, waited, &mut good, &mut bad) {
                             store_error = Some(e);
                             return Err("the local store refused a fetched chunk".into());
                         }

@@ -265,19 +265,24 @@ impl LocalPacks {
             if whole_to > at {
                 let mut done = false;
                 if self.direct_ok.load(Ordering::Relaxed) {
-                    if e.direct.is_none() {
-                        e.direct = Some(Arc::new(self.open_file(&e.pack, true, libc::O_DIRECT)?));
-                    }
-                    let f = e.direct.as_ref().map(Arc::clone);
-                    match f.map(|f| f.write_all_at(e.slice(at, whole_to), at)) {
-                        Some(Ok(())) => done = true,
-                        Some(Err(err)) if err.raw_os_error() == Some(libc::EINVAL) => {
+                    // A file system without `O_DIRECT` refuses it at the open (tmpfs before
+                    // Linux 6.6, 9p) or at the first write: either way, through the page cache
+                    // from then on.
+                    let f = match &e.direct {
+                        Some(f) => Ok(f.clone()),
+                        None => self
+                            .open_file(&e.pack, true, libc::O_DIRECT)
+                            .map(Arc::new)
+                            .inspect(|f| e.direct = Some(f.clone())),
+                    };
+                    match f.and_then(|f| f.write_all_at(e.slice(at, whole_to), at)) {
+                        Ok(()) => done = true,
+                        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
                             tracing::info!(dir = %self.dir.display(), "pack files: no O_DIRECT on this file system; writing through the page cache");
                             self.direct_ok.store(false, Ordering::Relaxed);
                             e.direct = None;
                         }
-                        Some(Err(err)) => return Err(err),
-                        None => {}
+                        Err(err) => return Err(err),
                     }
                 }
                 if !done {
@@ -482,28 +487,42 @@ mod tests {
         assert_eq!(p.read(&id, 0, 1).unwrap(), None);
     }
 
-    /// Streams `bytes[from..to]` of a pack into `p` as a fetch does, in pieces of `piece`
-    /// bytes, writing whenever a write's worth is buffered; `stop`: the last byte written.
+    /// Streams `bytes[from..stop]` of a pack into `p` as a fetch does, in pieces of `piece`
+    /// bytes, as "chunks" of 33,333 bytes: each is read whole from the buffer once received
+    /// (where a fetch authenticates it), and a write's worth is written up to the last whole
+    /// chunk, as a fetch writes up to the first chunk it has not taken yet.
     fn stream_extent(p: &LocalPacks, id: PackId, bytes: &[u8], from: u64, stop: u64, piece: usize) {
+        const CHUNK: u64 = 33_333;
         let mut e = FetchedExtent::new(id, from);
+        assert!(
+            from == 0 || e.bytes(from - 1, from).is_none(),
+            "no byte before the extent's first is the extent's"
+        );
+        // The first chunk not yet read whole.
+        let mut next = from;
         for part in bytes[from as usize..stop as usize].chunks(piece) {
             let mut data = part;
             while !data.is_empty() {
                 let n = e.fill(data);
                 data = &data[n..];
-                // The bytes just received are readable from the buffer, where chunks are
-                // authenticated.
-                assert_eq!(
-                    e.bytes(e.end() - n as u64, e.end()).unwrap(),
-                    &bytes[(e.end() - n as u64) as usize..e.end() as usize]
-                );
+                while next < stop && next + CHUNK.min(stop - next) <= e.end() {
+                    let end = next + CHUNK.min(stop - next);
+                    assert_eq!(
+                        e.bytes(next, end).expect("a whole chunk is still buffered"),
+                        &bytes[next as usize..end as usize]
+                    );
+                    next = end;
+                }
                 if e.is_full() {
-                    let upto = e.end();
-                    p.write_extent(&mut e, upto, false).unwrap();
+                    p.write_extent(&mut e, next, false).unwrap();
                     assert_eq!(
                         e.written() % ALIGN as u64,
                         0,
                         "whole blocks while streaming"
+                    );
+                    assert!(
+                        e.written() <= next,
+                        "nothing past the chunks taken is written"
                     );
                     assert!(e.room() > 0);
                 }
@@ -547,6 +566,19 @@ mod tests {
         assert_eq!(
             p.read(&id2, 4_000, 296_000).unwrap().unwrap(),
             &pack[4_000..300_000]
+        );
+        assert!(
+            p.direct_ok.load(std::sync::atomic::Ordering::Relaxed),
+            "written with O_DIRECT"
+        );
+        // Where the file system refuses O_DIRECT, the same bytes go through the page cache.
+        p.direct_ok
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let id3 = PackId([11; 32]);
+        stream_extent(&p, id3, &pack, 5_555, 2_000_000, 100_000);
+        assert_eq!(
+            p.read(&id3, 5_555, 2_000_000 - 5_555).unwrap().unwrap(),
+            &pack[5_555..2_000_000]
         );
     }
 
