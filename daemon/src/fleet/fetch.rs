@@ -661,14 +661,14 @@ impl Stream {
                 while !data.is_empty() && why_stop.is_none() {
                     let n = ext.fill(data);
                     data = &data[n..];
-                    // The chunks now whole in the buffer.
-                    let mut done_now: Vec<(usize, Plain)> = Vec::new();
+                    // The chunks now whole in the buffer join `good` from here on.
+                    let first_new = good.len();
                     while let Some(&(_, l)) = extent.get(next) {
                         let Some(env) = ext.bytes(l.offset, l.offset + l.len as u64) else {
                             break;
                         };
                         match take(next, env, &mut failed) {
-                            Ok(Some(p)) => done_now.push((next, p)),
+                            Ok(Some(p)) => good.push((next, p)),
                             Ok(None) => bad.push(extent[next]),
                             Err(e) => {
                                 stopped = e.as_str() == TAKEN_OVER;
@@ -683,7 +683,7 @@ impl Stream {
                     // it back from the local copy and decrypts it again (profiled: a good part
                     // of the RocksDB reads and decryption on a cold read, before this order).
                     if let Some((sink, mine_too)) = &self.sink {
-                        for (i, plain) in &done_now {
+                        for (i, plain) in &good[first_new..] {
                             // `mine` is the reader's, who caches it.
                             if *i != self.mine || *mine_too {
                                 sink(&extent[*i].0, plain.clone());
@@ -694,10 +694,9 @@ impl Stream {
                     // who came for it since) is written and indexed at once, part-block and
                     // all, rather than with the next write's worth: on a slow link that could
                     // take longer than the reader may wait.
-                    let waited = done_now.iter().any(|(i, _)| {
+                    let waited = good[first_new..].iter().any(|(i, _)| {
                         *i == self.mine || self.slots[*i].waiters.load(Ordering::Acquire) > 0
                     });
-                    good.extend(done_now);
                     if waited || ext.is_full() {
                         if let Err(e) = write(&mut ext, next, waited, &mut good, &mut bad) {
                             store_error = Some(e);

@@ -230,10 +230,10 @@ impl Store {
         Ok(true)
     }
 
-    /// Stores bytes of `pack` fetched from the fleet's store: `bytes` as they lie at `at` in
-    /// the pack go to this host's copy of it, and `chunks` (each authenticated by the caller,
-    /// in pack order, lying wholly within bytes written by this or earlier calls) are indexed,
-    /// so they are here from now on. A chunk already here keeps its copy.
+    /// `put_fetched_extent` for tests, in one call: `bytes` as they lie at `at` in `pack` go to
+    /// this host's copy of it, and `chunks` (in pack order, lying wholly within bytes written
+    /// by this or earlier calls) are indexed.
+    #[cfg(test)]
     pub fn put_fetched(
         &self,
         pack: &PackId,

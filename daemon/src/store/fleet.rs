@@ -10,7 +10,7 @@
 //!   (their events enter this host's trail with `fleet_seq` and `fleet_host` details; their
 //!   records are bound to those events as local ones are).
 //! - Where each fleet chunk sits (pack, offset, length) is kept in the `locs` column family;
-//!   a chunk fetched from a pack is authenticated by the caller before `put_fetched` indexes it.
+//!   a chunk fetched from a pack is authenticated by the caller before `put_fetched_extent` indexes it.
 //!
 //! Events without records (reads, refusals) stay in this host's own trail, which the fleet
 //! module ships to the store in segments (`fleet/audit.rs`), signed with the same host key.

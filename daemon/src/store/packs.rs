@@ -113,8 +113,7 @@ impl FetchedExtent {
         if from < self.base.max(self.start) || to > self.end() || from > to {
             return None;
         }
-        let a = self.off + (from - self.base) as usize;
-        Some(&self.buf[a..a + (to - from) as usize])
+        Some(self.slice(from, to))
     }
 
     fn slice(&self, from: u64, to: u64) -> &[u8] {
@@ -214,30 +213,48 @@ impl LocalPacks {
     /// cache (`O_DIRECT`) where the file system allows: `offset`, the length and the buffer's
     /// address must be multiples of 4096 (`append.rs` writes so). Not durable until `sync`.
     pub fn append_at(&self, pack: &PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering;
-        if self.direct_ok.load(Ordering::Relaxed) {
-            let f = {
-                let mut d = self.direct.lock().unwrap_or_else(|p| p.into_inner());
-                match &*d {
-                    Some((p, f)) if p == pack => Ok(f.clone()),
-                    _ => self.open_file(pack, true, libc::O_DIRECT).map(|f| {
-                        let f = Arc::new(f);
-                        *d = Some((*pack, f.clone()));
-                        f
-                    }),
-                }
-            };
-            match f.and_then(|f| f.write_all_at(bytes, offset)) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::info!(dir = %self.dir.display(), "pack files: no O_DIRECT on this file system; writing through the page cache");
-                    self.direct_ok.store(false, Ordering::Relaxed);
-                    *self.direct.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                }
-                Err(e) => return Err(e),
+        let file = || {
+            let mut d = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+            match &*d {
+                Some((p, f)) if p == pack => Ok(f.clone()),
+                _ => self.open_file(pack, true, libc::O_DIRECT).map(|f| {
+                    let f = Arc::new(f);
+                    *d = Some((*pack, f.clone()));
+                    f
+                }),
             }
+        };
+        if !self.write_direct(file, offset, bytes)? {
+            *self.direct.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.write_at(pack, offset, bytes)?;
         }
-        self.write_at(pack, offset, bytes)
+        Ok(())
+    }
+
+    /// Writes aligned `bytes` at `offset` through `file`, a file opened with `O_DIRECT` (by
+    /// `file` itself, on first use). False: not written, because `O_DIRECT` is off here. A file
+    /// system without it refuses it at the open (tmpfs before Linux 6.6, 9p) or at the first
+    /// write; either way it is then off for every pack file, which are written through the page
+    /// cache from then on.
+    fn write_direct(
+        &self,
+        file: impl FnOnce() -> std::io::Result<Arc<File>>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> std::io::Result<bool> {
+        use std::sync::atomic::Ordering;
+        if !self.direct_ok.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match file().and_then(|f| f.write_all_at(bytes, offset)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(dir = %self.dir.display(), "pack files: no O_DIRECT on this file system; writing through the page cache");
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the bytes of `e` before `upto` that are not written yet: whole blocks only, unless
@@ -247,7 +264,6 @@ impl LocalPacks {
     /// buffer what no longer needs to be there. The caller passes an `upto` at a chunk's
     /// boundary, so what is written is only ever the extent's own chunks.
     pub fn write_extent(&self, e: &mut FetchedExtent, upto: u64, all: bool) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering;
         let upto = upto.min(e.end());
         let target = if all {
             upto
@@ -263,30 +279,18 @@ impl LocalPacks {
             }
             let whole_to = target & !(ALIGN as u64 - 1);
             if whole_to > at {
-                let mut done = false;
-                if self.direct_ok.load(Ordering::Relaxed) {
-                    // A file system without `O_DIRECT` refuses it at the open (tmpfs before
-                    // Linux 6.6, 9p) or at the first write: either way, through the page cache
-                    // from then on.
-                    let f = match &e.direct {
-                        Some(f) => Ok(f.clone()),
-                        None => self
-                            .open_file(&e.pack, true, libc::O_DIRECT)
-                            .map(Arc::new)
-                            .inspect(|f| e.direct = Some(f.clone())),
-                    };
-                    match f.and_then(|f| f.write_all_at(e.slice(at, whole_to), at)) {
-                        Ok(()) => done = true,
-                        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-                            tracing::info!(dir = %self.dir.display(), "pack files: no O_DIRECT on this file system; writing through the page cache");
-                            self.direct_ok.store(false, Ordering::Relaxed);
-                            e.direct = None;
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-                if !done {
-                    self.write_at(&e.pack, at, e.slice(at, whole_to))?;
+                let (pack, direct) = (e.pack, &mut e.direct);
+                let file = || match direct {
+                    Some(f) => Ok(f.clone()),
+                    None => self
+                        .open_file(&pack, true, libc::O_DIRECT)
+                        .map(Arc::new)
+                        .inspect(|f| *direct = Some(f.clone())),
+                };
+                let a = e.off + (at - e.base) as usize;
+                let bytes = &e.buf[a..a + (whole_to - at) as usize];
+                if !self.write_direct(file, at, bytes)? {
+                    self.write_at(&pack, at, bytes)?;
                 }
                 at = whole_to;
             }
@@ -595,6 +599,13 @@ mod tests {
         for id in [hard, soft] {
             assert!(p.punch(&id, 0, 4096).is_err(), "punched through a link");
             assert!(p.write_at(&id, 0, &[0]).is_err(), "written through a link");
+            // A fetched extent's whole blocks (O_DIRECT, where the file system has it).
+            let mut e = FetchedExtent::new(id, 0);
+            e.fill(&[0u8; 8192]);
+            assert!(
+                p.write_extent(&mut e, 8192, false).is_err(),
+                "an extent written through a link"
+            );
         }
         assert_eq!(
             std::fs::read(&victim).unwrap(),
