@@ -393,17 +393,31 @@ impl TestEnv {
         p
     }
 
-    /// A fresh signing key for `u` (made by `u`), trusted by root. Trust alone grants nothing.
+    /// A signing key for `u` (made by `u`), trusted by root on this daemon. Trust alone grants
+    /// nothing.
+    ///
+    /// The key file lives in `u`'s home, which every test using `u` shares, and tests run in
+    /// parallel: making a fresh key per call replaced the file under another test that had
+    /// trusted the old key on its own daemon and still had pushes to sign (its next push was
+    /// refused as signed by an untrusted key). So the key is made once per test run, on first
+    /// use, and every later call trusts that same key.
     pub fn trusted_key_for(&self, u: &User) -> PathBuf {
+        static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
         let key = u.home.join(".config/arca/signing.key");
-        let _ = std::fs::remove_file(&key);
-        let _ = std::fs::remove_file(key.with_extension("pub"));
-        let out = self.arca_as(u, &["key", "gen"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        {
+            let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+            if !made.contains(&u.name) {
+                let _ = std::fs::remove_file(&key);
+                let _ = std::fs::remove_file(key.with_extension("pub"));
+                let out = self.arca_as(u, &["key", "gen"]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                made.push(u.name.clone());
+            }
+        }
         self.ok(&[
             "key",
             "trust",

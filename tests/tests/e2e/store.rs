@@ -539,7 +539,8 @@ fn a_killed_push_leaves_no_version() {
 fn a_non_root_push_records_that_user() {
     let env = TestEnv::new();
     env.root_key();
-    let u = user("arca-e2e-pub");
+    // A user of its own: this test replaces the user's key file (`trusted_key_for` reuses one).
+    let u = user("arca-e2e-pub-fresh");
     // The user's files, readable by them.
     let d = env.path().join("userdir");
     std::fs::create_dir_all(&d).unwrap();
