@@ -776,6 +776,20 @@ mod store_tests {
         assert_eq!(read(&s, &lost[5].0).unwrap().unwrap(), lost[5].1);
     }
 
+    /// Damages one byte of a file: inverts it. (Writing a fixed byte, as these tests did,
+    /// changed nothing when the byte there was that one already: 1 run in 256 failed.)
+    fn flip_byte(path: &std::path::Path, at: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[!b[0]], at).unwrap();
+    }
+
     #[test]
     fn a_damaged_copy_is_refused_and_dropped_and_a_push_puts_it_back() {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -787,8 +801,7 @@ mod store_tests {
         s.flush_chunks().unwrap();
         let l = loc(&s, &cs[1].0);
         let path = dir.path().join("state/packs").join(hex::encode(l.pack.0));
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&f, b"X", l.offset + 100).unwrap();
+        flip_byte(&path, l.offset + 100);
         assert!(matches!(read(&s, &cs[1].0), Some(Err(_))), "refused");
         assert!(!s.has_chunk(&cs[1].0).unwrap(), "dropped");
         assert_eq!(
@@ -902,8 +915,7 @@ mod store_tests {
         // One of them damaged in its pack file, and one not here at all.
         let l = loc(&s, &cs[5].0);
         let path = dir.path().join("state/packs").join(hex::encode(l.pack.0));
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&f, b"X", l.offset + 200).unwrap();
+        flip_byte(&path, l.offset + 200);
         let mut ids: Vec<ChunkId> = cs.iter().map(|(id, _)| *id).collect();
         ids.insert(8, ChunkId([0xee; 32]));
         let mut got: Vec<Option<_>> = ids.iter().map(|_| None).collect();
