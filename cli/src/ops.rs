@@ -265,6 +265,17 @@ pub async fn fleet_status(client: &Client, json: bool) -> Result<i32> {
             bytes(c.disk_bytes),
             bytes(c.garbage_bytes),
         );
+        if let Some(s) = &c.serve {
+            let names: Vec<&str> = s.iter().map(|m| m.as_str()).collect();
+            println!(
+                "serves    keeps production and staging of: {}",
+                if names.is_empty() {
+                    "no model".to_string()
+                } else {
+                    Term(&names.join(", ")).to_string()
+                }
+            );
+        }
         if let Some(w) = c.warm_before_switch_secs {
             println!(
                 "warm-up   before switching, up to {w}s: {} warm-ups, {} incomplete, the last took {} ms",

@@ -987,6 +987,9 @@ pub struct FleetCacheStatus {
     pub garbage_bytes: u64,
     /// `warm_before_switch_secs`, when set.
     pub warm_before_switch_secs: Option<u64>,
+    /// `serve`, when set: the models whose production and staging this host keeps (and
+    /// warms), among those its environment serves.
+    pub serve: Option<Vec<ModelName>>,
     /// Warm-ups before a switch since start, those that ran out of time, and the last one's
     /// duration.
     pub warmups: u64,

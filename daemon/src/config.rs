@@ -74,6 +74,11 @@ pub struct FleetFile {
     /// Seconds between shipments of this host's new audit events (reads, refusals, integrity
     /// failures) to the store (default 30; 1 to 3600). It also ships at clean shutdown.
     pub audit_ship_secs: Option<u64>,
+    /// The models whose production and newest staging version this host keeps cached whatever
+    /// the limit (and warms, with `warm_before_switch_secs`), among those its `environment`
+    /// serves. Default: not set (every model the environment serves). Other models are still
+    /// read, fetched on demand and cached like any other version.
+    pub serve: Option<Vec<String>>,
     /// Every host's name and entry-signing key (`arcad --host-key` prints a host's).
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, String>,
@@ -276,6 +281,19 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
             ))
         }
     };
+    let serve = match f.serve {
+        None => None,
+        Some(names) => {
+            let mut set = std::collections::BTreeSet::new();
+            for n in names {
+                let m: arca_core::ModelName = n
+                    .parse()
+                    .map_err(|e| format!("serve: {n:?} is not a model name: {e}"))?;
+                set.insert(m);
+            }
+            Some(set)
+        }
+    };
     let grace_hours = f.gc_grace_hours.unwrap_or(24.0);
     if !grace_hours.is_finite() || !(0.0..=24.0 * 365.0).contains(&grace_hours) {
         return Err(format!(
@@ -334,6 +352,7 @@ fn fleet_config(f: FleetFile) -> Result<crate::fleet::FleetConfig, String> {
         cache: crate::fleet::cache::CacheConfig {
             limit,
             warm_before_switch: warm,
+            serve,
         },
         gc_grace: std::time::Duration::from_secs_f64(grace_hours * 3600.0),
         repack_dead_percent: repack,
@@ -379,6 +398,19 @@ mod tests {
         let f = fleet("").unwrap();
         assert_eq!(f.cache.limit, None, "the default is resolved at start");
         assert_eq!(f.cache.warm_before_switch, None);
+        let m = |s: &str| s.parse::<arca_core::ModelName>().unwrap();
+        assert!(f.cache.serve.is_none() && f.cache.keeps(&m("any")));
+        let s = fleet("serve = [\"resnet\", \"bert\"]\n").unwrap();
+        assert!(s.cache.keeps(&m("resnet")) && s.cache.keeps(&m("bert")));
+        assert!(
+            !s.cache.keeps(&m("gpt")),
+            "a serve list narrows what is kept"
+        );
+        let none = fleet("serve = []\n").unwrap();
+        assert!(
+            !none.cache.keeps(&m("resnet")),
+            "an empty list keeps no model"
+        );
         assert_eq!(f.audit_ship, std::time::Duration::from_secs(30));
         use crate::remote::lock::{LockMode, Retention};
         assert_eq!(
@@ -411,6 +443,7 @@ mod tests {
             "object_lock_days = 0",
             "object_lock = \"forever\"",
             "audit_ship_secs = 3601",
+            "serve = [\"../x\"]",
         ] {
             let e = fleet(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");

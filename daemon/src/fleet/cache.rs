@@ -41,6 +41,17 @@ pub struct CacheConfig {
     /// `warm_before_switch_secs`: fetch a version before making it production or staging, for
     /// at most this long. `None`: switch at once.
     pub warm_before_switch: Option<Duration>,
+    /// `serve`: the models whose production and staging this host keeps and warms, among
+    /// those its environment serves. `None`: all of those.
+    pub serve: Option<std::collections::BTreeSet<arca_core::ModelName>>,
+}
+
+impl CacheConfig {
+    /// Whether this host keeps (and warms) `model`'s production and staging, given that its
+    /// environment serves it: a `serve` list narrows that, never widens it.
+    pub fn keeps(&self, model: &arca_core::ModelName) -> bool {
+        self.serve.as_ref().is_none_or(|s| s.contains(model))
+    }
 }
 
 /// Figures for `status` and `/metrics`.

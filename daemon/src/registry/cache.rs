@@ -59,6 +59,12 @@ impl Registry {
         }
     }
 
+    /// Whether this host keeps `model`'s production and staging cached (and warms them): its
+    /// environment serves the model, and its `serve` list, if set, names it.
+    pub(super) fn keeps_model(&self, model: &ModelName) -> bool {
+        self.serves(model) && self.cache_fleet().is_none_or(|f| f.cache.cfg.keeps(model))
+    }
+
     /// The versions this host keeps cached (`kept_versions`), and its pins (if the pins record
     /// opens; why not, otherwise).
     fn kept(
@@ -68,7 +74,7 @@ impl Registry {
         Vec<Arc<VersionRecord>>,
         Option<String>,
     ) {
-        let kept = kept_versions(self.records(), |m| self.serves(m));
+        let kept = kept_versions(self.records(), |m| self.keeps_model(m));
         let (pins, err) = match self.store.cache_pins() {
             Ok(p) => (p, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
@@ -326,6 +332,12 @@ impl Registry {
             disk_bytes: st.disk_bytes,
             garbage_bytes: st.garbage_bytes,
             warm_before_switch_secs: f.cache.cfg.warm_before_switch.map(|d| d.as_secs()),
+            serve: f
+                .cache
+                .cfg
+                .serve
+                .as_ref()
+                .map(|s| s.iter().cloned().collect()),
             warmups: st.warmups,
             warmups_incomplete: st.warmups_incomplete,
             last_warm_ms: st.last_warm_ms,
@@ -416,8 +428,8 @@ impl Registry {
 }
 
 /// The versions a host keeps cached whatever the limit, among `records`: of each model it
-/// serves (`serves`: its `--environment`), the production version and the newest staging one
-/// (the one moved to staging last). Older staging versions are cached like any other: a user
+/// serves (`serves`: its `--environment` and `serve` list), the production version and the
+/// newest staging one (the one moved to staging last). Older staging versions are cached like any other: a user
 /// who may move a model's versions to staging must not be able to make every host keep as
 /// many of them as they like, nor a host keep models it does not serve.
 fn kept_versions(

@@ -96,7 +96,7 @@ impl Registry {
     fn catch_up_locked(&self, f: &Fleet) -> std::result::Result<usize, FleetError> {
         let mut total = 0;
         loop {
-            let caught = f.catch_up(&self.store, &|rec| self.serves(&rec.metadata.name));
+            let caught = f.catch_up(&self.store, &|rec| self.keeps_model(&rec.metadata.name));
             // A halt (a fork, a gap, an entry that does not check) is an integrity failure of
             // the fleet's log: once in this host's trail, naming the entry and what is wrong.
             if let Some(why) = f.take_unaudited_halt() {

@@ -409,3 +409,88 @@ fn fleet_cache_keeps_chunks_whose_pack_is_gone_from_the_store() {
         "A's log names the missing pack:\n{log}"
     );
 }
+
+/// `serve = [...]`: a host keeps production and staging of the models it lists only. Another
+/// model's production is still served (read through the mount, verified, byte-identical) but
+/// cached like any version: evicted when the cache is full, while the listed one stays.
+#[test]
+fn fleet_serve_list_narrows_what_a_host_keeps() {
+    // 10 MiB: less than the two 6 MiB models together.
+    let (_c, hosts, u) = two_hosts(20_200, "cache_gib = 0.01\nserve = [\"sk\"]\n", "sk");
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.ok(&["role", "assign", &u.name, "developer", "--model", "so"]);
+    let size = 6 << 20;
+    let kept_dir = model_dir(a, &u, "sk0", size, 15_000);
+    push_as(a, &u, &kept_dir, "sk", "1.0.0");
+    let other_dir = model_dir(a, &u, "so0", size, 15_001);
+    push_as(a, &u, &other_dir, "so", "1.0.0");
+    a.root_key();
+    for m in ["sk", "so"] {
+        a.ok(&["promote", m, "1.0.0", "--to", "staging"]);
+        a.ok(&["approve", m, "1.0.0", "--ticket", "T-1"]);
+        a.ok(&[
+            "promote",
+            m,
+            "1.0.0",
+            "--to",
+            "production",
+            "--ticket",
+            "T-1",
+        ]);
+    }
+    within(10, "B applies both promotions", || {
+        ["sk", "so"].iter().all(|m| {
+            std::fs::read_link(b.mnt().join(format!("{m}/production")))
+                .map(|t| t == Path::new("1.0.0"))
+                .unwrap_or(false)
+        })
+    });
+    assert_eq!(cache(b)["serve"], serde_json::json!(["sk"]));
+    let status = String::from_utf8_lossy(&b.arca(&["fleet", "status"]).stdout).into_owned();
+    assert!(
+        status.contains("keeps production and staging of: sk"),
+        "{status}"
+    );
+    // B serves both models' production: the listed one first, then the other, which takes
+    // the cache over its limit.
+    for (m, d) in [("sk", &kept_dir), ("so", &other_dir)] {
+        assert_eq!(
+            big_sha(&b.mnt().join(format!("{m}/production"))),
+            big_sha(d),
+            "{m} through B's mount"
+        );
+    }
+    let limit: u64 = (0.01 * (1u64 << 30) as f64) as u64;
+    // A pass runs after a fetch that took the cache over its limit, and every 30 s. The one
+    // after the fetch finds so's file still open (being read: its chunks are not evicted), so
+    // it is the next one, about 30 s on, that evicts.
+    let t = Instant::now();
+    let cs = loop {
+        let cs = cache(b);
+        if u64_of(&cs, "cached_bytes") <= limit && u64_of(&cs, "evicted_bytes") > 0 {
+            break cs;
+        }
+        assert!(
+            t.elapsed().as_secs() < 75,
+            "B's cache not back under its limit by eviction: {cs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    println!(
+        "fleet serve: B's cache after reading both, {:?} later: {cs}",
+        t.elapsed()
+    );
+    // Kept: sk's production (6 MiB and the seals), not so's, which was evicted instead, though
+    // it was read last.
+    let kept = u64_of(&cs, "kept_bytes");
+    assert!(
+        kept >= size as u64 && kept < size as u64 + (2 << 20),
+        "{cs}"
+    );
+    assert!(!cs["over_limit"].as_bool().unwrap(), "{cs}");
+    assert_eq!(
+        big_sha(&b.mnt().join("so/production")),
+        big_sha(&other_dir),
+        "so still reads byte-identical after its eviction"
+    );
+}
