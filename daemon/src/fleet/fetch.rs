@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use arca_core::id::ChunkId;
+use arca_core::id::{ChunkId, PackId};
 
 use super::cache::Cache;
 use super::pack::ChunkLoc;
@@ -156,7 +156,8 @@ struct Slot {
     /// at most one chunk of plaintext per waiting reader, not a whole extent's.
     waiters: AtomicUsize,
     flight: Arc<Flight>,
-    /// The chunk's offset in its pack.
+    /// The chunk's pack (for what a failure names), and its offset there.
+    pack: PackId,
     at: u64,
 }
 
@@ -240,6 +241,24 @@ impl Fleet {
             )))
         };
         loop {
+            // A chunk a stream is bringing now (most of a sequential reader's are): wait for
+            // it before any lookup. Profiled on a cold fleet read, the two below (RocksDB,
+            // and the location row's AEAD open) were a fifth of the reads' RocksDB time.
+            // A slot already done, or one waited on in vain, goes the long way: the chunk is
+            // indexed by then, or the slot is gone.
+            if let Some(slot) = self.waitable(id, warm, deadline) {
+                if let Some(r) = await_slot(&slot, id, deadline) {
+                    // A chunk that came here another way meanwhile (a push on this host) is
+                    // read here, whatever became of the stream, as the long way would.
+                    if r.is_err() && store.has_chunk(id)? {
+                        return Ok(Fetched::Cached);
+                    }
+                    return r;
+                }
+                if Instant::now() >= deadline {
+                    return Err(late());
+                }
+            }
             if store.has_chunk(id)? {
                 return Ok(Fetched::Cached);
             }
@@ -273,7 +292,7 @@ impl Fleet {
             if let Some(slot) = inflight.get(id).cloned() {
                 if !slot.flight.too_slow_for(slot.at, deadline) || slot.is_done() {
                     drop(inflight);
-                    match await_slot(&slot, id, &loc, deadline) {
+                    match await_slot(&slot, id, deadline) {
                         Some(r) => return r,
                         None if Instant::now() >= deadline => return Err(late()),
                         None => continue,
@@ -332,6 +351,7 @@ impl Fleet {
                         cv: Condvar::new(),
                         waiters: AtomicUsize::new(0),
                         flight: flight.clone(),
+                        pack: l.pack,
                         at: l.offset,
                     });
                     inflight.insert(*c, s.clone());
@@ -392,7 +412,7 @@ impl Fleet {
                     s.run();
                 }
             }
-            match await_slot(&my_slot, id, &loc, deadline) {
+            match await_slot(&my_slot, id, deadline) {
                 Some(r) => return r,
                 None if Instant::now() >= deadline => return Err(late()),
                 None => continue,
@@ -402,6 +422,23 @@ impl Fleet {
 
     fn release_place(&self, counted: bool) {
         release_place(&self.fetches, counted);
+    }
+
+    /// The slot of `id` if a stream is bringing it and a reader with `deadline` should wait
+    /// for it: not done yet, its stream not too slow to bring it in time, the deadline not
+    /// passed, and (but for a warm-up) the chunk not late for another reader a moment ago.
+    fn waitable(&self, id: &ChunkId, warm: bool, deadline: Instant) -> Option<Arc<Slot>> {
+        if Instant::now() >= deadline || (!warm && self.fetches.is_late(id)) {
+            return None;
+        }
+        let slot = self
+            .fetches
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        (!slot.is_done() && !slot.flight.too_slow_for(slot.at, deadline)).then_some(slot)
     }
 }
 
@@ -415,18 +452,13 @@ fn release_place(fetches: &Fetches, counted: bool) {
 
 /// Waits for `slot` until `deadline`. `None`: look again (the chunk is cached, its stream
 /// stopped before it, or the deadline passed: the caller tells which).
-fn await_slot(
-    slot: &Slot,
-    id: &ChunkId,
-    loc: &ChunkLoc,
-    deadline: Instant,
-) -> Option<Result<Fetched, FleetError>> {
+fn await_slot(slot: &Slot, id: &ChunkId, deadline: Instant) -> Option<Result<Fetched, FleetError>> {
     match slot.wait_until(deadline)? {
         Done::Cached(p) if !p.is_empty() => Some(Ok(Fetched::Plain(p))),
         Done::Cached(_) | Done::Moved => None,
         Done::Failed => Some(Err(FleetError::Integrity {
             chunk: *id,
-            pack: loc.pack,
+            pack: slot.pack,
             why: "failed authentication".into(),
         })),
         Done::Error(Failure::PackGone(key)) => {
@@ -434,7 +466,7 @@ fn await_slot(
         }
         Done::Error(Failure::PackBad(why)) => Some(Err(FleetError::Integrity {
             chunk: *id,
-            pack: loc.pack,
+            pack: slot.pack,
             why,
         })),
         Done::Error(Failure::Unreachable(m)) => {
