@@ -987,6 +987,15 @@ fn bench_fleet() {
             .collect();
         (f.iter().sum::<f64>() - f[3] - f[4]) / 100.0
     };
+    // Context switches on the whole machine (`ctxt` in /proc/stat): each hand-off from one
+    // thread to another that waits costs one, and they are a cost a plain download barely has.
+    let switches = || -> f64 {
+        let s = std::fs::read_to_string("/proc/stat").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("ctxt "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("ctxt in /proc/stat")
+    };
     // CPU-seconds of the store's processes (every `weed`: master, volume servers, filers and
     // gateways), to tell what the store costs in each phase from what the hosts do.
     let store_cpu = || -> f64 {
@@ -1016,7 +1025,7 @@ fn bench_fleet() {
         || std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop the page cache (root)");
     let cpu0: Vec<f64> = readers.iter().map(cpu_of).collect();
     drop_caches();
-    let (busy0, store0, window0) = (machine_busy(), store_cpu(), unix_now());
+    let (busy0, store0, window0, ctxt0) = (machine_busy(), store_cpu(), unix_now(), switches());
     let bytes = (big_mib << 20) as f64;
     let reads: Vec<(f64, std::path::PathBuf)> = std::thread::scope(|s| {
         let ts: Vec<_> = readers
@@ -1048,6 +1057,7 @@ fn bench_fleet() {
     });
     let cpu1: Vec<f64> = readers.iter().map(cpu_of).collect();
     let busy = machine_busy() - busy0;
+    let ctxt = switches() - ctxt0;
     let store_read = store_cpu() - store0;
     // The window, in seconds since the epoch, for a profile taken across the whole run
     // (`perf record -k CLOCK_REALTIME`, then `perf report --time START,END`).
@@ -1080,7 +1090,7 @@ fn bench_fleet() {
     drop_caches();
     let (one_s, pack_bytes) = download(g0);
     drop_caches();
-    let (busy3_0, store3_0) = (machine_busy(), store_cpu());
+    let (busy3_0, store3_0, ctxt3_0) = (machine_busy(), store_cpu(), switches());
     let t3 = Instant::now();
     let three: Vec<(f64, usize)> = std::thread::scope(|s| {
         let ts: Vec<_> = [g1, g0, g1]
@@ -1089,8 +1099,9 @@ fn bench_fleet() {
             .collect();
         ts.into_iter().map(|t| t.join().unwrap()).collect()
     });
-    let (busy3, store3, secs3) = (
+    let (busy3, ctxt3, store3, secs3) = (
         machine_busy() - busy3_0,
+        switches() - ctxt3_0,
         store_cpu() - store3_0,
         t3.elapsed().as_secs_f64(),
     );
@@ -1140,18 +1151,20 @@ fn bench_fleet() {
     let gib3 = 3.0 * bytes / (1u64 << 30) as f64;
     let arcad: f64 = cpu1.iter().zip(&cpu0).map(|(a, b)| a - b).sum();
     println!(
-        "BENCH|cpu_budget|phase=cold_read|store_cpu_s_per_GiB={:.2}|arcad_cpu_s_per_GiB={:.2}|machine_cpu_s_per_GiB={:.2}|cores_busy={:.2}",
+        "BENCH|cpu_budget|phase=cold_read|store_cpu_s_per_GiB={:.2}|arcad_cpu_s_per_GiB={:.2}|machine_cpu_s_per_GiB={:.2}|cores_busy={:.2}|switches_per_GiB={:.0}",
         store_read / gib3,
         arcad / gib3,
         busy / gib3,
-        busy / slowest
+        busy / slowest,
+        ctxt / gib3
     );
     let gib_plain = three.iter().map(|(_, n)| *n as f64).sum::<f64>() / (1u64 << 30) as f64;
     println!(
-        "BENCH|cpu_budget|phase=plain_download_3|store_cpu_s_per_GiB={:.2}|machine_cpu_s_per_GiB={:.2}|cores_busy={:.2}",
+        "BENCH|cpu_budget|phase=plain_download_3|store_cpu_s_per_GiB={:.2}|machine_cpu_s_per_GiB={:.2}|cores_busy={:.2}|switches_per_GiB={:.0}",
         store3 / gib_plain,
         busy3 / gib_plain,
-        busy3 / secs3
+        busy3 / secs3,
+        ctxt3 / gib_plain
     );
 
     // 7. Dedup at the store: v2 of a file with four 5 MiB regions changed.
