@@ -163,6 +163,10 @@ impl ChunkSource for RegistrySource {
     ) {
         self.registry.mount_opened(uid, pid, model, version, path);
     }
+
+    fn closed(&self) {
+        self.registry.mount_closed();
+    }
 }
 
 /// Builds mount snapshots, reusing each version's (immutable) entry between rebuilds so a new

@@ -177,6 +177,9 @@ pub trait ChunkSource: Send + Sync + 'static {
         _path: &RelPath,
     ) {
     }
+    /// Told when an open file is closed (its last handle released): the chunks it held may
+    /// go now. Called on the request thread: keep it cheap.
+    fn closed(&self) {}
 }
 
 /// Why a chunk could not be served. Every variant becomes `EIO` for the reader.

@@ -541,7 +541,10 @@ impl Vfs {
 
     /// Forget an open file or directory.
     pub(crate) fn release(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
+        let gone = lock(&self.handles).remove(&fh);
+        if matches!(gone, Some(Handle::File(_))) {
+            self.source.closed();
+        }
     }
 
     /// Up to `size` bytes at `offset` of open file `fh`: exactly `min(size, file size - offset)`

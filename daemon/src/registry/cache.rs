@@ -59,6 +59,14 @@ impl Registry {
         }
     }
 
+    /// A file closed in the mount: the chunks it held (never evicted while it was open) may
+    /// go now (`Cache::wake_at_close`). Nothing on a single host.
+    pub fn mount_closed(&self) {
+        if let Some(f) = self.cache_fleet() {
+            f.cache.wake_at_close(self.store.cache_count().bytes);
+        }
+    }
+
     /// Whether this host keeps `model`'s production and staging cached (and warms them): its
     /// environment serves the model, and its `serve` list, if set, names it.
     pub(super) fn keeps_model(&self, model: &ModelName) -> bool {
