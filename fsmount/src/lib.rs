@@ -177,8 +177,8 @@ pub trait ChunkSource: Send + Sync + 'static {
         _path: &RelPath,
     ) {
     }
-    /// Told when an open file is closed (its last handle released): the chunks it held may
-    /// go now. Called on the request thread: keep it cheap.
+    /// Told when a file handle is released (once per open that `opened` was told of): the
+    /// chunks it held may go now. Called on the request thread: keep it cheap.
     fn closed(&self) {}
 }
 

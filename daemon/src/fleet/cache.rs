@@ -30,6 +30,8 @@ pub const DEFAULT_SHARE: f64 = 0.25;
 /// Eviction brings the cache down to this share of the limit, so one eviction (and the
 /// compaction that gives the space back) serves many fetches, instead of one per extent.
 pub const LOW_WATER: f64 = 0.9;
+/// The least time from one pass of the cache thread to the next (`Cache::wait_paced`).
+pub const MIN_PASS_GAP: Duration = Duration::from_secs(1);
 /// How often the recency hints are saved, and the cache looked at without a fetch asking.
 pub const SAVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -91,8 +93,6 @@ pub struct Cache {
     stats: Mutex<CacheStats>,
     /// Wakes the cache thread when a fetch took the cache over its limit.
     wake: (Mutex<bool>, Condvar),
-    /// When a file's close last woke the cache thread (`wake_at_close`).
-    close_woke: Mutex<Option<std::time::Instant>>,
 }
 
 fn now_secs() -> u64 {
@@ -126,7 +126,6 @@ impl Cache {
             dirty: AtomicBool::new(false),
             stats: Mutex::new(CacheStats::default()),
             wake: (Mutex::new(false), Condvar::new()),
-            close_woke: Mutex::new(None),
         }
     }
 
@@ -180,33 +179,32 @@ impl Cache {
         cv.notify_one();
     }
 
-    /// A file closed in the mount with `cached` bytes cached: the chunks it held may go now,
-    /// so the cache thread looks now if that is over the limit, rather than at its next
-    /// 30 s pass. At most once a second: a reader closing files in a loop while the cache
-    /// stays over its limit (kept chunks alone exceed it, say) must not run pass after pass.
-    pub fn wake_at_close(&self, cached: u64) {
-        if cached <= self.limit {
-            return;
+    /// Asks the cache thread to look now if `cached` bytes are over the limit: after a use
+    /// (a file opened or closed in the mount, a push) that may let chunks go or adds some.
+    pub fn wake_if_over(&self, cached: u64) {
+        if cached > self.limit {
+            self.wake();
         }
-        let now = std::time::Instant::now();
-        {
-            let mut last = self.close_woke.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-                return;
-            }
-            *last = Some(now);
-        }
-        self.wake();
     }
 
-    /// Waits until woken or `timeout` passes.
-    pub fn wait(&self, timeout: Duration) {
+    /// Waits until woken or `timeout` passes, and in any case until `MIN_PASS_GAP` after
+    /// `last_pass` began. A wake is never lost, only put off: any user who may open one file
+    /// wakes the thread (each open and close does, when the cache is over its limit), and
+    /// opening and closing it in a loop while the cache stays over its limit (kept chunks
+    /// alone exceed it, say) must not keep the thread running pass after pass, each reading
+    /// every kept chunk's row.
+    pub fn wait_paced(&self, timeout: Duration, last_pass: std::time::Instant) {
         let (m, cv) = &self.wake;
         let g = m.lock().unwrap_or_else(|p| p.into_inner());
         let (mut g, _) = cv
             .wait_timeout_while(g, timeout, |woken| !*woken)
             .unwrap_or_else(|p| p.into_inner());
         *g = false;
+        drop(g);
+        let since = last_pass.elapsed();
+        if since < MIN_PASS_GAP {
+            std::thread::sleep(MIN_PASS_GAP - since);
+        }
     }
 }
 
@@ -329,17 +327,27 @@ mod tests {
     }
 
     #[test]
-    fn a_close_wakes_the_cache_thread_only_over_the_limit_and_at_most_once_a_second() {
+    fn a_use_wakes_the_cache_thread_only_over_the_limit_and_passes_are_a_second_apart() {
         let c = Cache::new(CacheConfig::default(), 1000, Vec::new());
-        c.wake_at_close(1000);
+        c.wake_if_over(1000);
         assert!(!woken(&c), "at the limit: nothing to do");
-        c.wake_at_close(1001);
-        assert!(woken(&c), "over it: a pass now");
-        c.wake_at_close(5000);
-        assert!(!woken(&c), "again within a second: no second pass");
-        *c.close_woke.lock().unwrap() =
-            Some(std::time::Instant::now() - Duration::from_millis(1100));
-        c.wake_at_close(5000);
-        assert!(woken(&c), "a second later: a pass again");
+        c.wake_if_over(1001);
+        assert!(woken(&c), "over it: a pass");
+        // Woken at once, but the last pass began just now: the next waits out the gap.
+        let last = std::time::Instant::now();
+        c.wake();
+        c.wait_paced(Duration::from_secs(30), last);
+        assert!(last.elapsed() >= MIN_PASS_GAP, "{:?}", last.elapsed());
+        // A pass long ago: a wake is answered at once.
+        let long_ago = std::time::Instant::now() - Duration::from_secs(5);
+        let t = std::time::Instant::now();
+        c.wake();
+        c.wait_paced(Duration::from_secs(30), long_ago);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(!woken(&c), "the wake was consumed");
     }
 }

@@ -52,18 +52,17 @@ impl Registry {
     pub(super) fn cache_touch(&self, name: &ModelName, version: &ModelVersion) {
         if let Some(f) = self.cache_fleet() {
             f.cache.touch(self.store.version_row_key(name, version));
-            // A push adds chunks without a fetch: the cache thread looks now, not in 30 s.
-            if self.store.cache_count().bytes > f.cache.limit {
-                f.cache.wake();
-            }
+            // A push adds chunks without a fetch: the cache thread looks now, not in 30 s
+            // (opens come here too, as often as a reader likes: passes are paced).
+            f.cache.wake_if_over(self.store.cache_count().bytes);
         }
     }
 
     /// A file closed in the mount: the chunks it held (never evicted while it was open) may
-    /// go now (`Cache::wake_at_close`). Nothing on a single host.
+    /// go now (`Cache::wake_if_over`). Nothing on a single host.
     pub fn mount_closed(&self) {
         if let Some(f) = self.cache_fleet() {
-            f.cache.wake_at_close(self.store.cache_count().bytes);
+            f.cache.wake_if_over(self.store.cache_count().bytes);
         }
     }
 
@@ -487,12 +486,13 @@ pub fn spawn_cache_thread(registry: Arc<Registry>) {
     let spawned = std::thread::Builder::new()
         .name("arca-fleet-cache".into())
         .spawn(move || loop {
+            let began = std::time::Instant::now();
             if let Err(e) = registry.cache_pass() {
                 tracing::warn!("fleet cache: {e}");
             }
             registry.save_cache_hints(&f);
             registry.fetch_pinned(&f);
-            f.cache.wait(SAVE_EVERY);
+            f.cache.wait_paced(SAVE_EVERY, began);
         });
     if let Err(e) = spawned {
         tracing::error!("fleet: cannot start the cache thread: {e}");
