@@ -436,9 +436,9 @@ impl Registry {
 
 /// The versions a host keeps cached whatever the limit, among `records`: of each model it
 /// serves (`serves`: its `--environment` and `serve` list), the production version and the
-/// newest staging one (the one moved to staging last). Older staging versions are cached like any other: a user
-/// who may move a model's versions to staging must not be able to make every host keep as
-/// many of them as they like, nor a host keep models it does not serve.
+/// newest staging one (the one moved to staging last). Older staging versions are cached like
+/// any other: a user who may move a model's versions to staging must not be able to make
+/// every host keep as many of them as they like, nor a host keep models it does not serve.
 fn kept_versions(
     records: Vec<Arc<VersionRecord>>,
     serves: impl Fn(&ModelName) -> bool,
