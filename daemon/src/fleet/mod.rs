@@ -102,6 +102,12 @@ const MAX_FETCHES: usize = 4;
 /// How often the log is listed past the next entry (to notice a gap: an entry deleted behind
 /// arca's back) and the newest applied entry read again (to notice it replaced).
 const AUDIT_EVERY: Duration = Duration::from_secs(5);
+/// How soon an audit that failed, or found an applied entry missing, is made again. An entry
+/// is taken for deleted only when two audits at least this far apart both miss it: a store's
+/// gateways may show an overwrite as a delete followed by a create (SeaweedFS filers copy an
+/// overwrite to one another that way), and an entry replaced behind arca's back must then be
+/// named as the fork it is, not as a deletion.
+const RECHECK: Duration = Duration::from_secs(1);
 /// Entries looked at per audit by the sweep over the applied part of the log
 /// (`sweep_applied`).
 const SWEEP_PAGE: usize = 1000;
@@ -277,7 +283,10 @@ pub struct Fleet {
     /// Pinned hosts, this one included.
     hosts: BTreeMap<String, PublicKey>,
     state: Arc<Mutex<FleetState>>,
-    last_audit: Mutex<Option<Instant>>,
+    /// When the next audit of the log is due (`audit_log`).
+    next_audit: Mutex<Option<Instant>>,
+    /// What the last audit found missing, and when, until an audit confirms or clears it.
+    missing_seen: Mutex<Option<(String, Instant)>>,
     /// Where the next sweep of the applied part of the log starts (`audit_log`).
     sweep_from: Mutex<u64>,
     last_heartbeat: Mutex<Option<Instant>>,
@@ -434,7 +443,8 @@ impl Fleet {
             remote: Arc::new(remote),
             hosts,
             state: Arc::default(),
-            last_audit: Mutex::new(None),
+            next_audit: Mutex::new(None),
+            missing_seen: Mutex::new(None),
             sweep_from: Mutex::new(0),
             last_heartbeat: Mutex::new(None),
             heartbeat_written: std::sync::atomic::AtomicBool::new(false),
@@ -601,26 +611,44 @@ impl Fleet {
         Ok(n)
     }
 
-    /// Every `AUDIT_EVERY`: the log must hold nothing past a missing entry (a gap: an entry
-    /// deleted behind arca's back), and the newest applied entry must still be the bytes this
-    /// host applied (not replaced: two entries for one seq).
+    /// Every `AUDIT_EVERY` (every `RECHECK` after one that failed or found an applied entry
+    /// missing): the log must hold nothing past a missing entry (a gap: an entry deleted
+    /// behind arca's back), and the newest applied entry must still be the bytes this host
+    /// applied (not replaced: two entries for one seq).
     fn audit_log(&self, store: &Store, seq: u64) -> Result<(), FleetError> {
         {
-            let mut last = self.last_audit.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < AUDIT_EVERY) {
+            let mut next = self.next_audit.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if next.is_some_and(|t| now < t) {
                 return Ok(());
             }
-            *last = Some(Instant::now());
+            // Until this audit passes, the next one comes soon.
+            *next = Some(now + RECHECK);
         }
+        if self.audit_once(store, seq)? {
+            *self.next_audit.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + AUDIT_EVERY);
+            *self.missing_seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(())
+    }
+
+    /// One audit: true if it passed, false if it found an applied entry missing for the
+    /// first time (see `missing`).
+    fn audit_once(&self, store: &Store, seq: u64) -> Result<bool, FleetError> {
         if let Some(&l) = self.entries_after(seq, 1)?.first() {
             if l > seq + 1 {
-                return Err(self.halt(format!(
+                return self.missing(format!(
                     "gap in the log: entry {} is missing but entry {l} exists (an entry was deleted from the store)",
                     seq + 1
-                )));
+                ));
             }
         }
-        self.sweep_applied(seq)?;
+        if let Some(gone) = self.sweep_applied(seq)? {
+            return self.missing(format!(
+                "log entry {gone}, applied here, is gone from the store (deleted behind arca's back)"
+            ));
+        }
         if seq > 0 {
             let (_, applied_hash) = store.applied()?;
             match self.remote.get_capped(&entry_key(seq), MAX_ENTRY) {
@@ -632,27 +660,46 @@ impl Fleet {
                     )))
                 }
                 Err(RemoteError::NotFound(_)) => {
-                    return Err(self.halt(format!(
+                    return self.missing(format!(
                         "log entry {seq}, applied here, is gone from the store (deleted behind arca's back)"
-                    )))
+                    ))
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// An applied entry found missing: halts if an audit at least `RECHECK` earlier found the
+    /// same; otherwise notes it (false), and the next audit, `RECHECK` later, looks again.
+    fn missing(&self, why: String) -> Result<bool, FleetError> {
+        let mut seen = self.missing_seen.lock().unwrap_or_else(|p| p.into_inner());
+        match &*seen {
+            Some((w, t)) if *w == why && t.elapsed() >= RECHECK => {
+                drop(seen);
+                Err(self.halt(why))
+            }
+            Some((w, _)) if *w == why => Ok(false),
+            _ => {
+                tracing::warn!("fleet: {why}? looking again in {RECHECK:?} before halting");
+                *seen = Some((why, Instant::now()));
+                Ok(false)
+            }
+        }
     }
 
     /// One page of a sweep over the entries this host applied: each of them must still be in
     /// the store. An entry deleted behind arca's back is harmless to hosts that applied it, but
     /// a host that has not (a lagging or a new one) would stop there, or, were it the newest,
-    /// take its seq for a change of its own; so every host that applied it names it at once.
-    /// A page is at most `SWEEP_PAGE` keys, so the cost of an audit stays bounded however long
-    /// the log grows; a long log is swept over several audits.
-    fn sweep_applied(&self, seq: u64) -> Result<(), FleetError> {
+    /// take its seq for a change of its own; so every host that applied it names it (once two
+    /// audits agree, `missing`). Returns the first applied entry missing, if any. A page is at
+    /// most `SWEEP_PAGE` keys, so the cost of an audit stays bounded however long the log grows;
+    /// a long log is swept over several audits.
+    fn sweep_applied(&self, seq: u64) -> Result<Option<u64>, FleetError> {
         let from = *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner());
         if seq == 0 || from >= seq {
             *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = 0;
-            return Ok(());
+            return Ok(None);
         }
         let listed = self.entries_after(from, SWEEP_PAGE)?;
         let mut expect = from + 1;
@@ -665,16 +712,15 @@ impl Fleet {
         let page_full = listed.len() >= SWEEP_PAGE;
         let stopped_early = listed.iter().any(|&s| s >= expect && s <= seq);
         if expect <= seq && (!page_full || stopped_early) {
-            return Err(self.halt(format!(
-                "log entry {expect}, applied here, is gone from the store (deleted behind arca's back)"
-            )));
+            // The same page is swept again by the next audit.
+            return Ok(Some(expect));
         }
         *self.sweep_from.lock().unwrap_or_else(|p| p.into_inner()) = if page_full && expect <= seq {
             expect - 1
         } else {
             0
         };
-        Ok(())
+        Ok(None)
     }
 
     /// The seqs of up to `want` entries past `seq` in the store, in order, from listings of
@@ -886,4 +932,52 @@ pub(crate) fn test_fleet(
     let c = cache::Cache::new(cfg.cache.clone(), 1 << 30, Vec::new());
     let fleet = Fleet::new(cfg, Remote::memory(), store.host_public_key(), c).unwrap();
     (store, fleet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gap seen once is looked at again `RECHECK` later before the host halts: a gateway
+    /// that shows an overwrite as a delete and a create must not make a host halt for a
+    /// deletion. Seen again, it halts; filled in meanwhile, nothing happens.
+    #[test]
+    fn an_entry_missing_once_is_looked_at_again_before_halting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, fleet) = test_fleet(
+            dir.path(),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        let planted = || Bytes::from_static(b"not an entry; the listing is what counts");
+        fleet.remote.create(&entry_key(2), planted()).unwrap();
+
+        // Seen once: no halt, and the next audit comes `RECHECK` later, not `AUDIT_EVERY`.
+        fleet.audit_log(&store, 0).unwrap();
+        assert!(fleet.state().halted.is_none());
+        fleet.audit_log(&store, 0).unwrap();
+        assert!(fleet.state().halted.is_none(), "too soon to look again");
+        // Filled in meanwhile: the audit passes and forgets what it saw.
+        fleet.remote.create(&entry_key(1), planted()).unwrap();
+        std::thread::sleep(RECHECK);
+        fleet.audit_log(&store, 0).unwrap();
+        assert!(fleet.state().halted.is_none());
+        assert!(fleet.missing_seen.lock().unwrap().is_none());
+
+        // A gap that stays: seen twice, `RECHECK` apart, it halts the host and names it.
+        fleet.remote.delete(&entry_key(1)).unwrap();
+        // The passing audit put the next one `AUDIT_EVERY` away: as if that had gone by.
+        assert!(fleet.next_audit.lock().unwrap().unwrap() > Instant::now() + RECHECK);
+        *fleet.next_audit.lock().unwrap() = None;
+        fleet.audit_log(&store, 0).unwrap();
+        assert!(fleet.state().halted.is_none());
+        std::thread::sleep(RECHECK);
+        let err = fleet.audit_log(&store, 0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("entry 1 is missing but entry 2 exists"),
+            "{err}"
+        );
+        assert!(fleet.state().halted.is_some());
+    }
 }

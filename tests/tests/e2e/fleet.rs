@@ -334,16 +334,39 @@ pub(super) fn fleet_hosts_wrapped(
 }
 
 /// Waits up to `secs` for `f` to hold; returns how long it took.
-pub(super) fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+pub(super) fn within(secs: u64, what: &str, f: impl FnMut() -> bool) -> Duration {
+    within_else(secs, what, f, String::new)
+}
+
+/// `within`, and on a timeout also what `context` says (a host's log, to tell why).
+pub(super) fn within_else(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> Duration {
     let t = Instant::now();
     while !f() {
         assert!(
             t.elapsed() < Duration::from_secs(secs),
-            "not within {secs} s: {what}"
+            "not within {secs} s: {what}\n{}",
+            context()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
     t.elapsed()
+}
+
+/// A host's fleet status and the last `n` lines of its log.
+pub(super) fn log_tail(h: &TestEnv, n: usize) -> String {
+    let status = h.arca(&["--json", "status"]);
+    let log = h.log();
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "its status: {}\nits log ends:\n{}",
+        String::from_utf8_lossy(&status.stdout),
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    )
 }
 
 pub(super) fn model_dir(env: &TestEnv, owner: &User, tag: &str, big: usize, seed: u64) -> PathBuf {
@@ -630,6 +653,18 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
     // applying the log, refuses changes, and keeps serving what it has.
     let logs = list_keys(g0, "arca/log/");
     let last = logs.last().unwrap().clone();
+    let head: u64 = last.rsplit('/').next().unwrap().parse().unwrap();
+    // Every host must have applied it first: a host that reads the edited entry before
+    // applying it halts on its seal or signature instead (another check, another test).
+    for (name, h) in [("A", a), ("B", b), ("C", hc)] {
+        let waited = within_else(
+            15,
+            &format!("{name} applied entry {head}"),
+            || h.json(&["status"])["fleet"]["applied_seq"].as_u64() == Some(head),
+            || log_tail(h, 40),
+        );
+        println!("fleet: {name} had applied entry {head} {waited:?} before it was edited");
+    }
     let path = format!("/{BUCKET}/{last}");
     let (_, _, mut entry) = request(g0, "GET", &path, &[], b"");
     let n = entry.len();
@@ -642,9 +677,13 @@ fn fleet_hosts_share_one_registry_through_the_object_store() {
         request(g1, "GET", &path, &[], b"").2 == entry
     });
     for (name, h) in [("A", a), ("B", b), ("C", hc)] {
-        within(15, &format!("{name} reports the replaced entry"), || {
-            h.log().contains("two entries claim seq")
-        });
+        let took = within_else(
+            15,
+            &format!("{name} reports the replaced entry {head}"),
+            || h.log().contains("two entries claim seq"),
+            || log_tail(h, 40),
+        );
+        println!("fleet: {name} reported the replaced entry {head} after {took:?}");
     }
     let err = hc.fails(&["promote", "fm", "2.0.0", "--to", "staging"]);
     assert!(
