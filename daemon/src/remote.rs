@@ -169,6 +169,42 @@ pub struct Remote {
     /// for the in-memory store).
     locker: Option<lock::Locker>,
     lock_state: std::sync::Mutex<lock::LockState>,
+    /// Idle clients for streamed pack reads, each on a runtime of its own (`StreamIo`).
+    stream_io: std::sync::Mutex<Vec<StreamIo>>,
+}
+
+/// A streamed pack read's own runtime (one thread: the caller's) and clients. On the shared
+/// runtime, the connection's task ran on a worker thread that woke the reader for every piece
+/// of the body (measured: ~80k context switches per GiB fetched, 20% of a cold fleet read's
+/// samples in scheduling); on this one, the thread that waits for the bytes reads the socket
+/// itself. Kept in a pool between reads, so connections are reused.
+struct StreamIo {
+    rt: tokio::runtime::Runtime,
+    bulk: Vec<Arc<dyn ObjectStore>>,
+}
+
+/// Idle `StreamIo`s kept: one per fetch that may run at once, and a few for bulk reads.
+const STREAM_IO_KEPT: usize = 8;
+
+/// A `StreamIo` lent to one read; back to the pool when dropped.
+struct StreamLease<'a> {
+    remote: &'a Remote,
+    io: Option<StreamIo>,
+}
+
+impl Drop for StreamLease<'_> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            let mut pool = self
+                .remote
+                .stream_io
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if pool.len() < STREAM_IO_KEPT {
+                pool.push(io);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Remote {
@@ -318,6 +354,7 @@ impl Remote {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            stream_io: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -342,6 +379,7 @@ impl Remote {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            stream_io: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -404,6 +442,23 @@ impl Remote {
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
         let stores = if bulk { &self.bulk } else { &self.stores };
+        self.call_via(&self.rt, stores, fail_fast, bound, key, op)
+    }
+
+    /// `call_on` with these clients, on this runtime.
+    fn call_via<T, F, Fut>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        stores: &[Arc<dyn ObjectStore>],
+        fail_fast: bool,
+        bound: Duration,
+        key: &str,
+        op: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
         let now = now_ms();
         let until = self.down_until_ms.load(Ordering::Relaxed);
         if fail_fast && now < until {
@@ -432,9 +487,7 @@ impl Remote {
             let fut = op(store, path.clone());
             // The client's own timeouts bound each request; this bounds the retries as well,
             // and the endpoints after this one.
-            let r = self
-                .rt
-                .block_on(async { tokio::time::timeout_at(deadline, fut).await });
+            let r = rt.block_on(async { tokio::time::timeout_at(deadline, fut).await });
             let r = match r {
                 Ok(r) => r.map_err(|e| RemoteError::from_os(key, e)),
                 Err(_) => Err(RemoteError::Unreachable(format!(
@@ -696,8 +749,13 @@ impl Remote {
         mut each: impl FnMut(Bytes) -> Result<(), String>,
     ) -> Result<u64, RemoteError> {
         let want = range.end.saturating_sub(range.start);
+        let lease = self.stream_lease();
+        let (rt, stores) = match &lease.io {
+            Some(io) => (&io.rt, &io.bulk[..]),
+            None => (&self.rt, &self.bulk[..]),
+        };
         // The answer's head within the timeout; its body piece by piece below.
-        let started = self.call_on(true, true, self.timeout, key, |s, p| {
+        let started = self.call_via(rt, stores, true, self.timeout, key, |s, p| {
             let opts = object_store::GetOptions {
                 range: Some(range.clone().into()),
                 ..Default::default()
@@ -706,7 +764,7 @@ impl Remote {
         })?;
         let mut stream = started.into_stream();
         let timeout = self.timeout;
-        let got = self.rt.block_on(async {
+        let got = rt.block_on(async {
             let mut got = 0u64;
             loop {
                 match tokio::time::timeout(timeout, stream.next()).await {
@@ -739,6 +797,34 @@ impl Remote {
             )));
         }
         Ok(got)
+    }
+
+    /// A `StreamIo` from the pool, or a new one; none (the shared runtime and bulk clients)
+    /// for the in-memory store, or if one cannot be made.
+    fn stream_lease(&self) -> StreamLease<'_> {
+        let pooled = self
+            .stream_io
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let io = pooled.or_else(|| {
+            let cfg = self.config.as_ref()?;
+            let made = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| RemoteError::Config(format!("runtime: {e}")))
+                .and_then(|rt| {
+                    Ok(StreamIo {
+                        rt,
+                        bulk: build_stores(cfg, BULK_TIMEOUT)?,
+                    })
+                });
+            made.inspect_err(|e| {
+                tracing::warn!("object store: a streamed read on the shared runtime: {e}")
+            })
+            .ok()
+        });
+        StreamLease { remote: self, io }
     }
 
     /// Objects whose keys start with `prefix` and sort after `prefix` + `after` (all of them
