@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -181,29 +181,50 @@ pub struct Remote {
 struct StreamIo {
     rt: tokio::runtime::Runtime,
     bulk: Vec<Arc<dyn ObjectStore>>,
+    /// Since when it is in the pool.
+    idle_since: Instant,
+}
+
+impl StreamIo {
+    /// Without waiting for its threads (a name lookup stuck on a dead resolver): the caller
+    /// is a read with a bound to keep.
+    fn discard(self) {
+        self.rt.shutdown_background();
+    }
 }
 
 /// Idle `StreamIo`s kept: one per fetch that may run at once, and a few for bulk reads.
 const STREAM_IO_KEPT: usize = 8;
 
-/// A `StreamIo` lent to one read; back to the pool when dropped.
+/// How long a `StreamIo` may wait in the pool. Nothing runs its connections' tasks while it
+/// waits, so a connection the store closed meanwhile is only noticed at the next request,
+/// which then costs a retry.
+const STREAM_IO_IDLE: Duration = Duration::from_secs(20);
+
+/// A `StreamIo` lent to one read; back to the pool when dropped, if the read went well (a
+/// failed one may leave a connection half read).
 struct StreamLease<'a> {
     remote: &'a Remote,
     io: Option<StreamIo>,
+    ok: bool,
 }
 
 impl Drop for StreamLease<'_> {
     fn drop(&mut self) {
-        if let Some(io) = self.io.take() {
+        let Some(mut io) = self.io.take() else { return };
+        if self.ok {
             let mut pool = self
                 .remote
                 .stream_io
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if pool.len() < STREAM_IO_KEPT {
+                io.idle_since = Instant::now();
                 pool.push(io);
+                return;
             }
         }
+        io.discard();
     }
 }
 
@@ -749,7 +770,7 @@ impl Remote {
         mut each: impl FnMut(Bytes) -> Result<(), String>,
     ) -> Result<u64, RemoteError> {
         let want = range.end.saturating_sub(range.start);
-        let lease = self.stream_lease();
+        let mut lease = self.stream_lease();
         let (rt, stores) = match &lease.io {
             Some(io) => (&io.rt, &io.bulk[..]),
             None => (&self.rt, &self.bulk[..]),
@@ -796,17 +817,22 @@ impl Remote {
                 "object {key}: asked for {want} bytes, got {got}"
             )));
         }
+        lease.ok = true;
         Ok(got)
     }
 
     /// A `StreamIo` from the pool, or a new one; none (the shared runtime and bulk clients)
     /// for the in-memory store, or if one cannot be made.
     fn stream_lease(&self) -> StreamLease<'_> {
-        let pooled = self
-            .stream_io
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let (pooled, stale) = {
+            let mut pool = self.stream_io.lock().unwrap_or_else(|p| p.into_inner());
+            let (stale, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut *pool)
+                .into_iter()
+                .partition(|io| io.idle_since.elapsed() > STREAM_IO_IDLE);
+            *pool = fresh;
+            (pool.pop(), stale)
+        };
+        stale.into_iter().for_each(StreamIo::discard);
         let io = pooled.or_else(|| {
             let cfg = self.config.as_ref()?;
             let made = tokio::runtime::Builder::new_current_thread()
@@ -817,6 +843,7 @@ impl Remote {
                     Ok(StreamIo {
                         rt,
                         bulk: build_stores(cfg, BULK_TIMEOUT)?,
+                        idle_since: Instant::now(),
                     })
                 });
             made.inspect_err(|e| {
@@ -824,7 +851,11 @@ impl Remote {
             })
             .ok()
         });
-        StreamLease { remote: self, io }
+        StreamLease {
+            remote: self,
+            io,
+            ok: false,
+        }
     }
 
     /// Objects whose keys start with `prefix` and sort after `prefix` + `after` (all of them
@@ -1119,5 +1150,44 @@ mod tests {
             after,
             vec![format!("log/{:020}", 3), format!("log/{:020}", 10)]
         );
+    }
+
+    /// A streamed read runs on a runtime leased from the pool; only one whose read went well
+    /// goes back, and one idle too long is not lent again.
+    #[test]
+    fn a_streamed_read_leases_a_runtime_and_only_a_good_one_goes_back() {
+        let cfg = RemoteConfig {
+            // Nothing listens there: the connection is refused at once.
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            bucket: "b".into(),
+            region: "r".into(),
+            prefix: "arca".into(),
+            credentials_file: None,
+            ca_file: None,
+            timeout: Duration::from_secs(2),
+            retention: None,
+        };
+        let r = Remote::s3(&cfg).unwrap();
+        let err = r.get_range_each("packs/x", 0..10, |_| Ok(())).unwrap_err();
+        assert!(err.try_next(), "a refused connection: {err}");
+        assert!(
+            r.stream_io.lock().unwrap().is_empty(),
+            "a failed read's runtime is dropped"
+        );
+
+        let mut lease = r.stream_lease();
+        assert!(lease.io.is_some(), "a runtime of its own");
+        lease.ok = true;
+        drop(lease);
+        assert_eq!(r.stream_io.lock().unwrap().len(), 1);
+        r.stream_io.lock().unwrap()[0].idle_since =
+            Instant::now() - STREAM_IO_IDLE - Duration::from_secs(1);
+        let lease = r.stream_lease();
+        let fresh = lease.io.as_ref().unwrap().idle_since.elapsed();
+        assert!(
+            fresh < Duration::from_secs(1),
+            "a new one, not the stale one"
+        );
+        assert!(r.stream_io.lock().unwrap().is_empty());
     }
 }

@@ -108,6 +108,10 @@ const AUDIT_EVERY: Duration = Duration::from_secs(5);
 /// overwrite to one another that way), and an entry replaced behind arca's back must then be
 /// named as the fork it is, not as a deletion.
 const RECHECK: Duration = Duration::from_secs(1);
+/// How old a sighting of something missing may be and still confirm a later one: audits that
+/// failed in between (an outage) must not join a sighting from minutes ago with one of the
+/// next brief overwrite into a halt.
+const RECHECK_WITHIN: Duration = Duration::from_secs(30);
 /// Entries looked at per audit by the sweep over the applied part of the log
 /// (`sweep_applied`).
 const SWEEP_PAGE: usize = 1000;
@@ -285,8 +289,9 @@ pub struct Fleet {
     state: Arc<Mutex<FleetState>>,
     /// When the next audit of the log is due (`audit_log`).
     next_audit: Mutex<Option<Instant>>,
-    /// What the last audit found missing, and when, until an audit confirms or clears it.
-    missing_seen: Mutex<Option<(String, Instant)>>,
+    /// When an audit first found something of the log missing, in the run of audits that
+    /// each found something missing (`missing`); cleared by an audit that passes.
+    missing_seen: Mutex<Option<Instant>>,
     /// Where the next sweep of the applied part of the log starts (`audit_log`).
     sweep_from: Mutex<u64>,
     last_heartbeat: Mutex<Option<Instant>>,
@@ -670,19 +675,25 @@ impl Fleet {
         Ok(true)
     }
 
-    /// An applied entry found missing: halts if an audit at least `RECHECK` earlier found the
-    /// same; otherwise notes it (false), and the next audit, `RECHECK` later, looks again.
+    /// Something of the log found missing: halts if an audit between `RECHECK` and
+    /// `RECHECK_WITHIN` earlier found something missing too, with no audit passing since;
+    /// otherwise notes it (false), and the next audit, `RECHECK` later, looks again.
+    ///
+    /// Any sighting confirms any other, not only the same one: a bucket writer who keeps the
+    /// log broken but changes how (planting and removing keys past a gap between audits, so
+    /// each finds another first entry past it) must not keep the host from halting. Only an
+    /// audit that finds nothing missing clears the sighting.
     fn missing(&self, why: String) -> Result<bool, FleetError> {
         let mut seen = self.missing_seen.lock().unwrap_or_else(|p| p.into_inner());
-        match &*seen {
-            Some((w, t)) if *w == why && t.elapsed() >= RECHECK => {
+        match *seen {
+            Some(t) if (RECHECK..=RECHECK_WITHIN).contains(&t.elapsed()) => {
                 drop(seen);
                 Err(self.halt(why))
             }
-            Some((w, _)) if *w == why => Ok(false),
+            Some(t) if t.elapsed() < RECHECK => Ok(false),
             _ => {
                 tracing::warn!("fleet: {why}? looking again in {RECHECK:?} before halting");
-                *seen = Some((why, Instant::now()));
+                *seen = Some(Instant::now());
                 Ok(false)
             }
         }
@@ -964,18 +975,25 @@ mod tests {
         assert!(fleet.state().halted.is_none());
         assert!(fleet.missing_seen.lock().unwrap().is_none());
 
-        // A gap that stays: seen twice, `RECHECK` apart, it halts the host and names it.
+        // A sighting older than `RECHECK_WITHIN` (audits failed in between) confirms nothing.
         fleet.remote.delete(&entry_key(1)).unwrap();
+        *fleet.missing_seen.lock().unwrap() =
+            Some(Instant::now() - RECHECK_WITHIN - Duration::from_secs(1));
         // The passing audit put the next one `AUDIT_EVERY` away: as if that had gone by.
         assert!(fleet.next_audit.lock().unwrap().unwrap() > Instant::now() + RECHECK);
         *fleet.next_audit.lock().unwrap() = None;
         fleet.audit_log(&store, 0).unwrap();
         assert!(fleet.state().halted.is_none());
+        // A gap that stays, though its writer moves the key past it between audits (so each
+        // audit finds another first entry past the gap): seen twice, `RECHECK` apart, it halts
+        // the host and names it.
+        fleet.remote.delete(&entry_key(2)).unwrap();
+        fleet.remote.create(&entry_key(3), planted()).unwrap();
         std::thread::sleep(RECHECK);
         let err = fleet.audit_log(&store, 0).unwrap_err();
         assert!(
             err.to_string()
-                .contains("entry 1 is missing but entry 2 exists"),
+                .contains("entry 1 is missing but entry 3 exists"),
             "{err}"
         );
         assert!(fleet.state().halted.is_some());
