@@ -430,12 +430,12 @@ impl Remote {
         F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
-        self.call_on(false, false, self.timeout, key, op)
+        self.call_via(&self.rt, &self.stores, false, self.timeout, key, op)
     }
 
-    /// `call`, on the bulk clients if `bulk`, the whole call (every endpoint tried) bounded by
-    /// `bound`. With `fail_fast`, a call made within `DOWN_FOR_MS` of one that failed on every
-    /// endpoint fails at once.
+    /// `call`, with these clients (one per endpoint) on this runtime, the whole call (every
+    /// endpoint tried) bounded by `bound`. With `fail_fast`, a call made within `DOWN_FOR_MS`
+    /// of one that failed on every endpoint fails at once.
     ///
     /// Only reads behind the mount fail fast: they are the callers that must answer within a
     /// bound, and many of them wait on one outage at once. A state change, a log poll or an
@@ -450,23 +450,6 @@ impl Remote {
     /// uncached read behind the mount wait one timeout per configured endpoint: 10 s with the
     /// default 5 s and two gateways, past the mount's 10 s promise.) The next call starts at
     /// the endpoint after the one that hung, so a hung gateway costs one call, not every call.
-    fn call_on<T, F, Fut>(
-        &self,
-        bulk: bool,
-        fail_fast: bool,
-        bound: Duration,
-        key: &str,
-        op: F,
-    ) -> Result<T, RemoteError>
-    where
-        F: Fn(Arc<dyn ObjectStore>, ObjPath) -> Fut,
-        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
-    {
-        let stores = if bulk { &self.bulk } else { &self.stores };
-        self.call_via(&self.rt, stores, fail_fast, bound, key, op)
-    }
-
-    /// `call_on` with these clients, on this runtime.
     fn call_via<T, F, Fut>(
         &self,
         rt: &tokio::runtime::Runtime,
@@ -675,8 +658,12 @@ impl Remote {
         let len = bytes.len() as u64;
         // A pack takes as long as the link needs; a small object must answer at once.
         let bulk = len > BULK_OVER;
-        let bound = if bulk { BULK_TIMEOUT } else { self.timeout };
-        let r = self.call_on(bulk, false, bound, key, |s, p| {
+        let (stores, bound) = if bulk {
+            (&self.bulk, BULK_TIMEOUT)
+        } else {
+            (&self.stores, self.timeout)
+        };
+        let r = self.call_via(&self.rt, stores, false, bound, key, |s, p| {
             let payload = PutPayload::from_bytes(bytes.clone());
             let opts = PutOptions::from(mode.clone());
             async move { s.put_opts(&p, payload, opts).await }
